@@ -1,0 +1,149 @@
+# tollgate — one Makefile for the whole tree.
+#
+#   make            build/tollgated, build/tollgate.wasm, build/libtollgate.a
+#   make test       install missing deps, then unit tests (plain and with
+#                   ASan+UBSan), the wasm import check, integration tests
+#   make run        install missing deps, then redis + tollgated + workerd edge
+#   make clean      remove build/ and run/
+#
+# Knobs: SANITIZE=address,undefined  BUILD=dir  CC=clang  V=1
+# Every dependency comes from the system through pkg-config; run
+# deploy/install-deps.sh (make deps) on a fresh Debian machine.
+
+BUILD    ?= build
+SANITIZE ?=
+CC       ?= cc
+WASM_CC  ?= clang
+WASM_OPT ?= wasm-opt
+PKGS     := libmicrohttpd hiredis libprotobuf-c openssl jansson
+
+# Lazily expanded: `make test` installs packages before anything reads these.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# ---------------------------------------------------------------- sources
+EDGE_SRC  := $(filter-out edge-module/src/wasm.c,$(wildcard edge-module/src/*.c))
+EDGE_OBJ  := $(EDGE_SRC:edge-module/src/%.c=$(BUILD)/edge/%.o)
+WASM_OBJ  := $(EDGE_SRC:edge-module/src/%.c=$(BUILD)/wasm/%.o) $(BUILD)/wasm/wasm.o
+CO_SRC    := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
+CO_OBJ    := $(CO_SRC:coordinator/%.c=$(BUILD)/co/%.o)
+GEN_OBJ   := $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/gen/sync_lua.o
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+EDGE_CFLAGS := -Iedge-module/include -Iedge-module/src
+CO_CFLAGS    = -Icoordinator -I$(BUILD)/gen $(PKG_CFLAGS)
+
+# The edge core is freestanding: no libc, no imports. -mbulk-memory turns
+# __builtin_memcpy/memset into memory.copy/fill instead of imported calls.
+WASM_CFLAGS := --target=wasm32 -ffreestanding -nostdlib -mbulk-memory -Oz \
+               -std=c11 $(WARN) -fvisibility=hidden -MMD -MP $(EDGE_CFLAGS)
+WASM_LDFLAGS := --target=wasm32 -nostdlib -Wl,--no-entry -Wl,--gc-sections \
+                -Wl,--strip-all -Wl,-z,stack-size=65536
+
+.PHONY: all deps test check unit unit-asan integration wasm-check run clean
+all: $(BUILD)/tollgated $(BUILD)/tollgate.wasm $(BUILD)/libtollgate.a
+
+deps:
+	deploy/install-deps.sh
+
+# ---------------------------------------------------------------- edge
+$(BUILD)/edge/%.o: edge-module/src/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(EDGE_CFLAGS) -c $< -o $@
+
+$(BUILD)/libtollgate.a: $(EDGE_OBJ)
+	$(Q)$(AR) rcs $@ $^
+
+$(BUILD)/wasm/%.o: edge-module/src/%.c
+	@mkdir -p $(@D)
+	$(Q)$(WASM_CC) $(WASM_CFLAGS) -c $< -o $@
+
+# Link without -O, then let binaryen shrink it; refuse a module with imports.
+$(BUILD)/tollgate.wasm: $(WASM_OBJ)
+	$(Q)$(WASM_CC) $(WASM_LDFLAGS) $^ -o $(BUILD)/tollgate.raw.wasm
+	$(Q)$(WASM_OPT) -Oz --enable-bulk-memory $(BUILD)/tollgate.raw.wasm -o $@
+	$(Q)if wasm-objdump -x -j Import $@ | grep -q ' <- '; then \
+	  echo "tollgate.wasm has imports; the edge core must have none:" >&2; \
+	  wasm-objdump -x -j Import $@ >&2; rm -f $@; exit 1; fi
+	@echo "built $@ ($$(stat -c %s $@) bytes)"
+
+# ---------------------------------------------------------------- generated
+$(BUILD)/gen/tollgate.pb-c.c $(BUILD)/gen/tollgate.pb-c.h: proto/tollgate.proto
+	@mkdir -p $(@D)
+	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/gen tollgate.proto
+
+# The Lua script is compiled into the binary so a deploy is one file.
+$(BUILD)/gen/sync_lua.c: coordinator/sync.lua
+	@mkdir -p $(@D)
+	$(Q){ echo '/* generated from $< */'; \
+	  echo '#include <stddef.h>'; \
+	  echo 'const char co_sync_lua[] = {'; \
+	  od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '0x00 };'; \
+	  echo 'const size_t co_sync_lua_len = sizeof co_sync_lua - 1;'; } > $@
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(Q)$(CC) $(filter-out $(WARN),$(CFLAGS)) $(CO_CFLAGS) -c $< -o $@
+
+# ---------------------------------------------------------------- coordinator
+$(CO_OBJ) $(BUILD)/co/main.o: $(BUILD)/gen/tollgate.pb-c.h
+$(BUILD)/co/%.o: coordinator/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(CO_CFLAGS) -c $< -o $@
+
+$(BUILD)/libco.a: $(CO_OBJ) $(GEN_OBJ)
+	$(Q)$(AR) rcs $@ $^
+
+$(BUILD)/tollgated: $(BUILD)/co/main.o $(BUILD)/libco.a
+	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
+# ---------------------------------------------------------------- tests
+# A test may ask for extra link flags (e.g. -Wl,--wrap=co_redis_command)
+# with a line `// test-ldflags: ...` in its source.
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libco.a $(BUILD)/libtollgate.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(EDGE_CFLAGS) $(CO_CFLAGS) $< \
+	  $(shell sed -n 's|^// test-ldflags: ||p' $<) \
+	  $(BUILD)/libco.a $(BUILD)/libtollgate.a $(LDFLAGS) $(PKG_LIBS) -lcmocka -o $@
+
+unit: $(UNIT_BIN)
+	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+unit-asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined unit
+
+wasm-check: $(BUILD)/tollgate.wasm
+	$(Q)n=$$(wasm-objdump -x -j Import $< | grep -c ' <- ' || true); \
+	  echo "tollgate.wasm: $$(stat -c %s $<) bytes, $$n imports"; test "$$n" = 0
+
+integration: all
+	$(Q)node --test --test-concurrency=1 tests/integration/
+
+check: all unit unit-asan wasm-check integration
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory check
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)deploy/run.sh
+
+clean:
+	rm -rf build run
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what tollgate needs to build, test and run, and nothing else.
+# Idempotent: packages already present are left alone, so `make test` and
+# `make run` can call it every time at the cost of one dpkg query.
+#   deploy/install-deps.sh          apt packages + npm packages (workerd)
+#   TOLLGATE_SKIP_DEPS=1            skip everything (offline, packaged builds)
+set -euo pipefail
+
+[ "${TOLLGATE_SKIP_DEPS:-0}" = 1 ] && exit 0
+top=$(cd "$(dirname "$0")/.." && pwd)
+
+apt_pkgs=(
+  build-essential pkg-config make
+  libmicrohttpd-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
+  libssl-dev libcmocka-dev libjansson-dev
+  redis-server redis-tools
+  clang lld binaryen wabt
+  nodejs npm curl
+)
+
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+# Node and npm may come from outside Debian (a newer node on PATH): accept them.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  keep=(); for p in "${missing[@]}"; do case $p in nodejs|npm) ;; *) keep+=("$p");; esac; done
+  missing=("${keep[@]}")
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}" >&2
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# A Debian redis-server package starts a system instance on :6379; tollgate
+# never uses it (tests and `make run` start private ones), so leave it be.
+
+if [ ! -x "$top/node_modules/.bin/workerd" ] || [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then
+  echo "install-deps: npm ci" >&2
+  (cd "$top" && npm ci --no-audit --no-fund --loglevel=error)
+fi
