@@ -1,0 +1,144 @@
+/* policy.c — validating, matching and installing the quota policy; see
+ * policy.h and edge.h. */
+#include "policy.h"
+
+#include "edge.h"
+#include "keys.h"
+#include "mem.h"
+
+void tg__policy_reset(tg__policy *p)
+{
+    p->version = 0;
+    p->sync_interval_ms = 0;
+    p->clearance_ttl_s = 0;
+    p->n_quotas = 0;
+    p->refused = TG__POLICY_OK;
+}
+
+/* Names travel in RateLimit headers (as quoted strings, with '"' and '\'
+ * escaped) so control bytes and non-ASCII could split or corrupt a header;
+ * they also key counts on the wire, so they must be unique. */
+static bool name_ok(const tg__quota *q)
+{
+    if (q->name_len == 0)
+        return false;
+    for (unsigned i = 0; i < q->name_len; i++)
+        if (q->name[i] < 0x20 || q->name[i] > 0x7e)
+            return false;
+    return true;
+}
+
+int tg__policy_validate(tg__policy *p)
+{
+    for (uint32_t i = 0; i < p->n_quotas && !p->refused; i++) {
+        const tg__quota *q = &p->quotas[i];
+        if (!name_ok(q) || tg__policy_find(p, q->name, q->name_len) != (int)i)
+            p->refused = TG__POLICY_BAD_NAME;
+        else if (q->window_s == 0)
+            p->refused = TG__POLICY_BAD_WINDOW;
+    }
+    return p->refused;
+}
+
+int tg__policy_find(const tg__policy *p, const char *name, size_t len)
+{
+    for (uint32_t i = 0; i < p->n_quotas; i++)
+        if (tg__bytes_eq(p->quotas[i].name, p->quotas[i].name_len, name, len))
+            return (int)i;
+    return -1;
+}
+
+/* The path is matched as raw bytes: the host passes it already normalised
+ * (its URL parser resolves dot segments). Methods compare ASCII
+ * case-insensitively, so a policy saying "get" still means GET. */
+bool tg__quota_matches(const tg__quota *q, const tg_request *req)
+{
+    if (q->key_kind == TG__KEY_UNKNOWN)
+        return false;
+    if (req->path.len < q->prefix_len || !tg__memeq(req->path.p, q->prefix, q->prefix_len))
+        return false;
+    if (q->n_methods == 0)
+        return true;
+    for (unsigned i = 0; i < q->n_methods; i++)
+        if (tg__ascii_caseeq(q->methods[i], q->method_len[i], req->method.p, req->method.len))
+            return true;
+    return false;
+}
+
+int tg__quota_key(const tg__quota *q, const tg_request *req, tg_str *key)
+{
+    if (q->key_kind != TG__KEY_IP)
+        return TG_EINVAL;
+    *key = req->client_ip;
+    if (key->len == 0 || key->len > TG__KEY_CAP || key->p[0] == '~')
+        return TG_EINVAL;
+    for (size_t i = 0; i < key->len; i++)
+        if (key->p[i] == '\0')
+            return TG_EINVAL;
+    return 0;
+}
+
+/* At least one request per key while the limit is positive (a floor of 0
+ * would deny every new key until its first lease arrives), never more
+ * than the limit itself; nothing at all for a limit of 0. */
+uint64_t tg__quota_floor(const tg__quota *q)
+{
+    if (q->limit == 0)
+        return 0;
+    if (q->floor == 0)
+        return 1;
+    return q->floor < q->limit ? q->floor : q->limit;
+}
+
+/* A quota survives a policy change when the new policy has one with the
+ * same name and the same key template: its entries keep their buckets and
+ * counts and are only renumbered. Entries of dropped quotas are removed
+ * with their pending counts (the coordinator no longer has that quota to
+ * count them against); entries in the batch in flight defer the swap
+ * instead (see edge.h). */
+int tg__policy_install(tg_edge *e)
+{
+    tg__policy *old = &e->pol[e->cur], *nw = &e->pol[!e->cur];
+    int map[TG__MAX_QUOTAS];
+    tg__counts ovf[TG__MAX_QUOTAS];
+    uint32_t ovf_batch = 0;
+
+    if (tg__policy_validate(nw))
+        return nw->refused;
+    for (uint32_t i = 0; i < old->n_quotas; i++) {
+        const tg__quota *q = &old->quotas[i];
+        int j = tg__policy_find(nw, q->name, q->name_len);
+        map[i] = j >= 0 && nw->quotas[j].key_kind == q->key_kind ? j : -1;
+        if (map[i] < 0 && (e->ovf_batch >> i & 1))
+            return 1;
+    }
+    for (uint32_t s = 0; s <= e->tab.mask; s++) {
+        const tg__entry *en = &e->tab.slot[s];
+        if (en->quota != TG__NO_QUOTA && map[en->quota] < 0 && (en->flags & TG__F_BATCH))
+            return 1;
+    }
+
+    for (uint32_t s = 0; s <= e->tab.mask; s++) {
+        tg__entry *en = &e->tab.slot[s];
+        if (en->quota == TG__NO_QUOTA)
+            continue;
+        if (map[en->quota] < 0)
+            tg__table_remove(&e->tab, en);
+        else
+            en->quota = (uint8_t)map[en->quota];
+    }
+    tg__memset(ovf, 0, sizeof ovf);
+    for (uint32_t i = 0; i < old->n_quotas; i++) {
+        if (map[i] < 0)
+            continue;
+        ovf[map[i]] = e->overflow[i];
+        if (e->ovf_batch >> i & 1)
+            ovf_batch |= 1u << map[i];
+    }
+    tg__memcpy(e->overflow, ovf, sizeof ovf);
+    e->ovf_batch = ovf_batch;
+    e->cur = (uint8_t)!e->cur;
+    e->base_interval_ms = nw->sync_interval_ms ? tg__sync_clamp_interval(nw->sync_interval_ms)
+                                               : e->cfg_interval_ms;
+    return 0;
+}
