@@ -1,0 +1,166 @@
+/* main.c — tollgated's lifecycle: configure, start, wait for a signal,
+ * drain, stop.
+ *
+ * Signals are blocked before any thread exists, so every worker inherits
+ * the mask and only main's sigwait() sees SIGTERM/SIGINT/SIGHUP; no
+ * handler runs in an arbitrary thread. Exit status: 0 after a clean
+ * shutdown, 1 when startup fails at run time (policy file, bind), 2 for
+ * bad usage.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "tollgated.h"
+
+#define DRAIN_TIMEOUT_MS 5000u
+
+static const char *process_env(const char *name)
+{
+    return getenv(name);
+}
+
+static void print_version(void)
+{
+    printf("tollgated %s (libmicrohttpd %s, hiredis %d.%d.%d, protobuf-c %s, "
+           "%s, jansson %s)\n", CO_VERSION, MHD_get_version(), HIREDIS_MAJOR,
+           HIREDIS_MINOR, HIREDIS_PATCH, protobuf_c_version(),
+           OpenSSL_version(OPENSSL_VERSION), JANSSON_VERSION);
+}
+
+/* The challenge secret from the configuration, or a random one. Random is
+ * fine for one coordinator, but tokens issued by one instance fail on any
+ * other, so say so loudly. Returns 0 or CO_EINVAL (RNG failure). */
+static int setup_secret(const struct co_config *cfg)
+{
+    if (cfg->secret_len > 0) {
+        memcpy(co_server.secret, cfg->secret, cfg->secret_len);
+        co_server.secret_len = cfg->secret_len;
+        return CO_OK;
+    }
+    if (RAND_bytes(co_server.secret, CO_SECRET_MIN) != 1)
+        return CO_EINVAL;
+    co_server.secret_len = CO_SECRET_MIN;
+    CO_WARN("msg=challenge_secret_random detail=\"no --challenge-secret: "
+            "using a random one; several coordinators will reject each "
+            "other's challenge tokens\"");
+    return CO_OK;
+}
+
+int main(int argc, char **argv)
+{
+    struct co_config cfg;
+    struct co_redis_target target;
+    struct co_policy *policy = NULL;
+    struct MHD_Daemon *daemon = NULL;
+    sigset_t sigs;
+    char err[512], v[600], addr[300];
+    int rc, sig = 0;
+
+    rc = co_config_parse(argc, argv, process_env, &cfg, err, sizeof err);
+    if (rc == CO_CONFIG_HELP) {
+        co_config_usage(stdout);
+        return 0;
+    }
+    if (rc == CO_CONFIG_VERSION) {
+        print_version();
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "tollgated: %s\nTry 'tollgated --help'.\n", err);
+        return 2;
+    }
+    if (co_redis_parse_url(cfg.redis_url, cfg.redis_timeout_ms, &target, err,
+                           sizeof err) != CO_OK) {
+        fprintf(stderr, "tollgated: --redis: %s\nTry 'tollgated --help'.\n",
+                err);
+        return 2;
+    }
+    atomic_store(&co_log_min_level, (int)cfg.log_level);
+    json_object_seed(0);   /* jansson's hash seed, before any thread */
+
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* A peer closing its socket (Redis restarting) must be an EPIPE on
+     * write, not the death of the process. */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (co_policy_load_file(cfg.policy_path, &policy, err,
+                            sizeof err) != CO_OK) {
+        CO_ERROR("msg=policy_invalid file=%s detail=%s",
+                 co_log_value(addr, sizeof addr, cfg.policy_path,
+                              strlen(cfg.policy_path)),
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        return 1;
+    }
+    CO_INFO("msg=policy_loaded version=%llu quotas=%zu sync_interval_ms=%u",
+            (unsigned long long)policy->version, policy->n_quotas,
+            policy->sync_interval_ms);
+    co_policy_install(policy);
+    policy = NULL;
+
+    if (setup_secret(&cfg) != CO_OK) {
+        CO_ERROR("msg=rng_failed");
+        rc = 1;
+        goto cleanup;
+    }
+    co_server.max_body = cfg.max_body;
+
+    rc = co_redis_init(&target, err, sizeof err);
+    if (rc == CO_OK)
+        CO_INFO("msg=redis_ready addr=%s:%d script=%s", target.host,
+                target.port, co_redis_script_sha());
+    else if (rc == CO_ENOMEM) {
+        CO_ERROR("msg=redis_init_failed detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        rc = 1;
+        goto cleanup;
+    } else
+        CO_WARN("msg=redis_unavailable addr=%s:%d detail=%s "
+                "note=\"serving degraded until Redis answers\"",
+                target.host, target.port,
+                co_log_value(v, sizeof v, err, strlen(err)));
+
+    if (co_http_start(cfg.listen, cfg.threads, &daemon, addr, sizeof addr,
+                      err, sizeof err) != CO_OK) {
+        CO_ERROR("msg=listen_failed detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        rc = 1;
+        goto cleanup;
+    }
+    CO_INFO("msg=listening addr=%s threads=%u max_body=%zu "
+            "redis_timeout_ms=%u version=%s", addr, cfg.threads,
+            cfg.max_body, cfg.redis_timeout_ms, CO_VERSION);
+
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        CO_INFO("msg=sighup_ignored detail=\"policy reload comes with the "
+                "admin API\"");
+    }
+    CO_INFO("msg=shutting_down signal=%s drain_ms=%u",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", DRAIN_TIMEOUT_MS);
+    co_http_drain_and_stop(daemon, DRAIN_TIMEOUT_MS);
+    CO_INFO("msg=stopped");
+    rc = 0;
+cleanup:
+    co_redis_shutdown();
+    co_policy_install(NULL);
+    OPENSSL_cleanse(co_server.secret, sizeof co_server.secret);
+    OPENSSL_cleanse(cfg.secret, sizeof cfg.secret);
+    return rc;
+}

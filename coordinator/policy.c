@@ -1,0 +1,600 @@
+/* policy.c — the quota policy: JSON in, validated, converted once to the
+ * protobuf the sync wire carries, and published behind one pointer.
+ *
+ * A policy is immutable after co_policy_parse(). Readers take a reference
+ * with co_policy_current() and drop it with co_policy_release(); installing
+ * a new one (the admin API, later) swaps the pointer and the old document is
+ * freed when its last reader lets go. Validation errors name the JSON path of
+ * the offending field ("quotas[2].limit: must be > 0") because they end up
+ * in an operator's terminal or, later, in a problem-details body.
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "tollgated.h"
+
+#define POLICY_FILE_MAX (4u << 20)
+
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct co_policy *current;
+
+static const char *const http_methods[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT",
+    "TRACE",
+};
+
+static const char *const root_fields[] = {
+    "version", "sync_interval_ms", "clearance_ttl_s", "expected_edges",
+    "quotas", NULL,
+};
+
+static const char *const quota_fields[] = {
+    "name", "key", "limit", "window_s", "path_prefix", "methods", "action",
+    "floor", "shadow", "fail_open", "deny_after", NULL,
+};
+
+/* "quotas[2]" + "limit" -> "quotas[2].limit"; the root has no prefix. */
+static const char *field_path(char *buf, size_t len, const char *prefix,
+                              const char *name)
+{
+    if (prefix[0] == '\0')
+        snprintf(buf, len, "%s", name);
+    else
+        snprintf(buf, len, "%s.%s", prefix, name);
+    return buf;
+}
+
+static int reject_unknown(json_t *obj, const char *const *known,
+                          const char *prefix, char *err, size_t errlen)
+{
+    const char *name;
+    json_t *v;
+    char path[128];
+
+    json_object_foreach(obj, name, v) {
+        bool ok = false;
+
+        for (size_t i = 0; known[i] != NULL && !ok; i++)
+            ok = strcmp(known[i], name) == 0;
+        if (!ok) {
+            char shown[80];
+
+            snprintf(shown, sizeof shown, "%s", name);
+            snprintf(err, errlen, "%s: unknown field",
+                     field_path(path, sizeof path, prefix, shown));
+            return CO_EINVAL;
+        }
+    }
+    return CO_OK;
+}
+
+/* Read an integer member. Absent: *out = dflt, or an error when required.
+ * Reals ("100.0") are refused: a limit is a count. */
+static int get_uint(json_t *obj, const char *prefix, const char *name,
+                    bool required, uint64_t min, uint64_t max, uint64_t dflt,
+                    uint64_t *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, name);
+    char path[128];
+    json_int_t i;
+
+    field_path(path, sizeof path, prefix, name);
+    if (v == NULL) {
+        if (required) {
+            snprintf(err, errlen, "%s: required", path);
+            return CO_EINVAL;
+        }
+        *out = dflt;
+        return CO_OK;
+    }
+    if (!json_is_integer(v)) {
+        snprintf(err, errlen, "%s: must be an integer", path);
+        return CO_EINVAL;
+    }
+    i = json_integer_value(v);
+    if (i < 0 || (uint64_t)i < min) {
+        if (min == 1)
+            snprintf(err, errlen, "%s: must be > 0", path);
+        else
+            snprintf(err, errlen, "%s: must be >= %llu", path,
+                     (unsigned long long)min);
+        return CO_EINVAL;
+    }
+    if ((uint64_t)i > max) {
+        snprintf(err, errlen, "%s: must be <= %llu", path,
+                 (unsigned long long)max);
+        return CO_EINVAL;
+    }
+    *out = (uint64_t)i;
+    return CO_OK;
+}
+
+static int get_bool(json_t *obj, const char *prefix, const char *name,
+                    bool dflt, bool *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, name);
+    char path[128];
+
+    if (v == NULL) {
+        *out = dflt;
+        return CO_OK;
+    }
+    if (!json_is_boolean(v)) {
+        snprintf(err, errlen, "%s: must be true or false",
+                 field_path(path, sizeof path, prefix, name));
+        return CO_EINVAL;
+    }
+    *out = json_is_true(v);
+    return CO_OK;
+}
+
+/* A string member; absent gives dflt (or "required" when dflt is NULL). */
+static int get_str(json_t *obj, const char *prefix, const char *name,
+                   const char *dflt, const char **out, size_t *len,
+                   char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, name);
+    char path[128];
+
+    field_path(path, sizeof path, prefix, name);
+    if (v == NULL) {
+        if (dflt == NULL) {
+            snprintf(err, errlen, "%s: required", path);
+            return CO_EINVAL;
+        }
+        *out = dflt;
+        *len = strlen(dflt);
+        return CO_OK;
+    }
+    if (!json_is_string(v)) {
+        snprintf(err, errlen, "%s: must be a string", path);
+        return CO_EINVAL;
+    }
+    *out = json_string_value(v);
+    *len = json_string_length(v);
+    return CO_OK;
+}
+
+static bool is_name_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+static int parse_methods(json_t *q, const char *prefix, struct co_quota *out,
+                         char *err, size_t errlen)
+{
+    json_t *arr = json_object_get(q, "methods"), *v;
+    char path[128];
+    size_t i;
+
+    field_path(path, sizeof path, prefix, "methods");
+    out->n_methods = 0;
+    if (arr == NULL)
+        return CO_OK;
+    if (!json_is_array(arr)) {
+        snprintf(err, errlen, "%s: must be an array of HTTP methods", path);
+        return CO_EINVAL;
+    }
+    if (json_array_size(arr) > CO_METHODS_MAX) {
+        snprintf(err, errlen, "%s: at most %d methods", path,
+                 CO_METHODS_MAX);
+        return CO_EINVAL;
+    }
+    json_array_foreach(arr, i, v) {
+        const char *m = json_is_string(v) ? json_string_value(v) : NULL;
+        bool known = false;
+
+        for (size_t k = 0; m != NULL && k < sizeof http_methods /
+                                                sizeof http_methods[0]; k++)
+            known = known || strcmp(m, http_methods[k]) == 0;
+        if (!known || strlen(m) != json_string_length(v)) {
+            snprintf(err, errlen, "%s[%zu]: must be an upper-case HTTP "
+                     "method (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, "
+                     "CONNECT, TRACE)", path, i);
+            return CO_EINVAL;
+        }
+        for (unsigned k = 0; k < out->n_methods; k++) {
+            if (strcmp(out->methods[k], m) == 0) {
+                snprintf(err, errlen, "%s[%zu]: duplicate method %s", path,
+                         i, m);
+                return CO_EINVAL;
+            }
+        }
+        snprintf(out->methods[out->n_methods++], sizeof out->methods[0],
+                 "%s", m);
+    }
+    return CO_OK;
+}
+
+/* Validate one quotas[] entry into out. expected_edges feeds the default
+ * floor: an edge alone may admit its equal share of the limit. */
+static int parse_quota(json_t *q, size_t idx, uint32_t expected_edges,
+                       struct co_quota *out, char *err, size_t errlen)
+{
+    char prefix[32], path[128];
+    const char *s;
+    size_t n;
+    uint64_t u, floor_default;
+    json_t *v;
+
+    snprintf(prefix, sizeof prefix, "quotas[%zu]", idx);
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(q)) {
+        snprintf(err, errlen, "%s: must be an object", prefix);
+        return CO_EINVAL;
+    }
+    if (reject_unknown(q, quota_fields, prefix, err, errlen) != CO_OK)
+        return CO_EINVAL;
+
+    if (get_str(q, prefix, "name", NULL, &s, &n, err, errlen) != CO_OK)
+        return CO_EINVAL;
+    field_path(path, sizeof path, prefix, "name");
+    if (n == 0 || n > CO_QUOTA_NAME_MAX) {
+        snprintf(err, errlen, "%s: must be 1..%d bytes", path,
+                 CO_QUOTA_NAME_MAX);
+        return CO_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!is_name_char((unsigned char)s[i])) {
+            snprintf(err, errlen, "%s: only [A-Za-z0-9._-] allowed", path);
+            return CO_EINVAL;
+        }
+    }
+    memcpy(out->name, s, n + 1);
+
+    if (get_str(q, prefix, "key", NULL, &s, &n, err, errlen) != CO_OK)
+        return CO_EINVAL;
+    if (strcmp(s, "ip") != 0 || n != 2) {
+        snprintf(err, errlen, "%s: must be \"ip\" (the only key template "
+                 "so far)", field_path(path, sizeof path, prefix, "key"));
+        return CO_EINVAL;
+    }
+    snprintf(out->key, sizeof out->key, "%s", s);
+
+    if (get_uint(q, prefix, "limit", true, 1, CO_COUNT_MAX, 0, &out->limit,
+                 err, errlen) != CO_OK ||
+        get_uint(q, prefix, "window_s", true, 1, 604800, 0, &u, err,
+                 errlen) != CO_OK)
+        return CO_EINVAL;
+    out->window_s = (uint32_t)u;
+
+    if (get_str(q, prefix, "path_prefix", "", &s, &n, err, errlen) != CO_OK)
+        return CO_EINVAL;
+    field_path(path, sizeof path, prefix, "path_prefix");
+    if (n > CO_PATH_PREFIX_MAX || (n > 0 && s[0] != '/')) {
+        snprintf(err, errlen, "%s: must be empty or start with \"/\", at "
+                 "most %d bytes", path, CO_PATH_PREFIX_MAX);
+        return CO_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f) {
+            snprintf(err, errlen, "%s: only visible ASCII allowed", path);
+            return CO_EINVAL;
+        }
+    }
+    memcpy(out->path_prefix, s, n + 1);
+
+    if (parse_methods(q, prefix, out, err, errlen) != CO_OK)
+        return CO_EINVAL;
+
+    if (get_str(q, prefix, "action", NULL, &s, &n, err, errlen) != CO_OK)
+        return CO_EINVAL;
+    if (strcmp(s, "challenge") == 0) {
+        out->action = TOLLGATE__V1__ACTION__ACTION_CHALLENGE;
+    } else if (strcmp(s, "deny") == 0) {
+        out->action = TOLLGATE__V1__ACTION__ACTION_DENY;
+    } else {
+        snprintf(err, errlen, "%s: must be \"challenge\" or \"deny\"",
+                 field_path(path, sizeof path, prefix, "action"));
+        return CO_EINVAL;
+    }
+
+    floor_default = out->limit / expected_edges;
+    if (floor_default < 1)
+        floor_default = 1;
+    if (get_uint(q, prefix, "floor", false, 1, out->limit, floor_default,
+                 &out->floor, err, errlen) != CO_OK)
+        return CO_EINVAL;
+
+    if (get_bool(q, prefix, "shadow", false, &out->shadow, err,
+                 errlen) != CO_OK ||
+        get_bool(q, prefix, "fail_open", true, &out->fail_open, err,
+                 errlen) != CO_OK)
+        return CO_EINVAL;
+
+    v = json_object_get(q, "deny_after");
+    out->deny_after = 0;
+    if (v != NULL) {
+        double d = json_is_number(v) ? json_number_value(v) : -1;
+
+        if (!json_is_number(v) || !isfinite(d) ||
+            !(d == 0 || (d >= 1 && d <= 1000))) {
+            snprintf(err, errlen, "%s: must be 0 (off) or a number from 1 "
+                     "to 1000", field_path(path, sizeof path, prefix,
+                                           "deny_after"));
+            return CO_EINVAL;
+        }
+        out->deny_after = d;
+        out->deny_after_milli = (uint64_t)(d * 1000.0 + 0.5);
+    }
+    return CO_OK;
+}
+
+static int cmp_quota_name(const void *a, const void *b)
+{
+    const struct co_quota *const *x = a, *const *y = b;
+
+    return strcmp((*x)->name, (*y)->name);
+}
+
+static void policy_free(struct co_policy *p)
+{
+    if (p == NULL)
+        return;
+    if (p->pb != NULL)
+        tollgate__v1__policy__free_unpacked(p->pb, NULL);
+    free(p->packed);
+    free(p->by_name);
+    free(p->quotas);
+    free(p);
+}
+
+/* Convert to the wire message once, keeping both the packed bytes and an
+ * unpacked copy that every sync response can point at (packing only reads
+ * it, so worker threads share it without locks). */
+static int policy_build_pb(struct co_policy *p, char *err, size_t errlen)
+{
+    Tollgate__V1__Policy pol = TOLLGATE__V1__POLICY__INIT;
+    Tollgate__V1__Quota *qs = NULL, **qp = NULL;
+    char **mp = NULL;
+    int rc = CO_ENOMEM;
+
+    if (p->n_quotas > 0) {
+        qs = calloc(p->n_quotas, sizeof *qs);
+        qp = calloc(p->n_quotas, sizeof *qp);
+        mp = calloc(p->n_quotas * CO_METHODS_MAX, sizeof *mp);
+        if (qs == NULL || qp == NULL || mp == NULL)
+            goto cleanup;
+    }
+    for (size_t i = 0; i < p->n_quotas; i++) {
+        struct co_quota *q = &p->quotas[i];
+        Tollgate__V1__Quota init = TOLLGATE__V1__QUOTA__INIT;
+
+        qs[i] = init;
+        qs[i].name = q->name;
+        qs[i].limit = q->limit;
+        qs[i].window_s = q->window_s;
+        qs[i].key = q->key;
+        qs[i].path_prefix = q->path_prefix;
+        qs[i].n_methods = q->n_methods;
+        qs[i].methods = &mp[i * CO_METHODS_MAX];
+        for (unsigned m = 0; m < q->n_methods; m++)
+            qs[i].methods[m] = q->methods[m];
+        qs[i].action = q->action;
+        qs[i].floor = q->floor;
+        qs[i].shadow = q->shadow;
+        qs[i].fail_open = q->fail_open;
+        qs[i].deny_after = q->deny_after;
+        qp[i] = &qs[i];
+    }
+    pol.version = p->version;
+    pol.n_quotas = p->n_quotas;
+    pol.quotas = qp;
+    pol.sync_interval_ms = p->sync_interval_ms;
+    pol.clearance_ttl_s = p->clearance_ttl_s;
+
+    p->packed_len = tollgate__v1__policy__get_packed_size(&pol);
+    p->packed = malloc(p->packed_len ? p->packed_len : 1);
+    if (p->packed == NULL)
+        goto cleanup;
+    if (tollgate__v1__policy__pack(&pol, p->packed) != p->packed_len) {
+        snprintf(err, errlen, "policy: protobuf packing size mismatch");
+        CO_ERROR("msg=policy_pack_failed");
+        rc = CO_EINVAL;
+        goto cleanup;
+    }
+    p->pb = tollgate__v1__policy__unpack(NULL, p->packed_len, p->packed);
+    if (p->pb == NULL)
+        goto cleanup;
+    rc = CO_OK;
+cleanup:
+    if (rc == CO_ENOMEM)
+        snprintf(err, errlen, "policy: out of memory");
+    free(mp);
+    free(qp);
+    free(qs);
+    return rc;
+}
+
+/* Parse and validate a policy document. On success *out is a new policy
+ * with one reference (the caller's): hand it to co_policy_install() or free
+ * it with co_policy_release(). On failure err says what and where, and
+ * nothing is allocated. */
+int co_policy_parse(const char *json, size_t len, struct co_policy **out,
+                    char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = NULL, *quotas, *q;
+    struct co_policy *p = NULL;
+    uint64_t u;
+    size_t i;
+    int rc = CO_EINVAL;
+
+    *out = NULL;
+    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(err, errlen, "line %d column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        goto cleanup;
+    }
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "(document): must be a JSON object");
+        goto cleanup;
+    }
+    if (reject_unknown(root, root_fields, "", err, errlen) != CO_OK)
+        goto cleanup;
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        rc = CO_ENOMEM;
+        snprintf(err, errlen, "policy: out of memory");
+        goto cleanup;
+    }
+    atomic_init(&p->refs, 1);
+    if (get_uint(root, "", "version", true, 1, INT64_MAX, 0, &p->version,
+                 err, errlen) != CO_OK)
+        goto cleanup;
+    if (get_uint(root, "", "sync_interval_ms", false, 100, 60000, 1000, &u,
+                 err, errlen) != CO_OK)
+        goto cleanup;
+    p->sync_interval_ms = (uint32_t)u;
+    if (get_uint(root, "", "clearance_ttl_s", false, 1, 604800, 300, &u,
+                 err, errlen) != CO_OK)
+        goto cleanup;
+    p->clearance_ttl_s = (uint32_t)u;
+    if (get_uint(root, "", "expected_edges", false, 1, 100000, 1, &u,
+                 err, errlen) != CO_OK)
+        goto cleanup;
+    p->expected_edges = (uint32_t)u;
+
+    quotas = json_object_get(root, "quotas");
+    if (quotas == NULL || !json_is_array(quotas)) {
+        snprintf(err, errlen, "quotas: %s", quotas == NULL ? "required"
+                 : "must be an array");
+        goto cleanup;
+    }
+    if (json_array_size(quotas) > CO_QUOTAS_MAX) {
+        snprintf(err, errlen, "quotas: at most %d quotas", CO_QUOTAS_MAX);
+        goto cleanup;
+    }
+    p->n_quotas = json_array_size(quotas);
+    p->quotas = calloc(p->n_quotas ? p->n_quotas : 1, sizeof *p->quotas);
+    p->by_name = calloc(p->n_quotas ? p->n_quotas : 1, sizeof *p->by_name);
+    if (p->quotas == NULL || p->by_name == NULL) {
+        rc = CO_ENOMEM;
+        snprintf(err, errlen, "policy: out of memory");
+        goto cleanup;
+    }
+    json_array_foreach(quotas, i, q) {
+        if (parse_quota(q, i, p->expected_edges, &p->quotas[i], err,
+                        errlen) != CO_OK)
+            goto cleanup;
+        p->by_name[i] = &p->quotas[i];
+    }
+    qsort(p->by_name, p->n_quotas, sizeof *p->by_name, cmp_quota_name);
+    for (i = 1; i < p->n_quotas; i++) {
+        if (strcmp(p->by_name[i - 1]->name, p->by_name[i]->name) == 0) {
+            snprintf(err, errlen, "quotas[%zu].name: duplicate quota name "
+                     "\"%s\"", (size_t)(p->by_name[i] - p->quotas),
+                     p->by_name[i]->name);
+            goto cleanup;
+        }
+    }
+    rc = policy_build_pb(p, err, errlen);
+cleanup:
+    if (rc == CO_OK) {
+        *out = p;
+    } else {
+        policy_free(p);
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* Read and parse a policy file (at most 4 MiB). err is prefixed with
+ * nothing: the caller knows the path. Ownership as co_policy_parse(). */
+int co_policy_load_file(const char *path, struct co_policy **out,
+                        char *err, size_t errlen)
+{
+    FILE *f = NULL;
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = CO_EIO;
+
+    *out = NULL;
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open: %s", strerror(errno));
+        goto cleanup;
+    }
+    buf = malloc(POLICY_FILE_MAX + 1);
+    if (buf == NULL) {
+        rc = CO_ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    n = fread(buf, 1, POLICY_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "cannot read: %s", strerror(errno));
+        goto cleanup;
+    }
+    if (n > POLICY_FILE_MAX) {
+        rc = CO_ETOOBIG;
+        snprintf(err, errlen, "larger than %u bytes", POLICY_FILE_MAX);
+        goto cleanup;
+    }
+    rc = co_policy_parse(buf, n, out, err, errlen);
+cleanup:
+    free(buf);
+    if (f != NULL)
+        fclose(f);
+    return rc;
+}
+
+/* The quota called name, or NULL. O(log n): a batch may carry thousands of
+ * counts, each looked up. */
+const struct co_quota *co_policy_find(const struct co_policy *p,
+                                      const char *name)
+{
+    struct co_quota key;
+    const struct co_quota *kp = &key, *const *hit;
+
+    if (strlen(name) > CO_QUOTA_NAME_MAX)
+        return NULL;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    hit = bsearch(&kp, p->by_name, p->n_quotas, sizeof *p->by_name,
+                  cmp_quota_name);
+    return hit ? *hit : NULL;
+}
+
+/* Publish p as the current policy, taking over the caller's reference.
+ * Readers that hold the old one keep it until they release it. */
+void co_policy_install(struct co_policy *p)
+{
+    struct co_policy *old;
+
+    pthread_mutex_lock(&current_lock);
+    old = current;
+    current = p;
+    pthread_mutex_unlock(&current_lock);
+    co_policy_release(old);
+}
+
+/* A new reference to the current policy (NULL if none is installed); the
+ * caller must co_policy_release() it. The lock makes "load pointer, take a
+ * reference" one step, so a concurrent install cannot free it in between;
+ * it is held for two instructions, so contention is negligible. */
+struct co_policy *co_policy_current(void)
+{
+    struct co_policy *p;
+
+    pthread_mutex_lock(&current_lock);
+    p = current;
+    if (p != NULL)
+        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&current_lock);
+    return p;
+}
+
+void co_policy_release(struct co_policy *p)
+{
+    if (p != NULL &&
+        atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
+        policy_free(p);
+}

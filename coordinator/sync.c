@@ -1,0 +1,479 @@
+/* sync.c — POST /v1/sync: an edge reports its counts, gets decisions.
+ *
+ * One request carries an edge's counts per (quota, key) since its last
+ * acknowledged batch. Every count whose quota the policy knows goes to Redis
+ * in ONE atomic EVALSHA of sync.lua; the answer holds one KeyState per
+ * KeyCount, in request order, and acked_seq = seq only when Redis applied
+ * the batch. When Redis cannot be reached the answer is still 200, marked
+ * degraded, with acked_seq 0 (the edge keeps the counts and resends them),
+ * every key at ALLOW with the quota's floor as lease, and a short
+ * next_sync_ms so the edge comes back soon.
+ *
+ * The script call is built from a list of items rather than from the
+ * whole request, so a Redis Cluster version can group items by hash slot
+ * and pipeline one call per slot without touching the rest.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tollgated.h"
+
+#define SYNC_COUNTS_FIELD 6       /* SyncRequest.counts in the .proto */
+#define DEGRADED_SYNC_MS  1000u   /* come back at least this soon */
+
+/* One KeyCount and what the policy says about it. */
+struct sync_item {
+    const Tollgate__V1__KeyCount *kc;
+    const struct co_quota *quota;   /* NULL: not in the policy */
+    uint64_t attempts;              /* admitted + denied + challenged */
+};
+
+/* A co_script_call and the memory behind it. */
+struct script_args {
+    struct co_script_call call;
+    const char **argv;
+    size_t *lens;
+    size_t *offs;
+    char *arena;
+    size_t arena_len;
+    size_t arena_cap;
+};
+
+static void script_args_free(struct script_args *a)
+{
+    free(a->argv);
+    free(a->lens);
+    free(a->offs);
+    free(a->arena);
+    memset(a, 0, sizeof *a);
+}
+
+/* Append one argument to the arena, remembering its offset: pointers are
+ * only fixed once the arena stops moving. */
+static int arena_push(struct script_args *a, size_t idx, const char *s,
+                      size_t n)
+{
+    if (a->arena == NULL || a->arena_len + n > a->arena_cap) {
+        size_t cap = a->arena_cap ? a->arena_cap : 4096;
+        char *p;
+
+        while (cap < a->arena_len + n)
+            cap *= 2;
+        p = realloc(a->arena, cap);
+        if (p == NULL)
+            return CO_ENOMEM;
+        a->arena = p;
+        a->arena_cap = cap;
+    }
+    memcpy(a->arena + a->arena_len, s, n);
+    a->offs[idx] = a->arena_len;
+    a->lens[idx] = n;
+    a->arena_len += n;
+    return CO_OK;
+}
+
+static int arena_push_u64(struct script_args *a, size_t idx, uint64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+
+    return arena_push(a, idx, num, (size_t)n);
+}
+
+/* Build KEYS and ARGV of sync.lua (layout in tollgated.h) for items[0..n).
+ * On success out->call is ready for co_redis_eval_sync() and stays valid
+ * until script_args_free(out). Returns 0 or CO_ENOMEM / CO_EINVAL. */
+static int build_script_call(const char *edge_id,
+                             struct sync_item *const *items, size_t n,
+                             struct script_args *out)
+{
+    size_t nkeys = 2 * n, nargs = 2 + 6 * n, total = nkeys + nargs, k = 0;
+    char tag[CO_KEY_TAG_MAX], key[CO_KEY_TAG_MAX + 8];
+    int rc = CO_ENOMEM;
+
+    memset(out, 0, sizeof *out);
+    out->argv = malloc(total * sizeof *out->argv);
+    out->lens = malloc(total * sizeof *out->lens);
+    out->offs = malloc(total * sizeof *out->offs);
+    if (out->argv == NULL || out->lens == NULL || out->offs == NULL)
+        goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        const Tollgate__V1__KeyCount *kc = items[i]->kc;
+        int tl = co_key_tag(kc->quota, strlen(kc->quota), kc->key,
+                            strlen(kc->key), tag, sizeof tag);
+
+        if (tl < 0) {
+            rc = CO_EINVAL;   /* validated before: a bug if reached */
+            goto cleanup;
+        }
+        snprintf(key, sizeof key, "tg:%s:c", tag);
+        if (arena_push(out, k++, key, (size_t)tl + 5) != CO_OK)
+            goto cleanup;
+        key[tl + 4] = 'e';
+        if (arena_push(out, k++, key, (size_t)tl + 5) != CO_OK)
+            goto cleanup;
+    }
+    if (arena_push(out, k++, edge_id, strlen(edge_id)) != CO_OK ||
+        arena_push_u64(out, k++, n) != CO_OK)
+        goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        const struct co_quota *q = items[i]->quota;
+        const Tollgate__V1__KeyCount *kc = items[i]->kc;
+        uint64_t over = q->action == TOLLGATE__V1__ACTION__ACTION_DENY ? 2 : 1;
+
+        if (arena_push_u64(out, k++, q->limit) != CO_OK ||
+            arena_push_u64(out, k++, (uint64_t)q->window_s * 1000u) != CO_OK ||
+            arena_push_u64(out, k++, over) != CO_OK ||
+            arena_push_u64(out, k++, q->deny_after_milli) != CO_OK ||
+            arena_push_u64(out, k++, kc->admitted) != CO_OK ||
+            arena_push_u64(out, k++, items[i]->attempts) != CO_OK)
+            goto cleanup;
+    }
+    for (size_t i = 0; i < total; i++)
+        out->argv[i] = out->arena + out->offs[i];
+    out->call.nkeys = nkeys;
+    out->call.nargs = nargs;
+    out->call.argv = out->argv;
+    out->call.argvlen = out->lens;
+    rc = CO_OK;
+cleanup:
+    if (rc != CO_OK)
+        script_args_free(out);
+    return rc;
+}
+
+static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        uint8_t b;
+
+        if (*i >= len)
+            return CO_EINVAL;
+        b = p[(*i)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0)
+            return CO_OK;
+    }
+    return CO_EINVAL;
+}
+
+/* Count top-level length-delimited occurrences of field in a protobuf
+ * message without decoding it. Unpacking allocates per element, so a 1 MiB
+ * body of empty KeyCounts would cost tens of MiB before the count cap could
+ * refuse it; this walk costs nothing. Returns 0 or CO_EINVAL (malformed). */
+static int wire_count_field(const uint8_t *p, size_t len, uint32_t field,
+                            size_t *count)
+{
+    size_t i = 0;
+
+    *count = 0;
+    while (i < len) {
+        uint64_t tag, v;
+
+        if (read_varint(p, len, &i, &tag) != CO_OK || tag >> 3 == 0)
+            return CO_EINVAL;
+        switch (tag & 7) {
+        case 0:
+            if (read_varint(p, len, &i, &v) != CO_OK)
+                return CO_EINVAL;
+            break;
+        case 1:
+            if (len - i < 8)
+                return CO_EINVAL;
+            i += 8;
+            break;
+        case 2:
+            if (read_varint(p, len, &i, &v) != CO_OK || v > len - i)
+                return CO_EINVAL;
+            i += (size_t)v;
+            if (tag >> 3 == field)
+                (*count)++;
+            break;
+        case 5:
+            if (len - i < 4)
+                return CO_EINVAL;
+            i += 4;
+            break;
+        default:
+            return CO_EINVAL;
+        }
+    }
+    return CO_OK;
+}
+
+static bool visible_ascii(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
+/* The client's side of the contract. Returns 0 or CO_EINVAL with a detail
+ * naming the offending field for the 400 answer. */
+static int validate_request(const Tollgate__V1__SyncRequest *in,
+                            char *detail, size_t len)
+{
+    size_t elen = strlen(in->edge_id);
+
+    if (elen == 0 || elen > CO_EDGE_ID_MAX || !visible_ascii(in->edge_id)) {
+        snprintf(detail, len, "edge_id: must be 1..%d visible ASCII bytes",
+                 CO_EDGE_ID_MAX);
+        return CO_EINVAL;
+    }
+    if (in->seq == 0) {
+        snprintf(detail, len, "seq: must be >= 1");
+        return CO_EINVAL;
+    }
+    if (in->n_counts > CO_SYNC_COUNTS_MAX) {
+        snprintf(detail, len, "counts: at most %d per request",
+                 CO_SYNC_COUNTS_MAX);
+        return CO_EINVAL;
+    }
+    for (size_t i = 0; i < in->n_counts; i++) {
+        const Tollgate__V1__KeyCount *kc = in->counts[i];
+        size_t qlen = strlen(kc->quota);
+
+        if (qlen == 0 || qlen > CO_QUOTA_NAME_MAX) {
+            snprintf(detail, len, "counts[%zu].quota: must be 1..%d bytes",
+                     i, CO_QUOTA_NAME_MAX);
+            return CO_EINVAL;
+        }
+        if (strlen(kc->key) > CO_KEY_MAX) {
+            snprintf(detail, len, "counts[%zu].key: must be at most %d "
+                     "bytes", i, CO_KEY_MAX);
+            return CO_EINVAL;
+        }
+        if (kc->admitted > CO_COUNT_MAX || kc->denied > CO_COUNT_MAX ||
+            kc->challenged > CO_COUNT_MAX) {
+            snprintf(detail, len, "counts[%zu]: a count is over %llu", i,
+                     (unsigned long long)CO_COUNT_MAX);
+            return CO_EINVAL;
+        }
+    }
+    return CO_OK;
+}
+
+static void reject(struct co_response *resp, const char *detail)
+{
+    char v[300];
+
+    CO_INFO("msg=sync_rejected status=400 detail=%s",
+            co_log_value(v, sizeof v, detail, strlen(detail)));
+    co_response_problem(resp, 400, detail);
+}
+
+/* Sanity of the script's answer for one item: anything else is a bug in
+ * sync.lua or in how we call it. */
+static bool reply_ok(const long long *r)
+{
+    return r[0] >= 0 && r[0] <= 2 && r[1] >= 0 && r[2] >= 0 && r[3] >= 0;
+}
+
+/* Fill state i from the script's 4 integers (or degraded defaults). */
+static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
+                       const long long *r, bool degraded, uint64_t now_s,
+                       bool *token_failed)
+{
+    Tollgate__V1__KeyState init = TOLLGATE__V1__KEY_STATE__INIT;
+
+    *st = init;
+    st->quota = it->kc->quota;
+    st->key = it->kc->key;
+    if (it->quota == NULL)
+        return;                       /* unknown quota: ALLOW, lease 0 */
+    if (degraded) {
+        st->lease = it->quota->floor;
+        return;
+    }
+    st->action = (Tollgate__V1__Action)r[0];
+    st->lease = (uint64_t)r[1];
+    st->reset_ms = (uint64_t)r[2];
+    st->count = (uint64_t)r[3];
+    if (st->action == TOLLGATE__V1__ACTION__ACTION_CHALLENGE) {
+        char *tok = malloc(CO_TOKEN_MAX);
+
+        if (tok == NULL ||
+            co_challenge_issue(co_server.secret, co_server.secret_len,
+                               it->kc->quota, it->kc->key,
+                               strlen(it->kc->key), now_s,
+                               CO_CHALLENGE_TTL_S, tok, CO_TOKEN_MAX) < 0) {
+            free(tok);
+            *token_failed = true;
+            return;
+        }
+        st->challenge_token = tok;
+    }
+}
+
+/* The handler. Contract in the file comment; the status is 200 for every
+ * well-formed request (degraded or not), 400 for a malformed or invalid
+ * one, 500 only when memory runs out. */
+void co_sync_handle(const struct co_request *req, struct co_response *resp)
+{
+    uint64_t t0 = co_mono_us();
+    Tollgate__V1__SyncRequest *in = NULL;
+    Tollgate__V1__SyncResponse out = TOLLGATE__V1__SYNC_RESPONSE__INIT;
+    Tollgate__V1__KeyState *states = NULL, **state_ptrs = NULL;
+    struct co_policy *pol = NULL;
+    struct sync_item *items = NULL, **known = NULL;
+    struct script_args args = {0};
+    long long *reply = NULL;
+    uint8_t *packed = NULL;
+    size_t n = 0, n_known = 0, wire_counts, plen;
+    const char *redis = "skipped";
+    char detail[200], err[256] = "", v1[96], v2[300];
+    bool degraded = false, token_failed = false;
+    uint64_t now_s;
+    int rc;
+
+    if (wire_count_field(req->body, req->body_len, SYNC_COUNTS_FIELD,
+                         &wire_counts) != CO_OK) {
+        reject(resp, "malformed protobuf: not a SyncRequest");
+        goto cleanup;
+    }
+    if (wire_counts > CO_SYNC_COUNTS_MAX) {
+        snprintf(detail, sizeof detail, "counts: at most %d per request",
+                 CO_SYNC_COUNTS_MAX);
+        reject(resp, detail);
+        goto cleanup;
+    }
+    in = tollgate__v1__sync_request__unpack(NULL, req->body_len, req->body);
+    if (in == NULL) {
+        reject(resp, "malformed protobuf: not a SyncRequest");
+        goto cleanup;
+    }
+    if (validate_request(in, detail, sizeof detail) != CO_OK) {
+        reject(resp, detail);
+        goto cleanup;
+    }
+    pol = co_policy_current();
+    if (pol == NULL) {
+        CO_ERROR("msg=sync_no_policy");
+        co_response_problem(resp, 503, "no policy loaded");
+        goto cleanup;
+    }
+
+    n = in->n_counts;
+    items = calloc(n ? n : 1, sizeof *items);
+    known = calloc(n ? n : 1, sizeof *known);
+    states = calloc(n ? n : 1, sizeof *states);
+    state_ptrs = calloc(n ? n : 1, sizeof *state_ptrs);
+    if (items == NULL || known == NULL || states == NULL ||
+        state_ptrs == NULL)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        const Tollgate__V1__KeyCount *kc = in->counts[i];
+
+        items[i].kc = kc;
+        items[i].quota = co_policy_find(pol, kc->quota);
+        items[i].attempts = kc->admitted + kc->denied + kc->challenged;
+        if (items[i].quota != NULL)
+            known[n_known++] = &items[i];
+    }
+
+    if (n_known > 0) {
+        rc = build_script_call(in->edge_id, known, n_known, &args);
+        if (rc == CO_EINVAL) {
+            CO_ERROR("msg=sync_build_failed detail=\"key over its cap "
+                     "after validation\"");
+            co_response_problem(resp, 500, "internal error");
+            goto cleanup;
+        }
+        if (rc != CO_OK)
+            goto oom;
+        reply = calloc(4 * n_known, sizeof *reply);
+        if (reply == NULL)
+            goto oom;
+        rc = co_redis_eval_sync(&args.call, reply, 4 * n_known, err,
+                                sizeof err);
+        if (rc == CO_ENOMEM)
+            goto oom;
+        if (rc == CO_OK) {
+            for (size_t i = 0; i < n_known && rc == CO_OK; i++) {
+                if (!reply_ok(&reply[4 * i])) {
+                    CO_ERROR("msg=sync_bad_script_reply item=%zu "
+                             "action=%lld lease=%lld", i, reply[4 * i],
+                             reply[4 * i + 1]);
+                    snprintf(err, sizeof err, "script reply out of range");
+                    rc = CO_EREPLY;
+                }
+            }
+        }
+        degraded = rc != CO_OK;
+        redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
+    }
+
+    now_s = co_wall_ms() / 1000u;
+    for (size_t i = 0, k = 0; i < n; i++) {
+        const long long *r = NULL;
+
+        if (items[i].quota != NULL)
+            r = &reply[4 * k++];
+        fill_state(&states[i], &items[i], r, degraded, now_s, &token_failed);
+        state_ptrs[i] = &states[i];
+    }
+    if (token_failed)
+        CO_ERROR("msg=challenge_issue_failed edge=%s",
+                 co_log_value(v1, sizeof v1, in->edge_id,
+                              strlen(in->edge_id)));
+
+    out.acked_seq = degraded ? 0 : in->seq;
+    out.next_sync_ms = pol->sync_interval_ms;
+    if (degraded && out.next_sync_ms > DEGRADED_SYNC_MS)
+        out.next_sync_ms = DEGRADED_SYNC_MS;
+    out.n_states = n;
+    out.states = state_ptrs;
+    out.degraded = degraded;
+    out.policy_version = pol->version;
+    if (in->policy_version != pol->version)
+        out.policy = pol->pb;
+    out.server_time_ms = co_wall_ms();
+
+    plen = tollgate__v1__sync_response__get_packed_size(&out);
+    packed = malloc(plen ? plen : 1);
+    if (packed == NULL)
+        goto oom;
+    if (tollgate__v1__sync_response__pack(&out, packed) != plen) {
+        CO_ERROR("msg=sync_pack_failed");
+        co_response_problem(resp, 500, "cannot encode the response");
+        goto cleanup;
+    }
+    co_response_take(resp, 200, "application/x-protobuf", packed, plen);
+    packed = NULL;
+
+    if (degraded)
+        CO_WARN("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s "
+                "detail=%s",
+                co_log_value(v1, sizeof v1, in->edge_id, strlen(in->edge_id)),
+                (unsigned long long)in->seq, n,
+                (double)(co_mono_us() - t0) / 1000.0, redis,
+                co_log_value(v2, sizeof v2, err, strlen(err)));
+    else
+        CO_INFO("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s",
+                co_log_value(v1, sizeof v1, in->edge_id, strlen(in->edge_id)),
+                (unsigned long long)in->seq, n,
+                (double)(co_mono_us() - t0) / 1000.0, redis);
+    goto cleanup;
+
+oom:
+    CO_ERROR("msg=sync_out_of_memory keys=%zu", n);
+    co_response_problem(resp, 500, "out of memory");
+cleanup:
+    for (size_t i = 0; states != NULL && i < n; i++)
+        if (states[i].challenge_token != NULL &&
+            states[i].challenge_token != protobuf_c_empty_string)
+            free(states[i].challenge_token);
+    free(packed);
+    free(reply);
+    script_args_free(&args);
+    free(state_ptrs);
+    free(states);
+    free(known);
+    free(items);
+    co_policy_release(pol);
+    if (in != NULL)
+        tollgate__v1__sync_request__free_unpacked(in, NULL);
+}

@@ -1,0 +1,313 @@
+/* tollgated.h — the coordinator's hub header.
+ *
+ * tollgated reconciles the counts that edge modules report on POST /v1/sync,
+ * keeps the global quota in Redis with one atomic Lua call per batch, and
+ * answers each edge with leases and challenge/deny decisions. Every file in
+ * coordinator/ includes this header: the global state, status codes, log
+ * macros and all cross-file prototypes live here, grouped by subsystem.
+ *
+ * Redis data model (the contract of coordinator/sync.lua):
+ *   For each (quota, key) the hash tag is "{<quota>|<key>}", both parts
+ *   percent-encoded outside [A-Za-z0-9._:-] so '{', '}', '|' and '%' never
+ *   appear raw and the tag is injective; a Redis Cluster shards on it.
+ *     tg:{q|k}:c  HASH  w  = current window index (floor(now_ms / window_ms))
+ *                       a  = admitted in the current window
+ *                       t  = attempts (admitted + denied + challenged)
+ *                       pa, pt = the same for the previous window
+ *     tg:{q|k}:e  ZSET  edge_id -> last report time (Redis TIME, ms)
+ *   Both expire after 2 x window. The script takes KEYS = (c, e) per item,
+ *   ARGV = edge_id, item count, then 6 per item: limit, window_ms,
+ *   over_action (1 challenge, 2 deny), deny_after_milli (0 = off),
+ *   admitted, attempts; it returns 4 integers per item: action, lease,
+ *   reset_ms, sliding-window estimate of admitted requests. The lease is
+ *   floor((limit - estimate) / edges that reported the key within the last
+ *   window), 0 unless the action is ALLOW.
+ */
+#ifndef TOLLGATED_H
+#define TOLLGATED_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tollgate.pb-c.h"
+
+#define CO_VERSION "0.1.0"
+
+/* ------------------------------------------------------------ status codes
+ * Functions return 0 on success or one of these; details go to a
+ * caller-supplied err buffer. */
+#define CO_OK         0
+#define CO_EINVAL   (-1)   /* bad argument or malformed input */
+#define CO_ENOMEM   (-2)   /* allocation failed */
+#define CO_ENOTFOUND (-3)  /* no route for the path */
+#define CO_EMETHOD  (-4)   /* route exists, method not allowed */
+#define CO_ETOOBIG  (-5)   /* body or buffer over its cap */
+#define CO_EREDIS   (-6)   /* Redis unreachable, timed out or I/O error */
+#define CO_EREPLY   (-7)   /* Redis answered, but not what we expect */
+#define CO_EBADTOKEN (-8)  /* token malformed or signature wrong */
+#define CO_EEXPIRED (-9)   /* token well-formed and signed, but expired */
+#define CO_EIO      (-10)  /* file or socket I/O */
+
+/* ------------------------------------------------------------ limits */
+#define CO_EDGE_ID_MAX       64      /* bytes */
+#define CO_QUOTA_NAME_MAX    64      /* bytes, [A-Za-z0-9._-] */
+#define CO_KEY_MAX           256     /* bytes of a rate-limit key */
+#define CO_PATH_PREFIX_MAX   128
+#define CO_METHODS_MAX       8
+#define CO_QUOTAS_MAX        1024
+#define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
+#define CO_COUNT_MAX         1000000000000ULL  /* one KeyCount field, 1e12 */
+#define CO_URL_MAX           2048    /* bytes; longer -> 414 */
+/* "{" + 3 bytes per encoded byte of quota and key + "|" + "}" + NUL */
+#define CO_KEY_TAG_MAX       (3 + 3 * CO_QUOTA_NAME_MAX + 3 * CO_KEY_MAX + 1)
+#define CO_CHALLENGE_TTL_S   300
+#define CO_TOKEN_MAX         256     /* bytes of a challenge token, NUL incl. */
+#define CO_SECRET_MIN        32      /* bytes of --challenge-secret */
+#define CO_SECRET_MAX        128
+
+/* ------------------------------------------------------------ logging
+ * One logfmt line per event on stderr: ts=... level=... msg=<event> k=v...
+ * The format string passed to CO_LOG starts with "msg=<event>". Values that
+ * come from clients must go through co_log_value() to be quoted. */
+enum co_log_level {
+    CO_LOG_DEBUG = 0,
+    CO_LOG_INFO = 1,
+    CO_LOG_WARN = 2,
+    CO_LOG_ERROR = 3
+};
+
+extern atomic_int co_log_min_level;
+
+void co_log_write(enum co_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int co_log_level_parse(const char *name, enum co_log_level *out);
+const char *co_log_value(char *buf, size_t buflen, const char *s, size_t len);
+
+#define CO_LOG(level, ...)                                               \
+    do {                                                                 \
+        if ((int)(level) >= atomic_load_explicit(&co_log_min_level,      \
+                                                 memory_order_relaxed))  \
+            co_log_write((level), __VA_ARGS__);                          \
+    } while (0)
+#define CO_DEBUG(...) CO_LOG(CO_LOG_DEBUG, __VA_ARGS__)
+#define CO_INFO(...)  CO_LOG(CO_LOG_INFO, __VA_ARGS__)
+#define CO_WARN(...)  CO_LOG(CO_LOG_WARN, __VA_ARGS__)
+#define CO_ERROR(...) CO_LOG(CO_LOG_ERROR, __VA_ARGS__)
+
+/* ------------------------------------------------------------ config
+ * Flags and TOLLGATE_* environment variables (the flag wins). */
+struct co_config {
+    char listen[256];           /* host:port */
+    char redis_url[512];
+    char policy_path[4096];
+    unsigned threads;           /* MHD worker threads */
+    size_t max_body;            /* bytes */
+    unsigned redis_timeout_ms;  /* connect and command timeout */
+    uint8_t secret[CO_SECRET_MAX];
+    size_t secret_len;          /* 0: not given, generate one */
+    enum co_log_level log_level;
+};
+
+/* What co_config_parse() asks the caller to do besides running. */
+#define CO_CONFIG_RUN      0
+#define CO_CONFIG_HELP     1
+#define CO_CONFIG_VERSION  2
+
+typedef const char *(*co_getenv_fn)(const char *name);
+
+int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
+                    struct co_config *cfg, char *err, size_t errlen);
+void co_config_usage(FILE *out);
+
+/* ------------------------------------------------------------ global state */
+struct co_policy;
+
+struct co_server {
+    size_t max_body;                   /* body cap for every route */
+    uint8_t secret[CO_SECRET_MAX];     /* challenge-token HMAC key */
+    size_t secret_len;
+    atomic_bool draining;              /* SIGTERM seen: close keep-alives */
+    atomic_uint inflight;              /* requests between first callback
+                                        * and completion */
+};
+
+extern struct co_server co_server;
+
+/* ------------------------------------------------------------ http layer
+ * A handler sees a fully read request and fills a response; it never
+ * touches libmicrohttpd, so tests can call it as a plain function. */
+struct co_request {
+    const char *method;
+    const char *path;
+    const char *content_type;   /* NULL when absent */
+    const uint8_t *body;        /* NULL when empty */
+    size_t body_len;
+    /* Header lookup for handlers that need more than Content-Type (edge
+     * auth later). NULL in tests: co_request_header() then returns NULL. */
+    const char *(*header)(void *conn, const char *name);
+    void *conn;
+};
+
+struct co_response {
+    unsigned status;
+    const char *content_type;   /* static string */
+    uint8_t *body;              /* malloc'd; co_response_clear() frees it */
+    size_t body_len;
+    char allow[64];             /* Allow header for 405, "" otherwise */
+};
+
+typedef void (*co_handler_fn)(const struct co_request *req,
+                              struct co_response *resp);
+
+struct co_route {
+    const char *method;         /* "GET" routes also answer HEAD */
+    const char *path;           /* exact match */
+    const char *content_type;   /* required request media type, or NULL */
+    co_handler_fn handler;
+};
+
+/* Growing request body with a hard cap. */
+struct co_body {
+    uint8_t *data;              /* malloc'd; co_body_free() */
+    size_t len;
+    size_t cap;                 /* allocated */
+};
+
+const char *co_request_header(const struct co_request *req, const char *name);
+int co_route_lookup(const char *method, const char *path,
+                    const struct co_route **out, char *allow, size_t allowlen);
+int co_http_precheck(const char *method, const char *url,
+                     const char *content_type, const char *content_length,
+                     size_t max_body, const struct co_route **route,
+                     struct co_response *resp);
+int co_body_append(struct co_body *b, const void *data, size_t len,
+                   size_t max);
+void co_body_free(struct co_body *b);
+void co_response_problem(struct co_response *resp, unsigned status,
+                         const char *detail);
+int co_response_set(struct co_response *resp, unsigned status,
+                    const char *content_type, const void *body, size_t len);
+void co_response_take(struct co_response *resp, unsigned status,
+                      const char *content_type, uint8_t *body, size_t len);
+void co_response_clear(struct co_response *resp);
+const char *co_status_title(unsigned status);
+
+struct MHD_Daemon;
+int co_http_start(const char *listen, unsigned threads,
+                  struct MHD_Daemon **out, char *addr, size_t addrlen,
+                  char *err, size_t errlen);
+void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
+
+/* ------------------------------------------------------------ endpoints */
+void co_health_live(const struct co_request *req, struct co_response *resp);
+void co_health_ready(const struct co_request *req, struct co_response *resp);
+void co_sync_handle(const struct co_request *req, struct co_response *resp);
+
+/* ------------------------------------------------------------ policy
+ * The policy is immutable once built; readers hold a reference. */
+struct co_quota {
+    char name[CO_QUOTA_NAME_MAX + 1];
+    char key[16];                    /* key template: "ip" */
+    uint64_t limit;
+    uint32_t window_s;
+    char path_prefix[CO_PATH_PREFIX_MAX + 1];
+    unsigned n_methods;
+    char methods[CO_METHODS_MAX][8];
+    Tollgate__V1__Action action;     /* CHALLENGE or DENY over the limit */
+    uint64_t floor;
+    bool shadow;
+    bool fail_open;
+    double deny_after;               /* 0 = off, else >= 1 */
+    uint64_t deny_after_milli;       /* deny_after x 1000, rounded */
+};
+
+struct co_policy {
+    atomic_uint refs;
+    uint64_t version;
+    uint32_t sync_interval_ms;
+    uint32_t clearance_ttl_s;
+    uint32_t expected_edges;
+    size_t n_quotas;
+    struct co_quota *quotas;         /* document order */
+    const struct co_quota **by_name; /* sorted, for co_policy_find() */
+    uint8_t *packed;                 /* Tollgate__V1__Policy wire bytes */
+    size_t packed_len;
+    Tollgate__V1__Policy *pb;        /* unpacked once, shared by responses */
+};
+
+int co_policy_parse(const char *json, size_t len, struct co_policy **out,
+                    char *err, size_t errlen);
+int co_policy_load_file(const char *path, struct co_policy **out,
+                        char *err, size_t errlen);
+const struct co_quota *co_policy_find(const struct co_policy *p,
+                                      const char *name);
+void co_policy_install(struct co_policy *p);
+struct co_policy *co_policy_current(void);
+void co_policy_release(struct co_policy *p);
+
+/* ------------------------------------------------------------ redis */
+struct co_redis_target {
+    char host[256];
+    int port;
+    char user[128];          /* "" : AUTH with password only */
+    char password[256];      /* "" : no AUTH */
+    int db;                  /* SELECT when > 0 */
+    unsigned timeout_ms;
+};
+
+/* One EVALSHA of the sync script. argv holds nkeys keys then nargs args,
+ * each with its length (keys and args may contain any byte). */
+struct co_script_call {
+    size_t nkeys;
+    size_t nargs;
+    const char **argv;
+    const size_t *argvlen;
+};
+
+int co_redis_parse_url(const char *url, unsigned timeout_ms,
+                       struct co_redis_target *t, char *err, size_t errlen);
+int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
+void co_redis_shutdown(void);
+const char *co_redis_script_sha(void);
+int co_redis_ping(char *err, size_t errlen);
+int co_redis_eval_sync(const struct co_script_call *call, long long *out,
+                       size_t nout, char *err, size_t errlen);
+int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
+               char *out, size_t outlen);
+
+/* Generated from coordinator/sync.lua by the Makefile. */
+extern const char co_sync_lua[];
+extern const size_t co_sync_lua_len;
+
+/* ------------------------------------------------------------ challenge */
+struct co_challenge_claims {
+    char quota[CO_QUOTA_NAME_MAX + 1];
+    uint8_t key_hash[16];
+    uint64_t issued_at_s;
+    uint64_t expires_at_s;
+    uint8_t nonce[16];
+};
+
+int co_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
+                   size_t len, uint8_t out[32]);
+int co_challenge_issue(const uint8_t *secret, size_t secret_len,
+                       const char *quota, const char *key, size_t klen,
+                       uint64_t now_s, uint32_t ttl_s,
+                       char *out, size_t outlen);
+int co_challenge_check(const uint8_t *secret, size_t secret_len,
+                       const char *token, size_t token_len, uint64_t now_s,
+                       struct co_challenge_claims *claims);
+void co_challenge_key_hash(const uint8_t *secret, size_t secret_len,
+                           const char *quota, const char *key, size_t klen,
+                           uint8_t out[16]);
+
+/* ------------------------------------------------------------ clock
+ * The only place that reads clocks, so tests can pin time with --wrap. */
+uint64_t co_wall_ms(void);
+uint64_t co_mono_ms(void);
+uint64_t co_mono_us(void);
+
+#endif

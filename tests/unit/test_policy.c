@@ -1,0 +1,365 @@
+/* test_policy.c — the policy document: the shipped example loads, every
+ * invalid document is refused with the JSON path of its offending field,
+ * defaults and the protobuf conversion are right, the current-policy
+ * pointer is reference-counted, and Redis key tags are percent-encoded.
+ * Run from the repository root (make does): it reads
+ * deploy/example-policy.json.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tollgated.h"
+
+static void test_example_policy_loads(void **state)
+{
+    struct co_policy *p;
+    const struct co_quota *q;
+    char err[256] = "";
+
+    (void)state;
+    if (co_policy_load_file("deploy/example-policy.json", &p, err,
+                            sizeof err) != CO_OK)
+        fail_msg("example policy: %s", err);
+    assert_int_equal(p->version, 1);
+    assert_int_equal(p->sync_interval_ms, 1000);
+    assert_int_equal(p->clearance_ttl_s, 300);
+    assert_int_equal(p->expected_edges, 4);
+    assert_true(p->n_quotas >= 1);
+    q = co_policy_find(p, "per-ip");
+    assert_non_null(q);
+    assert_int_equal(q->limit, 100);
+    assert_int_equal(q->window_s, 60);
+    assert_string_equal(q->key, "ip");
+    assert_string_equal(q->path_prefix, "/api/");
+    assert_int_equal(q->n_methods, 0);
+    assert_int_equal(q->action, TOLLGATE__V1__ACTION__ACTION_CHALLENGE);
+    assert_int_equal(q->floor, 10);
+    assert_false(q->shadow);
+    assert_true(q->fail_open);
+    assert_true(q->deny_after == 0);
+    assert_null(co_policy_find(p, "nope"));
+    co_policy_release(p);
+}
+
+static void test_missing_file_is_an_error(void **state)
+{
+    struct co_policy *p = (void *)1;
+    char err[256] = "";
+
+    (void)state;
+    assert_int_equal(co_policy_load_file("/nonexistent/policy.json", &p, err,
+                                         sizeof err), CO_EIO);
+    assert_null(p);
+    assert_non_null(strstr(err, "cannot open"));
+}
+
+/* A valid quota with one member replaced: Q("\"limit\": 0") etc. */
+#define QUOTA_BASE "\"name\": \"q1\", \"key\": \"ip\", \"window_s\": 60, " \
+                   "\"action\": \"deny\""
+#define DOC(top, quotas) \
+    "{\"version\": 1" top ", \"quotas\": [" quotas "]}"
+#define Q(extra) "{" QUOTA_BASE ", \"limit\": 10" extra "}"
+
+static void test_invalid_documents_name_the_field(void **state)
+{
+    static const struct {
+        const char *json;
+        const char *error;     /* expected prefix of the message */
+    } cases[] = {
+        {"", "line 1 column"},
+        {"{\"version\": 1, \"quotas\": [}", "line 1 column"},
+        {"[1, 2]", "(document): must be a JSON object"},
+        {"{\"version\": 1, \"version\": 2, \"quotas\": []}", "line 1"},
+        {"{\"quotas\": []}", "version: required"},
+        {"{\"version\": 0, \"quotas\": []}", "version: must be > 0"},
+        {"{\"version\": \"1\", \"quotas\": []}", "version: must be an integer"},
+        {"{\"version\": 1.5, \"quotas\": []}", "version: must be an integer"},
+        {"{\"version\": -3, \"quotas\": []}", "version: must be > 0"},
+        {"{\"version\": 1}", "quotas: required"},
+        {"{\"version\": 1, \"quotas\": {}}", "quotas: must be an array"},
+        {"{\"version\": 1, \"quotas\": [], \"extra\": 1}",
+         "extra: unknown field"},
+        {DOC(", \"sync_interval_ms\": 50", ""),
+         "sync_interval_ms: must be >= 100"},
+        {DOC(", \"sync_interval_ms\": 60001", ""),
+         "sync_interval_ms: must be <= 60000"},
+        {DOC(", \"clearance_ttl_s\": 0", ""), "clearance_ttl_s: must be > 0"},
+        {DOC(", \"expected_edges\": 0", ""), "expected_edges: must be > 0"},
+        {DOC("", "1"), "quotas[0]: must be an object"},
+        {DOC("", Q("") ", " Q(", \"limit\": 0")), "line 1"},
+        {DOC("", Q("") ", {" QUOTA_BASE ", \"limit\": 0}"),
+         "quotas[1].limit: must be > 0"},
+        {DOC("", "{" QUOTA_BASE "}"), "quotas[0].limit: required"},
+        {DOC("", "{" QUOTA_BASE ", \"limit\": 1000000000001}"),
+         "quotas[0].limit: must be <= 1000000000000"},
+        {DOC("", Q(", \"bogus\": true")), "quotas[0].bogus: unknown field"},
+        {DOC("", Q("") ", " Q("")),
+         "quotas[1].name: duplicate quota name \"q1\""},
+        {DOC("", "{\"key\": \"ip\", \"limit\": 1, \"window_s\": 1, "
+                 "\"action\": \"deny\"}"), "quotas[0].name: required"},
+        {DOC("", "{\"name\": \"\", \"key\": \"ip\", \"limit\": 1, "
+                 "\"window_s\": 1, \"action\": \"deny\"}"),
+         "quotas[0].name: must be 1..64 bytes"},
+        {DOC("", "{\"name\": \"a b\", \"key\": \"ip\", \"limit\": 1, "
+                 "\"window_s\": 1, \"action\": \"deny\"}"),
+         "quotas[0].name: only [A-Za-z0-9._-] allowed"},
+        {DOC("", "{\"name\": \"q{1}\", \"key\": \"ip\", \"limit\": 1, "
+                 "\"window_s\": 1, \"action\": \"deny\"}"),
+         "quotas[0].name: only"},
+        {DOC("", "{\"name\": "
+                 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+                 " \"key\": \"ip\", \"limit\": 1, \"window_s\": 1, "
+                 "\"action\": \"deny\"}"),
+         "quotas[0].name: must be 1..64 bytes"},
+        {DOC("", "{\"name\": \"q\", \"key\": \"sub\", \"limit\": 1, "
+                 "\"window_s\": 1, \"action\": \"deny\"}"),
+         "quotas[0].key: must be \"ip\""},
+        {DOC("", "{\"name\": \"q\", \"limit\": 1, "
+                 "\"window_s\": 1, \"action\": \"deny\"}"),
+         "quotas[0].key: required"},
+        {DOC("", "{\"name\": \"q\", \"key\": \"ip\", \"limit\": 1, "
+                 "\"window_s\": 0, \"action\": \"deny\"}"),
+         "quotas[0].window_s: must be > 0"},
+        {DOC("", "{\"name\": \"q\", \"key\": \"ip\", \"limit\": 1, "
+                 "\"window_s\": 604801, \"action\": \"deny\"}"),
+         "quotas[0].window_s: must be <= 604800"},
+        {DOC("", "{\"name\": \"q\", \"key\": \"ip\", \"limit\": 1, "
+                 "\"window_s\": 1, \"action\": \"block\"}"),
+         "quotas[0].action: must be \"challenge\" or \"deny\""},
+        {DOC("", "{\"name\": \"q\", \"key\": \"ip\", \"limit\": 1, "
+                 "\"window_s\": 1}"), "quotas[0].action: required"},
+        {DOC("", Q(", \"path_prefix\": \"api\"")),
+         "quotas[0].path_prefix: must be empty or start with \"/\""},
+        {DOC("", Q(", \"path_prefix\": \"/a b\"")),
+         "quotas[0].path_prefix: only visible ASCII"},
+        {DOC("", Q(", \"path_prefix\": 5")),
+         "quotas[0].path_prefix: must be a string"},
+        {DOC("", Q(", \"methods\": \"GET\"")),
+         "quotas[0].methods: must be an array"},
+        {DOC("", Q(", \"methods\": [\"GET\", \"get\"]")),
+         "quotas[0].methods[1]: must be an upper-case HTTP method"},
+        {DOC("", Q(", \"methods\": [\"GET\", \"FETCH\"]")),
+         "quotas[0].methods[1]: must be an upper-case HTTP method"},
+        {DOC("", Q(", \"methods\": [\"GET\", 1]")),
+         "quotas[0].methods[1]: must be an upper-case HTTP method"},
+        {DOC("", Q(", \"methods\": [\"GET\", \"GET\"]")),
+         "quotas[0].methods[1]: duplicate method GET"},
+        {DOC("", Q(", \"methods\": [\"GET\", \"HEAD\", \"POST\", \"PUT\", "
+                   "\"DELETE\", \"PATCH\", \"OPTIONS\", \"CONNECT\", "
+                   "\"TRACE\"]")),
+         "quotas[0].methods: at most 8 methods"},
+        {DOC("", Q(", \"floor\": 0")), "quotas[0].floor: must be > 0"},
+        {DOC("", Q(", \"floor\": 11")), "quotas[0].floor: must be <= 10"},
+        {DOC("", Q(", \"shadow\": 1")),
+         "quotas[0].shadow: must be true or false"},
+        {DOC("", Q(", \"fail_open\": \"yes\"")),
+         "quotas[0].fail_open: must be true or false"},
+        {DOC("", Q(", \"deny_after\": 0.5")),
+         "quotas[0].deny_after: must be 0 (off) or a number from 1 to 1000"},
+        {DOC("", Q(", \"deny_after\": -1")), "quotas[0].deny_after: must be"},
+        {DOC("", Q(", \"deny_after\": 1001")), "quotas[0].deny_after: must be"},
+        {DOC("", Q(", \"deny_after\": \"2\"")), "quotas[0].deny_after: must be"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct co_policy *p = (void *)1;
+        char err[256] = "";
+        int rc = co_policy_parse(cases[i].json, strlen(cases[i].json), &p,
+                                 err, sizeof err);
+
+        if (rc == CO_OK)
+            fail_msg("case %zu accepted: %s", i, cases[i].json);
+        assert_null(p);
+        if (strncmp(err, cases[i].error, strlen(cases[i].error)) != 0)
+            fail_msg("case %zu: error \"%s\", want \"%s...\"", i, err,
+                     cases[i].error);
+    }
+}
+
+static void test_defaults(void **state)
+{
+    static const char doc[] =
+        "{\"version\": 9, \"expected_edges\": 8, \"quotas\": ["
+        " {\"name\": \"big\", \"key\": \"ip\", \"limit\": 1000,"
+        "  \"window_s\": 10, \"action\": \"challenge\"},"
+        " {\"name\": \"tiny\", \"key\": \"ip\", \"limit\": 3,"
+        "  \"window_s\": 10, \"action\": \"deny\", \"deny_after\": 1.5}]}";
+    struct co_policy *p;
+    const struct co_quota *q;
+    char err[256] = "";
+
+    (void)state;
+    if (co_policy_parse(doc, strlen(doc), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    assert_int_equal(p->sync_interval_ms, 1000);
+    assert_int_equal(p->clearance_ttl_s, 300);
+    q = co_policy_find(p, "big");
+    assert_int_equal(q->floor, 125);            /* 1000 / 8 */
+    assert_string_equal(q->path_prefix, "");
+    assert_int_equal(q->n_methods, 0);
+    assert_false(q->shadow);
+    assert_true(q->fail_open);
+    assert_int_equal(q->deny_after_milli, 0);
+    q = co_policy_find(p, "tiny");
+    assert_int_equal(q->floor, 1);              /* max(1, 3 / 8) */
+    assert_int_equal(q->deny_after_milli, 1500);
+    co_policy_release(p);
+}
+
+static void test_protobuf_conversion(void **state)
+{
+    static const char doc[] =
+        "{\"version\": 42, \"sync_interval_ms\": 250, \"clearance_ttl_s\": 9,"
+        " \"quotas\": ["
+        " {\"name\": \"z-last\", \"key\": \"ip\", \"limit\": 5,"
+        "  \"window_s\": 7, \"action\": \"deny\", \"shadow\": true,"
+        "  \"fail_open\": false, \"methods\": [\"PUT\", \"PATCH\"],"
+        "  \"path_prefix\": \"/x\", \"deny_after\": 2},"
+        " {\"name\": \"a.first\", \"key\": \"ip\", \"limit\": 6,"
+        "  \"window_s\": 8, \"action\": \"challenge\"}]}";
+    struct co_policy *p;
+    Tollgate__V1__Policy *pb;
+    char err[256] = "";
+
+    (void)state;
+    if (co_policy_parse(doc, strlen(doc), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    /* the packed bytes decode to the same document, in document order */
+    pb = tollgate__v1__policy__unpack(NULL, p->packed_len, p->packed);
+    assert_non_null(pb);
+    for (int pass = 0; pass < 2; pass++) {
+        const Tollgate__V1__Policy *m = pass ? p->pb : pb;
+
+        assert_int_equal(m->version, 42);
+        assert_int_equal(m->sync_interval_ms, 250);
+        assert_int_equal(m->clearance_ttl_s, 9);
+        assert_int_equal(m->n_quotas, 2);
+        assert_string_equal(m->quotas[0]->name, "z-last");
+        assert_int_equal(m->quotas[0]->limit, 5);
+        assert_int_equal(m->quotas[0]->window_s, 7);
+        assert_int_equal(m->quotas[0]->action,
+                         TOLLGATE__V1__ACTION__ACTION_DENY);
+        assert_true(m->quotas[0]->shadow);
+        assert_false(m->quotas[0]->fail_open);
+        assert_int_equal(m->quotas[0]->n_methods, 2);
+        assert_string_equal(m->quotas[0]->methods[0], "PUT");
+        assert_string_equal(m->quotas[0]->methods[1], "PATCH");
+        assert_string_equal(m->quotas[0]->path_prefix, "/x");
+        assert_true(m->quotas[0]->deny_after == 2.0);
+        assert_int_equal(m->quotas[0]->floor, 5);
+        assert_string_equal(m->quotas[1]->name, "a.first");
+        assert_int_equal(m->quotas[1]->action,
+                         TOLLGATE__V1__ACTION__ACTION_CHALLENGE);
+        assert_true(m->quotas[1]->fail_open);
+    }
+    tollgate__v1__policy__free_unpacked(pb, NULL);
+    /* lookup by name works whatever the document order */
+    assert_string_equal(co_policy_find(p, "a.first")->name, "a.first");
+    assert_string_equal(co_policy_find(p, "z-last")->name, "z-last");
+    assert_null(co_policy_find(p, "a.firs"));
+    assert_null(co_policy_find(p, ""));
+    co_policy_release(p);
+}
+
+static void test_current_policy_is_refcounted(void **state)
+{
+    static const char d1[] = "{\"version\": 1, \"quotas\": []}";
+    static const char d2[] = "{\"version\": 2, \"quotas\": []}";
+    struct co_policy *p1, *p2, *held, *now;
+    char err[128];
+
+    (void)state;
+    assert_null(co_policy_current());
+    assert_int_equal(co_policy_parse(d1, strlen(d1), &p1, err, sizeof err),
+                     CO_OK);
+    assert_int_equal(co_policy_parse(d2, strlen(d2), &p2, err, sizeof err),
+                     CO_OK);
+    co_policy_install(p1);
+    held = co_policy_current();
+    assert_ptr_equal(held, p1);
+    assert_int_equal(atomic_load(&p1->refs), 2);
+    co_policy_install(p2);                 /* p1 lives on for its reader */
+    assert_int_equal(atomic_load(&p1->refs), 1);
+    assert_int_equal(held->version, 1);
+    now = co_policy_current();
+    assert_int_equal(now->version, 2);
+    co_policy_release(now);
+    co_policy_release(held);               /* frees p1 (ASan checks) */
+    co_policy_install(NULL);               /* frees p2 */
+    assert_null(co_policy_current());
+}
+
+static void test_key_tag_percent_encoding(void **state)
+{
+    static const struct {
+        const char *quota, *key;
+        size_t klen;
+        const char *tag;
+    } cases[] = {
+        {"per-ip", "1.2.3.4", 7, "{per-ip|1.2.3.4}"},
+        {"per-ip", "2001:db8::1", 11, "{per-ip|2001:db8::1}"},
+        {"q_1.x", "AZaz09._:-", 10, "{q_1.x|AZaz09._:-}"},
+        {"per-ip", "", 0, "{per-ip|}"},
+        {"per-ip", "{x}", 3, "{per-ip|%7Bx%7D}"},
+        {"per-ip", "a|b", 3, "{per-ip|a%7Cb}"},
+        {"per-ip", "100%", 4, "{per-ip|100%25}"},
+        {"per-ip", "a b/c", 5, "{per-ip|a%20b%2Fc}"},
+        {"per-ip", "\x00\xff", 2, "{per-ip|%00%FF}"},
+        {"per-ip", "caf\xc3\xa9", 5, "{per-ip|caf%C3%A9}"},
+    };
+    char out[CO_KEY_TAG_MAX];
+    char big_key[CO_KEY_MAX + 1];
+    char big_quota[CO_QUOTA_NAME_MAX + 1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int n = co_key_tag(cases[i].quota, strlen(cases[i].quota),
+                           cases[i].key, cases[i].klen, out, sizeof out);
+
+        assert_int_equal(n, (int)strlen(cases[i].tag));
+        assert_string_equal(out, cases[i].tag);
+    }
+    /* the worst case fits CO_KEY_TAG_MAX exactly */
+    memset(big_key, '{', sizeof big_key);
+    memset(big_quota, '%', sizeof big_quota);
+    assert_int_equal(co_key_tag(big_quota, CO_QUOTA_NAME_MAX, big_key,
+                                CO_KEY_MAX, out, sizeof out),
+                     CO_KEY_TAG_MAX - 1);
+    assert_int_equal(co_key_tag(big_quota, CO_QUOTA_NAME_MAX, big_key,
+                                CO_KEY_MAX, out, sizeof out - 1),
+                     CO_ETOOBIG);
+    assert_int_equal(co_key_tag("q", 1, big_key, CO_KEY_MAX + 1, out,
+                                sizeof out), CO_EINVAL);
+    /* distinct pairs give distinct tags (the separator is always encoded) */
+    co_key_tag("a", 1, "b|c", 3, out, sizeof out);
+    {
+        char other[CO_KEY_TAG_MAX];
+
+        co_key_tag("a|b", 3, "c", 1, other, sizeof other);
+        assert_string_not_equal(out, other);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example_policy_loads),
+        cmocka_unit_test(test_missing_file_is_an_error),
+        cmocka_unit_test(test_invalid_documents_name_the_field),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_protobuf_conversion),
+        cmocka_unit_test(test_current_policy_is_refcounted),
+        cmocka_unit_test(test_key_tag_percent_encoding),
+    };
+
+    atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
