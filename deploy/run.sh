@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make run`: the whole stack on loopback, in the foreground.
+#   redis-server  127.0.0.1:6390  private, data under run/redis
+#   tollgated     127.0.0.1:8080  deploy/example-policy.json
+#   workerd       127.0.0.1:8787  the example edge in front of a demo origin
+# Ctrl-C stops all three (only the processes this script started, by PID).
+# Ports: TOLLGATE_REDIS_PORT, TOLLGATE_RUN_PORT; the edge and tollgated ports
+# are fixed in deploy/workerd/config.capnp.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+redis_port=${TOLLGATE_REDIS_PORT:-6390}
+co_port=8080
+edge_port=8787
+mkdir -p run/redis run/log
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$redis_port" "$co_port" "$edge_port"; do
+  if port_busy "$p"; then
+    echo "make run: 127.0.0.1:$p is already in use; stop what listens there (or set TOLLGATE_REDIS_PORT)" >&2
+    exit 1
+  fi
+done
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "make run: stopped"
+}
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
+
+redis-server deploy/redis.conf --port "$redis_port" --dir "$top/run/redis" \
+  >run/log/redis.log 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+redis-cli -p "$redis_port" ping >/dev/null || { echo "make run: redis-server did not start; see run/log/redis.log" >&2; exit 1; }
+
+build/tollgated --listen "127.0.0.1:$co_port" --redis "redis://127.0.0.1:$redis_port" \
+  --policy deploy/example-policy.json 2> >(tee run/log/tollgated.log >&2) &
+pids+=($!)
+for _ in $(seq 50); do
+  curl -fsS "http://127.0.0.1:$co_port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+node_modules/.bin/workerd serve deploy/workerd/config.capnp >run/log/workerd.log 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$edge_port/" 2>/dev/null && break
+  sleep 0.1
+done
+
+cat <<MSG
+
+tollgate is running (logs under run/log/; Ctrl-C stops everything):
+  edge (workerd)     http://127.0.0.1:$edge_port/        try: curl -i -H 'X-Forwarded-For: 203.0.113.7' http://127.0.0.1:$edge_port/api/hello
+  coordinator        http://127.0.0.1:$co_port/healthz   http://127.0.0.1:$co_port/readyz
+  redis              redis://127.0.0.1:$redis_port        (data in run/redis)
+  policy             deploy/example-policy.json
+
+MSG
+wait -n "${pids[@]}" || true
+echo "make run: a process exited; stopping the others" >&2

@@ -1,0 +1,62 @@
+// The same scenario inside real workerd (`workerd test`), the edge talking to
+// a real tollgated through an external service binding.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { copyFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { BUILD, ROOT, removeDir, startRedis, startTollgated, tempDir } from "./harness.mjs";
+import { POLICY } from "./scenario.mjs";
+
+const WORKERD = path.join(ROOT, "node_modules/.bin/workerd");
+let redis, co, dir;
+
+before(async () => {
+  redis = await startRedis();
+  co = await startTollgated({ redisPort: redis.port, policy: POLICY });
+  dir = tempDir("tollgate-workerd-");
+  copyFileSync(path.join(BUILD, "tollgate.wasm"), path.join(dir, "tollgate.wasm"));
+  copyFileSync(path.join(ROOT, "edge-module/js/tollgate.mjs"), path.join(dir, "tollgate.mjs"));
+  for (const f of ["scenario.mjs", "workerd/edge-suite.js"]) {
+    copyFileSync(path.join(ROOT, "tests/integration", f), path.join(dir, path.basename(f)));
+  }
+  writeFileSync(path.join(dir, "config.capnp"), `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = .edgeTest),
+    (name = "coordinator", external = (address = "127.0.0.1:${co.port}", http = ())),
+  ],
+);
+const edgeTest :Workerd.Worker = (
+  modules = [
+    (name = "edge-suite.js", esModule = embed "edge-suite.js"),
+    (name = "scenario.mjs", esModule = embed "scenario.mjs"),
+    (name = "tollgate.mjs", esModule = embed "tollgate.mjs"),
+    (name = "tollgate.wasm", wasm = embed "tollgate.wasm"),
+  ],
+  compatibilityDate = "2024-09-23",
+  compatibilityFlags = ["nodejs_compat"],
+  bindings = [(name = "COORDINATOR", service = "coordinator")],
+);
+`);
+});
+after(async () => {
+  if (co) await co.stop();
+  if (redis) await redis.stop();
+  if (dir) removeDir(dir);
+});
+
+test("workerd: two edges challenge a hot key after syncing with tollgated", async () => {
+  const proc = spawn(WORKERD, ["test", path.join(dir, "config.capnp")], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  proc.stdout.on("data", (d) => { out += d; });
+  proc.stderr.on("data", (d) => { out += d; });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 60000);
+  const code = await new Promise((r) => proc.on("exit", r));
+  clearTimeout(timer);
+  process.stdout.write(out.split("\n").map((l) => `workerd: ${l}`).join("\n") + "\n");
+  assert.equal(code, 0, `workerd test failed:\n${out}`);
+  assert.match(out, /\[ PASS \] main:hotKey/);
+  assert.match(out, /\[ PASS \] main:guard/);
+});
