@@ -40,6 +40,9 @@ fi
 # never uses it (tests and `make run` start private ones), so leave it be.
 
 if [ ! -x "$top/node_modules/.bin/workerd" ] || [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then
-  echo "install-deps: npm ci" >&2
-  (cd "$top" && npm ci --no-audit --no-fund --loglevel=error)
+  # `npm install`, not `npm ci`: the lockfile pins versions and integrity,
+  # but a registry mirror may lack the other platforms' optional workerd
+  # binaries, which `npm ci` insists on finding in the lockfile.
+  echo "install-deps: npm install (versions pinned by package-lock.json)" >&2
+  (cd "$top" && npm install --no-audit --no-fund --loglevel=error)
 fi
