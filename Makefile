@@ -132,7 +132,7 @@ wasm-check: $(BUILD)/tollgate.wasm
 	  echo "tollgate.wasm: $$(stat -c %s $<) bytes, $$n imports"; test "$$n" = 0
 
 integration: all
-	$(Q)node --test --test-concurrency=1 tests/integration/*.test.mjs
+	$(Q)node --test tests/integration/*.test.mjs
 
 check: all unit unit-asan wasm-check integration
 

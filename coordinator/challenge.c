@@ -26,9 +26,6 @@
 #define TOKEN_VERSION 1
 #define PAYLOAD_MAX (1 + 1 + CO_QUOTA_NAME_MAX + 16 + 8 + 8 + 16)
 
-static const char b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /* HMAC-SHA256 of data under key into out. Returns 0 or CO_EINVAL (OpenSSL
  * failure, which with valid arguments would be a library bug). */
 int co_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
@@ -41,85 +38,6 @@ int co_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
         outlen != 32)
         return CO_EINVAL;
     return CO_OK;
-}
-
-/* Encode len bytes, no padding. Returns chars written (NUL added), or -1
- * when out is too small. */
-static long b64url_encode(const uint8_t *in, size_t len, char *out,
-                          size_t outlen)
-{
-    size_t o = 0, i = 0;
-
-    if ((len * 4 + 2) / 3 + 1 > outlen)
-        return -1;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
-                     in[i + 2];
-
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-        out[o++] = b64url[v >> 6 & 63];
-        out[o++] = b64url[v & 63];
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-        out[o++] = b64url[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return (long)o;
-}
-
-static int b64url_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* Strict decode: base64url alphabet only, no padding, and the unused low
- * bits of the last character must be zero, so every token has exactly one
- * spelling. Returns bytes written or -1. */
-static long b64url_decode(const char *in, size_t len, uint8_t *out,
-                          size_t outlen)
-{
-    size_t o = 0;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-
-    if (len % 4 == 1 || len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > outlen)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_value(in[i]);
-
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0)
-        return -1;
-    return (long)o;
 }
 
 static void put_u64(uint8_t *p, uint64_t v)
@@ -197,11 +115,11 @@ int co_challenge_issue(const uint8_t *secret, size_t secret_len,
     n += 16;
     if (co_hmac_sha256(secret, secret_len, payload, n, mac) != CO_OK)
         return CO_EINVAL;
-    a = b64url_encode(payload, n, out, outlen);
+    a = co_b64url_encode(payload, n, out, outlen);
     if (a < 0 || (size_t)a + 2 > outlen)
         return CO_ETOOBIG;
     out[a] = '.';
-    b = b64url_encode(mac, sizeof mac, out + a + 1, outlen - (size_t)a - 1);
+    b = co_b64url_encode(mac, sizeof mac, out + a + 1, outlen - (size_t)a - 1);
     if (b < 0)
         return CO_ETOOBIG;
     return (int)(a + 1 + b);
@@ -223,9 +141,9 @@ int co_challenge_check(const uint8_t *secret, size_t secret_len,
 
     if (dot == NULL || token_len > CO_TOKEN_MAX)
         return CO_EBADTOKEN;
-    plen = b64url_decode(token, (size_t)(dot - token), payload,
+    plen = co_b64url_decode(token, (size_t)(dot - token), payload,
                          sizeof payload);
-    slen = b64url_decode(dot + 1, token_len - (size_t)(dot - token) - 1, sig,
+    slen = co_b64url_decode(dot + 1, token_len - (size_t)(dot - token) - 1, sig,
                          sizeof sig);
     if (plen < 2 || slen != 32)
         return CO_EBADTOKEN;

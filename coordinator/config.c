@@ -120,17 +120,6 @@ static int set_redis_timeout(struct co_config *cfg, const char *val,
     return rc;
 }
 
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int set_secret(struct co_config *cfg, const char *val,
                       char *err, size_t errlen)
 {
@@ -139,7 +128,7 @@ static int set_secret(struct co_config *cfg, const char *val,
     if (n % 2 != 0 || n < 2 * CO_SECRET_MIN || n > 2 * CO_SECRET_MAX)
         goto bad;
     for (size_t i = 0; i < n / 2; i++) {
-        int hi = hex_nibble(val[2 * i]), lo = hex_nibble(val[2 * i + 1]);
+        int hi = co_hex_digit(val[2 * i]), lo = co_hex_digit(val[2 * i + 1]);
 
         if (hi < 0 || lo < 0)
             goto bad;

@@ -74,17 +74,6 @@ static struct conn *thread_slot(void)
     return tl;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decode %XX escapes of s[0..len) into out (NUL-terminated); refuses a
  * truncated escape, a decoded NUL and anything longer than outlen - 1. */
 static int percent_decode(const char *s, size_t len, char *out,
@@ -100,8 +89,8 @@ static int percent_decode(const char *s, size_t len, char *out,
 
             if (i + 2 >= len)
                 return CO_EINVAL;
-            hi = hex_value(s[i + 1]);
-            lo = hex_value(s[i + 2]);
+            hi = co_hex_digit(s[i + 1]);
+            lo = co_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return CO_EINVAL;
             c = (char)(hi << 4 | lo);

@@ -304,6 +304,14 @@ void co_challenge_key_hash(const uint8_t *secret, size_t secret_len,
                            const char *quota, const char *key, size_t klen,
                            uint8_t out[16]);
 
+/* ------------------------------------------------------------ encodings
+ * (encode.c) base64url without padding, as in JWS; decode is strict (one
+ * spelling per value). Both return the length written, or -1 when the
+ * output is too small or the input is not canonical. */
+long co_b64url_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
+long co_b64url_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
+int co_hex_digit(char c);  /* 0..15, or -1 */
+
 /* ------------------------------------------------------------ clock
  * The only place that reads clocks, so tests can pin time with --wrap. */
 uint64_t co_wall_ms(void);

@@ -1,0 +1,96 @@
+/* encode.c — the text encodings several subsystems share: base64url for
+ * tokens, hex for secrets and percent-escapes. Pure functions, no state. */
+#include "tollgated.h"
+
+static const char b64url[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Encode len bytes, no padding. Returns chars written (NUL added), or -1
+ * when out is too small. */
+long co_b64url_encode(const uint8_t *in, size_t len, char *out,
+                      size_t outlen)
+{
+    size_t o = 0, i = 0;
+
+    if ((len * 4 + 2) / 3 + 1 > outlen)
+        return -1;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
+                     in[i + 2];
+
+        out[o++] = b64url[v >> 18 & 63];
+        out[o++] = b64url[v >> 12 & 63];
+        out[o++] = b64url[v >> 6 & 63];
+        out[o++] = b64url[v & 63];
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+
+        out[o++] = b64url[v >> 18 & 63];
+        out[o++] = b64url[v >> 12 & 63];
+    } else if (len - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+
+        out[o++] = b64url[v >> 18 & 63];
+        out[o++] = b64url[v >> 12 & 63];
+        out[o++] = b64url[v >> 6 & 63];
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+static int b64url_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+/* Strict decode: base64url alphabet only, no padding, and the unused low
+ * bits of the last character must be zero, so every token has exactly one
+ * spelling. Returns bytes written or -1. */
+long co_b64url_decode(const char *in, size_t len, uint8_t *out,
+                      size_t outlen)
+{
+    size_t o = 0;
+    uint32_t acc = 0;
+    unsigned bits = 0;
+
+    if (len % 4 == 1 || len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > outlen)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64url_value(in[i]);
+
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc != 0)
+        return -1;
+    return (long)o;
+}
+
+int co_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
