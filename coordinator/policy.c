@@ -36,7 +36,7 @@ static const char *const root_fields[] = {
 
 static const char *const quota_fields[] = {
     "name", "key", "limit", "window_s", "path_prefix", "methods", "action",
-    "floor", "shadow", "fail_open", "deny_after", NULL,
+    "floor", "shadow", "fail_open", "deny_after", "require_token", NULL,
 };
 
 /* "quotas[2]" + "limit" -> "quotas[2].limit"; the root has no prefix. */
@@ -251,12 +251,16 @@ static int parse_quota(json_t *q, size_t idx, uint32_t expected_edges,
 
     if (get_str(q, prefix, "key", NULL, &s, &n, err, errlen) != CO_OK)
         return CO_EINVAL;
-    if (strcmp(s, "ip") != 0 || n != 2) {
-        snprintf(err, errlen, "%s: must be \"ip\" (the only key template "
-                 "so far)", field_path(path, sizeof path, prefix, "key"));
-        return CO_EINVAL;
+    field_path(path, sizeof path, prefix, "key");
+    {
+        char why[128];
+
+        if (co_key_template_check(s, n, why, sizeof why) != CO_OK) {
+            snprintf(err, errlen, "%s: %s", path, why);
+            return CO_EINVAL;
+        }
     }
-    snprintf(out->key, sizeof out->key, "%s", s);
+    memcpy(out->key, s, n + 1);
 
     if (get_uint(q, prefix, "limit", true, 1, CO_COUNT_MAX, 0, &out->limit,
                  err, errlen) != CO_OK ||
@@ -306,7 +310,9 @@ static int parse_quota(json_t *q, size_t idx, uint32_t expected_edges,
     if (get_bool(q, prefix, "shadow", false, &out->shadow, err,
                  errlen) != CO_OK ||
         get_bool(q, prefix, "fail_open", true, &out->fail_open, err,
-                 errlen) != CO_OK)
+                 errlen) != CO_OK ||
+        get_bool(q, prefix, "require_token", false, &out->require_token,
+                 err, errlen) != CO_OK)
         return CO_EINVAL;
 
     v = json_object_get(q, "deny_after");
@@ -323,6 +329,85 @@ static int parse_quota(json_t *q, size_t idx, uint32_t expected_edges,
         }
         out->deny_after = d;
         out->deny_after_milli = (uint64_t)(d * 1000.0 + 0.5);
+    }
+    return CO_OK;
+}
+
+static bool is_header_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+}
+
+/* A key template is what the edge builds a rate-limit key from (see Quota.key
+ * in proto/tollgate.proto): up to CO_KEY_PARTS_MAX parts joined by "+",
+ * each "ip", "route", "host", "claim:NAME" (NAME of [A-Za-z0-9._-]) or
+ * "header:NAME" (NAME a lower-case header name), no part twice. The edge
+ * checks the same grammar; refusing here keeps a bad template from ever
+ * reaching an edge. */
+int co_key_template_check(const char *t, size_t len, char *err, size_t errlen)
+{
+    const char *end = t + len, *p = t;
+    const char *seen[CO_KEY_PARTS_MAX];
+    size_t seen_len[CO_KEY_PARTS_MAX];
+    unsigned parts = 0;
+
+    if (len == 0 || len > CO_KEY_TEMPLATE_MAX) {
+        snprintf(err, errlen, "must be 1..%d bytes", CO_KEY_TEMPLATE_MAX);
+        return CO_EINVAL;
+    }
+    while (p <= end) {
+        const char *q = memchr(p, '+', (size_t)(end - p));
+        size_t n = (size_t)((q ? q : end) - p);
+        size_t name_at = 0;
+        bool is_header = false;
+
+        if (parts == CO_KEY_PARTS_MAX) {
+            snprintf(err, errlen, "at most %d parts joined by \"+\"",
+                     CO_KEY_PARTS_MAX);
+            return CO_EINVAL;
+        }
+        if ((n == 2 && memcmp(p, "ip", 2) == 0) ||
+            (n == 5 && memcmp(p, "route", 5) == 0) ||
+            (n == 4 && memcmp(p, "host", 4) == 0)) {
+            name_at = n;
+        } else if (n > 6 && memcmp(p, "claim:", 6) == 0) {
+            name_at = 6;
+        } else if (n > 7 && memcmp(p, "header:", 7) == 0) {
+            name_at = 7;
+            is_header = true;
+        } else {
+            snprintf(err, errlen, "unknown part \"%.*s\" (ip, route, host, "
+                     "claim:NAME, header:NAME)", (int)(n > 40 ? 40 : n), p);
+            return CO_EINVAL;
+        }
+        if (n - name_at > 64) {
+            snprintf(err, errlen, "a claim or header name is at most 64 bytes");
+            return CO_EINVAL;
+        }
+        for (size_t i = name_at; i < n; i++) {
+            unsigned char c = (unsigned char)p[i];
+
+            if (is_header ? !is_header_char(c) : !is_name_char(c)) {
+                snprintf(err, errlen, "bad character in \"%.*s\"%s",
+                         (int)(n > 40 ? 40 : n), p,
+                         is_header ? " (header names are lower case)" : "");
+                return CO_EINVAL;
+            }
+        }
+        for (unsigned i = 0; i < parts; i++) {
+            if (seen_len[i] == n && memcmp(seen[i], p, n) == 0) {
+                snprintf(err, errlen, "part \"%.*s\" given twice",
+                         (int)(n > 40 ? 40 : n), p);
+                return CO_EINVAL;
+            }
+        }
+        seen[parts] = p;
+        seen_len[parts] = n;
+        parts++;
+        if (q == NULL)
+            break;
+        p = q + 1;
     }
     return CO_OK;
 }
@@ -382,6 +467,7 @@ static int policy_build_pb(struct co_policy *p, char *err, size_t errlen)
         qs[i].shadow = q->shadow;
         qs[i].fail_open = q->fail_open;
         qs[i].deny_after = q->deny_after;
+        qs[i].require_token = q->require_token;
         qp[i] = &qs[i];
     }
     pol.version = p->version;

@@ -56,6 +56,8 @@
 #define CO_QUOTA_NAME_MAX    64      /* bytes, [A-Za-z0-9._-] */
 #define CO_KEY_MAX           256     /* bytes of a rate-limit key */
 #define CO_PATH_PREFIX_MAX   128
+#define CO_KEY_TEMPLATE_MAX  160     /* bytes of a key template */
+#define CO_KEY_PARTS_MAX     4       /* parts joined by "+" */
 #define CO_METHODS_MAX       8
 #define CO_QUOTAS_MAX        1024
 #define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
@@ -210,7 +212,7 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp);
  * The policy is immutable once built; readers hold a reference. */
 struct co_quota {
     char name[CO_QUOTA_NAME_MAX + 1];
-    char key[16];                    /* key template: "ip" */
+    char key[CO_KEY_TEMPLATE_MAX + 1]; /* template, see co_key_template_check */
     uint64_t limit;
     uint32_t window_s;
     char path_prefix[CO_PATH_PREFIX_MAX + 1];
@@ -220,6 +222,7 @@ struct co_quota {
     uint64_t floor;
     bool shadow;
     bool fail_open;
+    bool require_token;
     double deny_after;               /* 0 = off, else >= 1 */
     uint64_t deny_after_milli;       /* deny_after x 1000, rounded */
 };
@@ -242,6 +245,8 @@ int co_policy_parse(const char *json, size_t len, struct co_policy **out,
                     char *err, size_t errlen);
 int co_policy_load_file(const char *path, struct co_policy **out,
                         char *err, size_t errlen);
+int co_key_template_check(const char *t, size_t len, char *err,
+                          size_t errlen);
 const struct co_quota *co_policy_find(const struct co_policy *p,
                                       const char *name);
 void co_policy_install(struct co_policy *p);

@@ -120,7 +120,22 @@ static void test_invalid_documents_name_the_field(void **state)
          "quotas[0].name: must be 1..64 bytes"},
         {DOC("", "{\"name\": \"q\", \"key\": \"sub\", \"limit\": 1, "
                  "\"window_s\": 1, \"action\": \"deny\"}"),
-         "quotas[0].key: must be \"ip\""},
+         "quotas[0].key: unknown part \"sub\""},
+#define KEY(t) "{\"name\": \"q\", \"key\": \"" t "\", \"limit\": 1, " \
+               "\"window_s\": 1, \"action\": \"deny\"}"
+        {DOC("", KEY("ip+")), "quotas[0].key: unknown part \"\""},
+        {DOC("", KEY("claim:")), "quotas[0].key: unknown part \"claim:\""},
+        {DOC("", KEY("claim:a b")), "quotas[0].key: bad character"},
+        {DOC("", KEY("header:X-Api-Key")),
+         "quotas[0].key: bad character in \"header:X-Api-Key\" (header names"},
+        {DOC("", KEY("ip+route+ip")), "quotas[0].key: part \"ip\" given twice"},
+        {DOC("", KEY("ip+route+host+claim:a+claim:b")),
+         "quotas[0].key: at most 4 parts"},
+        {DOC("", "{\"name\": \"q\", \"key\": \"\", \"limit\": 1, "
+                 "\"window_s\": 1, \"action\": \"deny\"}"),
+         "quotas[0].key: must be 1..160 bytes"},
+        {DOC("", Q(", \"require_token\": \"yes\"")),
+         "quotas[0].require_token: must be true or false"},
         {DOC("", "{\"name\": \"q\", \"limit\": 1, "
                  "\"window_s\": 1, \"action\": \"deny\"}"),
          "quotas[0].key: required"},
@@ -223,8 +238,9 @@ static void test_protobuf_conversion(void **state)
         "  \"window_s\": 7, \"action\": \"deny\", \"shadow\": true,"
         "  \"fail_open\": false, \"methods\": [\"PUT\", \"PATCH\"],"
         "  \"path_prefix\": \"/x\", \"deny_after\": 2},"
-        " {\"name\": \"a.first\", \"key\": \"ip\", \"limit\": 6,"
-        "  \"window_s\": 8, \"action\": \"challenge\"}]}";
+        " {\"name\": \"a.first\", \"key\": \"claim:tenant+header:x-api-key\","
+        "  \"limit\": 6, \"window_s\": 8, \"action\": \"challenge\","
+        "  \"require_token\": true}]}";
     struct co_policy *p;
     Tollgate__V1__Policy *pb;
     char err[256] = "";
@@ -259,6 +275,9 @@ static void test_protobuf_conversion(void **state)
         assert_int_equal(m->quotas[1]->action,
                          TOLLGATE__V1__ACTION__ACTION_CHALLENGE);
         assert_true(m->quotas[1]->fail_open);
+        assert_string_equal(m->quotas[1]->key, "claim:tenant+header:x-api-key");
+        assert_true(m->quotas[1]->require_token);
+        assert_false(m->quotas[0]->require_token);
     }
     tollgate__v1__policy__free_unpacked(pb, NULL);
     /* lookup by name works whatever the document order */
