@@ -2,8 +2,12 @@
 #
 #   make            build/tollgated, build/tollgate.wasm, build/libtollgate.a
 #   make test       install missing deps, then unit tests (plain and with
-#                   ASan+UBSan), the wasm import check, integration tests
+#                   ASan+UBSan), the wasm import check, a short fuzz run,
+#                   integration tests
+#   make fuzz       each libFuzzer target for FUZZ_SECONDS (300)
 #   make run        install missing deps, then redis + tollgated + workerd edge
+#   make bench      benchmarks against the targets: one Markdown table,
+#                   figures in build/bench/*.json (needs wrk and valgrind)
 #   make clean      remove build/ and run/
 #
 # Knobs: SANITIZE=address,undefined  BUILD=dir  CC=clang  V=1
@@ -50,12 +54,13 @@ CO_CFLAGS    = -Icoordinator -I$(BUILD)/gen $(PKG_CFLAGS)
 
 # The edge core is freestanding: no libc, no imports. -mbulk-memory turns
 # __builtin_memcpy/memset into memory.copy/fill instead of imported calls.
-WASM_CFLAGS := --target=wasm32 -ffreestanding -nostdlib -mbulk-memory -Oz \
+# -flto lets the link inline and drop code across files (the 24 KB budget).
+WASM_CFLAGS := --target=wasm32 -ffreestanding -nostdlib -mbulk-memory -Oz -flto \
                -std=c11 $(WARN) -fvisibility=hidden -MMD -MP $(EDGE_CFLAGS)
-WASM_LDFLAGS := --target=wasm32 -nostdlib -Wl,--no-entry -Wl,--gc-sections \
+WASM_LDFLAGS := --target=wasm32 -nostdlib -flto -Wl,--no-entry -Wl,--gc-sections \
                 -Wl,--strip-all -Wl,-z,stack-size=65536
 
-.PHONY: all deps test check unit unit-asan integration wasm-check run clean
+.PHONY: all deps test check unit unit-asan integration wasm-check fuzz fuzz-smoke run clean
 all: $(BUILD)/tollgated $(BUILD)/tollgate.wasm $(BUILD)/libtollgate.a
 
 deps:
@@ -134,7 +139,39 @@ wasm-check: $(BUILD)/tollgate.wasm
 integration: all
 	$(Q)node --test tests/integration/*.test.mjs
 
-check: all unit unit-asan wasm-check integration
+# ---------------------------------------------------------------- fuzz
+# libFuzzer targets tests/fuzz/fuzz_<name>.c, built with clang and ASan+UBSan
+# straight from the edge sources (not the wasm). Seeds are committed in
+# tests/fuzz/corpus/<name>/ (tests/fuzz/make_corpus.py writes them); what a
+# run discovers goes to $(BUILD)/fuzz/corpus/<name>/, a crash to
+# $(BUILD)/fuzz/<name>-crash-*. fuzz-smoke (part of check) runs each target
+# FUZZ_RUNS times; fuzz runs each for FUZZ_SECONDS.
+FUZZ_CC      ?= clang
+FUZZ_RUNS    ?= 20000
+FUZZ_SECONDS ?= 300
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN     := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) $(EDGE_CFLAGS) \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_RUN = set -e; for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(BUILD)/fuzz/corpus/$$n; \
+	  if $(BUILD)/fuzz/fuzz_$$n $(1) -artifact_prefix=$(BUILD)/fuzz/$$n- \
+	       $(BUILD)/fuzz/corpus/$$n tests/fuzz/corpus/$$n >$(BUILD)/fuzz/$$n.log 2>&1; \
+	  then echo "fuzz_$$n: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' $(BUILD)/fuzz/$$n.log)"; \
+	  else tail -n 40 $(BUILD)/fuzz/$$n.log; echo "fuzz_$$n FAILED (log: $(BUILD)/fuzz/$$n.log)"; exit 1; fi; \
+	done
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(EDGE_SRC) $(wildcard edge-module/src/*.h edge-module/include/*.h)
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(EDGE_SRC) -o $@
+
+fuzz-smoke: $(FUZZ_BIN)
+	$(Q)$(call FUZZ_RUN,-runs=$(FUZZ_RUNS) -seed=1)
+
+fuzz: $(FUZZ_BIN)
+	$(Q)$(call FUZZ_RUN,-max_total_time=$(FUZZ_SECONDS))
+
+check: all unit unit-asan wasm-check fuzz-smoke integration
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory check
@@ -142,6 +179,27 @@ test: deps
 run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)deploy/run.sh
+
+# ---------------------------------------------------------------- bench
+# bench/run.mjs runs every benchmark and prints one table; each file under
+# bench/ also runs alone. The callgrind driver gets its JWT case when the
+# edge core declares tg_add_key; should that case not build, the driver is
+# built without it (the JWT rows then say so) rather than failing the bench.
+BENCH_JWT = $(if $(shell grep -s -l 'tg_add_key' edge-module/include/tollgate.h),-DBENCH_JWT)
+BENCH_DRIVER = -Iedge-module/include -I$(BUILD)/gen $(shell pkg-config --cflags libprotobuf-c openssl) \
+  bench/verify_driver.c $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/libtollgate.a $(LDFLAGS) \
+  $(shell pkg-config --libs libprotobuf-c openssl)
+
+$(BUILD)/bench/verify_driver: bench/verify_driver.c $(BUILD)/libtollgate.a $(BUILD)/gen/tollgate.pb-c.o
+	@mkdir -p $(@D)
+	$(Q)rm -f $@.jwt.log
+	$(Q)if [ -n "$(BENCH_JWT)" ] && $(CC) $(CFLAGS) $(BENCH_JWT) $(BENCH_DRIVER) -o $@ 2>$@.jwt.log; then :; \
+	else [ -z "$(BENCH_JWT)" ] || echo "bench: verify_driver built without its JWT case (see $@.jwt.log)" >&2; \
+	  $(CC) $(CFLAGS) $(BENCH_DRIVER) -o $@; fi
+
+.PHONY: bench
+bench: all $(BUILD)/bench/verify_driver
+	$(Q)node bench/run.mjs
 
 clean:
 	rm -rf build run

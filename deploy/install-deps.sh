@@ -14,7 +14,8 @@ apt_pkgs=(
   libmicrohttpd-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
   libssl-dev libcmocka-dev libjansson-dev
   redis-server redis-tools
-  clang lld binaryen wabt
+  clang lld binaryen wabt libclang-rt-14-dev
+  valgrind wrk
   nodejs npm curl
 )
 

@@ -10,6 +10,60 @@
  * on failure. Nothing here allocates; pointers handed out (decision token,
  * headers) point into the edge's own memory and stay valid until the next
  * call that takes a non-const tg_edge.
+ *
+ * How tg_verify() decides, in order:
+ *  1. The quotas whose path prefix and method match. None: Allow, nothing
+ *     counted, the Authorization and Cookie headers never looked at.
+ *  2. The token: "Authorization: Bearer <token>" (scheme case-insensitive,
+ *     one space; any other Authorization value is no token). A token that
+ *     fails verification is Deny(invalid_token), or Deny(token_expired) for
+ *     exp / nbf outside the leeway: 401 with
+ *     `WWW-Authenticate: Bearer error="invalid_token"`. Quotas whose key
+ *     needs no claim still count such a request as denied.
+ *  3. No token: a quota with require_token is Deny(missing_token) (401,
+ *     `WWW-Authenticate: Bearer`, counted as denied like 2); a quota whose
+ *     key has a claim part is skipped (not counted).
+ *  4. The key (see Quota.key in proto/tollgate.proto): parts joined by "|",
+ *     "%" and "|" in values escaped as %25 and %7C. A claim or header part
+ *     that is absent (or empty; or a claim that is not a string or number)
+ *     skips the quota. An empty ip / route / host, a claim value over 96
+ *     bytes, a key holding a NUL or starting with "~" (the edge's
+ *     pseudo-keys) is Deny(bad_request), 400. A key over 96 bytes is sent
+ *     as "~h" + the first 16 bytes of its SHA-256 in lower-case hex.
+ *  5. The bucket of each (quota, key): Allow, Deny(rate_limited) 429,
+ *     Deny(blocked) 429 (coordinator DENY), Challenge(token) 429
+ *     (coordinator CHALLENGE). A valid clearance cookie
+ *     (tollgate_clearance, see tg_add_key) turns that quota's CHALLENGE
+ *     into Allow, counted as admitted, even with an empty bucket.
+ *  Of the enforced quotas the most severe verdict decides (bad_request >
+ *  token problems > blocked > rate_limited > challenge > allow); shadow
+ *  quotas count what they would have decided and never change the answer.
+ *  A quota whose key template this edge cannot use (it does not parse, or
+ *  the policy names more than 8 claims or 16 headers in all) never
+ *  matches; the rest of the policy is enforced.
+ *
+ * Tokens: HS256 only, verified strictly (see edge-module/src/jwt.c); the
+ * outcome of each distinct token is cached (256 entries, keyed by a
+ * SipHash of the token under tg_config.seed, confirmed by its length and
+ * signature), so a repeated token costs one hash; exp / nbf are checked
+ * against the clock on every request. tg_add_key(), tg_jwt_configure() and
+ * a new policy empty the cache.
+ *
+ * Counts are never lost to the fixed-size key table: evicting a key with
+ * counts not yet sent moves them to a spill list (256 records) sent with
+ * the next batch; only when that is full does a key that finds no room
+ * count under the quota's "~overflow" pseudo-key.
+ *
+ * Staleness: age = now - the last successful sync. Within 3 sync intervals
+ * the coordinator's leases are the only refill (plus the quota's floor
+ * once a key has heard nothing for a whole window). Beyond that, each
+ * bucket refills itself at A(age) tokens per window, never holding more
+ * than A(age) = max(floor, L * 2^-((age - grace) / (10 intervals))), L the
+ * key's last lease; 2^-x is exact at whole x and linear in between. Once
+ * A(age) is down to the floor, fail_open quotas keep refilling at the
+ * floor and fail_closed quotas stop refilling (their buckets drain to
+ * Deny(rate_limited)) until a sync succeeds. A new key always starts with
+ * the floor.
  */
 #ifndef TOLLGATE_H
 #define TOLLGATE_H
@@ -17,7 +71,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TG_MODULE_VERSION "0.1.0"
+#define TG_MODULE_VERSION "0.2.0"
 
 /* Error codes (negative returns). */
 #define TG_EINVAL   (-1)   /* bad argument or malformed input */
@@ -36,7 +90,16 @@ typedef struct tg_config {
     tg_str edge_id;             /* copied; at most 64 bytes */
     uint32_t max_keys;          /* (quota, key) slots; 0 = 4096 */
     uint32_t sync_interval_ms;  /* until the coordinator says; 0 = 1000 */
+    uint8_t seed[16];           /* random bytes from the host: keys the
+                                   token cache's hash (SipHash-2-4) */
 } tg_config;
+
+typedef struct tg_header {
+    tg_str name;                /* lower case */
+    tg_str value;
+} tg_header;
+
+#define TG_MAX_HEADERS 16       /* headers a request may carry */
 
 /* The request features the host extracts. Any may be empty. */
 typedef struct tg_request {
@@ -47,6 +110,10 @@ typedef struct tg_request {
     tg_str authorization;  /* the Authorization header value */
     tg_str cookie;         /* the Cookie header value */
     uint64_t now_ms;       /* host wall clock, ms since the epoch */
+    /* The headers the policy's key templates name (tg_header_names()),
+     * at most TG_MAX_HEADERS; the first of a name counts. */
+    const tg_header *headers;
+    size_t n_headers;
 } tg_request;
 
 typedef enum tg_kind {
@@ -55,15 +122,16 @@ typedef enum tg_kind {
     TG_CHALLENGE = 2
 } tg_kind;
 
-/* Stable reason set; tg_reason_name() gives the wire/log spelling. */
+/* Stable reason set; tg_reason_name() gives the wire/log spelling. The
+ * numbers never change; new reasons are appended. */
 typedef enum tg_reason {
     TG_REASON_NONE = 0,
-    TG_REASON_RATE_LIMITED = 1,  /* local lease spent or coordinator said so */
-    TG_REASON_BLOCKED = 2,       /* coordinator action DENY */
-    TG_REASON_INVALID_TOKEN = 3,
-    TG_REASON_TOKEN_EXPIRED = 4,
-    TG_REASON_MISSING_TOKEN = 5,
-    TG_REASON_BAD_REQUEST = 6    /* features the edge cannot key on */
+    TG_REASON_RATE_LIMITED = 1,  /* 429: local lease spent, or Challenge */
+    TG_REASON_BLOCKED = 2,       /* 429: coordinator action DENY */
+    TG_REASON_INVALID_TOKEN = 3, /* 401: bad, forged or unacceptable token */
+    TG_REASON_TOKEN_EXPIRED = 4, /* 401: exp passed / nbf not reached */
+    TG_REASON_MISSING_TOKEN = 5, /* 401: a matching quota requires a token */
+    TG_REASON_BAD_REQUEST = 6    /* 400: features the edge cannot key on */
 } tg_reason;
 
 typedef struct tg_decision {
@@ -81,6 +149,38 @@ size_t tg_edge_size(const tg_config *cfg);
 /* Lays the edge out in mem (aligned to 8, at least tg_edge_size() bytes).
  * The memory belongs to the caller; the edge never frees it. */
 int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out);
+
+/* Token keys, provisioned by the host (secret bindings), never synced.
+ * TG_KEY_JWT keys verify clients' JWTs; TG_KEY_CLEARANCE keys verify the
+ * coordinator's clearance tokens: JWS HS256 tokens in the cookie
+ * tollgate_clearance, claims {"q": quota name, "kh": base64url of the first
+ * 16 bytes of SHA-256(quota "\n" key), "exp", "iat"}. Every key is an
+ * HS256 key. Up to 8 keys per kind; adding a kid that exists replaces its
+ * secret (rotation: add the new kid, keep the old until its tokens
+ * expire). A token with a "kid" uses the key of that kid, a token without
+ * one the key added with an empty kid; there is no fallback from one to
+ * the other, and a kid not provisioned makes the token invalid. Secrets
+ * are 1..128 bytes (over 64 they are hashed first, RFC 2104); kids at most
+ * 64 bytes. Returns 0, TG_EINVAL or TG_ENOSPC (8 keys of that kind). */
+#define TG_KEY_JWT 0
+#define TG_KEY_CLEARANCE 1
+int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret, size_t len);
+
+typedef struct tg_jwt_options {
+    uint32_t leeway_s;          /* clock skew allowed on exp / nbf */
+    tg_str issuer;              /* "iss" must equal it; empty: not checked */
+    tg_str audience;            /* "aud" (a string, or an array of them) must
+                                   hold it; empty: not checked (an aud in
+                                   the token is then ignored) */
+    uint32_t max_token_bytes;   /* longer tokens are invalid unread; 0 = 8192,
+                                   at most 16384 */
+} tg_jwt_options;
+
+/* Replaces the JWT options (until called: leeway 60 s, no iss / aud
+ * check, 8192 bytes). Issuer and audience at most 256 bytes. The options
+ * apply to client JWTs; clearance tokens only share the leeway and size
+ * cap. Returns 0 or TG_EINVAL. */
+int tg_jwt_configure(tg_edge *e, const tg_jwt_options *o);
 
 /* Decides one request. Always fills *out (Allow when the edge has no policy
  * yet); returns 0, or TG_EINVAL for NULL arguments. */
@@ -103,6 +203,11 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
 /* The sync could not be delivered or answered: keep the batch for a retry
  * with the same seq, and back off. */
 void tg_sync_failed(tg_edge *e, uint64_t now_ms);
+
+/* The distinct header names the enforced policy's key templates use, each
+ * followed by "\n", into buf: what the host must pass in
+ * tg_request.headers. Returns the length (0: none), or TG_ENOSPC. */
+long tg_header_names(const tg_edge *e, char *buf, size_t cap);
 
 /* Introspection for hosts, tests and stats. */
 uint64_t tg_policy_version(const tg_edge *e);

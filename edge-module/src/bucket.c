@@ -12,6 +12,8 @@ void tg__bucket_init(tg__bucket *b, uint64_t floor, uint64_t now_ms)
     b->grant = floor;
     b->granted_at_ms = now_ms;
     b->reset_at_ms = 0;
+    b->lease = 0;
+    b->refill_ms = now_ms;
     b->action = TG__ACT_ALLOW;
 }
 
@@ -32,6 +34,55 @@ void tg__bucket_refresh(tg__bucket *b, uint64_t floor, uint64_t window_ms, uint6
         b->tokens = floor;
     b->grant = b->tokens;
     b->granted_at_ms = now_ms;
+    b->refill_ms = now_ms;
+}
+
+uint64_t tg__stale_allowance(uint64_t lease, uint64_t floor, uint64_t over_ms,
+                             uint64_t half_life_ms)
+{
+    uint64_t h = half_life_ms ? half_life_ms : 1;
+    while (h > (1u << 30)) {  /* keeps r * x % d below 2^61 */
+        h >>= 1;
+        over_ms >>= 1;
+    }
+    uint64_t k = over_ms / h, r = over_ms % h, d = 2 * h;
+    uint64_t x = k >= 64 ? 0 : lease >> k;
+    /* x * (1 - r / 2h), without overflow. */
+    x -= (x / d) * r + (x % d) * r / d;
+    return x > floor ? x : floor;
+}
+
+/* Refill arithmetic is bounded so products fit 64 bits: the allowance is
+ * taken as at most 2^32 per window and the window as at most 2^31 ms
+ * (about 24 days; a longer window refills a little faster). */
+void tg__bucket_refresh_stale(tg__bucket *b, uint64_t floor, uint64_t window_ms,
+                              const tg__stale *st, bool fail_open, uint64_t now_ms)
+{
+    if ((b->reset_at_ms != 0 || b->action != TG__ACT_ALLOW) && now_ms >= b->reset_at_ms) {
+        b->action = TG__ACT_ALLOW;
+        b->reset_at_ms = 0;
+    }
+    uint64_t over = now_ms > st->since_ms ? now_ms - st->since_ms : 0;
+    uint64_t a = tg__stale_allowance(b->lease, floor, over, st->half_life_ms);
+    uint64_t w = window_ms == 0 ? 1 : window_ms > (1u << 31) ? (1u << 31) : window_ms;
+    uint64_t from = b->refill_ms > st->since_ms ? b->refill_ms : st->since_ms;
+    if (a > 0xffffffffu)
+        a = 0xffffffffu;
+    if (b->tokens > a)
+        b->tokens = a;
+    if (b->tokens == a || (a <= floor && !fail_open) || now_ms <= from) {
+        if (now_ms > from)
+            b->refill_ms = now_ms;
+        return;
+    }
+    uint64_t dt = now_ms - from;
+    uint64_t add = dt >= w ? a : a * dt / w;
+    if (add == 0) {
+        b->refill_ms = from;
+        return;
+    }
+    b->tokens = add >= a - b->tokens ? a : b->tokens + add;
+    b->refill_ms = b->tokens == a ? now_ms : from + add * w / a;
 }
 
 int tg__bucket_verdict(const tg__bucket *b, uint64_t now_ms)
@@ -75,6 +126,8 @@ void tg__bucket_apply(tg__bucket *b, int action, uint64_t lease, uint64_t reset_
     b->tokens = t;
     b->grant = lease > t ? lease : t;
     b->granted_at_ms = now_ms;
+    b->lease = lease;
+    b->refill_ms = now_ms;
     b->action = action == TG__ACT_CHALLENGE || action == TG__ACT_DENY
                     ? (uint8_t)action : TG__ACT_ALLOW;
     b->reset_at_ms = reset_ms ? add_sat(now_ms, reset_ms) : 0;

@@ -2,7 +2,9 @@
  * prototypes the core's files share. Hosts include tollgate.h only.
  *
  * Memory layout of the block the host hands to tg_edge_init():
- *   struct tg_edge | entries (slots × tg__entry) | tokens (slots × TG__TOKEN_CAP)
+ *   struct tg_edge (with the token verifier and its cache)
+ *   | entries (slots × tg__entry) | spill (TG__SPILL × tg__spilled)
+ *   | tokens (slots × TG__TOKEN_CAP)
  */
 #ifndef TG_EDGE_H
 #define TG_EDGE_H
@@ -11,6 +13,7 @@
 #include <stdint.h>
 
 #include "bucket.h"
+#include "jwt.h"
 #include "keys.h"
 #include "policy.h"
 #include "tollgate.h"
@@ -28,6 +31,8 @@
 #define TG__RESPONSE_TIMEOUT_MS 10000 /* an unanswered sync counts as lost */
 #define TG__BACKOFF_MIN_MS 250
 #define TG__BACKOFF_MAX_MS 30000
+#define TG__GRACE_INTERVALS 3         /* stale after this many intervals */
+#define TG__HALF_LIFE_INTERVALS 10    /* then the allowance halves per this many */
 
 struct tg_edge {
     uint32_t magic;
@@ -62,8 +67,12 @@ struct tg_edge {
     uint64_t last_attempt_ms;
     uint64_t last_fail_ms;
     uint64_t last_ok_ms;
+    uint64_t policy_at_ms;      /* first policy installed: staleness counts
+                                   from here until a sync succeeds */
 
     char hdr[TG__HDR_CAP];      /* tg_decision.headers points here */
+
+    tg__jwt jwt;                /* keys, options, token cache */
 };
 
 static inline const tg__policy *tg__policy_cur(const tg_edge *e)
@@ -79,7 +88,7 @@ static inline const tg__policy *tg__policy_cur(const tg_edge *e)
  * dropping them would change what a retry of that batch sends. The
  * coordinator resends the policy with every response until the edge
  * reports its version, so a deferred policy lands once the batch is acked. */
-int tg__policy_install(tg_edge *e);
+int tg__policy_install(tg_edge *e, uint64_t now_ms);
 
 /* ---------------------------------------------------------------- sync.c */
 

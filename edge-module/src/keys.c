@@ -15,14 +15,16 @@ uint32_t tg__table_slots(uint32_t max_keys)
 
 size_t tg__table_bytes(uint32_t n)
 {
-    return (size_t)n * (sizeof(tg__entry) + TG__TOKEN_CAP);
+    return (size_t)n * (sizeof(tg__entry) + TG__TOKEN_CAP) + TG__SPILL * sizeof(tg__spilled);
 }
 
 void tg__table_init(tg__table *t, void *mem, uint32_t n)
 {
     tg__entry *slots = mem;
     t->slot = slots;
-    t->tokens = (char *)mem + (size_t)n * sizeof(tg__entry);
+    t->spill = (tg__spilled *)(slots + n);
+    t->n_spill = 0;
+    t->tokens = (char *)(t->spill + TG__SPILL);
     t->mask = n - 1;
     t->probe = n < TG__PROBE ? n : TG__PROBE;
     t->used = 0;
@@ -69,14 +71,27 @@ tg__entry *tg__table_find(const tg__table *t, uint32_t hash, unsigned quota, tg_
     return NULL;
 }
 
-static bool evictable(const tg__entry *en)
+static bool evictable(const tg__table *t, const tg__entry *en)
 {
-    return !(en->flags & (TG__F_BATCH | TG__F_BUSY)) && !tg__counts_unacked(&en->c);
+    if ((en->flags & (TG__F_BATCH | TG__F_BUSY)) || (en->c.infl[0] | en->c.infl[1] | en->c.infl[2]))
+        return false;
+    return t->n_spill < TG__SPILL || !tg__counts_pending(&en->c);
+}
+
+static void spill(tg__table *t, const tg__entry *en)
+{
+    tg__spilled *s = &t->spill[t->n_spill++];
+    s->c = en->c;
+    s->quota = en->quota;
+    s->key_len = en->key_len;
+    s->batch = 0;
+    tg__memcpy(s->key, en->key, en->key_len);
 }
 
 /* Eviction prefers, among evictable entries, those without a coordinator
  * action in force (evicting a blocked key would hand it a fresh floor),
- * then the least recently used. */
+ * then the least recently used. A victim with pending counts leaves them
+ * in the spill list. */
 tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota, tg_str key,
                             uint64_t now_ms)
 {
@@ -90,7 +105,7 @@ tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota, tg_str 
             pick = en;
             break;
         }
-        if (!evictable(en))
+        if (!evictable(t, en))
             continue;
         int v = tg__bucket_verdict(&en->b, now_ms);
         bool blocked = v == TG__V_BLOCKED || v == TG__V_CHALLENGE;
@@ -102,8 +117,11 @@ tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota, tg_str 
     }
     if (!pick)
         return NULL;
-    if (pick->quota != TG__NO_QUOTA)
+    if (pick->quota != TG__NO_QUOTA) {
+        if (tg__counts_pending(&pick->c))
+            spill(t, pick);
         tg__table_remove(t, pick);
+    }
     tg__memset(pick, 0, offsetof(tg__entry, key));
     pick->hash = hash;
     pick->quota = (uint8_t)quota;
@@ -120,6 +138,20 @@ void tg__table_remove(tg__table *t, tg__entry *en)
     en->quota = TG__NO_QUOTA;
     en->flags = 0;
     t->used--;
+}
+
+void tg__spill_compact(tg__table *t)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < t->n_spill; i++) {
+        const tg__spilled *s = &t->spill[i];
+        if (s->quota == TG__NO_QUOTA || (!s->batch && !tg__counts_unacked(&s->c)))
+            continue;
+        if (k != i)
+            t->spill[k] = *s;
+        k++;
+    }
+    t->n_spill = k;
 }
 
 void tg__entry_want(tg__table *t, tg__entry *en, bool want)

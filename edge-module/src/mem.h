@@ -4,7 +4,7 @@
  * anything, so the core never calls memcpy/memset/memcmp/strlen. Copies and
  * fills go through the compiler builtins, which lower to memory.copy /
  * memory.fill under -mbulk-memory and to the libc calls natively; comparison
- * is a plain loop (short strings only: names, keys, methods).
+ * is a plain loop (short strings only: names, keys, methods, signatures).
  */
 #ifndef TG_MEM_H
 #define TG_MEM_H

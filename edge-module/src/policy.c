@@ -13,6 +13,7 @@ void tg__policy_reset(tg__policy *p)
     p->clearance_ttl_s = 0;
     p->n_quotas = 0;
     p->refused = TG__POLICY_OK;
+    p->names.n[0] = p->names.n[1] = 0;
 }
 
 /* Names travel in RateLimit headers (as quoted strings, with '"' and '\'
@@ -37,6 +38,11 @@ int tg__policy_validate(tg__policy *p)
         else if (q->window_s == 0)
             p->refused = TG__POLICY_BAD_WINDOW;
     }
+    p->names.n[0] = p->names.n[1] = 0;
+    for (uint32_t i = 0; i < p->n_quotas && !p->refused; i++) {
+        tg__quota *q = &p->quotas[i];
+        (void)tg__template_parse(q->key, q->key_len, &q->tpl, &p->names);
+    }
     return p->refused;
 }
 
@@ -53,7 +59,7 @@ int tg__policy_find(const tg__policy *p, const char *name, size_t len)
  * case-insensitively, so a policy saying "get" still means GET. */
 bool tg__quota_matches(const tg__quota *q, const tg_request *req)
 {
-    if (q->key_kind == TG__KEY_UNKNOWN)
+    if (q->tpl.n == 0)
         return false;
     if (req->path.len < q->prefix_len || !tg__memeq(req->path.p, q->prefix, q->prefix_len))
         return false;
@@ -63,19 +69,6 @@ bool tg__quota_matches(const tg__quota *q, const tg_request *req)
         if (tg__ascii_caseeq(q->methods[i], q->method_len[i], req->method.p, req->method.len))
             return true;
     return false;
-}
-
-int tg__quota_key(const tg__quota *q, const tg_request *req, tg_str *key)
-{
-    if (q->key_kind != TG__KEY_IP)
-        return TG_EINVAL;
-    *key = req->client_ip;
-    if (key->len == 0 || key->len > TG__KEY_CAP || key->p[0] == '~')
-        return TG_EINVAL;
-    for (size_t i = 0; i < key->len; i++)
-        if (key->p[i] == '\0')
-            return TG_EINVAL;
-    return 0;
 }
 
 /* At least one request per key while the limit is positive (a floor of 0
@@ -91,12 +84,13 @@ uint64_t tg__quota_floor(const tg__quota *q)
 }
 
 /* A quota survives a policy change when the new policy has one with the
- * same name and the same key template: its entries keep their buckets and
- * counts and are only renumbered. Entries of dropped quotas are removed
- * with their pending counts (the coordinator no longer has that quota to
- * count them against); entries in the batch in flight defer the swap
- * instead (see edge.h). */
-int tg__policy_install(tg_edge *e)
+ * same name and the same key template: its entries (and spilled counts)
+ * keep their buckets and counts and are only renumbered. Entries of
+ * dropped quotas are removed with their pending counts (the coordinator no
+ * longer has that quota to count them against); entries in the batch in
+ * flight defer the swap instead (see edge.h). The token cache is emptied:
+ * the claims it extracted were those the old policy named. */
+int tg__policy_install(tg_edge *e, uint64_t now_ms)
 {
     tg__policy *old = &e->pol[e->cur], *nw = &e->pol[!e->cur];
     int map[TG__MAX_QUOTAS];
@@ -108,7 +102,8 @@ int tg__policy_install(tg_edge *e)
     for (uint32_t i = 0; i < old->n_quotas; i++) {
         const tg__quota *q = &old->quotas[i];
         int j = tg__policy_find(nw, q->name, q->name_len);
-        map[i] = j >= 0 && nw->quotas[j].key_kind == q->key_kind ? j : -1;
+        map[i] = j >= 0 && tg__bytes_eq(nw->quotas[j].key, nw->quotas[j].key_len, q->key,
+                                        q->key_len) ? j : -1;
         if (map[i] < 0 && (e->ovf_batch >> i & 1))
             return 1;
     }
@@ -117,6 +112,9 @@ int tg__policy_install(tg_edge *e)
         if (en->quota != TG__NO_QUOTA && map[en->quota] < 0 && (en->flags & TG__F_BATCH))
             return 1;
     }
+    for (uint32_t s = 0; s < e->tab.n_spill; s++)
+        if (map[e->tab.spill[s].quota] < 0 && e->tab.spill[s].batch)
+            return 1;
 
     for (uint32_t s = 0; s <= e->tab.mask; s++) {
         tg__entry *en = &e->tab.slot[s];
@@ -127,6 +125,14 @@ int tg__policy_install(tg_edge *e)
         else
             en->quota = (uint8_t)map[en->quota];
     }
+    for (uint32_t s = 0; s < e->tab.n_spill; s++) {
+        tg__spilled *sp = &e->tab.spill[s];
+        if (map[sp->quota] < 0)
+            sp->quota = TG__NO_QUOTA;
+        else
+            sp->quota = (uint8_t)map[sp->quota];
+    }
+    tg__spill_compact(&e->tab);
     tg__memset(ovf, 0, sizeof ovf);
     for (uint32_t i = 0; i < old->n_quotas; i++) {
         if (map[i] < 0)
@@ -138,6 +144,9 @@ int tg__policy_install(tg_edge *e)
     tg__memcpy(e->overflow, ovf, sizeof ovf);
     e->ovf_batch = ovf_batch;
     e->cur = (uint8_t)!e->cur;
+    if (!e->policy_at_ms)
+        e->policy_at_ms = now_ms;
+    tg__jwt_flush(&e->jwt);
     e->base_interval_ms = nw->sync_interval_ms ? tg__sync_clamp_interval(nw->sync_interval_ms)
                                                : e->cfg_interval_ms;
     return 0;

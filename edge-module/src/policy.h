@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "template.h"
 #include "tollgate.h"
 
 #define TG__MAX_QUOTAS 32
@@ -18,13 +19,6 @@
 #define TG__PREFIX_CAP 128  /* path_prefix bytes */
 #define TG__MAX_METHODS 8
 #define TG__METHOD_CAP 16   /* bytes per method */
-
-/* Key templates the edge can build. A quota with any other template never
- * matches (a newer coordinator may know templates this edge does not). */
-enum {
-    TG__KEY_UNKNOWN = 0,
-    TG__KEY_IP = 1  /* "ip": the client_ip feature */
-};
 
 /* Why a policy was refused; the edge keeps enforcing the previous one. */
 enum {
@@ -43,8 +37,10 @@ typedef struct tg__quota {
     uint32_t window_s;
     int32_t action;       /* over the limit: TG__ACT_CHALLENGE or _DENY */
     bool shadow;          /* count, never enforce */
-    bool fail_open;       /* table full: admit (true) or deny (false) */
-    uint8_t key_kind;     /* TG__KEY_* */
+    bool fail_open;       /* table full, or stale at the floor: admit or deny */
+    bool require_token;   /* no token: Deny(missing_token) */
+    tg__template tpl;     /* parsed from key at install; tpl.n == 0: never matches */
+    uint8_t key_len;      /* the template's text; 0 when over TG__TEMPLATE_CAP */
     uint8_t name_len;
     uint8_t prefix_len;
     uint8_t n_methods;
@@ -52,6 +48,7 @@ typedef struct tg__quota {
     char name[TG__NAME_CAP];
     char prefix[TG__PREFIX_CAP];
     char methods[TG__MAX_METHODS][TG__METHOD_CAP];
+    char key[TG__TEMPLATE_CAP];
 } tg__quota;
 
 typedef struct tg__policy {
@@ -60,6 +57,7 @@ typedef struct tg__policy {
     uint32_t clearance_ttl_s;
     uint32_t n_quotas;
     int refused;          /* TG__POLICY_*: why it cannot be installed */
+    tg__names names;      /* claim and header names the templates use */
     tg__quota quotas[TG__MAX_QUOTAS];
 } tg__policy;
 
@@ -68,23 +66,17 @@ typedef struct tg__policy {
 void tg__policy_reset(tg__policy *p);
 
 /* Checks what the wire decoder cannot: unique printable names (they go
- * into HTTP headers and identify counts on the wire), sane windows. Sets
- * and returns p->refused. */
+ * into HTTP headers and identify counts on the wire), sane windows; and
+ * parses the key templates (a bad template does not refuse the policy, see
+ * template.h). Sets and returns p->refused. */
 int tg__policy_validate(tg__policy *p);
 
 /* Index of the quota called name, or -1. */
 int tg__policy_find(const tg__policy *p, const char *name, size_t len);
 
-/* Whether the quota applies to this request (key template known, path
+/* Whether the quota applies to this request (usable key template, path
  * prefix, method). */
 bool tg__quota_matches(const tg__quota *q, const tg_request *req);
-
-/* Builds the quota's rate-limit key from the request into *key (pointing
- * into the request). TG_EINVAL when the edge cannot key on it: the feature
- * is empty, longer than TG__KEY_CAP, holds a NUL (the coordinator's
- * protobuf-c strings end at NUL, so it would count a different key) or
- * starts with '~' (reserved for the edge's pseudo-keys, e.g. "~overflow"). */
-int tg__quota_key(const tg__quota *q, const tg_request *req, tg_str *key);
 
 /* The allowance a new or long-silent key gets at this edge. */
 uint64_t tg__quota_floor(const tg__quota *q);

@@ -78,6 +78,12 @@ static tg__keycount entry_count(const tg_edge *e, const tg__entry *en, const uin
     return (tg__keycount){{q->name, q->name_len}, {en->key, en->key_len}, n[0], n[1], n[2]};
 }
 
+static tg__keycount spilled_count(const tg_edge *e, const tg__spilled *sp, const uint64_t *n)
+{
+    const tg__quota *q = &tg__policy_cur(e)->quotas[sp->quota];
+    return (tg__keycount){{q->name, q->name_len}, {sp->key, sp->key_len}, n[0], n[1], n[2]};
+}
+
 static tg__keycount overflow_count(const tg_edge *e, unsigned qi, const uint64_t *n)
 {
     const tg__quota *q = &tg__policy_cur(e)->quotas[qi];
@@ -86,10 +92,11 @@ static tg__keycount overflow_count(const tg_edge *e, unsigned qi, const uint64_t
                           n[0], n[1], n[2]};
 }
 
-/* Freezes the next batch: the pending counts of the overflow pseudo-keys
- * and of every entry with counts or a wanted lease move to infl, as many
- * as fit in cap. Whatever does not fit stays pending for the next seq (the
- * scan resumes there, so no key starves) and pulls that sync forward.
+/* Freezes the next batch: the pending counts of the overflow pseudo-keys,
+ * of the spill list and of every entry with counts or a wanted lease move
+ * to infl, as many as fit in cap. Whatever does not fit stays pending for
+ * the next seq (the scan resumes there, so no key starves) and pulls that
+ * sync forward.
  * The head is sized for the largest a retry may carry (its clock and
  * policy version can grow), so a frozen batch always fits again. Nothing
  * changes on TG_ENOSPC: cap cannot hold the head, or the first KeyCount
@@ -116,6 +123,21 @@ static int freeze(tg_edge *e, size_t cap)
         }
         size += s;
         ovf_bits |= 1u << qi;
+        any = true;
+    }
+    for (uint32_t i = 0; i < e->tab.n_spill && !full; i++) {
+        tg__spilled *sp = &e->tab.spill[i];
+        if (sp->quota == TG__NO_QUOTA || !tg__counts_pending(&sp->c))
+            continue;
+        tg__keycount kc = spilled_count(e, sp, sp->c.pend);
+        size_t s = tg__wire_count_size(&kc);
+        if (size + s > cap) {
+            full = true;
+            break;
+        }
+        size += s;
+        tg__counts_freeze(&sp->c);
+        sp->batch = 1;
         any = true;
     }
     for (uint32_t i = 0; i <= e->tab.mask && !full; i++) {
@@ -151,20 +173,27 @@ static int freeze(tg_edge *e, size_t cap)
     return 0;
 }
 
-/* The batch in flight, as a sequence of n_quotas + slots items: first
- * each quota's overflow pseudo-key, then the table's slots from
- * batch_start, the order freeze() chose. Fills *kc from infl and returns
- * true when item i is in the batch. */
+/* The batch in flight, as a sequence of n_quotas + spill + slots items:
+ * first each quota's overflow pseudo-key, then the spill list, then the
+ * table's slots from batch_start, the order freeze() chose. Fills *kc
+ * from infl and returns true when item i is in the batch. */
 static bool batch_item(const tg_edge *e, uint32_t i, tg__keycount *kc)
 {
-    uint32_t nq = tg__policy_cur(e)->n_quotas;
+    uint32_t nq = tg__policy_cur(e)->n_quotas, ns = e->tab.n_spill;
     if (i < nq) {
         if (!(e->ovf_batch >> i & 1))
             return false;
         *kc = overflow_count(e, i, e->overflow[i].infl);
         return true;
     }
-    const tg__entry *en = &e->tab.slot[(e->batch_start + (i - nq)) & e->tab.mask];
+    if (i - nq < ns) {
+        const tg__spilled *sp = &e->tab.spill[i - nq];
+        if (!sp->batch || sp->quota == TG__NO_QUOTA)
+            return false;
+        *kc = spilled_count(e, sp, sp->c.infl);
+        return true;
+    }
+    const tg__entry *en = &e->tab.slot[(e->batch_start + (i - nq - ns)) & e->tab.mask];
     if (en->quota == TG__NO_QUOTA || !(en->flags & TG__F_BATCH))
         return false;
     *kc = entry_count(e, en, en->c.infl);
@@ -176,7 +205,7 @@ static bool batch_item(const tg_edge *e, uint32_t i, tg__keycount *kc)
 static long encode(const tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
 {
     tg__reqhead h = head(e, e->seq, now_ms);
-    uint32_t items = tg__policy_cur(e)->n_quotas + e->tab.mask + 1;
+    uint32_t items = tg__policy_cur(e)->n_quotas + e->tab.n_spill + e->tab.mask + 1;
     tg__keycount kc;
     size_t off = tg__wire_head_size(&h);
 
@@ -221,6 +250,14 @@ static void ack(tg_edge *e)
         if (e->ovf_batch >> qi & 1)
             tg__counts_ack(&e->overflow[qi]);
     e->ovf_batch = 0;
+    for (uint32_t i = 0; i < e->tab.n_spill; i++) {
+        tg__spilled *sp = &e->tab.spill[i];
+        if (sp->batch) {
+            tg__counts_ack(&sp->c);
+            sp->batch = 0;
+        }
+    }
+    tg__spill_compact(&e->tab);
     for (uint32_t i = 0; i <= e->tab.mask; i++) {
         tg__entry *en = &e->tab.slot[i];
         if (en->quota == TG__NO_QUOTA || !(en->flags & TG__F_BATCH))
@@ -284,7 +321,7 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
     e->backoff_ms = 0;
     e->degraded = r.degraded;
     if (r.has_policy)
-        (void)tg__policy_install(e);
+        (void)tg__policy_install(e, now_ms);
 
     const tg__policy *p = tg__policy_cur(e);
     while (tg__wire_next_state(buf, len, &pos, &ks)) {

@@ -6,10 +6,17 @@
  * past __heap_base in linear memory grown on init, so the module needs no
  * allocator and imports nothing. One edge per instance.
  *
- * verify input at tg_in: six little-endian u32 lengths (method, path, host,
- * client_ip, authorization, cookie), then those byte strings in that order.
+ * init input at tg_in: the edge id, then 16 random seed bytes.
+ * add_key input: the kid, then the secret. jwt_config input: the issuer,
+ * then the audience.
+ * verify input at tg_in: seven little-endian u32 (the lengths of method,
+ * path, host, client_ip, authorization, cookie, and n_headers <= 16), then
+ * n_headers pairs of u32 (name length, value length), then the six byte
+ * strings in that order, then name0, value0, name1, value1, ...
  * verify output at tg_out: six little-endian u32 (kind, reason, status,
  * retry_after_s, token_len, headers_len), then the token, then the headers.
+ * header_names output at tg_out: the policy's header names, each followed
+ * by "\n"; the return value is the length.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +39,10 @@ EXPORT("tg_out") uint8_t *tg_wasm_out(void);
 EXPORT("tg_io_size") uint32_t tg_wasm_io_size(void);
 EXPORT("init") int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
                                     uint32_t sync_interval_ms);
+EXPORT("add_key") int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len);
+EXPORT("jwt_config") int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
+                                                uint32_t audience_len, uint32_t max_token_bytes);
+EXPORT("header_names") int32_t tg_wasm_header_names(void);
 EXPORT("verify") int32_t tg_wasm_verify(double now_ms);
 EXPORT("sync_due") int32_t tg_wasm_sync_due(double now_ms);
 EXPORT("sync_request") int32_t tg_wasm_sync_request(double now_ms);
@@ -70,12 +81,18 @@ static void put_u32(uint8_t *p, uint32_t v)
  * failure there is no edge until the next successful init. */
 int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys, uint32_t sync_interval_ms)
 {
-    tg_config cfg = {{(const char *)io_in, edge_id_len}, max_keys, sync_interval_ms};
+    tg_config cfg;
     uintptr_t base = ((uintptr_t)&__heap_base + 7) & ~(uintptr_t)7;
-    size_t need = tg_edge_size(&cfg);
 
     edge = NULL;
-    if (edge_id_len > IO_SIZE || need == 0 || need > SIZE_MAX - base)
+    if (edge_id_len > IO_SIZE - 16)
+        return TG_EINVAL;
+    cfg.edge_id = (tg_str){(const char *)io_in, edge_id_len};
+    cfg.max_keys = max_keys;
+    cfg.sync_interval_ms = sync_interval_ms;
+    tg__memcpy(cfg.seed, io_in + edge_id_len, 16);
+    size_t need = tg_edge_size(&cfg);
+    if (need == 0 || need > SIZE_MAX - base)
         return TG_EINVAL;
     size_t have = __builtin_wasm_memory_size(0) * PAGE;
     if (base + need > have &&
@@ -84,10 +101,45 @@ int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys, uint32_t sync_inte
     return tg_edge_init((void *)base, need, &cfg, &edge);
 }
 
+int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len)
+{
+    if (!edge)
+        return TG_ESTATE;
+    if (kid_len > IO_SIZE || secret_len > IO_SIZE - kid_len)
+        return TG_EINVAL;
+    return tg_add_key(edge, (int)kind, (tg_str){(const char *)io_in, kid_len}, io_in + kid_len,
+                      secret_len);
+}
+
+int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len, uint32_t audience_len,
+                           uint32_t max_token_bytes)
+{
+    tg_jwt_options o;
+    if (!edge)
+        return TG_ESTATE;
+    if (issuer_len > IO_SIZE || audience_len > IO_SIZE - issuer_len)
+        return TG_EINVAL;
+    o.leeway_s = leeway_s;
+    o.issuer = (tg_str){(const char *)io_in, issuer_len};
+    o.audience = (tg_str){(const char *)io_in + issuer_len, audience_len};
+    o.max_token_bytes = max_token_bytes;
+    return tg_jwt_configure(edge, &o);
+}
+
+int32_t tg_wasm_header_names(void)
+{
+    if (!edge)
+        return TG_ESTATE;
+    return (int32_t)tg_header_names(edge, (char *)io_out, IO_SIZE);
+}
+
+/* Every length is checked against what is left of the buffer before the
+ * next one is used, so no sum can wrap. */
 int32_t tg_wasm_verify(double now_ms)
 {
     tg_str f[6];
-    uint64_t total = 24;
+    tg_header hs[TG_MAX_HEADERS];
+    uint32_t total;
     tg_request req;
     tg_decision d;
 
@@ -95,12 +147,17 @@ int32_t tg_wasm_verify(double now_ms)
         return TG_ESTATE;
     if (ms_from(now_ms, &req.now_ms) < 0)
         return TG_EINVAL;
-    for (int i = 0; i < 6; i++) {
-        f[i].len = get_u32(io_in + 4 * i);
-        f[i].p = (const char *)io_in + total;
-        total += f[i].len;
-        if (total > IO_SIZE)
+    uint32_t nh = get_u32(io_in + 24);
+    if (nh > TG_MAX_HEADERS)
+        return TG_EINVAL;
+    total = 28 + 8 * nh;
+    for (uint32_t i = 0; i < 6 + 2 * nh; i++) {
+        tg_str *s = i < 6 ? &f[i] : (i & 1) ? &hs[(i - 6) / 2].value : &hs[(i - 6) / 2].name;
+        s->len = get_u32(io_in + (i < 6 ? 4 * i : 4 + 4 * i));
+        s->p = (const char *)io_in + total;
+        if (s->len > IO_SIZE - total)
             return TG_EINVAL;
+        total += (uint32_t)s->len;
     }
     req.method = f[0];
     req.path = f[1];
@@ -108,6 +165,8 @@ int32_t tg_wasm_verify(double now_ms)
     req.client_ip = f[3];
     req.authorization = f[4];
     req.cookie = f[5];
+    req.headers = hs;
+    req.n_headers = nh;
     int rc = tg_verify(edge, &req, &d);
     if (rc < 0)
         return rc;

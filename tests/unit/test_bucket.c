@@ -171,6 +171,86 @@ static void silent_window_tops_up_to_floor(void **state)
     assert_int_equal(b.tokens, 50);
 }
 
+/* A(age) = max(floor, L * 2^(-over / H)): exact at whole half-lives,
+ * linear in between (so never below the true curve, which is convex). */
+static void stale_allowance_curve(void **state)
+{
+    (void)state;
+    const uint64_t H = 10000;
+    assert_int_equal(tg__stale_allowance(1000, 10, 0, H), 1000);
+    assert_int_equal(tg__stale_allowance(1000, 10, H, H), 500);
+    assert_int_equal(tg__stale_allowance(1000, 10, 2 * H, H), 250);
+    assert_int_equal(tg__stale_allowance(1000, 10, 3 * H, H), 125);
+    assert_int_equal(tg__stale_allowance(1000, 10, H / 2, H), 750);      /* true: 707 */
+    assert_int_equal(tg__stale_allowance(1000, 10, 3 * H / 2, H), 375);  /* true: 354 */
+    /* Down to the floor, and never below it. */
+    assert_int_equal(tg__stale_allowance(1000, 10, 7 * H, H), 10);
+    assert_int_equal(tg__stale_allowance(1000, 10, 70 * H, H), 10);
+    assert_int_equal(tg__stale_allowance(1000, 10, UINT64_MAX, H), 10);
+    /* No lease yet: the floor. */
+    assert_int_equal(tg__stale_allowance(0, 7, 0, H), 7);
+    /* Huge leases and half-lives do not overflow. */
+    uint64_t big = tg__stale_allowance(UINT64_MAX, 0, H / 2, H);
+    assert_true(big > UINT64_MAX / 4 * 3 - 16 && big <= UINT64_MAX / 4 * 3 + 16);
+    assert_int_equal(tg__stale_allowance(1u << 20, 0, 1ull << 40, 1ull << 40), 1u << 19);
+
+    /* Monotonic, and sandwiched between the neighbouring powers of two. */
+    uint64_t prev = UINT64_MAX;
+    for (uint64_t over = 0; over < 12 * H; over += 37) {
+        uint64_t a = tg__stale_allowance(1u << 20, 0, over, H);
+        uint64_t k = over / H;
+        assert_true(a <= prev);
+        assert_true(a <= (1u << 20) >> k && a >= (1u << 20) >> (k + 1));
+        prev = a;
+    }
+}
+
+static void stale_bucket_refills_at_decaying_rate(void **state)
+{
+    (void)state;
+    const tg__stale st = {100000, 10000};  /* stale since t=100 s, H = 10 s */
+    tg__bucket b;
+    tg__bucket_init(&b, 10, 0);
+    tg__bucket_apply(&b, TG__ACT_ALLOW, 100, 0, 0, 10, false, 90000);
+    b.tokens = 0;
+
+    /* 6 s into staleness: A = 100 * (1 - 0.3) = 70 per 60 s window, so
+     * 6 s refill 7 tokens (counted from when staleness began). */
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, false, 106000);
+    assert_int_equal(b.tokens, 7);
+    /* A moment later, nothing new yet; the remainder is kept. */
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, false, 106001);
+    assert_int_equal(b.tokens, 7);
+
+    /* Never more than A: a full bucket shrinks as A decays. */
+    b.tokens = 100;
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, false, 110000);
+    assert_int_equal(b.tokens, 50);
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, false, 120000);
+    assert_int_equal(b.tokens, 25);
+
+    /* At the floor, fail-closed: capped at the floor and no refill. */
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, false, 200000);
+    assert_int_equal(b.tokens, 10);
+    b.tokens = 0;
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, false, 400000);
+    assert_int_equal(b.tokens, 0);
+    assert_int_equal(tg__bucket_verdict(&b, 400000), TG__V_RATE);
+
+    /* At the floor, fail-open: the floor per window keeps coming. */
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, true, 430000);
+    assert_int_equal(b.tokens, 5);
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, true, 1000000);
+    assert_int_equal(b.tokens, 10);
+
+    /* A coordinator action still ends at its reset. */
+    tg__bucket_apply(&b, TG__ACT_DENY, 0, 1000, 0, 10, false, 1000000);
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, true, 1000999);
+    assert_int_equal(tg__bucket_verdict(&b, 1000999), TG__V_BLOCKED);
+    tg__bucket_refresh_stale(&b, 10, WINDOW_MS, &st, true, 1001000);
+    assert_int_equal(b.action, TG__ACT_ALLOW);
+}
+
 static void quota_floor(void **state)
 {
     (void)state;
@@ -196,6 +276,8 @@ int main(void)
         cmocka_unit_test(degraded_grant_keeps_the_floor),
         cmocka_unit_test(actions_hold_until_reset),
         cmocka_unit_test(silent_window_tops_up_to_floor),
+        cmocka_unit_test(stale_allowance_curve),
+        cmocka_unit_test(stale_bucket_refills_at_decaying_rate),
         cmocka_unit_test(quota_floor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,10 @@
 
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
 #include "tollgate.h"
 #include "tollgate.pb-c.h"
 
@@ -31,7 +35,8 @@ typedef struct fx {
 static fx *new_edge(uint32_t max_keys)
 {
     fx *f = calloc(1, sizeof *f);
-    tg_config cfg = {{"edge-1", 6}, max_keys, 1000};
+    tg_config cfg = {.edge_id = {"edge-1", 6}, .max_keys = max_keys, .sync_interval_ms = 1000,
+                     .seed = "0123456789abcdef"};
     size_t n = tg_edge_size(&cfg);
     assert_true(n > 0);
     f->mem = malloc(n);
@@ -64,7 +69,8 @@ static tg_str S(const char *s)
 static tg_decision verify_at(tg_edge *e, const char *method, const char *path, const char *ip,
                              uint64_t now)
 {
-    tg_request req = {S(method), S(path), S("example.com"), S(ip), S(""), S(""), now};
+    tg_request req = {.method = S(method), .path = S(path), .host = S("example.com"),
+                      .client_ip = S(ip), .now_ms = now};
     tg_decision d;
     assert_int_equal(tg_verify(e, &req, &d), 0);
     return d;
@@ -95,6 +101,7 @@ typedef struct qspec {
     uint64_t floor;
     bool shadow;
     bool fail_open;
+    bool require_token;
 } qspec;
 
 /* One KeyState. */
@@ -149,6 +156,7 @@ static int respond(tg_edge *e, uint64_t now, uint64_t acked, bool degraded, uint
             q[i].floor = qs[i].floor;
             q[i].shadow = qs[i].shadow;
             q[i].fail_open = qs[i].fail_open;
+            q[i].require_token = qs[i].require_token;
             qp[i] = &q[i];
         }
         p.version = version;
@@ -212,14 +220,122 @@ static void install(tg_edge *e, uint64_t now, uint64_t version, const qspec *qs,
     assert_int_equal(tg_policy_version(e), version);
 }
 
-static const qspec API = {"api", 100, 60, "ip", "/api/", {NULL}, 2, false, false};
+static const qspec API = {"api", 100, 60, "ip", "/api/", {NULL}, 2, false, false, false};
+
+/* ---------------------------------------------------------------- tokens */
+
+static const char JWT_KEY[] = "edge-test-jwt-secret";
+static const char CLR_KEY[] = "edge-test-clearance-secret";
+#define NOW_S (T0 / 1000)
+
+static size_t b64url(const void *data, size_t n, char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const uint8_t *p = data;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc = acc << 8 | p[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = abc[(acc >> bits) & 63];
+        }
+    }
+    if (bits)
+        out[o++] = abc[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+    return o;
+}
+
+/* A compact HS256 JWS; one of eight rotating buffers. */
+static const char *jws(const char *header, const char *payload, const char *secret)
+{
+    static char bufs[8][1024];
+    static int next;
+    char *t = bufs[next++ % 8];
+    uint8_t mac[32];
+    unsigned mlen = 0;
+    size_t n = b64url(header, strlen(header), t);
+    t[n++] = '.';
+    n += b64url(payload, strlen(payload), t + n);
+    assert_non_null(HMAC(EVP_sha256(), secret, (int)strlen(secret), (uint8_t *)t, n, mac, &mlen));
+    t[n++] = '.';
+    b64url(mac, 32, t + n);
+    return t;
+}
+
+static const char *jwt(const char *payload)
+{
+    return jws("{\"alg\":\"HS256\",\"kid\":\"j1\"}", payload, JWT_KEY);
+}
+
+static const char *bearer(const char *token)
+{
+    static char bufs[4][1100];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof bufs[0], "Bearer %s", token);
+    return b;
+}
+
+/* The coordinator's clearance cookie for (quota, key), signed with secret. */
+static const char *clearance(const char *quota, const char *key, uint64_t exp_s,
+                             const char *secret)
+{
+    static char cookie[1200];
+    char payload[300], kh[32], in[200];
+    unsigned char d[32];
+    int n = snprintf(in, sizeof in, "%s\n%s", quota, key);
+    SHA256((const unsigned char *)in, (size_t)n, d);
+    b64url(d, 16, kh);
+    snprintf(payload, sizeof payload, "{\"q\":\"%s\",\"kh\":\"%s\",\"exp\":%llu,\"iat\":%llu}",
+             quota, kh, (unsigned long long)exp_s, (unsigned long long)NOW_S);
+    snprintf(cookie, sizeof cookie, "theme=dark; tollgate_clearance=%s; lang=en",
+             jws("{\"alg\":\"HS256\",\"kid\":\"c1\"}", payload, secret));
+    return cookie;
+}
+
+static void add_keys(tg_edge *e)
+{
+    assert_int_equal(tg_add_key(e, TG_KEY_JWT, S("j1"), (const uint8_t *)JWT_KEY, strlen(JWT_KEY)), 0);
+    assert_int_equal(tg_add_key(e, TG_KEY_CLEARANCE, S("c1"), (const uint8_t *)CLR_KEY,
+                                strlen(CLR_KEY)), 0);
+}
+
+static tg_decision verify_full(tg_edge *e, const char *path, const char *ip, const char *authz,
+                               const char *cookie, const tg_header *hs, size_t nh, uint64_t now)
+{
+    tg_request req = {.method = S("GET"), .path = S(path), .host = S("example.com"),
+                      .client_ip = S(ip), .authorization = S(authz ? authz : ""),
+                      .cookie = S(cookie ? cookie : ""), .now_ms = now, .headers = hs,
+                      .n_headers = nh};
+    tg_decision d;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    return d;
+}
+
+static tg_decision verify_tok(tg_edge *e, const char *ip, const char *token, uint64_t now)
+{
+    return verify_full(e, "/api/x", ip, token ? bearer(token) : NULL, NULL, NULL, 0, now);
+}
+
+/* The r of the RateLimit field in a decision's headers, or -1. */
+static long remaining(const tg_decision *d)
+{
+    char h[1024];
+    snprintf(h, sizeof h, "%.*s", (int)d->headers.len, d->headers.p);
+    const char *r = strstr(h, ";r=");
+    return r ? strtol(r + 3, NULL, 10) : -1;
+}
 
 /* ---------------------------------------------------------------- tests */
 
 static void init_rejects_bad_arguments(void **state)
 {
     (void)state;
-    tg_config cfg = {{"e", 1}, 16, 0};
+    tg_config cfg = {.edge_id = {"e", 1}, .max_keys = 16};
     size_t n = tg_edge_size(&cfg);
     void *mem = malloc(n + 8);
     tg_edge *e;
@@ -364,6 +480,8 @@ static void challenge_then_reset(void **state)
     assert_headers(&d, "RateLimit-Policy: \"api\";q=100;w=60\r\n"
                        "RateLimit: \"api\";r=0;t=5\r\n"
                        "Retry-After: 5\r\n");
+    /* A heartbeat keeps the edge fresh (see staleness_* below). */
+    sync_ok(e, T0 + 3000, NULL, 0);
     assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 4599).kind, TG_CHALLENGE);
 
     /* Reset reached: ALLOW again with the floor (2). */
@@ -372,7 +490,7 @@ static void challenge_then_reset(void **state)
     assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 4602).kind, TG_DENY);
 
     Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 5000);
-    assert_count(r, "api", "192.0.2.9", 2, 1, 2);
+    assert_count(r, "api", "192.0.2.9", 2, 1, 1);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
 }
 
@@ -494,7 +612,7 @@ static void degraded_answer_keeps_the_batch(void **state)
 static void method_and_path_matching(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
-    qspec q = {"writes", 10, 60, "ip", "/api/", {"POST", "put", NULL}, 1, false, false};
+    qspec q = {"writes", 10, 60, "ip", "/api/", {"POST", "put", NULL}, 1, false, false, false};
     install(e, T0, 1, &q, 1);
 
     assert_int_equal(verify_at(e, "POST", "/api/a", "192.0.2.1", T0 + 1).kind, TG_ALLOW);
@@ -510,7 +628,7 @@ static void method_and_path_matching(void **state)
     assert_int_equal(verify_at(e, "POSTX", "/api/b", "192.0.2.1", T0 + 3).kind, TG_ALLOW);
 
     /* An unknown key template never matches. */
-    qspec u = {"future", 1, 60, "claim:sub", "", {NULL}, 1, false, false};
+    qspec u = {"future", 1, 60, "ip+geo:country", "", {NULL}, 1, false, false, false};
     install(e, T0 + 10, 2, &u, 1);
     for (int i = 0; i < 3; i++)
         assert_int_equal(verify_at(e, "POST", "/api/b", "192.0.2.1", T0 + 11).kind, TG_ALLOW);
@@ -519,8 +637,8 @@ static void method_and_path_matching(void **state)
 static void most_severe_quota_wins(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
-    qspec qs[] = {{"wide", 1000, 60, "ip", "", {NULL}, 5, false, false},
-                  {"narrow", 10, 60, "ip", "/api/", {NULL}, 1, false, false}};
+    qspec qs[] = {{"wide", 1000, 60, "ip", "", {NULL}, 5, false, false, false},
+                  {"narrow", 10, 60, "ip", "/api/", {NULL}, 1, false, false, false}};
     install(e, T0, 1, qs, 2);
 
     tg_decision d = verify_ip(e, "192.0.2.1", T0 + 1);
@@ -557,7 +675,7 @@ static void most_severe_quota_wins(void **state)
 static void shadow_quota_counts_but_always_allows(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
-    qspec q = {"trial", 5, 60, "ip", "", {NULL}, 1, true, false};
+    qspec q = {"trial", 5, 60, "ip", "", {NULL}, 1, true, false, false};
     install(e, T0, 1, &q, 1);
     for (int i = 0; i < 4; i++) {
         tg_decision d = verify_ip(e, "192.0.2.1", T0 + 1);
@@ -582,7 +700,7 @@ static void shadow_quota_counts_but_always_allows(void **state)
 static void unkeyable_requests_are_bad_requests(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
-    qspec qs[] = {API, {"shadow", 5, 60, "ip", "", {NULL}, 1, true, false}};
+    qspec qs[] = {API, {"shadow", 5, 60, "ip", "", {NULL}, 1, true, false, false}};
     install(e, T0, 1, qs, 2);
     char long_ip[98];
     memset(long_ip, '1', 97);
@@ -592,37 +710,53 @@ static void unkeyable_requests_are_bad_requests(void **state)
     assert_int_equal(d.kind, TG_DENY);
     assert_int_equal(d.reason, TG_REASON_BAD_REQUEST);
     assert_int_equal(d.status, 400);
-    assert_int_equal(verify_ip(e, long_ip, T0 + 1).reason, TG_REASON_BAD_REQUEST);
     assert_int_equal(verify_ip(e, "~overflow", T0 + 1).reason, TG_REASON_BAD_REQUEST);
     long_ip[96] = '\0';
     assert_int_equal(verify_ip(e, long_ip, T0 + 1).kind, TG_ALLOW);
+    /* Over 96 bytes: keyed by its hash, "~h" + 32 hex digits of SHA-256. */
+    long_ip[96] = '1';
+    assert_int_equal(verify_ip(e, long_ip, T0 + 1).kind, TG_ALLOW);
 
-    tg_request req = {S("GET"), S("/api/x"), S(""), {"1.2\0.3", 6}, S(""), S(""), T0 + 1};
+    tg_request req = {.method = S("GET"), .path = S("/api/x"), .client_ip = {"1.2\0.3", 6},
+                      .now_ms = T0 + 1};
     assert_int_equal(tg_verify(e, &req, &d), 0);
     assert_int_equal(d.reason, TG_REASON_BAD_REQUEST);
 
     /* Only a shadow quota matches: it cannot key, so it is skipped. */
     assert_int_equal(verify_at(e, "GET", "/", "", T0 + 1).kind, TG_ALLOW);
+
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    unsigned char d32[32];
+    char hashed[35] = "~h";
+    SHA256((const unsigned char *)long_ip, 97, d32);
+    for (int i = 0; i < 16; i++)
+        snprintf(hashed + 2 + 2 * i, 3, "%02x", d32[i]);
+    assert_count(r, "api", hashed, 1, 0, 0);
+    long_ip[96] = '\0';
+    assert_count(r, "api", long_ip, 1, 0, 0);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
 }
 
-/* Eviction takes only entries with nothing unacknowledged; requests that
- * find no room are counted under "~overflow" and decided by fail_open. */
+/* Eviction moves an entry's pending counts to the spill list (256
+ * records); only when that is full do entries with counts stay put, and
+ * requests that find no room are counted under "~overflow" and decided by
+ * fail_open. Entries in the batch in flight are never evicted. */
 static void full_table_never_loses_counts(void **state)
 {
     (void)state;
     fx *f = new_edge(8);
     tg_edge *e = f->e;
-    qspec qs[] = {{"closed", 1000, 60, "ip", "/c/", {NULL}, 100, false, false},
-                  {"open", 1000, 60, "ip", "/o/", {NULL}, 100, false, true}};
+    qspec qs[] = {{"closed", 1000, 60, "ip", "/c/", {NULL}, 100, false, false, false},
+                  {"open", 1000, 60, "ip", "/o/", {NULL}, 100, false, true, false}};
     install(e, T0, 1, qs, 2);
     char ip[32];
     int allowed = 0;
-    for (int i = 0; i < 20; i++) {
-        snprintf(ip, sizeof ip, "10.0.0.%d", i);
+    for (int i = 0; i < 8 + 256 + 5; i++) {
+        snprintf(ip, sizeof ip, "10.0.%d.%d", i / 256, i % 256);
         allowed += verify_at(e, "GET", "/c/", ip, T0 + 1).kind == TG_ALLOW;
     }
-    assert_int_equal(allowed, 8);
-    tg_decision d = verify_at(e, "GET", "/c/", "10.0.0.99", T0 + 1);
+    assert_int_equal(allowed, 8 + 256);
+    tg_decision d = verify_at(e, "GET", "/c/", "10.0.9.99", T0 + 1);
     assert_int_equal(d.kind, TG_DENY);
     assert_int_equal(d.reason, TG_REASON_RATE_LIMITED);
     assert_headers(&d, "Retry-After: 1\r\n");
@@ -637,9 +771,11 @@ static void full_table_never_loses_counts(void **state)
             denied += r->counts[i]->denied;
         }
     }
-    assert_int_equal(admitted, 8);
-    assert_int_equal(denied, 13);
-    assert_count(r, "closed", "~overflow", 0, 13, 0);
+    assert_int_equal(admitted, 8 + 256);
+    assert_int_equal(denied, 6);
+    assert_count(r, "closed", "10.0.0.0", 1, 0, 0);   /* spilled first */
+    assert_count(r, "closed", "10.0.1.7", 1, 0, 0);   /* spilled last */
+    assert_count(r, "closed", "~overflow", 0, 6, 0);
     assert_count(r, "open", "~overflow", 1, 0, 0);
 
     /* While the batch is in flight its entries stay; new keys overflow. */
@@ -647,15 +783,62 @@ static void full_table_never_loses_counts(void **state)
     assert_int_equal(respond(e, T0 + 200, r->seq, false, 0, 0, NULL, 0, NULL, 0), 0);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
 
-    /* Acknowledged: the pending overflow count is still there, the old
-     * entries are evictable, new keys get entries. */
+    /* Acknowledged: the spill list is empty, the pending overflow count is
+     * still there, the old entries are evictable, new keys get entries. */
     assert_int_equal(verify_at(e, "GET", "/c/", "10.9.9.8", T0 + 300).kind, TG_ALLOW);
     r = sync_req(e, T0 + 1300);
     assert_count(r, "closed", "~overflow", 0, 1, 0);
     assert_count(r, "closed", "10.9.9.8", 1, 0, 0);
+    assert_int_equal(r->n_counts, 2);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
 
     *state = f;
+}
+
+/* The issue's case: a cold key evicted with unsent counts has them in the
+ * next batch, and a retry of that batch resends them under the same seq. */
+static void eviction_spill_sends_counts_next_batch(void **state)
+{
+    (void)state;
+    fx *f = new_edge(8);
+    tg_edge *e = f->e;
+    *state = f;
+    qspec q = {"api", 1000, 60, "ip", "", {NULL}, 100, false, false, false};
+    install(e, T0, 1, &q, 1);
+    char ip[32];
+    for (int i = 0; i < 8; i++) {
+        snprintf(ip, sizeof ip, "10.0.0.%d", i);
+        verify_ip(e, ip, T0 + 10 + (uint64_t)i);
+        verify_ip(e, ip, T0 + 10 + (uint64_t)i);
+    }
+    /* 10.0.0.0 is the coldest: a new key evicts it. */
+    assert_int_equal(verify_ip(e, "192.0.2.1", T0 + 50).kind, TG_ALLOW);
+    Tollgate__V1__SyncRequest *a = sync_req(e, T0 + 100);
+    assert_count(a, "api", "10.0.0.0", 2, 0, 0);
+    assert_count(a, "api", "192.0.2.1", 1, 0, 0);
+    assert_int_equal(a->n_counts, 9);
+    tg_sync_failed(e, T0 + 150);
+
+    /* The evicted key comes back while every entry is in the batch in
+     * flight: no room, it overflows. The retry carries exactly what the
+     * first attempt did. */
+    assert_int_equal(verify_ip(e, "10.0.0.0", T0 + 200).kind, TG_DENY);
+    Tollgate__V1__SyncRequest *b = sync_req(e, T0 + 1000);
+    assert_int_equal(b->seq, a->seq);
+    assert_int_equal(b->n_counts, a->n_counts);
+    assert_count(b, "api", "10.0.0.0", 2, 0, 0);
+    assert_int_equal(respond(e, T0 + 1000, b->seq, false, 0, 0, NULL, 0, NULL, 0), 0);
+
+    /* Acknowledged: it gets an entry again, with the floor. */
+    assert_int_equal(verify_ip(e, "10.0.0.0", T0 + 1100).kind, TG_ALLOW);
+    Tollgate__V1__SyncRequest *c = sync_req(e, T0 + 2000);
+    assert_int_equal(c->seq, a->seq + 1);
+    assert_count(c, "api", "10.0.0.0", 1, 0, 0);
+    assert_count(c, "api", "~overflow", 0, 1, 0);
+    assert_int_equal(c->n_counts, 2);
+    tollgate__v1__sync_request__free_unpacked(a, NULL);
+    tollgate__v1__sync_request__free_unpacked(b, NULL);
+    tollgate__v1__sync_request__free_unpacked(c, NULL);
 }
 
 /* Evicting a blocked key would hand it a fresh floor: the least recently
@@ -666,7 +849,7 @@ static void eviction_spares_blocked_keys(void **state)
     fx *f = new_edge(8);
     tg_edge *e = f->e;
     *state = f;
-    qspec q = {"api", 1000, 60, "ip", "", {NULL}, 100, false, false};
+    qspec q = {"api", 1000, 60, "ip", "", {NULL}, 100, false, false, false};
     install(e, T0, 1, &q, 1);
     char ip[32];
     for (int i = 0; i < 8; i++) {
@@ -745,8 +928,8 @@ static void batch_is_capped_not_lost(void **state)
 static void policy_swap_keeps_surviving_counts(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
-    qspec v1[] = {{"keep", 100, 60, "ip", "", {NULL}, 5, false, false},
-                  {"drop", 100, 60, "ip", "", {NULL}, 5, false, false}};
+    qspec v1[] = {{"keep", 100, 60, "ip", "", {NULL}, 5, false, false, false},
+                  {"drop", 100, 60, "ip", "", {NULL}, 5, false, false, false}};
     install(e, T0, 1, v1, 2);
     verify_ip(e, "192.0.2.1", T0 + 1);
     verify_ip(e, "192.0.2.1", T0 + 2);
@@ -754,8 +937,8 @@ static void policy_swap_keeps_surviving_counts(void **state)
     /* The batch in flight holds "drop": a policy without it must wait. */
     Tollgate__V1__SyncRequest *a = sync_req(e, T0 + 100);
     verify_ip(e, "192.0.2.1", T0 + 110);
-    qspec v2[] = {{"new", 100, 60, "ip", "", {NULL}, 5, false, false},
-                  {"keep", 200, 60, "ip", "", {NULL}, 5, false, false}};
+    qspec v2[] = {{"new", 100, 60, "ip", "", {NULL}, 5, false, false, false},
+                  {"keep", 200, 60, "ip", "", {NULL}, 5, false, false, false}};
     assert_int_equal(respond(e, T0 + 120, a->seq, true, 0, 2, v2, 2, NULL, 0), 0);
     assert_int_equal(tg_policy_version(e), 1);
 
@@ -780,28 +963,28 @@ static void invalid_policy_is_refused_whole(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
     install(e, T0, 1, &API, 1);
-    qspec dup[] = {{"x", 10, 60, "ip", "", {NULL}, 1, false, false},
-                   {"x", 10, 60, "ip", "", {NULL}, 1, false, false}};
+    qspec dup[] = {{"x", 10, 60, "ip", "", {NULL}, 1, false, false, false},
+                   {"x", 10, 60, "ip", "", {NULL}, 1, false, false, false}};
     Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 10);
     assert_int_equal(respond(e, T0 + 10, r->seq, false, 0, 2, dup, 2, NULL, 0), 0);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
     assert_int_equal(tg_policy_version(e), 1);
 
-    qspec bad[] = {{"ok", 10, 60, "ip", "", {NULL}, 1, false, false},
-                   {"a\r\nb", 10, 60, "ip", "", {NULL}, 1, false, false}};
+    qspec bad[] = {{"ok", 10, 60, "ip", "", {NULL}, 1, false, false, false},
+                   {"a\r\nb", 10, 60, "ip", "", {NULL}, 1, false, false, false}};
     r = sync_req(e, T0 + 20);
     assert_int_equal(respond(e, T0 + 20, r->seq, false, 0, 3, bad, 2, NULL, 0), 0);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
     assert_int_equal(tg_policy_version(e), 1);
 
-    qspec zero_window = {"w", 10, 0, "ip", "", {NULL}, 1, false, false};
+    qspec zero_window = {"w", 10, 0, "ip", "", {NULL}, 1, false, false, false};
     r = sync_req(e, T0 + 30);
     assert_int_equal(respond(e, T0 + 30, r->seq, false, 0, 4, &zero_window, 1, NULL, 0), 0);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
     assert_int_equal(tg_policy_version(e), 1);
 
     /* Quoted names escape '"' and '\'. */
-    qspec odd = {"a\"b\\c", 10, 60, "ip", "", {NULL}, 3, false, false};
+    qspec odd = {"a\"b\\c", 10, 60, "ip", "", {NULL}, 3, false, false, false};
     install(e, T0 + 40, 5, &odd, 1);
     tg_decision d = verify_ip(e, "192.0.2.1", T0 + 41);
     assert_headers(&d, "RateLimit-Policy: \"a\\\"b\\\\c\";q=10;w=60\r\n"
@@ -888,6 +1071,320 @@ static void long_challenge_token_becomes_deny(void **state)
     assert_int_equal(d.reason, TG_REASON_BLOCKED);
 }
 
+/* ---------------------------------------------------------------- tokens */
+
+static void require_token_missing_invalid_expired(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    add_keys(e);
+    qspec qs[] = {{"auth", 100, 60, "claim:sub", "/api/", {NULL}, 5, false, false, true},
+                  {"per-ip", 100, 60, "ip", "/api/", {NULL}, 5, false, false, false}};
+    install(e, T0, 1, qs, 2);
+    char p[200];
+    snprintf(p, sizeof p, "{\"sub\":\"alice\",\"exp\":%llu}", NOW_S + 3600);
+
+    /* No token, or not a Bearer one: missing_token. */
+    tg_decision d = verify_tok(e, "192.0.2.1", NULL, T0 + 1);
+    assert_int_equal(d.kind, TG_DENY);
+    assert_int_equal(d.reason, TG_REASON_MISSING_TOKEN);
+    assert_int_equal(d.status, 401);
+    assert_headers(&d, "WWW-Authenticate: Bearer\r\n");
+    d = verify_full(e, "/api/x", "192.0.2.1", "Basic YWxpY2U6cHc=", NULL, NULL, 0, T0 + 1);
+    assert_int_equal(d.reason, TG_REASON_MISSING_TOKEN);
+
+    /* Forged (another key), malformed, or with alg none: invalid_token. */
+    const char *forged = jws("{\"alg\":\"HS256\",\"kid\":\"j1\"}", p, "guessed-secret");
+    const char *bad[] = {forged, "not-a-jwt", "", "a.b.c",
+                         jws("{\"alg\":\"none\",\"kid\":\"j1\"}", p, JWT_KEY)};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        d = verify_tok(e, "192.0.2.1", bad[i], T0 + 2);
+        assert_int_equal(d.kind, TG_DENY);
+        assert_int_equal(d.reason, TG_REASON_INVALID_TOKEN);
+        assert_int_equal(d.status, 401);
+        assert_headers(&d, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+    }
+
+    /* Expired beyond the leeway, or not yet valid: token_expired. */
+    snprintf(p, sizeof p, "{\"sub\":\"alice\",\"exp\":%llu}", NOW_S - 120);
+    d = verify_tok(e, "192.0.2.1", jwt(p), T0 + 3);
+    assert_int_equal(d.reason, TG_REASON_TOKEN_EXPIRED);
+    assert_int_equal(d.status, 401);
+    assert_headers(&d, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+    snprintf(p, sizeof p, "{\"sub\":\"alice\",\"nbf\":%llu}", NOW_S + 120);
+    assert_int_equal(verify_tok(e, "192.0.2.1", jwt(p), T0 + 3).reason, TG_REASON_TOKEN_EXPIRED);
+
+    /* A good token: Allow. */
+    snprintf(p, sizeof p, "{\"sub\":\"alice\",\"exp\":%llu}", NOW_S + 3600);
+    d = verify_tok(e, "192.0.2.1", jwt(p), T0 + 4);
+    assert_int_equal(d.kind, TG_ALLOW);
+    assert_int_equal(d.status, 200);
+    assert_true(remaining(&d) >= 0);
+
+    /* No quota matches: nothing is looked at, a forged token passes. */
+    d = verify_full(e, "/static/x", "192.0.2.1", bearer(forged), NULL, NULL, 0, T0 + 5);
+    assert_int_equal(d.kind, TG_ALLOW);
+    assert_int_equal(d.headers.len, 0);
+
+    /* Counts: refused tokens are denials of the quota keyed without
+     * claims; the claim-keyed one cannot key them. A missing token is
+     * the require_token quota's refusal alone. */
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    assert_count(r, "per-ip", "192.0.2.1", 1, 7, 0);
+    assert_count(r, "auth", "alice", 1, 0, 0);
+    assert_int_equal(r->n_counts, 2);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+/* A token problem decides only through an enforced quota; shadow quotas
+ * count what they would have done. */
+static void shadow_quotas_count_token_refusals(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    add_keys(e);
+    qspec q = {"trial", 100, 60, "ip", "/api/", {NULL}, 5, true, false, true};
+    install(e, T0, 1, &q, 1);
+    assert_int_equal(verify_tok(e, "192.0.2.1", NULL, T0 + 1).kind, TG_ALLOW);
+    assert_int_equal(verify_tok(e, "192.0.2.1", "junk", T0 + 1).kind, TG_ALLOW);
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    assert_count(r, "trial", "192.0.2.1", 0, 2, 0);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+static void claim_keyed_quota_counts_per_claim(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    add_keys(e);
+    qspec qs[] = {{"tenant", 100, 60, "claim:tenant", "/api/", {NULL}, 5, false, false, false},
+                  {"user-ip", 100, 60, "claim:sub+ip", "/api/", {NULL}, 5, false, false, false}};
+    install(e, T0, 1, qs, 2);
+    static const char *payloads[] = {
+        "{\"sub\":\"alice\",\"tenant\":\"acme\"}",
+        "{\"sub\":\"alice\",\"tenant\":\"acme\"}",
+        "{\"sub\":\"bob\",\"tenant\":\"globex\"}",
+        "{\"sub\":\"carol\",\"tenant\":42}",
+        "{\"sub\":\"dave\",\"tenant\":\"a|b%\"}",
+        "{\"sub\":\"erin\",\"tenant\":true}",        /* not a string or number */
+        "{\"sub\":\"frank\"}",                          /* no tenant */
+        "{\"sub\":\"gina\",\"tenant\":\"\"}",           /* empty */
+    };
+    for (size_t i = 0; i < sizeof payloads / sizeof payloads[0]; i++)
+        assert_int_equal(verify_tok(e, "192.0.2.7", jwt(payloads[i]), T0 + 1).kind, TG_ALLOW);
+    /* No token: both quotas need a claim, neither counts it. */
+    tg_decision d = verify_tok(e, "192.0.2.7", NULL, T0 + 1);
+    assert_int_equal(d.kind, TG_ALLOW);
+    assert_int_equal(d.headers.len, 0);
+
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    assert_count(r, "tenant", "acme", 2, 0, 0);
+    assert_count(r, "tenant", "globex", 1, 0, 0);
+    assert_count(r, "tenant", "42", 1, 0, 0);
+    assert_count(r, "tenant", "a%7Cb%25", 1, 0, 0);
+    assert_count(r, "user-ip", "alice|192.0.2.7", 2, 0, 0);
+    assert_count(r, "user-ip", "erin|192.0.2.7", 1, 0, 0);
+    assert_count(r, "user-ip", "gina|192.0.2.7", 1, 0, 0);
+    assert_int_equal(r->n_counts, 4 + 7);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+/* The token cache holds the claims the policy named when it was filled: a
+ * new policy naming other claims must not be served the old ones. */
+static void policy_change_reads_new_claims(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    add_keys(e);
+    qspec v1 = {"q", 100, 60, "claim:sub", "", {NULL}, 5, false, false, false};
+    qspec v2 = {"q2", 100, 60, "claim:plan", "", {NULL}, 5, false, false, false};
+    install(e, T0, 1, &v1, 1);
+    const char *t = jwt("{\"sub\":\"alice\",\"plan\":\"gold\"}");
+    char tok[1024];
+    strcpy(tok, t);
+    assert_int_equal(verify_tok(e, "192.0.2.1", tok, T0 + 1).kind, TG_ALLOW);
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    assert_count(r, "q", "alice", 1, 0, 0);
+    assert_int_equal(respond(e, T0 + 100, r->seq, false, 0, 2, &v2, 1, NULL, 0), 0);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+    assert_int_equal(tg_policy_version(e), 2);
+    assert_int_equal(verify_tok(e, "192.0.2.1", tok, T0 + 200).kind, TG_ALLOW);
+    r = sync_req(e, T0 + 1200);
+    assert_count(r, "q2", "gold", 1, 0, 0);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+static void header_keyed_quota(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    char names[64];
+    assert_int_equal(tg_header_names(e, names, sizeof names), 0);
+    qspec qs[] = {{"apikey", 100, 60, "header:x-api-key", "/api/", {NULL}, 1, false, false, false},
+                  {"ua", 100, 60, "header:user-agent+header:x-api-key", "/api/", {NULL}, 5, false,
+                   false, false}};
+    install(e, T0, 1, qs, 2);
+    assert_int_equal(tg_header_names(e, names, sizeof names), 21);
+    assert_memory_equal(names, "x-api-key\nuser-agent\n", 21);
+    assert_int_equal(tg_header_names(e, names, 20), TG_ENOSPC);
+
+    tg_header k1[] = {{S("x-api-key"), S("k1")}, {S("user-agent"), S("curl/8")}};
+    tg_header k2[] = {{S("x-api-key"), S("k2")}};
+    assert_int_equal(verify_full(e, "/api/x", "192.0.2.1", NULL, NULL, k1, 2, T0 + 1).kind, TG_ALLOW);
+    /* Floor 1: the second request with k1 is refused, from another IP too. */
+    tg_decision d = verify_full(e, "/api/x", "192.0.2.2", NULL, NULL, k1, 2, T0 + 2);
+    assert_int_equal(d.kind, TG_DENY);
+    assert_int_equal(d.reason, TG_REASON_RATE_LIMITED);
+    assert_int_equal(verify_full(e, "/api/x", "192.0.2.1", NULL, NULL, k2, 1, T0 + 3).kind, TG_ALLOW);
+    /* Without the header the quota does not count the request. */
+    d = verify_full(e, "/api/x", "192.0.2.1", NULL, NULL, NULL, 0, T0 + 4);
+    assert_int_equal(d.kind, TG_ALLOW);
+    assert_int_equal(d.headers.len, 0);
+
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    assert_count(r, "apikey", "k1", 1, 1, 0);
+    assert_count(r, "apikey", "k2", 1, 0, 0);
+    assert_count(r, "ua", "curl/8|k1", 1, 0, 0);  /* refused by the other quota */
+    assert_int_equal(r->n_counts, 3);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+static void clearance_lets_challenged_key_through(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    add_keys(e);
+    install(e, T0, 1, &API, 1);
+    const char *ip = "192.0.2.9";
+    verify_ip(e, ip, T0 + 1);
+    sspec s = {"api", ip, TOLLGATE__V1__ACTION__ACTION_CHALLENGE, 0, 60000, "captcha-tok"};
+    sync_ok(e, T0 + 100, &s, 1);
+    uint64_t now = T0 + 200;
+
+    tg_decision d = verify_full(e, "/api/x", ip, NULL, NULL, NULL, 0, now);
+    assert_int_equal(d.kind, TG_CHALLENGE);
+
+    /* A valid clearance for this quota and key: Allow, though the bucket
+     * is empty (the lease was 0). */
+    const char *good = clearance("api", ip, NOW_S + 300, CLR_KEY);
+    for (int i = 0; i < 3; i++) {
+        d = verify_full(e, "/api/x", ip, NULL, good, NULL, 0, now);
+        assert_int_equal(d.kind, TG_ALLOW);
+        assert_int_equal(d.status, 200);
+    }
+
+    /* Everything else is no clearance: the challenge stands, never a Deny. */
+    char cookie[1300];
+    const char *others[] = {
+        clearance("api", "192.0.2.10", NOW_S + 300, CLR_KEY),   /* another key */
+        clearance("other", ip, NOW_S + 300, CLR_KEY),           /* another quota */
+        clearance("api", ip, NOW_S - 120, CLR_KEY),             /* expired */
+        clearance("api", ip, NOW_S + 300, JWT_KEY),             /* bad signature */
+        "tollgate_clearance=garbage",
+        "tollgate_clearance=",
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        strcpy(cookie, others[i]);
+        d = verify_full(e, "/api/x", ip, NULL, cookie, NULL, 0, now);
+        if (d.kind != TG_CHALLENGE)
+            fail_msg("cookie %zu was a clearance", i);
+    }
+    /* A client JWT is not a clearance either, even for the right claims. */
+    char p[300];
+    snprintf(p, sizeof p, "tollgate_clearance=%s", jwt("{\"q\":\"api\",\"kh\":\"x\",\"exp\":9999999999}"));
+    assert_int_equal(verify_full(e, "/api/x", ip, NULL, p, NULL, 0, now).kind, TG_CHALLENGE);
+
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 1200);
+    assert_count(r, "api", ip, 3, 0, 1 + 6 + 1);
+    uint64_t seq = r->seq;
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+
+    /* A DENY is not lifted by a clearance. */
+    sspec deny = {"api", ip, TOLLGATE__V1__ACTION__ACTION_DENY, 0, 60000, NULL};
+    assert_int_equal(respond(e, T0 + 1200, seq, false, 0, 0, NULL, 0, &deny, 1), 0);
+    d = verify_full(e, "/api/x", ip, NULL, clearance("api", ip, NOW_S + 300, CLR_KEY), NULL, 0,
+                    T0 + 1300);
+    assert_int_equal(d.reason, TG_REASON_BLOCKED);
+}
+
+/* ---------------------------------------------------------------- staleness */
+
+static void staleness_decays_to_the_floor(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    qspec qs[] = {{"open", 100000, 60, "ip", "/o/", {NULL}, 2, false, true, false},
+                  {"closed", 100000, 60, "ip", "/c/", {NULL}, 2, false, false, false}};
+    install(e, T0, 1, qs, 2);
+    verify_at(e, "GET", "/o/", "192.0.2.1", T0 + 1);
+    verify_at(e, "GET", "/c/", "192.0.2.1", T0 + 1);
+    sspec ss[] = {{"open", "192.0.2.1", 0, 1000, 0, NULL}, {"closed", "192.0.2.1", 0, 1000, 0, NULL}};
+    sync_ok(e, T0 + 100, ss, 2);
+    /* From now on every sync fails. Interval 1 s: grace 3 s, half-life 10 s. */
+    const uint64_t ok = T0 + 100, stale = ok + 3000;
+
+    /* Within grace: the lease, untouched. */
+    tg_decision d = verify_at(e, "GET", "/c/", "192.0.2.1", stale);
+    assert_int_equal(remaining(&d), 999);
+    /* One half-life beyond: at most 500. */
+    d = verify_at(e, "GET", "/c/", "192.0.2.1", stale + 10000);
+    assert_int_equal(remaining(&d), 499);
+    /* Spent, it refills at A per 60 s window: 16 s beyond grace A is
+     * 500 * (1 - 0.6 / 2) = 350, and 6 s of it is 35 tokens. */
+    for (int i = 0; i < 499; i++)
+        assert_int_equal(verify_at(e, "GET", "/c/", "192.0.2.1", stale + 10000).kind, TG_ALLOW);
+    assert_int_equal(verify_at(e, "GET", "/c/", "192.0.2.1", stale + 10000).kind, TG_DENY);
+    d = verify_at(e, "GET", "/c/", "192.0.2.1", stale + 16000);
+    assert_int_equal(d.kind, TG_ALLOW);
+    assert_int_equal(remaining(&d), 34);
+
+    /* Ten half-lives on, A is at the floor (2): fail-closed stops refilling. */
+    uint64_t far = stale + 100000;
+    int allowed = 0;
+    for (int i = 0; i < 5; i++)
+        allowed += verify_at(e, "GET", "/c/", "192.0.2.1", far).kind == TG_ALLOW;
+    assert_int_equal(allowed, 2);
+    d = verify_at(e, "GET", "/c/", "192.0.2.1", far + 120000);
+    assert_int_equal(d.kind, TG_DENY);
+    assert_int_equal(d.reason, TG_REASON_RATE_LIMITED);
+
+    /* Fail-open keeps granting the floor per window (60 s). */
+    allowed = 0;
+    for (int i = 0; i < 5; i++)
+        allowed += verify_at(e, "GET", "/o/", "192.0.2.1", far).kind == TG_ALLOW;
+    assert_int_equal(allowed, 2);
+    assert_int_equal(verify_at(e, "GET", "/o/", "192.0.2.1", far + 15000).kind, TG_DENY);
+    assert_int_equal(verify_at(e, "GET", "/o/", "192.0.2.1", far + 30000).kind, TG_ALLOW);
+    assert_int_equal(verify_at(e, "GET", "/o/", "192.0.2.1", far + 30001).kind, TG_DENY);
+
+    /* A sync that succeeds ends it: the new lease counts. */
+    sspec again = {"closed", "192.0.2.1", 0, 50, 0, NULL};
+    uint64_t back = far + 200000;
+    Tollgate__V1__SyncRequest *r = sync_req(e, back);
+    assert_int_equal(respond(e, back, r->seq, false, 0, 0, NULL, 0, &again, 1), 0);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+    d = verify_at(e, "GET", "/c/", "192.0.2.1", back + 1);
+    assert_int_equal(d.kind, TG_ALLOW);
+    assert_int_equal(remaining(&d), 49);
+}
+
+/* ---------------------------------------------------------------- host API */
+
+static void key_and_option_arguments(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    const uint8_t s[] = "secret";
+    assert_int_equal(tg_add_key(NULL, TG_KEY_JWT, S("k"), s, 6), TG_EINVAL);
+    assert_int_equal(tg_add_key(e, 7, S("k"), s, 6), TG_EINVAL);
+    assert_int_equal(tg_add_key(e, TG_KEY_JWT, S("k"), NULL, 6), TG_EINVAL);
+    assert_int_equal(tg_add_key(e, TG_KEY_JWT, S("k"), s, 0), TG_EINVAL);
+    assert_int_equal(tg_add_key(e, TG_KEY_CLEARANCE, S(""), s, 6), 0);
+    tg_jwt_options o = {30, S("iss"), S("aud"), 0};
+    assert_int_equal(tg_jwt_configure(NULL, &o), TG_EINVAL);
+    assert_int_equal(tg_jwt_configure(e, NULL), TG_EINVAL);
+    assert_int_equal(tg_jwt_configure(e, &o), 0);
+    o.max_token_bytes = 20000;
+    assert_int_equal(tg_jwt_configure(e, &o), TG_EINVAL);
+    assert_int_equal(tg_header_names(NULL, NULL, 0), TG_EINVAL);
+    assert_int_equal(tg_header_names(e, NULL, 0), 0);
+    assert_string_equal(tg_reason_name(TG_REASON_MISSING_TOKEN), "missing_token");
+    assert_string_equal(tg_reason_name(TG_REASON_TOKEN_EXPIRED), "token_expired");
+    assert_string_equal(tg_reason_name(TG_REASON_INVALID_TOKEN), "invalid_token");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -906,6 +1403,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unkeyable_requests_are_bad_requests, setup_edge, teardown),
         cmocka_unit_test_teardown(full_table_never_loses_counts, teardown),
         cmocka_unit_test_teardown(eviction_spares_blocked_keys, teardown),
+        cmocka_unit_test_teardown(eviction_spill_sends_counts_next_batch, teardown),
         cmocka_unit_test_setup_teardown(batch_is_capped_not_lost, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(policy_swap_keeps_surviving_counts, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(invalid_policy_is_refused_whole, setup_edge, teardown),
@@ -913,6 +1411,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(clock_stepping_back_does_not_stall_sync, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(successful_sync_resets_backoff, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(long_challenge_token_becomes_deny, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(require_token_missing_invalid_expired, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(shadow_quotas_count_token_refusals, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(claim_keyed_quota_counts_per_claim, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(policy_change_reads_new_claims, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(header_keyed_quota, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(clearance_lets_challenged_key_through, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(staleness_decays_to_the_floor, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(key_and_option_arguments, setup_edge, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

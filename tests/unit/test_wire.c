@@ -213,7 +213,7 @@ static Tollgate__V1__Quota *rnd_quota(int *refused)
     q->name = rnd_str(80);
     q->limit = rnd_u64();
     q->window_s = (uint32_t)rnd_u64();
-    q->key = below(2) ? "ip" : rnd_str(8);
+    q->key = below(2) ? "ip" : below(2) ? "claim:sub+header:x-api-key" : rnd_str(200);
     q->path_prefix = below(2) ? "/api/" : rnd_str(140);
     q->n_methods = below(8) == 0 ? 9 : below(4);
     q->methods = arena_alloc(q->n_methods * sizeof *q->methods);
@@ -224,6 +224,7 @@ static Tollgate__V1__Quota *rnd_quota(int *refused)
     q->shadow = (protobuf_c_boolean)below(2);
     q->fail_open = (protobuf_c_boolean)below(2);
     q->deny_after = rnd_double();
+    q->require_token = (protobuf_c_boolean)below(2);
 
     if (strlen(q->name) > TG__NAME_CAP || strlen(q->path_prefix) > TG__PREFIX_CAP ||
         q->n_methods > TG__MAX_METHODS)
@@ -240,7 +241,13 @@ static void assert_quota(const tg__quota *g, const Tollgate__V1__Quota *w)
     assert_int_equal(g->name_len, strlen(w->name));
     assert_int_equal(g->limit, w->limit);
     assert_int_equal(g->window_s, w->window_s);
-    assert_int_equal(g->key_kind, strcmp(w->key, "ip") == 0 ? TG__KEY_IP : TG__KEY_UNKNOWN);
+    if (strlen(w->key) <= TG__TEMPLATE_CAP) {
+        assert_int_equal(g->key_len, strlen(w->key));
+        assert_memory_equal(g->key, w->key, g->key_len);
+    } else {
+        assert_int_equal(g->key_len, 0);
+    }
+    assert_int_equal(g->require_token, !!w->require_token);
     assert_int_equal(g->prefix_len, strlen(w->path_prefix));
     assert_memory_equal(g->prefix, w->path_prefix, g->prefix_len);
     assert_int_equal(g->n_methods, w->n_methods);
@@ -553,7 +560,8 @@ static void skips_unknown_fields(void **state)
     assert_int_equal(pol.clearance_ttl_s, 1);
     assert_int_equal(pol.n_quotas, 1);
     assert_int_equal(pol.quotas[0].window_s, 60);
-    assert_int_equal(pol.quotas[0].key_kind, TG__KEY_IP);
+    assert_int_equal(pol.quotas[0].key_len, 2);
+    assert_memory_equal(pol.quotas[0].key, "ip", 2);
     tollgate__v1__sync_response__free_unpacked(u, NULL);
 }
 

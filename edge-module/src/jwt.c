@@ -1,0 +1,388 @@
+/* jwt.c — HS256 JWS verification, provisioned keys and the verified-token
+ * cache; see jwt.h. */
+#include "jwt.h"
+
+#include "json.h"
+#include "mem.h"
+
+#define SIG_CHARS 43  /* base64url of 32 bytes */
+
+/* ---------------------------------------------------------------- base64url */
+
+static int b64_value(uint8_t c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+long tg__b64url_decode(const char *s, size_t n, uint8_t *out)
+{
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t o = 0;
+    if (n % 4 == 1)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value((uint8_t)s[i]);
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    /* The 2 or 4 bits left over must be zero: one encoding per value. */
+    if (acc & ((1u << bits) - 1))
+        return -1;
+    return (long)o;
+}
+
+/* ---------------------------------------------------------------- SipHash */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+static void sip_rounds(uint64_t v[4], int n)
+{
+    while (n--) {
+        v[0] += v[1]; v[1] = ROTL(v[1], 13); v[1] ^= v[0]; v[0] = ROTL(v[0], 32);
+        v[2] += v[3]; v[3] = ROTL(v[3], 16); v[3] ^= v[2];
+        v[0] += v[3]; v[3] = ROTL(v[3], 21); v[3] ^= v[0];
+        v[2] += v[1]; v[1] = ROTL(v[1], 17); v[1] ^= v[2]; v[2] = ROTL(v[2], 32);
+    }
+}
+
+static uint64_t le64(const uint8_t *p, size_t n)
+{
+    uint64_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m |= (uint64_t)p[i] << (8 * i);
+    return m;
+}
+
+uint64_t tg__siphash(const uint64_t k[2], const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    uint64_t v[4] = {k[0] ^ 0x736f6d6570736575ull, k[1] ^ 0x646f72616e646f6dull,
+                     k[0] ^ 0x6c7967656e657261ull, k[1] ^ 0x7465646279746573ull};
+    size_t whole = n & ~(size_t)7;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m;
+        tg__memcpy(&m, p + i, 8);  /* little-endian: wasm32, x86, arm64 */
+        v[3] ^= m;
+        sip_rounds(v, 2);
+        v[0] ^= m;
+    }
+    uint64_t b = (uint64_t)n << 56 | le64(p + whole, n & 7);
+    v[3] ^= b;
+    sip_rounds(v, 2);
+    v[0] ^= b;
+    v[2] ^= 0xff;
+    sip_rounds(v, 4);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/* ---------------------------------------------------------------- keys, options */
+
+void tg__jwt_init(tg__jwt *j, const uint8_t seed[16])
+{
+    tg__memset(j, 0, offsetof(tg__jwt, scratch));
+    j->leeway_s = TG__LEEWAY_DEFAULT;
+    j->max_bytes = TG__TOKEN_DEFAULT;
+    j->sip[0] = le64(seed, 8);
+    j->sip[1] = le64(seed + 8, 8);
+    j->gen = 1;
+}
+
+/* A generation number wraps after 2^32 flushes; the slots are then
+ * cleared so an ancient slot cannot come back to life. */
+void tg__jwt_flush(tg__jwt *j)
+{
+    if (++j->gen != 0)
+        return;
+    tg__memset(j->jwt_cache, 0, sizeof j->jwt_cache);
+    tg__memset(j->clr_cache, 0, sizeof j->clr_cache);
+    j->gen = 1;
+}
+
+int tg__jwt_add_key(tg__jwt *j, int kind, tg_str kid, const uint8_t *secret, size_t len)
+{
+    if ((kind != TG_KEY_JWT && kind != TG_KEY_CLEARANCE) || kid.len > TG__KID_CAP ||
+        (kid.len && !kid.p) || !secret || len == 0 || len > TG__SECRET_CAP)
+        return TG_EINVAL;
+    tg__jwk *k = NULL;
+    for (unsigned i = 0; i < j->n_keys[kind]; i++)
+        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid.p, kid.len))
+            k = &j->keys[kind][i];
+    if (!k) {
+        if (j->n_keys[kind] == TG__JWT_KEYS)
+            return TG_ENOSPC;
+        k = &j->keys[kind][j->n_keys[kind]++];
+    }
+    tg__hmac_key_init(&k->k, secret, len);
+    k->kid_len = (uint8_t)kid.len;
+    if (kid.len)
+        tg__memcpy(k->kid, kid.p, kid.len);
+    tg__jwt_flush(j);
+    return 0;
+}
+
+int tg__jwt_configure(tg__jwt *j, const tg_jwt_options *o)
+{
+    if (!o || o->issuer.len > TG__ISS_CAP || o->audience.len > TG__ISS_CAP ||
+        (o->issuer.len && !o->issuer.p) || (o->audience.len && !o->audience.p) ||
+        o->max_token_bytes > TG__TOKEN_MAX)
+        return TG_EINVAL;
+    j->leeway_s = o->leeway_s;
+    j->max_bytes = o->max_token_bytes ? o->max_token_bytes : TG__TOKEN_DEFAULT;
+    j->iss_len = (uint16_t)o->issuer.len;
+    j->aud_len = (uint16_t)o->audience.len;
+    if (o->issuer.len)
+        tg__memcpy(j->iss, o->issuer.p, o->issuer.len);
+    if (o->audience.len)
+        tg__memcpy(j->aud, o->audience.p, o->audience.len);
+    tg__jwt_flush(j);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- request parts */
+
+bool tg__jwt_bearer(tg_str a, tg_str *token)
+{
+    if (a.len < 7 || !tg__ascii_caseeq(a.p, 6, "Bearer", 6) || a.p[6] != ' ')
+        return false;
+    *token = (tg_str){a.p + 7, a.len - 7};
+    return true;
+}
+
+/* RFC 6265 §4.2: cookie-pairs "name=value" separated by ";" and
+ * optional whitespace; the first pair with the name wins. */
+bool tg__cookie_get(tg_str c, const char *name, size_t len, tg_str *value)
+{
+    size_t i = 0;
+    while (i < c.len) {
+        while (i < c.len && (c.p[i] == ' ' || c.p[i] == '\t'))
+            i++;
+        size_t j = i;
+        while (j < c.len && c.p[j] != ';')
+            j++;
+        if (j - i > len && tg__memeq(c.p + i, name, len) && c.p[i + len] == '=') {
+            size_t v = i + len + 1;
+            while (j > v && (c.p[j - 1] == ' ' || c.p[j - 1] == '\t'))
+                j--;
+            *value = (tg_str){c.p + v, j - v};
+            return true;
+        }
+        i = j + 1;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- verification */
+
+/* NumericDate (RFC 7519 §2), narrowed: a JSON integer written with digits
+ * only (no sign, fraction or exponent), at most 2^53. Anything else, e.g.
+ * 99999999999999999999999999 or 1.5, makes the token invalid. */
+static int numeric_date(const tg__jmember *m, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (m->type != TG__J_NUMBER || m->val_len > 16)
+        return -1;
+    for (uint32_t i = 0; i < m->val_len; i++) {
+        if (m->val[i] < '0' || m->val[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(m->val[i] - '0');
+    }
+    if (v > TG__MAX_NUMERIC_DATE)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static bool str_member_eq(const tg__jmember *m, const char *s, size_t len)
+{
+    return m && m->type == TG__J_STRING && tg__json_str_eq(m->val, m->val_len, s, len);
+}
+
+/* aud is one string or an array of strings (RFC 7519 §4.1.3); it must
+ * name the configured audience. An array with a non-string is invalid. */
+static bool audience_ok(const tg__jmember *m, const char *aud, size_t len)
+{
+    if (!m)
+        return false;
+    if (m->type == TG__J_STRING)
+        return tg__json_str_eq(m->val, m->val_len, aud, len);
+    if (m->type != TG__J_ARRAY)
+        return false;
+    size_t pos = 0, n;
+    const char *body;
+    bool found = false;
+    int rc;
+    while ((rc = tg__json_next_string(m->val, m->val_len, &pos, &body, &n)) > 0)
+        found = found || tg__json_str_eq(body, n, aud, len);
+    return rc == 0 && found;
+}
+
+static const tg__jwk *find_key(const tg__jwt *j, int kind, const char *kid, size_t len)
+{
+    for (unsigned i = 0; i < j->n_keys[kind]; i++)
+        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid, len))
+            return &j->keys[kind][i];
+    return NULL;
+}
+
+static void extract(const tg__json *p, const tg__claimset *want, tg__claims *c)
+{
+    for (unsigned i = 0; i < want->n && i < TG__MAX_CLAIMS; i++) {
+        const tg__jmember *m = tg__json_get(p, want->names[i].p, want->names[i].len);
+        long n;
+        c->type[i] = TG__CV_ABSENT;
+        c->len[i] = 0;
+        if (!m)
+            continue;
+        if (m->type == TG__J_STRING) {
+            n = tg__json_unescape(m->val, m->val_len, c->val[i], TG__CLAIM_CAP);
+            c->type[i] = n < 0 ? TG__CV_LONG : TG__CV_STRING;
+        } else if (m->type == TG__J_NUMBER) {
+            n = m->val_len;
+            if (n <= TG__CLAIM_CAP)
+                tg__memcpy(c->val[i], m->val, (size_t)n);
+            c->type[i] = n > TG__CLAIM_CAP ? TG__CV_LONG : TG__CV_NUMBER;
+        } else {
+            c->type[i] = TG__CV_OTHER;
+            n = 0;
+        }
+        c->len[i] = n > 0 && n <= TG__CLAIM_CAP ? (uint8_t)n : 0;
+    }
+}
+
+/* The checks of a token not in the cache, in this order (RFC 7515 §5.2,
+ * RFC 8725 §3): exactly three segments, each strict base64url, the
+ * signature exactly 32 bytes; the header a strict JSON object (see json.h:
+ * duplicate members such as two "alg" are refused) with "alg" exactly
+ * "HS256" (so "none" in any case, and every other algorithm, is refused:
+ * every provisioned key is an HS256 key), no "crit" at all (this verifier
+ * understands no extension, and an empty list is itself invalid), "kid"
+ * absent or a string naming a provisioned key of this kind (a token
+ * without "kid" uses the key provisioned with an empty kid, if any); the
+ * HMAC over the signing input equal in constant time; only then the
+ * payload: a strict JSON object, exp / nbf / iat NumericDates when
+ * present, iss and aud as configured (client JWTs only), exp present
+ * (clearance tokens only). exp and nbf are checked against the clock on
+ * every call, cached or not, by tg__jwt_check(). */
+static void verify_fresh(tg__jwt *j, int kind, tg_str tok, const uint8_t sig[32],
+                         const tg__claimset *want, tg__claims *c)
+{
+    tg__json js;
+    size_t d1 = 0, d2 = 0, dots = 0;
+    const tg__jmember *m;
+    char kid[TG__KID_CAP];
+    long kid_len = 0, hlen, plen;
+    uint64_t t;
+    uint8_t mac[32];
+
+    c->status = TG__TOK_INVALID;
+    c->has_exp = c->has_nbf = false;
+    for (size_t i = 0; i < tok.len; i++) {
+        if (tok.p[i] != '.')
+            continue;
+        if (++dots == 1)
+            d1 = i;
+        else
+            d2 = i;
+    }
+    if (dots != 2 || d2 + 1 + SIG_CHARS != tok.len)
+        return;
+
+    hlen = tg__b64url_decode(tok.p, d1, j->scratch);
+    if (hlen <= 0 || tg__json_parse((const char *)j->scratch, (size_t)hlen, &js) < 0)
+        return;
+    if (!str_member_eq(tg__json_get(&js, "alg", 3), "HS256", 5) || tg__json_get(&js, "crit", 4))
+        return;
+    if ((m = tg__json_get(&js, "kid", 3)) != NULL) {
+        if (m->type != TG__J_STRING ||
+            (kid_len = tg__json_unescape(m->val, m->val_len, kid, sizeof kid)) < 0)
+            return;
+    }
+    const tg__jwk *k = find_key(j, kind, kid, (size_t)kid_len);
+    if (!k)
+        return;
+    tg__hmac_sha256(&k->k, tok.p, d2, mac);
+    if (!tg__ct_equal(mac, sig, 32))
+        return;
+
+    uint8_t *pbuf = j->scratch + hlen;
+    plen = tg__b64url_decode(tok.p + d1 + 1, d2 - d1 - 1, pbuf);
+    if (plen <= 0 || tg__json_parse((const char *)pbuf, (size_t)plen, &js) < 0)
+        return;
+    if ((m = tg__json_get(&js, "exp", 3)) != NULL) {
+        if (numeric_date(m, &c->exp) < 0)
+            return;
+        c->has_exp = true;
+    }
+    if ((m = tg__json_get(&js, "nbf", 3)) != NULL) {
+        if (numeric_date(m, &c->nbf) < 0)
+            return;
+        c->has_nbf = true;
+    }
+    if ((m = tg__json_get(&js, "iat", 3)) != NULL && numeric_date(m, &t) < 0)
+        return;
+    if (kind == TG_KEY_JWT) {
+        if (j->iss_len && !str_member_eq(tg__json_get(&js, "iss", 3), j->iss, j->iss_len))
+            return;
+        if (j->aud_len && !audience_ok(tg__json_get(&js, "aud", 3), j->aud, j->aud_len))
+            return;
+    } else if (!c->has_exp) {
+        return;
+    }
+    extract(&js, want, c);
+    c->status = TG__TOK_OK;
+}
+
+int tg__jwt_check(tg__jwt *j, int kind, tg_str tok, const tg__claimset *want,
+                  uint64_t now_ms, const tg__claims **view)
+{
+    uint8_t sig[32];
+    *view = NULL;
+    /* The size cap comes before any work, even hashing. */
+    if (tok.len < SIG_CHARS + 2 || tok.len > j->max_bytes || tok.p[tok.len - SIG_CHARS - 1] != '.')
+        return TG__TOK_INVALID;
+
+    /* A hit compares the signature segment as text: strict base64url has
+     * one spelling per value, so equal text is an equal signature. */
+    const char *sig64 = tok.p + tok.len - SIG_CHARS;
+    uint64_t tag = tg__siphash(j->sip, tok.p, tok.len);
+    tg__cache_slot *s = kind == TG_KEY_JWT ? &j->jwt_cache[tag & (TG__CACHE_JWT - 1)]
+                                           : &j->clr_cache[tag & (TG__CACHE_CLEARANCE - 1)];
+    if (s->gen != j->gen || s->tag != tag || s->len != tok.len ||
+        !tg__memeq(s->sig, sig64, SIG_CHARS)) {
+        if (tg__b64url_decode(sig64, SIG_CHARS, sig) != 32)
+            return TG__TOK_INVALID;
+        s->gen = 0;
+        verify_fresh(j, kind, tok, sig, want, &s->c);
+        s->tag = tag;
+        s->len = (uint32_t)tok.len;
+        tg__memcpy(s->sig, sig64, SIG_CHARS);
+        s->gen = j->gen;
+    }
+    const tg__claims *c = &s->c;
+    if (c->status != TG__TOK_OK)
+        return TG__TOK_INVALID;
+    *view = c;
+    uint64_t leeway_ms = (uint64_t)j->leeway_s * 1000;
+    if (c->has_exp && now_ms >= c->exp * 1000 + leeway_ms)
+        return TG__TOK_EXPIRED;
+    if (c->has_nbf && now_ms < c->nbf * 1000 && c->nbf * 1000 - now_ms > leeway_ms)
+        return TG__TOK_EXPIRED;
+    return TG__TOK_OK;
+}
