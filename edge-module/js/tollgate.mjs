@@ -19,6 +19,9 @@ const KINDS = ["allow", "deny", "challenge"];
 const REASONS = ["", "rate_limited", "blocked", "invalid_token",
   "token_expired", "missing_token", "bad_request"];
 const FIELDS = 6; // method, path, host, client_ip, authorization, cookie
+const MAX_HEADERS = 16;
+const KEY_JWT = 0;
+const KEY_CLEARANCE = 1;
 const DEFAULTS = {
   edgeId: "edge",
   coordinator: "http://127.0.0.1:8080",
@@ -28,11 +31,35 @@ const DEFAULTS = {
   now: () => Date.now(),
 };
 
+// A decision. headers are parsed from the edge's text only when asked for.
+class Decision {
+  constructor(kind, reason, status, retryAfter, token, headerText) {
+    this.kind = kind;
+    this.reason = reason;
+    this.status = status;
+    this.retryAfter = retryAfter;
+    this.token = token;
+    this.headerText = headerText;
+  }
+
+  // [[name, value], ...] for the host to add to its response.
+  get headers() {
+    return parseHeaders(this.headerText);
+  }
+}
+
 export class Tollgate {
   // module: a WebAssembly.Module (workerd: the embedded wasm import).
-  // options: edgeId, coordinator (base URL), fetch (defaults to the global
-  // fetch; in workerd pass a service binding's fetch), maxKeys,
-  // syncIntervalMs, syncTimeoutMs, now (ms clock, for tests).
+  // options:
+  //   edgeId, coordinator (base URL), fetch (defaults to the global fetch;
+  //   in workerd pass a service binding's fetch), maxKeys, syncIntervalMs,
+  //   syncTimeoutMs, now (ms clock, for tests),
+  //   jwt: { keys: [{ kid, secret }], leewaySeconds, issuer, audience,
+  //          maxTokenBytes }  HS256 keys for client tokens (secret bindings;
+  //          never sent anywhere), several at once for rotation,
+  //   clearanceKeys: [{ kid, secret }]  the coordinator's clearance keys,
+  //   clientIp(request), trustForwardedFor: how verifyRequest finds the
+  //   client address.
   constructor(module, options = {}) {
     this.opt = { ...DEFAULTS, ...options };
     this.fetch = this.opt.fetch || ((...a) => fetch(...a));
@@ -44,12 +71,40 @@ export class Tollgate {
     this.inflight = null;
     this.lastSyncError = null;
     this.ioSize = this.x.tg_io_size();
-    const id = this.enc.encode(this.opt.edgeId);
+    this.headerNames = [];
+    this.headerNamesVersion = 0;
+    this.found = new Array(2 * MAX_HEADERS);
     this.#views();
+    const id = this.enc.encode(this.opt.edgeId);
     this.u8.set(id, this.inPtr);
-    const rc = this.x.init(id.length, this.opt.maxKeys, this.opt.syncIntervalMs);
-    if (rc < 0) throw new Error(`tollgate: init failed (${rc})`);
+    // Keys the edge's token-cache hash, so nobody can forge a cache hit.
+    crypto.getRandomValues(this.u8.subarray(this.inPtr + id.length, this.inPtr + id.length + 16));
+    this.#check(this.x.init(id.length, this.opt.maxKeys, this.opt.syncIntervalMs), "init");
     this.#views(); // init grows memory: old views are detached
+    const jwt = this.opt.jwt || {};
+    for (const k of jwt.keys || []) this.#addKey(KEY_JWT, k);
+    for (const k of this.opt.clearanceKeys || []) this.#addKey(KEY_CLEARANCE, k);
+    if (this.opt.jwt) {
+      const iss = this.enc.encode(jwt.issuer || "");
+      const aud = this.enc.encode(jwt.audience || "");
+      this.u8.set(iss, this.inPtr);
+      this.u8.set(aud, this.inPtr + iss.length);
+      this.#check(this.x.jwt_config(jwt.leewaySeconds ?? 60, iss.length, aud.length,
+        jwt.maxTokenBytes || 0), "jwt_config");
+    }
+  }
+
+  #check(rc, what) {
+    if (rc < 0) throw new Error(`tollgate: ${what} failed (${rc})`);
+  }
+
+  #addKey(kind, { kid = "", secret }) {
+    const k = this.enc.encode(kid);
+    const sec = typeof secret === "string" ? this.enc.encode(secret) : secret;
+    if (!sec || !sec.length) throw new Error(`tollgate: key "${kid}" has no secret`);
+    this.u8.set(k, this.inPtr);
+    this.u8.set(sec, this.inPtr + k.length);
+    this.#check(this.x.add_key(kind, k.length, sec.length), `add_key "${kid}"`);
   }
 
   #views() {
@@ -62,55 +117,100 @@ export class Tollgate {
     this.outPtr = this.x.tg_out();
   }
 
+  // Writes s at off; returns the bytes written. Short ASCII strings are
+  // copied inline (cheaper than a call into TextEncoder); long ones and
+  // anything non-ASCII go through encodeInto.
+  #put(s, off, end) {
+    const n = s.length;
+    if (off + n > end) throw new RangeError("tollgate: request features too large");
+    const u8 = this.u8;
+    if (n <= 32) {
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) break;
+        u8[off + i] = c;
+      }
+      if (i === n) return n;
+    }
+    const r = this.enc.encodeInto(s, u8.subarray(off, end));
+    if (r.read < n) throw new RangeError("tollgate: request features too large");
+    return r.written;
+  }
+
   // Decides one request from its features: { method, path, host, ip,
-  // authorization, cookie } (strings; missing ones are empty). Returns
-  // { kind: "allow"|"deny"|"challenge", reason, status, retryAfter, token,
-  //   headers: [[name, value], ...] }.
+  // authorization, cookie, headers } (strings; missing ones are empty;
+  // headers: a Headers object or a plain object, read only for the names
+  // the policy's key templates use). Returns a Decision: { kind:
+  // "allow"|"deny"|"challenge", reason, status, retryAfter, token, headers }.
   verify(req) {
     this.#views();
-    const vals = [req.method, req.path, req.host, req.ip, req.authorization, req.cookie];
-    let off = this.inPtr + 4 * FIELDS;
-    const end = this.inPtr + this.ioSize;
-    for (let i = 0; i < FIELDS; i++) {
-      const s = vals[i] || "";
-      // encodeInto stops at the end of the view: a truncated field is
-      // caught by the length check in the core, never read past.
-      const r = this.enc.encodeInto(s, this.u8.subarray(off, end));
-      if (r.read < s.length) throw new RangeError("tollgate: request features too large");
-      this.dv.setUint32(this.inPtr + 4 * i, r.written, true);
-      off += r.written;
+    // Only the headers present are sent: an absent one leaves the quota
+    // that keys on it out of this request.
+    const names = this.headerNames, found = this.found;
+    let present = 0;
+    if (names.length && req.headers) {
+      const h = req.headers, isMap = typeof h.get === "function";
+      for (let i = 0; i < names.length; i++) {
+        const v = isMap ? h.get(names[i]) : h[names[i]];
+        if (v != null) { found[2 * present] = names[i]; found[2 * present + 1] = String(v); present++; }
+      }
+    }
+    const base = this.inPtr, dv = this.dv;
+    const end = base + this.ioSize;
+    let off = base + 4 * (FIELDS + 1 + 2 * present);
+    let n;
+    n = this.#put(req.method || "", off, end); dv.setUint32(base, n, true); off += n;
+    n = this.#put(req.path || "", off, end); dv.setUint32(base + 4, n, true); off += n;
+    n = this.#put(req.host || "", off, end); dv.setUint32(base + 8, n, true); off += n;
+    n = this.#put(req.ip || "", off, end); dv.setUint32(base + 12, n, true); off += n;
+    n = this.#put(req.authorization || "", off, end); dv.setUint32(base + 16, n, true); off += n;
+    n = this.#put(req.cookie || "", off, end); dv.setUint32(base + 20, n, true); off += n;
+    dv.setUint32(base + 24, present, true);
+    for (let i = 0; i < 2 * present; i++) {
+      n = this.#put(found[i], off, end); dv.setUint32(base + 28 + 4 * i, n, true); off += n;
     }
     const kind = this.x.verify(this.opt.now());
     if (kind < 0) throw new Error(`tollgate: verify failed (${kind})`);
-    const o = this.outPtr, dv = this.dv;
+    const o = this.outPtr;
     const tokenLen = dv.getUint32(o + 16, true);
     const headersLen = dv.getUint32(o + 20, true);
     const p = o + 24;
-    return {
-      kind: KINDS[kind],
-      reason: REASONS[dv.getUint32(o + 4, true)] ?? "unknown",
-      status: dv.getUint32(o + 8, true),
-      retryAfter: dv.getUint32(o + 12, true),
-      token: tokenLen ? this.dec.decode(this.u8.subarray(p, p + tokenLen)) : "",
-      headers: headersLen ? parseHeaders(this.dec.decode(
-        this.u8.subarray(p + tokenLen, p + tokenLen + headersLen))) : [],
-    };
+    return new Decision(
+      KINDS[kind],
+      REASONS[dv.getUint32(o + 4, true)] ?? "unknown",
+      dv.getUint32(o + 8, true),
+      dv.getUint32(o + 12, true),
+      tokenLen ? this.dec.decode(this.u8.subarray(p, p + tokenLen)) : "",
+      headersLen ? ascii(this.u8, p + tokenLen, p + tokenLen + headersLen) : "");
   }
 
   // Decides a Fetch API Request. clientIp(request) says who the client is;
   // by default CF-Connecting-IP, else (only with trustForwardedFor) the
   // first X-Forwarded-For hop, else "unknown".
   verifyRequest(request) {
-    const url = new URL(request.url);
+    const [host, path] = splitUrl(request.url);
     const h = request.headers;
     return this.verify({
       method: request.method,
-      path: url.pathname,
-      host: url.host,
+      path,
+      host,
       ip: this.opt.clientIp ? this.opt.clientIp(request) : defaultClientIp(h, this.opt.trustForwardedFor),
       authorization: h.get("authorization") || "",
       cookie: h.get("cookie") || "",
+      headers: h,
     });
+  }
+
+  // The header names the installed policy's key templates read; refreshed
+  // when the policy version changes.
+  #refreshHeaderNames() {
+    const v = this.x.policy_version();
+    if (v === this.headerNamesVersion) return;
+    this.#views();
+    const n = this.x.header_names();
+    this.headerNames = n > 0 ? ascii(this.u8, this.outPtr, this.outPtr + n).split("\n").filter(Boolean).slice(0, MAX_HEADERS) : [];
+    this.headerNamesVersion = v;
   }
 
   syncDue() {
@@ -159,6 +259,7 @@ export class Tollgate {
       this.u8.set(bytes, this.inPtr);
       const rc = this.x.sync_response(this.opt.now(), bytes.length);
       if (rc < 0) throw new Error(`sync response rejected by the edge core (${rc})`);
+      this.#refreshHeaderNames();
       this.lastSyncError = null;
       return true;
     } catch (err) {
@@ -173,6 +274,16 @@ export function createTollgate(module, options) {
   return new Tollgate(module, options);
 }
 
+// Header text and tokens are ASCII: cheaper than a TextDecoder for the
+// few dozen bytes a decision carries.
+function ascii(u8, from, to) {
+  let s = "";
+  for (let i = from; i < to; i += 4096) {
+    s += String.fromCharCode.apply(null, u8.subarray(i, Math.min(to, i + 4096)));
+  }
+  return s;
+}
+
 function parseHeaders(text) {
   const out = [];
   for (const line of text.split("\r\n")) {
@@ -180,6 +291,20 @@ function parseHeaders(text) {
     if (i > 0) out.push([line.slice(0, i), line.slice(i + 2)]);
   }
   return out;
+}
+
+// host and path of an absolute URL as Request.url spells it (already
+// normalised by the runtime), without the cost of a URL object per request.
+function splitUrl(url) {
+  const a = url.indexOf("//");
+  const start = a < 0 ? 0 : a + 2;
+  let p = start;
+  while (p < url.length && url[p] !== "/" && url[p] !== "?" && url[p] !== "#") p++;
+  let q = url.indexOf("?", p);
+  if (q < 0) q = url.length;
+  const hash = url.indexOf("#", p);
+  if (hash >= 0 && hash < q) q = hash;
+  return [url.slice(start, p), p < q && url[p] === "/" ? url.slice(p, q) : "/"];
 }
 
 function defaultClientIp(h, trustForwardedFor) {
@@ -241,9 +366,17 @@ export function guard(handler, options = {}) {
       return (make || decisionResponse)(d);
     }
     const resp = await handler(request, env, ctx);
-    if (d.headers.length === 0) return resp;
-    const out = new Response(resp.body, resp);
-    for (const [k, v] of d.headers) out.headers.set(k, v);
-    return out;
+    const add = d.headers;
+    if (add.length === 0) return resp;
+    // Headers of a Response the handler built are mutable: set them in
+    // place. A fetch() response's are immutable: copy it once.
+    try {
+      for (const [k, v] of add) resp.headers.set(k, v);
+      return resp;
+    } catch {
+      const out = new Response(resp.body, resp);
+      for (const [k, v] of add) out.headers.set(k, v);
+      return out;
+    }
   };
 }

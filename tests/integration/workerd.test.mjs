@@ -7,18 +7,22 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { BUILD, ROOT, removeDir, startRedis, startTollgated, tempDir } from "./harness.mjs";
+import { DECISIONS_POLICY } from "./decisions.mjs";
 import { POLICY } from "./scenario.mjs";
+
+// One coordinator for every suite: the quotas have disjoint path prefixes.
+const WORKERD_POLICY = { ...POLICY, quotas: [...POLICY.quotas, ...DECISIONS_POLICY.quotas] };
 
 const WORKERD = path.join(ROOT, "node_modules/.bin/workerd");
 let redis, co, dir;
 
 before(async () => {
   redis = await startRedis();
-  co = await startTollgated({ redisPort: redis.port, policy: POLICY });
+  co = await startTollgated({ redisPort: redis.port, policy: WORKERD_POLICY });
   dir = tempDir("tollgate-workerd-");
   copyFileSync(path.join(BUILD, "tollgate.wasm"), path.join(dir, "tollgate.wasm"));
   copyFileSync(path.join(ROOT, "edge-module/js/tollgate.mjs"), path.join(dir, "tollgate.mjs"));
-  for (const f of ["scenario.mjs", "workerd/edge-suite.js"]) {
+  for (const f of ["scenario.mjs", "decisions.mjs", "workerd/edge-suite.js"]) {
     copyFileSync(path.join(ROOT, "tests/integration", f), path.join(dir, path.basename(f)));
   }
   writeFileSync(path.join(dir, "config.capnp"), `using Workerd = import "/workerd/workerd.capnp";
@@ -32,6 +36,7 @@ const edgeTest :Workerd.Worker = (
   modules = [
     (name = "edge-suite.js", esModule = embed "edge-suite.js"),
     (name = "scenario.mjs", esModule = embed "scenario.mjs"),
+    (name = "decisions.mjs", esModule = embed "decisions.mjs"),
     (name = "tollgate.mjs", esModule = embed "tollgate.mjs"),
     (name = "tollgate.wasm", wasm = embed "tollgate.wasm"),
   ],
@@ -47,7 +52,7 @@ after(async () => {
   if (dir) removeDir(dir);
 });
 
-test("workerd: two edges challenge a hot key after syncing with tollgated", async () => {
+test("workerd: hot key challenged across two edges, guard(), every decision kind", async () => {
   const proc = spawn(WORKERD, ["test", path.join(dir, "config.capnp")], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   proc.stdout.on("data", (d) => { out += d; });
@@ -59,4 +64,5 @@ test("workerd: two edges challenge a hot key after syncing with tollgated", asyn
   assert.equal(code, 0, `workerd test failed:\n${out}`);
   assert.match(out, /\[ PASS \] main:hotKey/);
   assert.match(out, /\[ PASS \] main:guard/);
+  assert.match(out, /\[ PASS \] main:decisions/);
 });

@@ -5,6 +5,7 @@ import assert from "node:assert";
 import wasm from "./tollgate.wasm";
 import { createTollgate, guard as guardHandler } from "./tollgate.mjs";
 import { hammerUntilChallenged } from "./scenario.mjs";
+import { CLEARANCE_KEY, JWT_KEY, decisionsScenario } from "./decisions.mjs";
 
 export const hotKey = {
   async test(ctrl, env) {
@@ -59,5 +60,16 @@ export const guard = {
     await r.text();
     await drain();
     console.log(`guard: ${JSON.stringify(seen)}`);
+  },
+};
+
+export const decisions = {
+  async test(ctrl, env) {
+    const edge = createTollgate(wasm, {
+      edgeId: "wd-decisions", coordinator: "http://coordinator",
+      fetch: (url, init) => env.COORDINATOR.fetch(url, init),
+      jwt: { keys: [JWT_KEY] }, clearanceKeys: [CLEARANCE_KEY],
+    });
+    await decisionsScenario(edge, assert);
   },
 };
