@@ -112,9 +112,10 @@ export class Tollgate {
     if (this.buf === buf) return;
     this.buf = buf;
     this.u8 = new Uint8Array(buf);
-    this.dv = new DataView(buf);
+    this.u32 = new Uint32Array(buf); // wasm memory is little-endian, as is every host we run on
     this.inPtr = this.x.tg_in();
     this.outPtr = this.x.tg_out();
+    if ((this.inPtr | this.outPtr) & 3) throw new Error("tollgate: I/O buffers not 4-byte aligned");
   }
 
   // Writes s at off; returns the bytes written. Short ASCII strings are
@@ -156,33 +157,33 @@ export class Tollgate {
         if (v != null) { found[2 * present] = names[i]; found[2 * present + 1] = String(v); present++; }
       }
     }
-    const base = this.inPtr, dv = this.dv;
+    const base = this.inPtr, w = base >> 2, u32 = this.u32;
     const end = base + this.ioSize;
     let off = base + 4 * (FIELDS + 1 + 2 * present);
     let n;
-    n = this.#put(req.method || "", off, end); dv.setUint32(base, n, true); off += n;
-    n = this.#put(req.path || "", off, end); dv.setUint32(base + 4, n, true); off += n;
-    n = this.#put(req.host || "", off, end); dv.setUint32(base + 8, n, true); off += n;
-    n = this.#put(req.ip || "", off, end); dv.setUint32(base + 12, n, true); off += n;
-    n = this.#put(req.authorization || "", off, end); dv.setUint32(base + 16, n, true); off += n;
-    n = this.#put(req.cookie || "", off, end); dv.setUint32(base + 20, n, true); off += n;
-    dv.setUint32(base + 24, present, true);
+    n = this.#put(req.method || "", off, end); u32[w + 0] = n; off += n;
+    n = this.#put(req.path || "", off, end); u32[w + 1] = n; off += n;
+    n = this.#put(req.host || "", off, end); u32[w + 2] = n; off += n;
+    n = this.#put(req.ip || "", off, end); u32[w + 3] = n; off += n;
+    n = this.#put(req.authorization || "", off, end); u32[w + 4] = n; off += n;
+    n = this.#put(req.cookie || "", off, end); u32[w + 5] = n; off += n;
+    u32[w + 6] = present;
     for (let i = 0; i < 2 * present; i++) {
-      n = this.#put(found[i], off, end); dv.setUint32(base + 28 + 4 * i, n, true); off += n;
+      n = this.#put(found[i], off, end); u32[w + 7 + i] = n; off += n;
     }
     const kind = this.x.verify(this.opt.now());
     if (kind < 0) throw new Error(`tollgate: verify failed (${kind})`);
-    const o = this.outPtr;
-    const tokenLen = dv.getUint32(o + 16, true);
-    const headersLen = dv.getUint32(o + 20, true);
+    const o = this.outPtr, r = o >> 2;
+    const tokenLen = u32[r + 4];
+    const headersLen = u32[r + 5];
     const p = o + 24;
     return new Decision(
       KINDS[kind],
-      REASONS[dv.getUint32(o + 4, true)] ?? "unknown",
-      dv.getUint32(o + 8, true),
-      dv.getUint32(o + 12, true),
+      REASONS[u32[r + 1]] ?? "unknown",
+      u32[r + 2],
+      u32[r + 3],
       tokenLen ? this.dec.decode(this.u8.subarray(p, p + tokenLen)) : "",
-      headersLen ? ascii(this.u8, p + tokenLen, p + tokenLen + headersLen) : "");
+      headersLen ? this.dec.decode(this.u8.subarray(p + tokenLen, p + tokenLen + headersLen)) : "");
   }
 
   // Decides a Fetch API Request. clientIp(request) says who the client is;
@@ -274,8 +275,7 @@ export function createTollgate(module, options) {
   return new Tollgate(module, options);
 }
 
-// Header text and tokens are ASCII: cheaper than a TextDecoder for the
-// few dozen bytes a decision carries.
+// The ASCII text the edge writes (header names), as a string.
 function ascii(u8, from, to) {
   let s = "";
   for (let i = from; i < to; i += 4096) {
