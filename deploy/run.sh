@@ -67,4 +67,4 @@ tollgate is running (logs under run/log/; Ctrl-C stops everything):
 
 MSG
 wait -n "${pids[@]}" || true
-echo "make run: a process exited; stopping the others" >&2
+echo "make run: stopping (Ctrl-C, or one of the processes exited: see run/log/)" >&2
