@@ -7,7 +7,6 @@
 // so it can run on its own. bench/run.mjs collects the rows of every file
 // of a suite into one table and build/bench/<suite>.json.
 
-import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -134,38 +133,12 @@ export async function bounded(count, budgetMs, fn) {
 
 // ---------------------------------------------------------------- processes
 
-const children = new Set();
-process.on("exit", () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-});
-// Ctrl-C or a kill: exit through "exit", which stops our children (and
-// harness.mjs's) by PID.
+// Processes are started and stopped by the integration-test harness's
+// functions: it kills what it started, by PID, when Node exits.
+import { startProcess, stopProcess } from "../tests/integration/harness.mjs";
+export { startProcess, stopProcess };
+// Ctrl-C or a kill: exit through "exit", so those children are stopped too.
 for (const sig of ["SIGINT", "SIGTERM"]) process.once(sig, () => process.exit(130));
-
-// Starts a long-lived helper (e.g. workerd); output is kept in proc.logs.
-export function startProcess(cmd, args, opts = {}) {
-  const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...opts });
-  children.add(proc);
-  proc.logs = "";
-  proc.stdout.on("data", (d) => { proc.logs += d; });
-  proc.stderr.on("data", (d) => { proc.logs += d; });
-  proc.exited = new Promise((resolve) => proc.on("exit", (code, signal) => {
-    children.delete(proc);
-    resolve({ code, signal });
-  }));
-  proc.on("error", (e) => { proc.logs += `${cmd}: ${e.message}\n`; });
-  return proc;
-}
-
-// SIGTERM to a process we started, SIGKILL after graceMs.
-export async function stopProcess(proc, graceMs = 3000) {
-  if (proc.exitCode !== null || proc.signalCode !== null) return proc.exited;
-  proc.kill("SIGTERM");
-  const t = setTimeout(() => proc.kill("SIGKILL"), graceMs);
-  const r = await proc.exited;
-  clearTimeout(t);
-  return r;
-}
 
 // Runs a command to completion, killed (by PID) after timeoutMs. Resolves
 // to { code, signal, stdout, stderr }.

@@ -54,7 +54,10 @@ export async function waitFor(fn, { timeoutMs = 10000, stepMs = 50, what = "cond
   }
 }
 
-function track(proc, name) {
+// Starts cmd with its output kept in proc.logs; the process is killed by
+// PID if this Node process exits first.
+export function startProcess(cmd, args, opts = {}) {
+  const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...opts });
   children.add(proc);
   proc.logs = "";
   const collect = (d) => { proc.logs += d.toString(); };
@@ -64,7 +67,7 @@ function track(proc, name) {
     children.delete(proc);
     resolve({ code, signal });
   }));
-  proc.on("error", (e) => { proc.logs += `${name}: ${e.message}\n`; });
+  proc.on("error", (e) => { proc.logs += `${cmd}: ${e.message}\n`; });
   return proc;
 }
 
@@ -142,10 +145,10 @@ function parseResp(b, i) {
 export async function startRedis({ port, dir, args = [] } = {}) {
   port = port || await freePort();
   dir = dir || tempDir("tollgate-redis-");
-  const proc = track(spawn("redis-server", [
+  const proc = startProcess("redis-server", [
     "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
     "--save", "", "--appendonly", "no", "--daemonize", "no", ...args,
-  ], { stdio: ["ignore", "pipe", "pipe"] }), "redis-server");
+  ]);
   await waitFor(async () => (await redisCommand(port, "PING")) === "PONG",
     { what: `redis-server on port ${port}` });
   return {
@@ -164,12 +167,12 @@ export async function startTollgated({ redisPort, policy, args = [], env = {} } 
     writeFileSync(policyPath, JSON.stringify(policy));
   }
   policyPath = policyPath || path.join(ROOT, "deploy/example-policy.json");
-  const proc = track(spawn(path.join(BUILD, "tollgated"), [
+  const proc = startProcess(path.join(BUILD, "tollgated"), [
     "--listen", "127.0.0.1:0",
     "--redis", `redis://127.0.0.1:${redisPort}`,
     "--policy", policyPath,
     ...args,
-  ], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } }), "tollgated");
+  ], { env: { ...process.env, ...env } });
   const addr = await waitFor(() => {
     if (proc.exitCode !== null) throw new Error(`tollgated exited ${proc.exitCode}:\n${proc.logs}`);
     const m = /msg=listening\b.*\baddr=127\.0\.0\.1:(\d+)/.exec(proc.logs);
