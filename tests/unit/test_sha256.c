@@ -16,17 +16,7 @@
 
 #include "jwt.h"
 #include "sha256.h"
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-    /* xorshift64*: deterministic, so a failure reproduces. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
+#include "test_rand.h"
 
 static void rnd_bytes(uint8_t *p, size_t n)
 {

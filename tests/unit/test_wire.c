@@ -15,21 +15,11 @@
 
 #include "tollgate.pb-c.h"
 #include "wire.h"
+#include "test_rand.h"
 
 #define ROUNDS 2000
 
 /* ---------------------------------------------------------------- random */
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-    /* xorshift64*: deterministic, so a failure reproduces. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
 
 static uint64_t below(uint64_t n)
 {
