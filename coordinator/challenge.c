@@ -173,3 +173,18 @@ int co_challenge_check(const uint8_t *secret, size_t secret_len,
     }
     return CO_OK;
 }
+
+/* The token a sync answer carries for a key over its quota: signed with
+ * the first challenge key of co_keys, valid ttl_s from now_s. Same
+ * returns as co_challenge_issue(). */
+int co_challenge_token(const char *quota, const char *key, size_t klen,
+                       uint64_t now_s, uint32_t ttl_s, char *out,
+                       size_t outlen)
+{
+    if (co_keys.n_challenge > 0)
+        return co_challenge_issue(co_keys.challenge[0].secret,
+                                  co_keys.challenge[0].len, quota, key, klen,
+                                  now_s, ttl_s, out, outlen);
+    return co_challenge_issue(co_server.secret, co_server.secret_len, quota,
+                              key, klen, now_s, ttl_s, out, outlen);
+}

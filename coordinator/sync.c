@@ -296,8 +296,7 @@ static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
         char *tok = malloc(CO_TOKEN_MAX);
 
         if (tok == NULL ||
-            co_challenge_issue(co_server.secret, co_server.secret_len,
-                               it->kc->quota, it->kc->key,
+            co_challenge_token(it->kc->quota, it->kc->key,
                                strlen(it->kc->key), now_s,
                                CO_CHALLENGE_TTL_S, tok, CO_TOKEN_MAX) < 0) {
             free(tok);

@@ -287,6 +287,62 @@ int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
 extern const char co_sync_lua[];
 extern const size_t co_sync_lua_len;
 
+/* ------------------------------------------------------------ keys
+ * Every secret tollgated holds comes from one key file (--keys FILE), never
+ * from the command line (which `ps` shows). One key per line:
+ *
+ *     <kind> <id> <secret: 32..128 bytes as an even number of hex digits>
+ *
+ *   challenge  signs and checks challenge tokens; id = key id carried in
+ *              the token. The first listed signs; at most 2 (rotation: add
+ *              the new key second, then move it first, then drop the old).
+ *   clearance  signs the clearance tokens edges verify (JWS HS256, id =
+ *              kid); the first listed signs; at most 2. Edges are
+ *              provisioned with the same kid and secret.
+ *   edge       an edge's sync signing key; id = the edge's name, the part
+ *              of its edge_id before the first '/' (edge_id "fra-1/9f3a"
+ *              is instance 9f3a of edge fra-1). Several lines for one name
+ *              are all accepted (rotation).
+ *   captcha    a captcha verifier's secret; id = the verifier ("static").
+ *
+ * Blank lines and lines starting with '#' are ignored. Ids are 1..64
+ * visible ASCII bytes. Errors name the line. */
+#define CO_KEY_ID_MAX     64
+#define CO_KEYS_ROTATION  2      /* challenge / clearance keys at once */
+#define CO_EDGE_KEYS_MAX  100000
+
+struct co_key {
+    char id[CO_KEY_ID_MAX + 1];
+    uint8_t secret[CO_SECRET_MAX];
+    size_t len;
+};
+
+struct co_keyring {
+    struct co_key challenge[CO_KEYS_ROTATION];  /* [0] signs */
+    size_t n_challenge;
+    struct co_key clearance[CO_KEYS_ROTATION];  /* [0] signs */
+    size_t n_clearance;
+    struct co_key captcha;                      /* id = verifier name */
+    bool has_captcha;
+    struct co_key *edges;                       /* sorted by id */
+    size_t n_edges;
+};
+
+/* The keys tollgated runs with: loaded once at start, read-only after. */
+extern struct co_keyring co_keys;
+
+int co_keys_parse(const char *text, size_t len, struct co_keyring *out,
+                  char *err, size_t errlen);
+int co_keys_load(const char *path, struct co_keyring *out, char *err,
+                 size_t errlen);
+void co_keys_free(struct co_keyring *k);
+/* The keys of edge name[0..nlen): sets *first and returns how many (0 for
+ * an unknown edge); they are contiguous in k->edges. */
+size_t co_keys_edge(const struct co_keyring *k, const char *name, size_t nlen,
+                    const struct co_key **first);
+const struct co_key *co_keys_find(const struct co_key *keys, size_t n,
+                                  const char *id, size_t idlen);
+
 /* ------------------------------------------------------------ challenge */
 struct co_challenge_claims {
     char quota[CO_QUOTA_NAME_MAX + 1];
@@ -305,6 +361,11 @@ int co_challenge_issue(const uint8_t *secret, size_t secret_len,
 int co_challenge_check(const uint8_t *secret, size_t secret_len,
                        const char *token, size_t token_len, uint64_t now_s,
                        struct co_challenge_claims *claims);
+/* The challenge token of a sync answer: signed with the current challenge
+ * key (co_keys.challenge[0]). Returns its length or a CO_E* code. */
+int co_challenge_token(const char *quota, const char *key, size_t klen,
+                       uint64_t now_s, uint32_t ttl_s, char *out,
+                       size_t outlen);
 void co_challenge_key_hash(const uint8_t *secret, size_t secret_len,
                            const char *quota, const char *key, size_t klen,
                            uint8_t out[16]);
