@@ -54,9 +54,11 @@
  * the next batch; only when that is full does a key that finds no room
  * count under the quota's "~overflow" pseudo-key.
  *
- * Staleness: age = now - the last successful sync. Within 3 sync intervals
- * the coordinator's leases are the only refill (plus the quota's floor
- * once a key has heard nothing for a whole window). Beyond that, each
+ * Staleness: age = now - the last successful sync (a degraded answer is
+ * not one, and its leases are ignored). Within 3 sync intervals the
+ * coordinator's leases are the only refill (a lease not renewed for a
+ * whole window gives way to the quota's floor; an expired CHALLENGE or
+ * DENY leaves the bucket as it was, not at the floor). Beyond that, each
  * bucket refills itself at A(age) tokens per window, never holding more
  * than A(age) = max(floor, L * 2^-((age - grace) / (10 intervals))), L the
  * key's last lease; 2^-x is exact at whole x and linear in between. Once
@@ -64,6 +66,13 @@
  * floor and fail_closed quotas stop refilling (their buckets drain to
  * Deny(rate_limited)) until a sync succeeds. A new key always starts with
  * the floor.
+ *
+ * Identity: edge_id must be unique per running instance: the coordinator
+ * applies each (edge_id, seq) once, so two instances sharing an id would
+ * have each other's batches taken for retries. Use "<name>/<instance>":
+ * the coordinator authenticates the name (the part before the first '/')
+ * and keeps counts and leases per full edge_id. The JS glue appends a
+ * random instance to its edgeId option.
  */
 #ifndef TOLLGATE_H
 #define TOLLGATE_H

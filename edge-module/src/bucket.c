@@ -17,22 +17,28 @@ void tg__bucket_init(tg__bucket *b, uint64_t floor, uint64_t now_ms)
     b->action = TG__ACT_ALLOW;
 }
 
-/* Two fallbacks keep an edge useful when the coordinator is silent, without
- * ever letting it grant more than the floor per window on its own: a
- * CHALLENGE/DENY ends at its reset time, and a lease older than a window is
- * topped up to the floor. Topping up never shrinks a larger lease. */
+/* Two fallbacks keep an edge useful when the coordinator is silent about a
+ * key, without ever letting it grant more than the floor per window on its
+ * own. A CHALLENGE/DENY ends at its reset time and leaves the bucket as it
+ * was (empty, usually): the edge asks for a lease at its next sync rather
+ * than grant the floor, which across hundreds of edges would be hundreds of
+ * requests the coordinator never leased. A lease older than a window is
+ * void (the coordinator forgets an edge's lease of a key it stopped
+ * reporting within a window), so the bucket falls back to the floor, as
+ * for a new key. */
 void tg__bucket_refresh(tg__bucket *b, uint64_t floor, uint64_t window_ms, uint64_t now_ms)
 {
-    bool expired = b->reset_at_ms != 0 || b->action != TG__ACT_ALLOW
-                       ? now_ms >= b->reset_at_ms
-                       : now_ms >= add_sat(b->granted_at_ms, window_ms);
-    if (!expired)
+    if (b->reset_at_ms != 0 || b->action != TG__ACT_ALLOW) {
+        if (now_ms >= b->reset_at_ms) {
+            b->action = TG__ACT_ALLOW;
+            b->reset_at_ms = 0;
+        }
         return;
-    b->action = TG__ACT_ALLOW;
-    b->reset_at_ms = 0;
-    if (b->tokens < floor)
-        b->tokens = floor;
-    b->grant = b->tokens;
+    }
+    if (now_ms < add_sat(b->granted_at_ms, window_ms))
+        return;
+    b->tokens = floor;
+    b->grant = floor;
     b->granted_at_ms = now_ms;
     b->refill_ms = now_ms;
 }
@@ -109,22 +115,15 @@ bool tg__bucket_low(const tg__bucket *b)
 
 /* The lease counts from the moment the answer arrives, but the coordinator
  * computed it from the frozen batch: what the edge admitted since the
- * freeze is already spent out of it, hence the subtraction. A degraded
- * coordinator (Redis down) answers conservatively; it may not take away
- * the floor the edge would grant on its own anyway. Unknown actions from a
- * newer coordinator are treated as ALLOW: the lease still bounds them. */
+ * freeze is already spent out of it, hence the subtraction. Unknown actions
+ * from a newer coordinator are treated as ALLOW: the lease still bounds
+ * them. (Degraded answers never get here: see apply_state in sync.c.) */
 void tg__bucket_apply(tg__bucket *b, int action, uint64_t lease, uint64_t reset_ms,
-                      uint64_t pending_admitted, uint64_t floor, bool degraded,
-                      uint64_t now_ms)
+                      uint64_t pending_admitted, uint64_t now_ms)
 {
     uint64_t t = lease > pending_admitted ? lease - pending_admitted : 0;
-    if (degraded) {
-        uint64_t keep = b->tokens < floor ? b->tokens : floor;
-        if (t < keep)
-            t = keep;
-    }
     b->tokens = t;
-    b->grant = lease > t ? lease : t;
+    b->grant = lease;
     b->granted_at_ms = now_ms;
     b->lease = lease;
     b->refill_ms = now_ms;

@@ -53,8 +53,9 @@ typedef struct tg__stale {
 void tg__bucket_init(tg__bucket *b, uint64_t floor, uint64_t now_ms);
 
 /* Brings the bucket up to now_ms before a decision: an expired action falls
- * back to ALLOW, and a bucket that has heard nothing for a whole window is
- * topped up to the floor (the allowance an edge grants on its own). */
+ * back to ALLOW (with the tokens it had: no floor), and a lease that has
+ * not been renewed for a whole window gives way to the floor (the
+ * allowance an edge grants on its own, as for a new key). */
 void tg__bucket_refresh(tg__bucket *b, uint64_t floor, uint64_t window_ms, uint64_t now_ms);
 
 /* A(age): what a stale edge may grant a key per window on its own, over_ms
@@ -80,10 +81,9 @@ void tg__bucket_take(tg__bucket *b);
 /* True when the allowance ran low: at or under a quarter of the last grant. */
 bool tg__bucket_low(const tg__bucket *b);
 
-/* Installs the coordinator's answer for the key. */
+/* Installs the coordinator's (non-degraded) answer for the key. */
 void tg__bucket_apply(tg__bucket *b, int action, uint64_t lease, uint64_t reset_ms,
-                      uint64_t pending_admitted, uint64_t floor, bool degraded,
-                      uint64_t now_ms);
+                      uint64_t pending_admitted, uint64_t now_ms);
 
 /* What the RateLimit header calls r: 0 while an action is in force. */
 uint64_t tg__bucket_remaining(const tg__bucket *b, uint64_t now_ms);

@@ -272,8 +272,7 @@ static void ack(tg_edge *e)
 /* A CHALLENGE needs its token to be answered; one longer than the edge
  * can keep is answered as DENY instead (still over the limit, still
  * refused, but without a token the client could not solve it). */
-static void apply_state(tg_edge *e, tg__entry *en, const tg__quota *q,
-                        const tg__keystate *ks, bool degraded, uint64_t now_ms)
+static void apply_state(tg_edge *e, tg__entry *en, const tg__keystate *ks, uint64_t now_ms)
 {
     int action = ks->action;
     en->token_len = 0;
@@ -287,15 +286,18 @@ static void apply_state(tg_edge *e, tg__entry *en, const tg__quota *q,
         }
     }
     tg__bucket_apply(&en->b, action, ks->lease, ks->reset_ms, en->c.pend[TG__C_ADMITTED],
-                     tg__quota_floor(q), degraded, now_ms);
+                     now_ms);
     tg__entry_want(&e->tab, en, false);
 }
 
 /* Order matters: the ack first (it may be what lets a new policy drop a
  * quota), then the policy (the states may be for its quotas), then the
  * states. A degraded answer (Redis unreachable) did not apply the batch:
- * it stays in flight and the next sync resends it with the same seq; its
- * leases still apply, but it is not a successful sync. A non-degraded
+ * it stays in flight and the next sync resends it with the same seq. Its
+ * states carry no information about the keys, so buckets keep what they
+ * had and, once the edge is stale, decay on their own (tollgate.h,
+ * "Staleness"): taking a lease or floor from such answers would let every
+ * edge re-grant itself at every degraded sync. A non-degraded
  * answer for another seq is refused with TG_ESTATE. */
 int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len)
 {
@@ -324,14 +326,14 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
         (void)tg__policy_install(e, now_ms);
 
     const tg__policy *p = tg__policy_cur(e);
-    while (tg__wire_next_state(buf, len, &pos, &ks)) {
+    while (!r.degraded && tg__wire_next_state(buf, len, &pos, &ks)) {
         int qi = tg__policy_find(p, ks.quota.p, ks.quota.len);
         if (qi < 0 || ks.key.len > TG__KEY_CAP)
             continue;
         uint32_t h = tg__key_hash(ks.quota, ks.key);
         tg__entry *en = tg__table_find(&e->tab, h, (unsigned)qi, ks.key);
         if (en)
-            apply_state(e, en, &p->quotas[qi], &ks, r.degraded, now_ms);
+            apply_state(e, en, &ks, now_ms);
     }
     e->interval_ms = r.next_sync_ms ? tg__sync_clamp_interval(r.next_sync_ms)
                                     : e->base_interval_ms;

@@ -473,14 +473,21 @@ static void challenge_then_reset(void **state)
     sync_ok(e, T0 + 3000, NULL, 0);
     assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 4599).kind, TG_CHALLENGE);
 
-    /* Reset reached: ALLOW again with the floor (2). */
-    assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 4600).kind, TG_ALLOW);
-    assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 4601).kind, TG_ALLOW);
-    assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 4602).kind, TG_DENY);
+    /* Reset reached: the challenge is over, but the bucket stays as the
+     * coordinator left it (empty): no floor for free, the next sync
+     * decides. */
+    tg_decision late = verify_ip(e, "192.0.2.9", T0 + 4600);
+    assert_int_equal(late.kind, TG_DENY);
+    assert_int_equal(late.reason, TG_REASON_RATE_LIMITED);
 
     Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 5000);
-    assert_count(r, "api", "192.0.2.9", 2, 1, 1);
+    assert_count(r, "api", "192.0.2.9", 0, 1, 1);
+    sspec again = {"api", "192.0.2.9", TOLLGATE__V1__ACTION__ACTION_ALLOW, 2, 0, NULL};
+    assert_int_equal(respond(e, T0 + 5010, r->seq, false, 0, 0, NULL, 0, &again, 1), 0);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
+    assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 5020).kind, TG_ALLOW);
+    assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 5021).kind, TG_ALLOW);
+    assert_int_equal(verify_ip(e, "192.0.2.9", T0 + 5022).kind, TG_DENY);
 }
 
 static void deny_blocks_until_reset(void **state)
@@ -573,8 +580,9 @@ static void degraded_answer_keeps_the_batch(void **state)
     verify_ip(e, "192.0.2.5", T0 + 10);
 
     Tollgate__V1__SyncRequest *a = sync_req(e, T0 + 100);
-    /* Degraded, lease 0: counts were not applied; the floor stays. */
-    sspec s = {"api", "192.0.2.5", 0, 0, 0, NULL};
+    /* Degraded: counts were not applied, and the answer's states are
+     * ignored, even a generous lease: the floor stays as it was. */
+    sspec s = {"api", "192.0.2.5", 0, 50, 0, NULL};
     assert_int_equal(respond(e, T0 + 150, a->seq, true, 0, 0, NULL, 0, &s, 1), 0);
     assert_int_equal(tg_last_sync_ok_ms(e), ok_at);
     assert_int_equal(verify_ip(e, "192.0.2.5", T0 + 160).kind, TG_ALLOW);
