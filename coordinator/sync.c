@@ -88,7 +88,7 @@ static int build_script_call(const char *edge_id,
                              struct sync_item *const *items, size_t n,
                              struct script_args *out)
 {
-    size_t nkeys = 2 * n, nargs = 2 + 6 * n, total = nkeys + nargs, k = 0;
+    size_t nkeys = 2 * n, nargs = 3 + 6 * n, total = nkeys + nargs, k = 0;
     char tag[CO_KEY_TAG_MAX], key[CO_KEY_TAG_MAX + 8];
     int rc = CO_ENOMEM;
 
@@ -114,7 +114,8 @@ static int build_script_call(const char *edge_id,
         if (arena_push(out, k++, key, (size_t)tl + 5) != CO_OK)
             goto cleanup;
     }
-    if (arena_push(out, k++, edge_id, strlen(edge_id)) != CO_OK ||
+    if (arena_push_u64(out, k++, co_wall_ms()) != CO_OK ||
+        arena_push(out, k++, edge_id, strlen(edge_id)) != CO_OK ||
         arena_push_u64(out, k++, n) != CO_OK)
         goto cleanup;
     for (size_t i = 0; i < n; i++) {

@@ -11,13 +11,17 @@
 -- Both expire after 2 x window: an idle key costs nothing.
 --
 -- KEYS: 2 per item, c then e.
--- ARGV: [1] edge_id, [2] item count n, then 6 per item:
+-- ARGV: [1] now_ms (the coordinator's co_wall_ms()), [2] edge_id,
+--   [3] item count n, then 6 per item:
 --   limit, window_ms, over_action (1 challenge, 2 deny),
 --   deny_after_milli (deny_after x 1000, 0 = off), admitted, attempts.
 -- Returns a flat array, 4 integers per item:
 --   action (0 allow, 1 challenge, 2 deny), lease, reset_ms, estimate.
 --
--- Time is Redis TIME, so every coordinator agrees on window boundaries.
+-- Time is the coordinator's wall clock, passed in ARGV, not Redis TIME: the
+-- accuracy simulator replaces co_wall_ms() with a simulated clock and unit
+-- tests pin it. Coordinators must therefore keep NTP-synchronised clocks;
+-- their skew shifts window boundaries by as much.
 -- The count is Cloudflare's two-window approximation of a sliding window:
 --   estimate = pa * (window - elapsed) / window + a
 -- The lease splits what is left of the limit evenly between the edges that
@@ -34,15 +38,14 @@ local function int(x)
   return string.format('%d', x)
 end
 
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local edge = ARGV[1]
-local n = tonumber(ARGV[2])
+local now = tonumber(ARGV[1])
+local edge = ARGV[2]
+local n = tonumber(ARGV[3])
 local out = {}
 
 for i = 1, n do
   local kc, ke = KEYS[2 * i - 1], KEYS[2 * i]
-  local b = 2 + (i - 1) * 6
+  local b = 3 + (i - 1) * 6
   local limit = tonumber(ARGV[b + 1])
   local window = tonumber(ARGV[b + 2])
   local over = tonumber(ARGV[b + 3])
@@ -63,7 +66,7 @@ for i = 1, n do
   elseif w == idx - 1 then
     pa, pt, a, t = a, t, 0, 0
   end
-  -- w == idx: same window. w > idx only if Redis time stepped back: keep
+  -- w == idx: same window. w > idx only if a clock stepped back: keep
   -- counting into the stored window rather than dropping counts.
   a = a + admitted
   t = t + attempts

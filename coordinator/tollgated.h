@@ -14,9 +14,11 @@
  *                       a  = admitted in the current window
  *                       t  = attempts (admitted + denied + challenged)
  *                       pa, pt = the same for the previous window
- *     tg:{q|k}:e  ZSET  edge_id -> last report time (Redis TIME, ms)
+ *     tg:{q|k}:e  ZSET  edge_id -> last report time (ms)
  *   Both expire after 2 x window. The script takes KEYS = (c, e) per item,
- *   ARGV = edge_id, item count, then 6 per item: limit, window_ms,
+ *   ARGV = now_ms (co_wall_ms(): time comes from the coordinator, so
+ *   coordinators need NTP-synchronised clocks), edge_id, item count, then
+ *   6 per item: limit, window_ms,
  *   over_action (1 challenge, 2 deny), deny_after_milli (0 = off),
  *   admitted, attempts; it returns 4 integers per item: action, lease,
  *   reset_ms, sliding-window estimate of admitted requests. The lease is

@@ -258,6 +258,8 @@ static int eval(const char *edge, const struct item *items, size_t n,
         snprintf(bufs[k + 1], sizeof bufs[k + 1], "tg:%s:e", tag);
         k += 2;
     }
+    snprintf(bufs[k++], sizeof bufs[0], "%llu",
+             (unsigned long long)co_wall_ms());
     snprintf(bufs[k++], sizeof bufs[0], "%s", edge);
     snprintf(bufs[k++], sizeof bufs[0], "%zu", n);
     for (size_t i = 0; i < n; i++) {

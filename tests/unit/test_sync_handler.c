@@ -319,7 +319,7 @@ static void test_batch_reaches_redis_as_one_call(void **state)
     const char *want[] = {
         "tg:{per-ip|1.2.3.4}:c", "tg:{per-ip|1.2.3.4}:e",
         "tg:{login|a%7Bb%7D%7Cc%25d}:c", "tg:{login|a%7Bb%7D%7Cc%25d}:e",
-        "edge-7", "2",
+        "1700000000123", "edge-7", "2",
         "100", "60000", "1", "0", "5", "8",
         "10", "30000", "2", "3000", "2", "5",
     };
@@ -331,7 +331,7 @@ static void test_batch_reaches_redis_as_one_call(void **state)
     r = run_ok("edge-7", 7, 0, kcs, 3);
     assert_int_equal(seen.calls, 1);
     assert_int_equal(seen.nkeys, 4);
-    assert_int_equal(seen.nargs, 14);
+    assert_int_equal(seen.nargs, 15);
     assert_int_equal(seen.nout, 8);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (strcmp(seen.argv[i], want[i]) != 0)
