@@ -68,7 +68,7 @@
 /* "{" + 3 bytes per encoded byte of quota and key + "|" + "}" + NUL */
 #define CO_KEY_TAG_MAX       (3 + 3 * CO_QUOTA_NAME_MAX + 3 * CO_KEY_MAX + 1)
 #define CO_CHALLENGE_TTL_S   300
-#define CO_TOKEN_MAX         256     /* bytes of a challenge token, NUL incl. */
+#define CO_TOKEN_MAX         320     /* bytes of a challenge token, NUL incl. */
 #define CO_SECRET_MIN        32      /* bytes of --challenge-secret */
 #define CO_SECRET_MAX        128
 
@@ -345,10 +345,15 @@ size_t co_keys_edge(const struct co_keyring *k, const char *name, size_t nlen,
 const struct co_key *co_keys_find(const struct co_key *keys, size_t n,
                                   const char *id, size_t idlen);
 
-/* ------------------------------------------------------------ challenge */
+/* ------------------------------------------------------------ challenge
+ * Challenge tokens (format in challenge.c) and the clearance tokens edges
+ * verify. Tokens and secrets are never logged. */
+#define CO_CLEARANCE_MAX 768         /* bytes of a clearance JWS, NUL incl. */
+
 struct co_challenge_claims {
+    char kid[CO_KEY_ID_MAX + 1];     /* the challenge key that signed it */
     char quota[CO_QUOTA_NAME_MAX + 1];
-    uint8_t key_hash[16];
+    uint8_t key_hash[16];            /* SHA-256(quota "\n" key)[0..16] */
     uint64_t issued_at_s;
     uint64_t expires_at_s;
     uint8_t nonce[16];
@@ -356,21 +361,23 @@ struct co_challenge_claims {
 
 int co_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
                    size_t len, uint8_t out[32]);
-int co_challenge_issue(const uint8_t *secret, size_t secret_len,
-                       const char *quota, const char *key, size_t klen,
-                       uint64_t now_s, uint32_t ttl_s,
-                       char *out, size_t outlen);
-int co_challenge_check(const uint8_t *secret, size_t secret_len,
-                       const char *token, size_t token_len, uint64_t now_s,
+void co_challenge_key_hash(const char *quota, const char *key, size_t klen,
+                           uint8_t out[16]);
+int co_challenge_issue(const struct co_key *k, const char *quota,
+                       const char *key, size_t klen, uint64_t now_s,
+                       uint32_t ttl_s, char *out, size_t outlen);
+/* Any challenge key of k whose id the token names may have signed it. */
+int co_challenge_check(const struct co_keyring *k, const char *token,
+                       size_t token_len, uint64_t now_s,
                        struct co_challenge_claims *claims);
 /* The challenge token of a sync answer: signed with the current challenge
  * key (co_keys.challenge[0]). Returns its length or a CO_E* code. */
 int co_challenge_token(const char *quota, const char *key, size_t klen,
                        uint64_t now_s, uint32_t ttl_s, char *out,
                        size_t outlen);
-void co_challenge_key_hash(const uint8_t *secret, size_t secret_len,
-                           const char *quota, const char *key, size_t klen,
-                           uint8_t out[16]);
+int co_clearance_issue(const struct co_key *k, const char *quota,
+                       const uint8_t kh[16], uint64_t now_s, uint32_t ttl_s,
+                       char *out, size_t outlen);
 
 /* ------------------------------------------------------------ encodings
  * (encode.c) base64url without padding, as in JWS; decode is strict (one
