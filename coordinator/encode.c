@@ -94,3 +94,19 @@ int co_hex_digit(char c)
         return c - 'A' + 10;
     return -1;
 }
+
+/* Lower-case hex of len bytes (NUL added): Redis key names and captcha
+ * responses. Returns chars written, or -1 when out is too small. */
+long co_hex_encode(const uint8_t *in, size_t len, char *out, size_t outlen)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    if (outlen == 0 || len > (outlen - 1) / 2)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+    return (long)(2 * len);
+}

@@ -44,6 +44,8 @@ static const struct co_route routes[] = {
     {"GET", "/healthz", NULL, co_health_live},
     {"GET", "/readyz", NULL, co_health_ready},
     {"POST", "/v1/sync", "application/x-protobuf", co_sync_handle},
+    {"POST", "/v1/challenge/verify", "application/json",
+     co_challenge_verify_handle},
 };
 
 /* Per-request state, allocated on the first access-handler call and freed

@@ -650,3 +650,48 @@ int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
     out[o] = '\0';
     return (int)o;
 }
+
+/* ------------------------------------------------------------ challenges
+ * Plain commands for the challenge verify endpoint (verify.c): the same
+ * per-thread connection, backoff and --redis-timeout-ms as sync, and the
+ * same rule that a connection in reconnect backoff fails at once. */
+
+/* SET key val PX ttl_ms [NX]. Contract in tollgated.h. Never retried: a
+ * SET NX whose reply was lost may have landed, and a second try would
+ * then read our own write as "already used". */
+int co_redis_set_px(const char *key, size_t klen, const char *val,
+                    size_t vlen, uint64_t ttl_ms, bool only_new, char *err,
+                    size_t errlen)
+{
+    char ttl[24];
+    const char *argv[] = {"SET", key, val, "PX", ttl, "NX"};
+    size_t lens[] = {3, klen, vlen, 2, 0, 2};
+    redisContext *c = thread_conn(err, errlen);
+    redisReply *r;
+    int rc;
+
+    if (c == NULL)
+        return CO_EREDIS;
+    lens[4] = (size_t)snprintf(ttl, sizeof ttl, "%llu",
+                               (unsigned long long)(ttl_ms ? ttl_ms : 1));
+    r = redisCommandArgv(c, only_new ? 6 : 5, argv, lens);
+    if (r == NULL) {
+        char why[64];
+
+        snprintf(err, errlen, "SET: %s",
+                 io_error(c, target.timeout_ms, why, sizeof why));
+        thread_drop(err);
+        return CO_EREDIS;
+    }
+    if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0) {
+        rc = 1;
+    } else if (r->type == REDIS_REPLY_NIL && only_new) {
+        rc = 0;
+    } else {
+        snprintf(err, errlen, "SET: %.100s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = CO_EREPLY;
+    }
+    freeReplyObject(r);
+    return rc;
+}

@@ -24,6 +24,15 @@
  *   reset_ms, sliding-window estimate of admitted requests. The lease is
  *   floor((limit - estimate) / edges that reported the key within the last
  *   window), 0 unless the action is ALLOW.
+ *
+ *   Challenges (verify.c), each key its own hash tag:
+ *     tg:{nonce|<hex>}         STRING "1": the challenge token with this
+ *                              nonce (32 lower-case hex digits) was used;
+ *                              SET NX, expires 60 s after the token
+ *     tg:{clr|<quota>|<kh>}    STRING clearance expiry (unix s): the key
+ *                              whose hash is kh (hex of SHA-256(quota "\n"
+ *                              key)[0..16]) solved a challenge; expires
+ *                              with the clearance (policy clearance_ttl_s)
  */
 #ifndef TOLLGATED_H
 #define TOLLGATED_H
@@ -136,6 +145,13 @@ struct co_server {
     atomic_bool draining;              /* SIGTERM seen: close keep-alives */
     atomic_uint inflight;              /* requests between first callback
                                         * and completion */
+    /* POST /v1/challenge/verify outcomes (verify.c), for /metrics */
+    atomic_ullong challenges_verified_ok;
+    atomic_ullong challenges_failed_invalid;     /* bad or forged token */
+    atomic_ullong challenges_failed_expired;
+    atomic_ullong challenges_failed_captcha;     /* captcha not solved */
+    atomic_ullong challenges_failed_reused;      /* nonce already burnt */
+    atomic_ullong challenges_failed_unavailable; /* Redis, verifier, config */
 };
 
 extern struct co_server co_server;
@@ -379,6 +395,37 @@ int co_clearance_issue(const struct co_key *k, const char *quota,
                        const uint8_t kh[16], uint64_t now_s, uint32_t ttl_s,
                        char *out, size_t outlen);
 
+/* ------------------------------------------------------------ verifier
+ * Captcha verifiers (verifier.c). verify() returns 0 when response solves
+ * the captcha bound to the challenge token, CO_EBADTOKEN when it does not,
+ * CO_EIO when the provider could not be asked (err says why; never the
+ * response). remote_ip may be NULL. */
+struct co_verifier {
+    const char *name;
+    int (*verify)(const struct co_verifier *v, const char *challenge_token,
+                  size_t tlen, const char *response, size_t rlen,
+                  const char *remote_ip, char *err, size_t errlen);
+    void *ctx;                  /* the provider's; borrowed from the keys */
+};
+
+int co_verifier_open(const struct co_keyring *k, struct co_verifier *out,
+                     char *err, size_t errlen);
+
+/* POST /v1/challenge/verify (verify.c); contract in that file. */
+void co_challenge_verify(const struct co_keyring *k,
+                         const struct co_request *req,
+                         struct co_response *resp);
+void co_challenge_verify_handle(const struct co_request *req,
+                                struct co_response *resp);
+
+/* SET key value PX ttl_ms (NX when only_new) on this thread's connection
+ * (end of redis.c). Returns 1 when set, 0 when only_new and the key
+ * existed; CO_EREDIS when Redis is unreachable, in reconnect backoff or
+ * timed out (a timed-out SET may have landed); CO_EREPLY otherwise. */
+int co_redis_set_px(const char *key, size_t klen, const char *val,
+                    size_t vlen, uint64_t ttl_ms, bool only_new, char *err,
+                    size_t errlen);
+
 /* ------------------------------------------------------------ encodings
  * (encode.c) base64url without padding, as in JWS; decode is strict (one
  * spelling per value). Both return the length written, or -1 when the
@@ -386,6 +433,7 @@ int co_clearance_issue(const struct co_key *k, const char *quota,
 long co_b64url_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
 long co_b64url_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
 int co_hex_digit(char c);  /* 0..15, or -1 */
+long co_hex_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ clock
  * The only place that reads clocks, so tests can pin time with --wrap. */
