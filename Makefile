@@ -201,6 +201,36 @@ $(BUILD)/bench/verify_driver: bench/verify_driver.c $(BUILD)/libtollgate.a $(BUI
 bench: all $(BUILD)/bench/verify_driver
 	$(Q)node bench/run.mjs
 
+# ---------------------------------------------------------------- bench/sim
+# The accuracy simulator (owner: bench/sim/). build/bench-sim runs the real
+# edge core against build/tollgated-sim (tollgated whose co_wall_ms() reads
+# the simulator's clock, bench/sim/simclock.c, via --wrap) and a private
+# redis-server, in simulated time. `make sim` runs every scenario (about 3
+# minutes on 2 cores) and writes build/bench/sim.{csv,json} and
+# sim-overshoot.png; `build/bench-sim --help` for single scenarios.
+SIM_SRC     := $(wildcard bench/sim/*.c)
+SIM_OBJ     := $(patsubst bench/sim/%.c,$(BUILD)/sim/%.o,$(filter-out bench/sim/simclock.c,$(SIM_SRC)))
+SIM_CFLAGS   = -Iedge-module/include -I$(BUILD)/gen $(shell pkg-config --cflags libprotobuf-c openssl)
+SIM_LIBS     = $(shell pkg-config --libs libprotobuf-c openssl) -lpthread -lm
+
+$(BUILD)/sim/simclock.o: bench/sim/simclock.c $(BUILD)/gen/tollgate.pb-c.h
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(CO_CFLAGS) -c $< -o $@
+
+$(SIM_OBJ): $(BUILD)/sim/%.o: bench/sim/%.c $(BUILD)/gen/tollgate.pb-c.h
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(SIM_CFLAGS) -c $< -o $@
+
+$(BUILD)/tollgated-sim: $(BUILD)/co/main.o $(BUILD)/libco.a $(BUILD)/sim/simclock.o
+	$(Q)$(CC) $(LDFLAGS) -Wl,--wrap=co_wall_ms $^ $(PKG_LIBS) -o $@
+
+$(BUILD)/bench-sim: $(SIM_OBJ) $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/libtollgate.a
+	$(Q)$(CC) $(LDFLAGS) $^ $(SIM_LIBS) -o $@
+
+.PHONY: sim
+sim: $(BUILD)/bench-sim $(BUILD)/tollgated-sim
+	$(Q)$(BUILD)/bench-sim --all --out $(BUILD)/bench/sim
+
 clean:
 	rm -rf build run
 

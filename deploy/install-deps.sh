@@ -16,6 +16,7 @@ apt_pkgs=(
   redis-server redis-tools
   clang lld binaryen wabt libclang-rt-14-dev
   valgrind wrk
+  gnuplot-nox
   nodejs npm curl
 )
 
