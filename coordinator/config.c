@@ -120,26 +120,10 @@ static int set_redis_timeout(struct co_config *cfg, const char *val,
     return rc;
 }
 
-static int set_secret(struct co_config *cfg, const char *val,
-                      char *err, size_t errlen)
+static int set_keys(struct co_config *cfg, const char *val,
+                    char *err, size_t errlen)
 {
-    size_t n = strlen(val);
-
-    if (n % 2 != 0 || n < 2 * CO_SECRET_MIN || n > 2 * CO_SECRET_MAX)
-        goto bad;
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = co_hex_digit(val[2 * i]), lo = co_hex_digit(val[2 * i + 1]);
-
-        if (hi < 0 || lo < 0)
-            goto bad;
-        cfg->secret[i] = (uint8_t)(hi << 4 | lo);
-    }
-    cfg->secret_len = n / 2;
-    return CO_OK;
-bad:
-    snprintf(err, errlen, "must be %d..%d bytes as an even number of hex "
-             "digits", CO_SECRET_MIN, CO_SECRET_MAX);
-    return CO_EINVAL;
+    return copy_str(cfg->keys_path, sizeof cfg->keys_path, val, err, errlen);
 }
 
 static int set_log_level(struct co_config *cfg, const char *val,
@@ -165,10 +149,12 @@ static const struct option_def options[] = {
     {"--max-body", "TOLLGATE_MAX_BODY", set_max_body, "BYTES",
      "largest request body accepted (default 1048576)"},
     {"--redis-timeout-ms", "TOLLGATE_REDIS_TIMEOUT_MS", set_redis_timeout,
-     "MS", "Redis connect and command timeout (default 50)"},
-    {"--challenge-secret", "TOLLGATE_CHALLENGE_SECRET", set_secret, "HEX",
-     "challenge-token HMAC key, 32+ bytes in hex; every coordinator must "
-     "share it (default: random; prefer the variable to the flag)"},
+     "MS", "most a sync waits for Redis in total, connect included, "
+     "before answering degraded (default 50)"},
+    {"--keys", "TOLLGATE_KEYS", set_keys, "FILE",
+     "key file: challenge, clearance, edge and captcha secrets, one "
+     "\"<kind> <id> <hex>\" per line (required; every coordinator must "
+     "share the challenge and clearance keys; chmod 600)"},
     {"--log-level", "TOLLGATE_LOG_LEVEL", set_log_level, "LEVEL",
      "debug, info, warn or error (default info)"},
 };
@@ -177,7 +163,7 @@ static const struct option_def options[] = {
 
 void co_config_usage(FILE *out)
 {
-    fprintf(out, "usage: tollgated --policy FILE [options]\n\n"
+    fprintf(out, "usage: tollgated --policy FILE --keys FILE [options]\n\n"
             "tollgate coordinator: reconciles edge counts in Redis and "
             "answers POST /v1/sync.\n\noptions (each also from its "
             "environment variable; the flag wins):\n");
@@ -268,6 +254,11 @@ int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
     if (cfg->policy_path[0] == '\0') {
         snprintf(err, errlen, "--policy FILE (or TOLLGATE_POLICY) is "
                  "required");
+        return CO_EINVAL;
+    }
+    if (cfg->keys_path[0] == '\0') {
+        snprintf(err, errlen, "--keys FILE (or TOLLGATE_KEYS) is required: "
+                 "the key file holds every secret (see --help)");
         return CO_EINVAL;
     }
     return CO_CONFIG_RUN;

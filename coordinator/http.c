@@ -69,8 +69,10 @@ const char *co_status_title(unsigned status)
     switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
@@ -308,6 +310,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
                                 resp->content_type);
     if (resp->allow[0] != '\0')
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    if (resp->extra.name != NULL && resp->extra.value != NULL)
+        MHD_add_response_header(r, resp->extra.name, resp->extra.value);
     if (atomic_load(&co_server.draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ok = MHD_queue_response(conn, resp->status, r);

@@ -4,8 +4,8 @@
  * Signals are blocked before any thread exists, so every worker inherits
  * the mask and only main's sigwait() sees SIGTERM/SIGINT/SIGHUP; no
  * handler runs in an arbitrary thread. Exit status: 0 after a clean
- * shutdown, 1 when startup fails at run time (policy file, bind), 2 for
- * bad usage.
+ * shutdown, 1 when startup fails at run time (policy or key file, bind),
+ * 2 for bad usage.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -17,7 +17,6 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "tollgated.h"
@@ -37,23 +36,34 @@ static void print_version(void)
            OpenSSL_version(OPENSSL_VERSION), JANSSON_VERSION);
 }
 
-/* The challenge secret from the configuration, or a random one. Random is
- * fine for one coordinator, but tokens issued by one instance fail on any
- * other, so say so loudly. Returns 0 or CO_EINVAL (RNG failure). */
-static int setup_secret(const struct co_config *cfg)
+/* Load the key file into co_keys. tollgated cannot sign a challenge or a
+ * clearance without those keys, so a file lacking either refuses the start
+ * rather than failing every challenge later. Logs counts, never secrets.
+ * Returns 0, or -1 after logging why (the caller exits 1). */
+static int load_keys(const char *path)
 {
-    if (cfg->secret_len > 0) {
-        memcpy(co_server.secret, cfg->secret, cfg->secret_len);
-        co_server.secret_len = cfg->secret_len;
-        return CO_OK;
+    char err[256], v[300], f[300];
+
+    if (co_keys_load(path, &co_keys, err, sizeof err) != CO_OK) {
+        CO_ERROR("msg=keys_invalid file=%s detail=%s",
+                 co_log_value(f, sizeof f, path, strlen(path)),
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        return -1;
     }
-    if (RAND_bytes(co_server.secret, CO_SECRET_MIN) != 1)
-        return CO_EINVAL;
-    co_server.secret_len = CO_SECRET_MIN;
-    CO_WARN("msg=challenge_secret_random detail=\"no --challenge-secret: "
-            "using a random one; several coordinators will reject each "
-            "other's challenge tokens\"");
-    return CO_OK;
+    if (co_keys.n_challenge == 0 || co_keys.n_clearance == 0) {
+        CO_ERROR("msg=keys_invalid file=%s detail=\"needs at least one "
+                 "challenge key and one clearance key\"",
+                 co_log_value(f, sizeof f, path, strlen(path)));
+        co_keys_free(&co_keys);
+        return -1;
+    }
+    CO_INFO("msg=keys_loaded challenge=%zu clearance=%zu edges=%zu "
+            "captcha=%s", co_keys.n_challenge, co_keys.n_clearance,
+            co_keys.n_edges, co_keys.has_captcha ? "yes" : "no");
+    if (co_keys.n_edges == 0)
+        CO_WARN("msg=keys_no_edges detail=\"no edge keys: every sync will "
+                "be refused (401 unknown_edge)\"");
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -111,8 +121,7 @@ int main(int argc, char **argv)
     co_policy_install(policy);
     policy = NULL;
 
-    if (setup_secret(&cfg) != CO_OK) {
-        CO_ERROR("msg=rng_failed");
+    if (load_keys(cfg.keys_path) != 0) {
         rc = 1;
         goto cleanup;
     }
@@ -160,7 +169,6 @@ int main(int argc, char **argv)
 cleanup:
     co_redis_shutdown();
     co_policy_install(NULL);
-    OPENSSL_cleanse(co_server.secret, sizeof co_server.secret);
-    OPENSSL_cleanse(cfg.secret, sizeof cfg.secret);
+    co_keys_free(&co_keys);
     return rc;
 }

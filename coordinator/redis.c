@@ -1,17 +1,20 @@
 /* redis.c — Redis connections, the sync script, and the key layout.
  *
  * hiredis contexts are not thread-safe, so every HTTP worker thread owns one
- * blocking connection, created on first use. Connect and command timeouts
- * (--redis-timeout-ms) bound every call, so a dead or black-holed Redis
- * costs a request at most one timeout and never hangs a worker. After an
- * I/O error the context is dropped; the next request may reconnect at once,
- * and failed connects back off per thread from 100 ms doubling to 5 s, so a
- * Redis outage never turns into a reconnect storm.
+ * blocking connection, created on first use. Every Redis exchange a request
+ * makes runs against ONE deadline of --redis-timeout-ms, connect included:
+ * each socket wait is given only what is left of it, so a dead, slow or
+ * paused (SIGSTOP) Redis costs a request at most that long in total, never
+ * a sum of per-step timeouts. After an I/O error or a timeout the context is
+ * dropped and the thread backs off (100 ms doubling to 5 s) before it
+ * touches Redis again, answering at once meanwhile: a Redis outage never
+ * turns into a reconnect storm or a queue of requests each waiting out its
+ * timeout.
  *
  * The sync script is embedded (coordinator/sync.lua), its SHA1 computed
  * locally, loaded with SCRIPT LOAD at start when Redis is up, and called with
  * EVALSHA; a NOSCRIPT answer (Redis restarted, flushed, failed over) loads it
- * on that connection and retries once.
+ * on that connection and resends the calls that did not run.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -128,14 +131,93 @@ static struct timeval ms_to_tv(unsigned ms)
     return tv;
 }
 
-/* Redis runs sync.lua at roughly 10 us per item (8 arguments). A read
- * timeout shorter than that would give up on a big batch that Redis then
- * applies anyway, and the edge's resend would count it twice. So one sync
- * call may wait ~3 us more per argument (a 10000-item batch: +266 ms);
- * connects and every other command keep --redis-timeout-ms. */
-static unsigned sync_timeout_ms(size_t argc)
+/* The deadline of an exchange that starts now (monotonic ms). */
+static uint64_t deadline_from_now(void)
 {
-    return target.timeout_ms + (unsigned)(argc / 300);
+    return co_mono_ms() + target.timeout_ms;
+}
+
+/* Give the next socket wait on c what is left until deadline. Returns 0,
+ * or CO_EREDIS with err once nothing is left (a zero timeval would mean
+ * "wait forever" to the kernel). */
+static int arm_timeout(redisContext *c, uint64_t deadline, char *err,
+                       size_t errlen)
+{
+    uint64_t now = co_mono_ms();
+
+    if (now >= deadline) {
+        snprintf(err, errlen, "timed out after %u ms", target.timeout_ms);
+        return CO_EREDIS;
+    }
+    if (redisSetTimeout(c, ms_to_tv((unsigned)(deadline - now))) !=
+        REDIS_OK) {
+        snprintf(err, errlen, "set timeout: %s", c->errstr);
+        return CO_EREDIS;
+    }
+    return CO_OK;
+}
+
+/* Send everything appended to c's output buffer, then read nreplies
+ * replies into replies[], all before deadline. Returns 0, or CO_EREDIS with
+ * err (c is then unusable; replies already read stay in replies[] for the
+ * caller to free). The socket timeout is put back to --redis-timeout-ms so
+ * plain redisCommand() callers on this context keep their bound. */
+static int exchange(redisContext *c, uint64_t deadline, redisReply **replies,
+                    size_t nreplies, const char *what, char *err,
+                    size_t errlen)
+{
+    char why[160], tmo[64];
+    int done = 0, rc = CO_EREDIS;
+
+    while (!done) {
+        if (arm_timeout(c, deadline, why, sizeof why) != CO_OK)
+            goto fail;
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            goto io;
+    }
+    for (size_t i = 0; i < nreplies; i++) {
+        void *r = NULL;
+
+        if (redisGetReplyFromReader(c, &r) != REDIS_OK)
+            goto io;
+        while (r == NULL) {
+            if (arm_timeout(c, deadline, why, sizeof why) != CO_OK)
+                goto fail;
+            if (redisBufferRead(c) != REDIS_OK ||
+                redisGetReplyFromReader(c, &r) != REDIS_OK)
+                goto io;
+        }
+        replies[i] = r;
+    }
+    if (redisSetTimeout(c, ms_to_tv(target.timeout_ms)) != REDIS_OK) {
+        snprintf(why, sizeof why, "set timeout: %s", c->errstr);
+        goto fail;
+    }
+    return CO_OK;
+io:
+    snprintf(why, sizeof why, "%s", io_error(c, target.timeout_ms, tmo,
+                                             sizeof tmo));
+fail:
+    snprintf(err, errlen, "%s: %s", what, why);
+    return rc;
+}
+
+/* One command on c before deadline. Returns the reply (the caller frees it
+ * with freeReplyObject, an error reply included) or NULL with err after an
+ * I/O error or timeout (c is then unusable). */
+static redisReply *command_by(redisContext *c, uint64_t deadline, int argc,
+                              const char **argv, const size_t *lens,
+                              char *err, size_t errlen)
+{
+    redisReply *r = NULL;
+
+    if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK) {
+        snprintf(err, errlen, "%s: %s", argv[0], c->errstr);
+        return NULL;
+    }
+    if (exchange(c, deadline, &r, 1, argv[0], err, errlen) != CO_OK)
+        return NULL;
+    return r;
 }
 
 /* Parse redis://[[user]:password@]host[:port][/db] into t. The host may be
@@ -248,22 +330,16 @@ int co_redis_parse_url(const char *url, unsigned timeout_ms,
     return CO_OK;
 }
 
-/* Run one command that must not fail on a fresh connection (AUTH, SELECT,
- * SCRIPT LOAD). Returns the reply (caller frees with freeReplyObject) or
- * NULL with err; an error reply is freed and reported as NULL too. */
-static redisReply *setup_command(redisContext *c, int argc, const char **argv,
-                                 char *err, size_t errlen)
+/* Run one command that must not fail on a fresh connection (AUTH, SELECT).
+ * Returns the reply (caller frees with freeReplyObject) or NULL with err;
+ * an error reply is freed and reported as NULL too. */
+static redisReply *setup_command(redisContext *c, uint64_t deadline,
+                                 int argc, const char **argv, char *err,
+                                 size_t errlen)
 {
-    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    redisReply *r = command_by(c, deadline, argc, argv, NULL, err, errlen);
 
-    if (r == NULL) {
-        char why[64];
-
-        snprintf(err, errlen, "%s: %s", argv[0],
-                 io_error(c, target.timeout_ms, why, sizeof why));
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
         snprintf(err, errlen, "%s: %s", argv[0], r->str);
         freeReplyObject(r);
         return NULL;
@@ -273,20 +349,16 @@ static redisReply *setup_command(redisContext *c, int argc, const char **argv,
 
 /* Load the script on c and check Redis computed the SHA we call it by.
  * Returns 0, CO_EREDIS (I/O: c is now unusable) or CO_EREPLY. */
-static int load_script(redisContext *c, char *err, size_t errlen)
+static int load_script(redisContext *c, uint64_t deadline, char *err,
+                       size_t errlen)
 {
     const char *argv[] = {"SCRIPT", "LOAD", co_sync_lua};
     size_t lens[] = {6, 4, co_sync_lua_len};
-    redisReply *r = redisCommandArgv(c, 3, argv, lens);
+    redisReply *r = command_by(c, deadline, 3, argv, lens, err, errlen);
     int rc = CO_OK;
 
-    if (r == NULL) {
-        char why[64];
-
-        snprintf(err, errlen, "SCRIPT LOAD: %s",
-                 io_error(c, target.timeout_ms, why, sizeof why));
+    if (r == NULL)
         return CO_EREDIS;
-    }
     if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
         memcmp(r->str, script_sha, 40) != 0) {
         snprintf(err, errlen, "SCRIPT LOAD: unexpected reply %.80s",
@@ -299,15 +371,22 @@ static int load_script(redisContext *c, char *err, size_t errlen)
     return rc;
 }
 
-/* Open, time-bound, authenticate and select. Returns a ready context (the
- * caller frees it with redisFree) or NULL with err. */
-static redisContext *connect_new(char *err, size_t errlen)
+/* Open, time-bound, authenticate and select, all before deadline. Returns
+ * a ready context (the caller frees it with redisFree) or NULL with err. */
+static redisContext *connect_new(uint64_t deadline, char *err, size_t errlen)
 {
-    struct timeval tv = ms_to_tv(target.timeout_ms);
-    redisContext *c = redisConnectWithTimeout(target.host, target.port, tv);
+    uint64_t now = co_mono_ms();
+    redisContext *c;
     redisReply *r;
     char db[16];
 
+    if (now >= deadline) {
+        snprintf(err, errlen, "connect: timed out after %u ms",
+                 target.timeout_ms);
+        return NULL;
+    }
+    c = redisConnectWithTimeout(target.host, target.port,
+                                ms_to_tv((unsigned)(deadline - now)));
     if (c == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -316,7 +395,7 @@ static redisContext *connect_new(char *err, size_t errlen)
         snprintf(err, errlen, "connect: %s", c->errstr);
         goto fail;
     }
-    if (redisSetTimeout(c, tv) != REDIS_OK) {
+    if (redisSetTimeout(c, ms_to_tv(target.timeout_ms)) != REDIS_OK) {
         snprintf(err, errlen, "set timeout: %s", c->errstr);
         goto fail;
     }
@@ -325,8 +404,8 @@ static redisContext *connect_new(char *err, size_t errlen)
         const char *a2[] = {"AUTH", target.password};
         const char *a3[] = {"AUTH", target.user, target.password};
 
-        r = target.user[0] ? setup_command(c, 3, a3, err, errlen)
-                           : setup_command(c, 2, a2, err, errlen);
+        r = target.user[0] ? setup_command(c, deadline, 3, a3, err, errlen)
+                           : setup_command(c, deadline, 2, a2, err, errlen);
         if (r == NULL)
             goto fail;
         freeReplyObject(r);
@@ -335,7 +414,7 @@ static redisContext *connect_new(char *err, size_t errlen)
         const char *a[] = {"SELECT", db};
 
         snprintf(db, sizeof db, "%d", target.db);
-        r = setup_command(c, 2, a, err, errlen);
+        r = setup_command(c, deadline, 2, a, err, errlen);
         if (r == NULL)
             goto fail;
         freeReplyObject(r);
@@ -346,14 +425,39 @@ fail:
     return NULL;
 }
 
-/* This thread's live context, connecting if allowed by the backoff. NULL
- * with err when Redis is unreachable; that is an outage, not a bug, and is
- * logged once per transition per thread. */
-static redisContext *thread_conn(char *err, size_t errlen)
+/* Forget this thread's context (if any) after a failure and back off: no
+ * connect before next_try_ms. A late reply would otherwise be read as the
+ * answer to the next command, and an unreachable or stalled Redis would
+ * cost every request its whole timeout. why is logged once, as the start
+ * of an outage for this thread. */
+static void conn_failed(struct conn *s, const char *why)
+{
+    char v[300];
+
+    if (s->ctx != NULL) {
+        redisFree(s->ctx);
+        s->ctx = NULL;
+    }
+    s->backoff_ms = s->backoff_ms == 0 ? BACKOFF_FIRST_MS
+                    : s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                    : s->backoff_ms * 2;
+    s->next_try_ms = co_mono_ms() + s->backoff_ms;
+    if (!s->down)
+        CO_WARN("msg=redis_down addr=%s:%d detail=%s retry_ms=%u",
+                target.host, target.port,
+                co_log_value(v, sizeof v, why, strlen(why)), s->backoff_ms);
+    s->down = true;
+}
+
+/* This thread's live context, connecting before deadline if the backoff
+ * allows. NULL with err when Redis is unreachable (at once while backing
+ * off, without touching a socket); that is an outage, not a bug. */
+static redisContext *thread_conn_by(uint64_t deadline, char *err,
+                                    size_t errlen)
 {
     struct conn *s = thread_slot();
     uint64_t now;
-    char why[256], v[300];
+    char why[256];
 
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -367,18 +471,9 @@ static redisContext *thread_conn(char *err, size_t errlen)
                  (unsigned long long)(s->next_try_ms - now));
         return NULL;
     }
-    s->ctx = connect_new(why, sizeof why);
+    s->ctx = connect_new(deadline, why, sizeof why);
     if (s->ctx == NULL) {
-        s->backoff_ms = s->backoff_ms == 0 ? BACKOFF_FIRST_MS
-                        : s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                        : s->backoff_ms * 2;
-        s->next_try_ms = co_mono_ms() + s->backoff_ms;
-        if (!s->down)
-            CO_WARN("msg=redis_down addr=%s:%d detail=%s retry_ms=%u",
-                    target.host, target.port,
-                    co_log_value(v, sizeof v, why, strlen(why)),
-                    s->backoff_ms);
-        s->down = true;
+        conn_failed(s, why);
         snprintf(err, errlen, "%s", why);
         return NULL;
     }
@@ -390,20 +485,18 @@ static redisContext *thread_conn(char *err, size_t errlen)
     return s->ctx;
 }
 
-/* Forget a context after an I/O error or timeout: a late reply would
- * otherwise be read as the answer to the next command. why (may be NULL)
- * is logged once, as the start of an outage for this thread. */
+/* thread_conn_by() with a deadline of --redis-timeout-ms from now. */
+static redisContext *thread_conn(char *err, size_t errlen)
+{
+    return thread_conn_by(deadline_from_now(), err, errlen);
+}
+
+/* Drop this thread's context after an I/O error or timeout, and back off.
+ * why is logged once per outage. */
 static void thread_drop(const char *why)
 {
-    char v[300];
-
-    if (tl == NULL || tl->ctx == NULL)
-        return;
-    redisFree(tl->ctx);
-    tl->ctx = NULL;
-    if (why != NULL && !tl->down)
-        CO_WARN("msg=redis_io_error addr=%s:%d detail=%s", target.host,
-                target.port, co_log_value(v, sizeof v, why, strlen(why)));
+    if (tl != NULL && tl->ctx != NULL)
+        conn_failed(tl, why);
 }
 
 static void sha1_hex(const char *data, size_t len, char out[41])
@@ -425,6 +518,7 @@ static void sha1_hex(const char *data, size_t len, char out[41])
  * connect by themselves later), CO_ENOMEM on local failure. */
 int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
 {
+    uint64_t deadline;
     redisContext *c;
     int rc;
 
@@ -439,10 +533,11 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
         snprintf(err, errlen, "pthread_key_create: %s", strerror(conn_key_rc));
         return CO_ENOMEM;
     }
-    c = connect_new(err, errlen);
+    deadline = deadline_from_now();
+    c = connect_new(deadline, err, errlen);
     if (c == NULL)
         return CO_EREDIS;
-    rc = load_script(c, err, errlen);
+    rc = load_script(c, deadline, err, errlen);
     redisFree(c);
     return rc;
 }
@@ -459,29 +554,30 @@ void co_redis_shutdown(void)
 {
     if (tl == NULL)
         return;
-    thread_drop(NULL);
+    if (tl->ctx != NULL)
+        redisFree(tl->ctx);
     pthread_setspecific(conn_key, NULL);
     free(tl);
     tl = NULL;
 }
 
 /* PING on this thread's connection: what /readyz means by "Redis is
- * reachable from where sync requests run". Returns 0 or CO_EREDIS. */
+ * reachable from where sync requests run". Bounded like a sync (one
+ * deadline, connect included); a thread that found Redis down or stalled
+ * is backing off and answers CO_EREDIS at once, so /readyz turns 503
+ * exactly while syncs on it answer degraded. Returns 0 or CO_EREDIS. */
 int co_redis_ping(char *err, size_t errlen)
 {
     const char *argv[] = {"PING"};
-    redisContext *c = thread_conn(err, errlen);
+    uint64_t deadline = deadline_from_now();
+    redisContext *c = thread_conn_by(deadline, err, errlen);
     redisReply *r;
     int rc = CO_OK;
 
     if (c == NULL)
         return CO_EREDIS;
-    r = redisCommandArgv(c, 1, argv, NULL);
+    r = command_by(c, deadline, 1, argv, NULL, err, errlen);
     if (r == NULL) {
-        char why[64];
-
-        snprintf(err, errlen, "PING: %s",
-                 io_error(c, target.timeout_ms, why, sizeof why));
         thread_drop(err);
         return CO_EREDIS;
     }
@@ -494,36 +590,14 @@ int co_redis_ping(char *err, size_t errlen)
     return rc;
 }
 
-/* EVALSHA the sync script for one batch and copy its flat integer reply
- * (nout integers) to out. Returns 0; CO_EREDIS when Redis is unreachable,
- * timed out or the socket failed (the batch may or may not have been
- * applied if the timeout hit after sending: the edge resends it, and
- * idempotency on (edge_id, seq) will make that exact); CO_EREPLY for an
- * error reply (BUSY, OOM, a script error) or a reply of the wrong shape.
- * Never retries after an I/O error: EVALSHA is not idempotent. */
-int co_redis_eval_sync(const struct co_script_call *call, long long *out,
-                       size_t nout, char *err, size_t errlen)
+/* Append EVALSHA of one call to c's output buffer. argv/lens are scratch
+ * space for 3 + nkeys + nargs entries. */
+static int append_evalsha(redisContext *c, const struct co_script_call *call,
+                          const char **argv, size_t *lens)
 {
     size_t argc = 3 + call->nkeys + call->nargs;
-    const char **argv = NULL;
-    size_t *lens = NULL;
     char nkeys[24];
-    redisContext *c;
-    redisReply *r = NULL;
-    unsigned timeout_ms;
-    int rc = CO_EREDIS;
 
-    if (argc > INT32_MAX) {
-        snprintf(err, errlen, "batch too large");
-        return CO_EINVAL;
-    }
-    argv = malloc(argc * sizeof *argv);
-    lens = malloc(argc * sizeof *lens);
-    if (argv == NULL || lens == NULL) {
-        snprintf(err, errlen, "out of memory");
-        rc = CO_ENOMEM;
-        goto cleanup;
-    }
     snprintf(nkeys, sizeof nkeys, "%zu", call->nkeys);
     argv[0] = "EVALSHA";
     lens[0] = 7;
@@ -533,70 +607,136 @@ int co_redis_eval_sync(const struct co_script_call *call, long long *out,
     lens[2] = strlen(nkeys);
     memcpy(argv + 3, call->argv, (argc - 3) * sizeof *argv);
     memcpy(lens + 3, call->argvlen, (argc - 3) * sizeof *lens);
+    /* hiredis copies the arguments into its buffer: nkeys may go. */
+    return redisAppendCommandArgv(c, (int)argc, argv, lens) == REDIS_OK
+               ? CO_OK : CO_EREDIS;
+}
 
-    c = thread_conn(err, errlen);
-    if (c == NULL)
-        goto cleanup;
-    timeout_ms = sync_timeout_ms(argc);
-    if (timeout_ms != target.timeout_ms &&
-        redisSetTimeout(c, ms_to_tv(timeout_ms)) != REDIS_OK) {
-        snprintf(err, errlen, "set timeout: %s", c->errstr);
-        thread_drop(err);
+static bool is_noscript(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_ERROR &&
+           strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/* Copy one call's flat integer reply to call->out. */
+static int take_reply(const redisReply *r, struct co_script_call *call,
+                      char *err, size_t errlen)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "EVALSHA: %.200s", r->str);
+        return CO_EREPLY;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != call->nout) {
+        snprintf(err, errlen, "EVALSHA: expected %zu integers", call->nout);
+        return CO_EREPLY;
+    }
+    for (size_t i = 0; i < call->nout; i++) {
+        if (r->element[i]->type != REDIS_REPLY_INTEGER) {
+            snprintf(err, errlen, "EVALSHA: element %zu not an integer", i);
+            return CO_EREPLY;
+        }
+        call->out[i] = r->element[i]->integer;
+    }
+    return CO_OK;
+}
+
+/* EVALSHA the sync script once per call, all calls pipelined in one round
+ * trip, and copy each flat integer reply to its call's out. The whole
+ * exchange, connect and a NOSCRIPT reload included, ends by one deadline
+ * of --redis-timeout-ms. Returns 0; CO_EREDIS when Redis is unreachable,
+ * timed out or the socket failed (some calls may have been applied:
+ * the edge resends the batch with the same seq, and sync.lua answers the
+ * applied items from their records without counting them twice);
+ * CO_EREPLY for an error reply (BUSY, OOM, a script error) or a reply of
+ * the wrong shape; CO_ENOMEM. Never resends a call that may have run. */
+int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+                       char *err, size_t errlen)
+{
+    uint64_t deadline = deadline_from_now();
+    size_t maxargc = 0, nsent;
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    redisReply **replies = NULL, **batch = NULL;
+    size_t *which = NULL;
+    redisContext *c;
+    int rc = CO_ENOMEM;
+
+    for (size_t i = 0; i < ncalls; i++) {
+        size_t argc = 3 + calls[i].nkeys + calls[i].nargs;
+
+        if (argc > INT32_MAX) {
+            snprintf(err, errlen, "batch too large");
+            return CO_EINVAL;
+        }
+        if (argc > maxargc)
+            maxargc = argc;
+    }
+    argv = malloc(maxargc * sizeof *argv);
+    lens = malloc(maxargc * sizeof *lens);
+    replies = calloc(ncalls ? ncalls : 1, sizeof *replies);
+    batch = calloc(ncalls ? ncalls : 1, sizeof *batch);
+    which = calloc(ncalls ? ncalls : 1, sizeof *which);
+    if (argv == NULL || lens == NULL || replies == NULL || batch == NULL ||
+        which == NULL) {
+        snprintf(err, errlen, "out of memory");
         goto cleanup;
     }
+    rc = CO_EREDIS;
+    c = thread_conn_by(deadline, err, errlen);
+    if (c == NULL)
+        goto cleanup;
     for (int attempt = 0; attempt < 2; attempt++) {
-        r = redisCommandArgv(c, (int)argc, argv, lens);
-        if (r == NULL) {
-            char why[64];
+        bool noscript = false;
 
-            snprintf(err, errlen, "EVALSHA: %s",
-                     io_error(c, timeout_ms, why, sizeof why));
+        nsent = 0;
+        for (size_t i = 0; i < ncalls; i++) {
+            if (replies[i] != NULL)
+                continue;
+            if (append_evalsha(c, &calls[i], argv, lens) != CO_OK) {
+                snprintf(err, errlen, "EVALSHA: %s", c->errstr);
+                thread_drop(err);
+                goto cleanup;
+            }
+            which[nsent++] = i;
+        }
+        memset(batch, 0, nsent * sizeof *batch);
+        rc = exchange(c, deadline, batch, nsent, "EVALSHA", err, errlen);
+        for (size_t k = 0; k < nsent; k++) {
+            if (attempt == 0 && is_noscript(batch[k])) {
+                freeReplyObject(batch[k]);
+                noscript = true;
+            } else {
+                replies[which[k]] = batch[k];
+            }
+        }
+        if (rc != CO_OK) {
             thread_drop(err);
             goto cleanup;
         }
-        if (attempt == 0 && r->type == REDIS_REPLY_ERROR &&
-            strncmp(r->str, "NOSCRIPT", 8) == 0) {
-            freeReplyObject(r);
-            r = NULL;
-            rc = load_script(c, err, errlen);
-            if (rc == CO_EREDIS)
-                thread_drop(err);
-            if (rc != CO_OK)
-                goto cleanup;
-            CO_INFO("msg=redis_script_loaded reason=noscript script=%s",
-                    script_sha);
-            rc = CO_EREDIS;
-            continue;
-        }
-        break;
-    }
-    if (r == NULL)
-        goto cleanup;       /* unreachable: the loop ends with a reply */
-    if (timeout_ms != target.timeout_ms &&
-        redisSetTimeout(c, ms_to_tv(target.timeout_ms)) != REDIS_OK) {
-        snprintf(err, errlen, "set timeout: %s", c->errstr);
-        thread_drop(err);   /* the reply is still good: use it */
-    }
-    rc = CO_EREPLY;
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "EVALSHA: %.200s", r->str);
-        goto cleanup;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != nout) {
-        snprintf(err, errlen, "EVALSHA: expected %zu integers", nout);
-        goto cleanup;
-    }
-    for (size_t i = 0; i < nout; i++) {
-        if (r->element[i]->type != REDIS_REPLY_INTEGER) {
-            snprintf(err, errlen, "EVALSHA: element %zu not an integer", i);
+        if (!noscript)
+            break;
+        /* The script cache is gone (restart, flush, failover): the calls
+         * answered NOSCRIPT did not run, so sending them again is safe. */
+        rc = load_script(c, deadline, err, errlen);
+        if (rc == CO_EREDIS)
+            thread_drop(err);
+        if (rc != CO_OK)
             goto cleanup;
-        }
-        out[i] = r->element[i]->integer;
+        CO_INFO("msg=redis_script_loaded reason=noscript script=%s",
+                script_sha);
     }
+    /* Every call has its reply now (a second NOSCRIPT is kept as the
+     * error reply it is). */
     rc = CO_OK;
+    for (size_t i = 0; i < ncalls && rc == CO_OK; i++)
+        rc = take_reply(replies[i], &calls[i], err, errlen);
 cleanup:
-    if (r != NULL)
-        freeReplyObject(r);
+    for (size_t i = 0; replies != NULL && i < ncalls; i++)
+        if (replies[i] != NULL)
+            freeReplyObject(replies[i]);
+    free(which);
+    free(batch);
+    free(replies);
     free(lens);
     free(argv);
     return rc;

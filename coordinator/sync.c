@@ -1,15 +1,30 @@
 /* sync.c — POST /v1/sync: an edge reports its counts, gets decisions.
  *
- * One request carries an edge's counts per (quota, key) since its last
- * acknowledged batch. Every count whose quota the policy knows goes to Redis
- * in ONE atomic EVALSHA of sync.lua; the answer holds one KeyState per
- * KeyCount, in request order, and acked_seq = seq only when Redis applied
- * the batch. When Redis cannot be reached the answer is still 200, marked
- * degraded, with acked_seq 0 (the edge keeps the counts and resends them),
- * every key at ALLOW with the quota's floor as lease, and a short
- * next_sync_ms so the edge comes back soon.
+ * The order of work is cheapest rejection first: the edge's signature
+ * (auth.c) before the protobuf is unpacked, the body's fields, then ONE
+ * pipelined round trip to Redis running sync.lua over the batch (several
+ * EVALSHA calls of at most SYNC_CALL_ITEMS items each, so no single script
+ * call blocks Redis for long). The answer holds one KeyState per KeyCount,
+ * in request order, and acked_seq = seq once Redis applied the batch.
  *
- * The script call is built from a list of items rather than from the
+ * Idempotency: a batch resent with the same seq (its answer was lost) gets
+ * the same actions, leases, reset times and counts, and is counted once;
+ * only a challenge token is freshly signed (same key, quota and expiry
+ * rules, a new nonce), which is as good to the edge. A seq older than one
+ * already applied for any of its keys is refused with 409. When the batch
+ * spans several calls, each call is atomic but the batch is not: a 409 from
+ * a later call can follow earlier calls that were applied.
+ *
+ * When Redis cannot be reached (or answers nonsense) within
+ * --redis-timeout-ms the answer is still 200, marked degraded, with
+ * acked_seq 0 (the edge keeps the counts and resends them), every key at
+ * ALLOW with lease 0 (edges fall back to their own decaying allowance), and
+ * next_sync_ms <= 1000 so the edge comes back soon. The replay check runs
+ * in Redis, so it cannot run then; nothing is applied either, and the
+ * signature's 30 s timestamp window still bounds what a replay could do:
+ * get a degraded answer.
+ *
+ * The script calls are built from a list of items rather than from the
  * whole request, so a Redis Cluster version can group items by hash slot
  * and pipeline one call per slot without touching the rest.
  */
@@ -17,16 +32,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "tollgated.h"
 
 #define SYNC_COUNTS_FIELD 6       /* SyncRequest.counts in the .proto */
 #define DEGRADED_SYNC_MS  1000u   /* come back at least this soon */
+#define SYNC_CALL_ITEMS   512     /* items per EVALSHA */
+#define SYNC_HEAD_ARGS    7       /* sync.lua ARGV before the items */
+#define SYNC_ITEM_ARGS    6       /* sync.lua ARGV per item */
+#define SYNC_REPLY_HEAD   3       /* sync.lua reply before the items */
+#define SYNC_REPLY_ITEM   4       /* sync.lua reply per item */
+
+/* sync.lua's reply status (first integer). */
+#define SCRIPT_APPLIED    0
+#define SCRIPT_REPLAYED   1
+#define SCRIPT_CONFLICT   2
 
 /* One KeyCount and what the policy says about it. */
 struct sync_item {
     const Tollgate__V1__KeyCount *kc;
     const struct co_quota *quota;   /* NULL: not in the policy */
     uint64_t attempts;              /* admitted + denied + challenged */
+};
+
+/* What every script call of one request shares (ARGV 1..6 and KEYS[1]). */
+struct call_head {
+    const char *replay_key;
+    const char *edge_id;
+    uint64_t seq;
+    uint32_t sync_interval_ms;
+    char nonce[33];
 };
 
 /* A co_script_call and the memory behind it. */
@@ -81,22 +117,32 @@ static int arena_push_u64(struct script_args *a, size_t idx, uint64_t v)
     return arena_push(a, idx, num, (size_t)n);
 }
 
-/* Build KEYS and ARGV of sync.lua (layout in tollgated.h) for items[0..n).
- * On success out->call is ready for co_redis_eval_sync() and stays valid
- * until script_args_free(out). Returns 0 or CO_ENOMEM / CO_EINVAL. */
-static int build_script_call(const char *edge_id,
-                             struct sync_item *const *items, size_t n,
-                             struct script_args *out)
+static int arena_push_str(struct script_args *a, size_t idx, const char *s)
 {
-    size_t nkeys = 2 * n, nargs = 3 + 6 * n, total = nkeys + nargs, k = 0;
+    return arena_push(a, idx, s, strlen(s));
+}
+
+/* Build KEYS and ARGV of one sync.lua call (layout in sync.lua and
+ * tollgated.h) for items[0..n), now_ms being the coordinator's clock. The
+ * reply will go to out (SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n integers).
+ * On success a->call is ready for co_redis_eval_sync() and stays valid
+ * until script_args_free(a). Returns 0 or CO_ENOMEM / CO_EINVAL. */
+static int build_script_call(const struct call_head *h, uint64_t now_ms,
+                             struct sync_item *const *items, size_t n,
+                             long long *out, struct script_args *a)
+{
+    size_t nkeys = 1 + 2 * n, nargs = SYNC_HEAD_ARGS + SYNC_ITEM_ARGS * n;
+    size_t total = nkeys + nargs, k = 0;
     char tag[CO_KEY_TAG_MAX], key[CO_KEY_TAG_MAX + 8];
     int rc = CO_ENOMEM;
 
-    memset(out, 0, sizeof *out);
-    out->argv = malloc(total * sizeof *out->argv);
-    out->lens = malloc(total * sizeof *out->lens);
-    out->offs = malloc(total * sizeof *out->offs);
-    if (out->argv == NULL || out->lens == NULL || out->offs == NULL)
+    memset(a, 0, sizeof *a);
+    a->argv = malloc(total * sizeof *a->argv);
+    a->lens = malloc(total * sizeof *a->lens);
+    a->offs = malloc(total * sizeof *a->offs);
+    if (a->argv == NULL || a->lens == NULL || a->offs == NULL)
+        goto cleanup;
+    if (arena_push_str(a, k++, h->replay_key) != CO_OK)
         goto cleanup;
     for (size_t i = 0; i < n; i++) {
         const Tollgate__V1__KeyCount *kc = items[i]->kc;
@@ -108,39 +154,45 @@ static int build_script_call(const char *edge_id,
             goto cleanup;
         }
         snprintf(key, sizeof key, "tg:%s:c", tag);
-        if (arena_push(out, k++, key, (size_t)tl + 5) != CO_OK)
+        if (arena_push(a, k++, key, (size_t)tl + 5) != CO_OK)
             goto cleanup;
         key[tl + 4] = 'e';
-        if (arena_push(out, k++, key, (size_t)tl + 5) != CO_OK)
+        if (arena_push(a, k++, key, (size_t)tl + 5) != CO_OK)
             goto cleanup;
     }
-    if (arena_push_u64(out, k++, co_wall_ms()) != CO_OK ||
-        arena_push(out, k++, edge_id, strlen(edge_id)) != CO_OK ||
-        arena_push_u64(out, k++, n) != CO_OK)
+    if (arena_push_u64(a, k++, now_ms) != CO_OK ||
+        arena_push_str(a, k++, h->edge_id) != CO_OK ||
+        arena_push_u64(a, k++, h->seq) != CO_OK ||
+        arena_push_u64(a, k++, h->sync_interval_ms) != CO_OK ||
+        arena_push_str(a, k++, h->nonce) != CO_OK ||
+        arena_push_u64(a, k++, CO_AUTH_REPLAY_TTL_MS) != CO_OK ||
+        arena_push_u64(a, k++, n) != CO_OK)
         goto cleanup;
     for (size_t i = 0; i < n; i++) {
         const struct co_quota *q = items[i]->quota;
         const Tollgate__V1__KeyCount *kc = items[i]->kc;
         uint64_t over = q->action == TOLLGATE__V1__ACTION__ACTION_DENY ? 2 : 1;
 
-        if (arena_push_u64(out, k++, q->limit) != CO_OK ||
-            arena_push_u64(out, k++, (uint64_t)q->window_s * 1000u) != CO_OK ||
-            arena_push_u64(out, k++, over) != CO_OK ||
-            arena_push_u64(out, k++, q->deny_after_milli) != CO_OK ||
-            arena_push_u64(out, k++, kc->admitted) != CO_OK ||
-            arena_push_u64(out, k++, items[i]->attempts) != CO_OK)
+        if (arena_push_u64(a, k++, q->limit) != CO_OK ||
+            arena_push_u64(a, k++, (uint64_t)q->window_s * 1000u) != CO_OK ||
+            arena_push_u64(a, k++, over) != CO_OK ||
+            arena_push_u64(a, k++, q->deny_after_milli) != CO_OK ||
+            arena_push_u64(a, k++, kc->admitted) != CO_OK ||
+            arena_push_u64(a, k++, items[i]->attempts) != CO_OK)
             goto cleanup;
     }
     for (size_t i = 0; i < total; i++)
-        out->argv[i] = out->arena + out->offs[i];
-    out->call.nkeys = nkeys;
-    out->call.nargs = nargs;
-    out->call.argv = out->argv;
-    out->call.argvlen = out->lens;
+        a->argv[i] = a->arena + a->offs[i];
+    a->call.nkeys = nkeys;
+    a->call.nargs = nargs;
+    a->call.argv = a->argv;
+    a->call.argvlen = a->lens;
+    a->call.out = out;
+    a->call.nout = SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n;
     rc = CO_OK;
 cleanup:
     if (rc != CO_OK)
-        script_args_free(out);
+        script_args_free(a);
     return rc;
 }
 
@@ -266,6 +318,39 @@ static void reject(struct co_response *resp, const char *detail)
     co_response_problem(resp, 400, detail);
 }
 
+static int cmp_item(const void *x, const void *y)
+{
+    const Tollgate__V1__KeyCount *a = (*(struct sync_item *const *)x)->kc;
+    const Tollgate__V1__KeyCount *b = (*(struct sync_item *const *)y)->kc;
+    int c = strcmp(a->quota, b->quota);
+
+    return c != 0 ? c : strcmp(a->key, b->key);
+}
+
+/* Refuse a batch naming one (quota, key) twice: the per-key record that
+ * makes a resend idempotent holds one answer per (edge, key, seq), and the
+ * contract sends a key's counts once. sorted is scratch of n pointers.
+ * Returns 0 or CO_EINVAL with the 400 detail. */
+static int check_unique(struct sync_item *items, size_t n,
+                        struct sync_item **sorted, char *detail, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = &items[i];
+    if (n > 1)
+        qsort(sorted, n, sizeof *sorted, cmp_item);
+    for (size_t i = 1; i < n; i++) {
+        if (cmp_item(&sorted[i - 1], &sorted[i]) == 0) {
+            size_t x = (size_t)(sorted[i - 1] - items);
+            size_t y = (size_t)(sorted[i] - items);
+
+            snprintf(detail, len, "counts[%zu]: same quota and key as "
+                     "counts[%zu]", x > y ? x : y, x < y ? x : y);
+            return CO_EINVAL;
+        }
+    }
+    return CO_OK;
+}
+
 /* Sanity of the script's answer for one item: anything else is a bug in
  * sync.lua or in how we call it. */
 static bool reply_ok(const long long *r)
@@ -273,27 +358,25 @@ static bool reply_ok(const long long *r)
     return r[0] >= 0 && r[0] <= 2 && r[1] >= 0 && r[2] >= 0 && r[3] >= 0;
 }
 
-/* Fill state i from the script's 4 integers (or degraded defaults). */
+/* Fill state i from the script's 4 integers (NULL: unknown quota, or
+ * degraded: ALLOW, lease 0). */
 static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
-                       const long long *r, bool degraded, uint64_t now_s,
-                       bool *token_failed)
+                       const long long *r, uint64_t now_s, bool *token_failed)
 {
     Tollgate__V1__KeyState init = TOLLGATE__V1__KEY_STATE__INIT;
 
     *st = init;
     st->quota = it->kc->quota;
     st->key = it->kc->key;
-    if (it->quota == NULL)
-        return;                       /* unknown quota: ALLOW, lease 0 */
-    if (degraded) {
-        st->lease = it->quota->floor;
+    if (r == NULL)
         return;
-    }
     st->action = (Tollgate__V1__Action)r[0];
     st->lease = (uint64_t)r[1];
     st->reset_ms = (uint64_t)r[2];
     st->count = (uint64_t)r[3];
     if (st->action == TOLLGATE__V1__ACTION__ACTION_CHALLENGE) {
+        /* A retry gets a fresh token (new nonce, same rules): the edge
+         * cannot tell, and storing tokens in Redis would cost more. */
         char *tok = malloc(CO_TOKEN_MAX);
 
         if (tok == NULL ||
@@ -308,9 +391,28 @@ static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
     }
 }
 
+/* A nonce unique to this request: later script calls of the batch
+ * recognise the replay key the first one wrote. Returns 0 or CO_EINVAL
+ * (RNG failure). */
+static int make_nonce(char out[33])
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t r[16];
+
+    if (RAND_bytes(r, sizeof r) != 1)
+        return CO_EINVAL;
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[2 * i] = digits[r[i] >> 4];
+        out[2 * i + 1] = digits[r[i] & 15];
+    }
+    out[32] = '\0';
+    return CO_OK;
+}
+
 /* The handler. Contract in the file comment; the status is 200 for every
- * well-formed request (degraded or not), 400 for a malformed or invalid
- * one, 500 only when memory runs out. */
+ * well-formed, authentic request (degraded or not), 401 for a request not
+ * signed by a known edge or replayed, 400 for a malformed or invalid one,
+ * 409 for a seq older than one applied, 500 only when memory runs out. */
 void co_sync_handle(const struct co_request *req, struct co_response *resp)
 {
     uint64_t t0 = co_mono_us();
@@ -319,16 +421,26 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
     Tollgate__V1__KeyState *states = NULL, **state_ptrs = NULL;
     struct co_policy *pol = NULL;
     struct sync_item *items = NULL, **known = NULL;
-    struct script_args args = {0};
+    struct script_args *args = NULL;
+    struct co_script_call *calls = NULL;
+    struct call_head head;
+    struct co_auth auth;
+    enum co_auth_reason why;
     long long *reply = NULL;
     uint8_t *packed = NULL;
-    size_t n = 0, n_known = 0, wire_counts, plen;
+    size_t n = 0, n_known = 0, n_calls = 0, wire_counts, plen;
     const char *redis = "skipped";
-    char detail[200], err[256] = "", v1[96], v2[300];
+    char detail[300], err[256] = "", v1[96], v2[300];
+    char replay_key[CO_REPLAY_KEY_MAX];
     bool degraded = false, token_failed = false;
-    uint64_t now_s;
+    uint64_t now_ms, now_s;
     int rc;
 
+    why = co_auth_check(req, &auth);
+    if (why != CO_AUTH_OK) {
+        co_auth_reject(resp, why, auth.edge_id);
+        return;
+    }
     if (wire_count_field(req->body, req->body_len, SYNC_COUNTS_FIELD,
                          &wire_counts) != CO_OK) {
         reject(resp, "malformed protobuf: not a SyncRequest");
@@ -347,6 +459,10 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
     }
     if (validate_request(in, detail, sizeof detail) != CO_OK) {
         reject(resp, detail);
+        goto cleanup;
+    }
+    if (strcmp(in->edge_id, auth.edge_id) != 0) {
+        co_auth_reject(resp, CO_AUTH_EDGE_MISMATCH, auth.edge_id);
         goto cleanup;
     }
     pol = co_policy_current();
@@ -370,12 +486,43 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
         items[i].kc = kc;
         items[i].quota = co_policy_find(pol, kc->quota);
         items[i].attempts = kc->admitted + kc->denied + kc->challenged;
+    }
+    if (check_unique(items, n, known, detail, sizeof detail) != CO_OK) {
+        reject(resp, detail);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < n; i++)
         if (items[i].quota != NULL)
             known[n_known++] = &items[i];
-    }
 
-    if (n_known > 0) {
-        rc = build_script_call(in->edge_id, known, n_known, &args);
+    /* Even a batch with nothing to count goes to Redis: the replay check
+     * lives there. */
+    if (co_auth_replay_key(&auth, replay_key, sizeof replay_key) < 0 ||
+        make_nonce(head.nonce) != CO_OK) {
+        CO_ERROR("msg=sync_build_failed detail=\"replay key or nonce\"");
+        co_response_problem(resp, 500, "internal error");
+        goto cleanup;
+    }
+    head.replay_key = replay_key;
+    head.edge_id = in->edge_id;
+    head.seq = in->seq;
+    head.sync_interval_ms = pol->sync_interval_ms;
+    n_calls = n_known == 0 ? 1 : (n_known + SYNC_CALL_ITEMS - 1) /
+                                 SYNC_CALL_ITEMS;
+    args = calloc(n_calls, sizeof *args);
+    calls = calloc(n_calls, sizeof *calls);
+    reply = calloc(SYNC_REPLY_HEAD * n_calls + SYNC_REPLY_ITEM * n_known,
+                   sizeof *reply);
+    if (args == NULL || calls == NULL || reply == NULL)
+        goto oom;
+    now_ms = co_wall_ms();
+    for (size_t c = 0; c < n_calls; c++) {
+        size_t lo = c * SYNC_CALL_ITEMS;
+        size_t cnt = n_known - lo < SYNC_CALL_ITEMS ? n_known - lo
+                                                    : SYNC_CALL_ITEMS;
+        long long *o = reply + SYNC_REPLY_HEAD * c + SYNC_REPLY_ITEM * lo;
+
+        rc = build_script_call(&head, now_ms, known + lo, cnt, o, &args[c]);
         if (rc == CO_EINVAL) {
             CO_ERROR("msg=sync_build_failed detail=\"key over its cap "
                      "after validation\"");
@@ -384,35 +531,63 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
         }
         if (rc != CO_OK)
             goto oom;
-        reply = calloc(4 * n_known, sizeof *reply);
-        if (reply == NULL)
-            goto oom;
-        rc = co_redis_eval_sync(&args.call, reply, 4 * n_known, err,
-                                sizeof err);
-        if (rc == CO_ENOMEM)
-            goto oom;
-        if (rc == CO_OK) {
-            for (size_t i = 0; i < n_known && rc == CO_OK; i++) {
-                if (!reply_ok(&reply[4 * i])) {
-                    CO_ERROR("msg=sync_bad_script_reply item=%zu "
-                             "action=%lld lease=%lld", i, reply[4 * i],
-                             reply[4 * i + 1]);
-                    snprintf(err, sizeof err, "script reply out of range");
-                    rc = CO_EREPLY;
-                }
+        calls[c] = args[c].call;
+    }
+    rc = co_redis_eval_sync(calls, n_calls, err, sizeof err);
+    if (rc == CO_ENOMEM)
+        goto oom;
+    for (size_t c = 0; c < n_calls && rc == CO_OK; c++) {
+        const long long *h = calls[c].out;
+
+        if (h[0] == SCRIPT_REPLAYED) {
+            co_auth_reject(resp, CO_AUTH_REPLAYED, auth.edge_id);
+            goto cleanup;
+        }
+        if (h[0] == SCRIPT_CONFLICT) {
+            CO_INFO("msg=sync_conflict edge=%s seq=%llu applied_seq=%lld",
+                    co_log_value(v1, sizeof v1, in->edge_id,
+                                 strlen(in->edge_id)),
+                    (unsigned long long)in->seq, h[1]);
+            snprintf(detail, sizeof detail, "seq %llu is older than seq "
+                     "%lld already applied for edge %s",
+                     (unsigned long long)in->seq, h[1], in->edge_id);
+            co_response_problem(resp, 409, detail);
+            goto cleanup;
+        }
+        if (h[0] != SCRIPT_APPLIED) {
+            CO_ERROR("msg=sync_bad_script_reply call=%zu status=%lld", c,
+                     h[0]);
+            snprintf(err, sizeof err, "script reply out of range");
+            rc = CO_EREPLY;
+        }
+        for (size_t i = 0; rc == CO_OK && i < (calls[c].nout -
+                                                SYNC_REPLY_HEAD) /
+                                               SYNC_REPLY_ITEM; i++) {
+            const long long *r = h + SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * i;
+
+            if (!reply_ok(r)) {
+                CO_ERROR("msg=sync_bad_script_reply item=%zu action=%lld "
+                         "lease=%lld", i, r[0], r[1]);
+                snprintf(err, sizeof err, "script reply out of range");
+                rc = CO_EREPLY;
             }
         }
-        degraded = rc != CO_OK;
-        redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
     }
+    degraded = rc != CO_OK;
+    redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
 
     now_s = co_wall_ms() / 1000u;
     for (size_t i = 0, k = 0; i < n; i++) {
         const long long *r = NULL;
 
-        if (items[i].quota != NULL)
-            r = &reply[4 * k++];
-        fill_state(&states[i], &items[i], r, degraded, now_s, &token_failed);
+        if (items[i].quota != NULL) {
+            size_t c = k / SYNC_CALL_ITEMS;
+
+            if (!degraded)
+                r = reply + SYNC_REPLY_HEAD * (c + 1) + SYNC_REPLY_ITEM * k;
+            k++;
+        }
+        fill_state(&states[i], &items[i], r, now_s, &token_failed);
         state_ptrs[i] = &states[i];
     }
     if (token_failed)
@@ -468,7 +643,10 @@ cleanup:
             free(states[i].challenge_token);
     free(packed);
     free(reply);
-    script_args_free(&args);
+    for (size_t c = 0; args != NULL && c < n_calls; c++)
+        script_args_free(&args[c]);
+    free(args);
+    free(calls);
     free(state_ptrs);
     free(states);
     free(known);

@@ -1,51 +1,173 @@
--- sync.lua — apply one edge's batch of counts atomically and decide every
--- (quota, key) in it. Embedded in tollgated, called with EVALSHA.
+-- sync.lua — apply one edge's batch of counts atomically, grant leases and
+-- decide every (quota, key) in it. Embedded in tollgated, called with
+-- EVALSHA; a batch over 512 items is split into several calls sent in one
+-- pipeline (each call is atomic, the batch as a whole is not).
 --
 -- Data model, per (quota, key), hash tag {q|k} (percent-encoded, see
--- co_key_tag in redis.c):
---   tg:{q|k}:c  HASH  w  current window index = floor(now_ms / window_ms)
---                     a  admitted in the current window
---                     t  attempts (admitted + denied + challenged) in it
+-- co_key_tag in redis.c), so a Redis Cluster can shard by key:
+--   tg:{q|k}:c  HASH  w       current window index = floor(now_ms / window_ms)
+--                     a, t    admitted / attempts (admitted + denied +
+--                             challenged) in the current window
 --                     pa, pt  the same for the previous window
---   tg:{q|k}:e  ZSET  edge_id -> last report time (ms)
+--                     L       sum of the leases outstanding (granted to an
+--                             edge and not yet superseded by its next report)
+--                     D       sum of the edges' demand rates (milli-req/s)
+--                     e:<edge_id>  the edge's record, 8 integers:
+--                       "seq lease rate last_ms action reset_ms count carry"
+--                       seq       the SyncRequest seq that wrote it
+--                       lease     what it was granted then (part of L)
+--                       rate      its smoothed demand, milli-req/s (part of D)
+--                       last_ms   when it reported the key
+--                       action, reset_ms, count  the rest of its answer
+--                       carry     rounding remainder of its shares, 1/1000
+--   tg:{q|k}:e  ZSET  edge_id -> last report time (ms), to expire edges
 -- Both expire after 2 x window: an idle key costs nothing.
+-- Per edge (hash tag {edge|<edge_id>}):
+--   tg:{edge|<id>}:sig:<32 hex>  STRING  the nonce of the request that
+--                     first used this signature; lives replay_ttl_ms
 --
--- KEYS: 2 per item, c then e.
--- ARGV: [1] now_ms (the coordinator's co_wall_ms()), [2] edge_id,
---   [3] item count n, then 6 per item:
---   limit, window_ms, over_action (1 challenge, 2 deny),
+-- KEYS: [1] the replay key, then 2 per item: c, e.
+-- ARGV: [1] now_ms (the coordinator's wall clock), [2] edge_id, [3] seq,
+--   [4] sync_interval_ms, [5] nonce (unique per HTTP request, the same in
+--   every call of one batch), [6] replay_ttl_ms, [7] item count n, then 6 per
+--   item: limit, window_ms, over_action (1 challenge, 2 deny),
 --   deny_after_milli (deny_after x 1000, 0 = off), admitted, attempts.
--- Returns a flat array, 4 integers per item:
---   action (0 allow, 1 challenge, 2 deny), lease, reset_ms, estimate.
+-- Returns 3 + 4n integers: status (0 applied, 1 replayed, 2 conflict),
+--   the stored seq and the 1-based item of a conflict (else 0, 0); then per
+--   item action (0 allow, 1 challenge, 2 deny), lease, reset_ms, count
+--   (zeros unless applied).
 --
 -- Time is the coordinator's wall clock, passed in ARGV, not Redis TIME: the
 -- accuracy simulator replaces co_wall_ms() with a simulated clock and unit
 -- tests pin it. Coordinators must therefore keep NTP-synchronised clocks;
 -- their skew shifts window boundaries by as much.
+--
+-- Replays: a signature is accepted once. Every call of a batch checks the
+-- replay key: absent or holding this request's nonce means go on (later
+-- calls of the same batch find the nonce the first one wrote); anything
+-- else is a replay, answered before anything is written.
+--
+-- Idempotency on (edge_id, seq), per item: a record whose seq equals the
+-- request's is a retry of a batch already applied (the answer was lost):
+-- nothing is added and the stored answer comes back unchanged. A record
+-- with a larger seq means this request is older than one already applied:
+-- the whole call changes nothing and answers conflict.
+--
 -- The count is Cloudflare's two-window approximation of a sliding window:
---   estimate = pa * (window - elapsed) / window + a
--- The lease splits what is left of the limit evenly between the edges that
--- reported the key within the last window, rounded down, so the leases
--- outstanding never add up to more than what is left. A key is over its
--- quota when its estimate reaches the limit, or when what is left is too
--- little to lease any edge a request and the attempts reached the limit.
--- Leases proportional to each edge's demand come later.
+--   est = ceil(pa * (window - elapsed) / window) + a
+-- (rounded up: it is a bound). A key is over its quota (action =
+-- over_action) when est >= limit; DENY when the attempts estimate reaches
+-- deny_after x limit; and over as well when the lease rounds to 0 while the
+-- attempts estimate has reached the limit (nothing can be leased, the client
+-- asked for at least its limit). reset_ms is the time left in the window.
+--
+-- Leases follow demand. When edge e reports (A admitted, T attempts):
+--   1. e's previous lease leaves L: its new report supersedes it (the edge
+--      replaces its whole allowance with the new lease; what it admitted out
+--      of the old one is in A).
+--   2. A and T are added to the window counts.
+--   3. e's demand rate r_e (attempts/s since its previous report, EWMA with
+--      a time constant of one sync interval; first report: T over one sync
+--      interval) replaces its old rate in D.
+--   4. left = max(0, limit - est), avail = max(0, left - L)
+--      lease = min(avail, cap, round(left * r_e / D))
+--      The share is of what is left of the limit, not of what the other
+--      edges' leases leave over: with every edge at its share the shares
+--      add up to left and each fits in avail, so the leases follow demand
+--      (3x the demand, 3x the lease) and can use the whole budget; a share
+--      that does not fit (others took more while demand shifted) is cut to
+--      avail.
+--      cap = max(1, ceil(2 * r_e * sync_interval)): what the edge plausibly
+--      needs before its next sync, twice over, so one edge cannot hoard the
+--      budget a quieter edge will want a second later. The rounding diffuses
+--      its error: the remainder is carried to e's next share of this key, so
+--      an edge whose share is 0.3 gets 1 every third sync instead of never.
+--   5. L += lease.
+-- Edges silent for the key longer than one window are expired: their lease
+-- leaves L, their rate leaves D. One window, not a few sync intervals,
+-- because that is how long the edge itself holds on to a lease it does not
+-- renew (edge-module bucket.c): forgetting it sooner would hand the same
+-- budget out twice. The cap keeps what a departed edge pins small.
+--
+-- THE OVERSHOOT BOUND. Every grant is at most avail = limit - est - L at
+-- the moment it is made, and then joins L; a lease only leaves L when the
+-- edge's next report moves what it admitted out of it into est (or after a
+-- window, when the edge has stopped using it). So at all times
+--   est + L <= limit,
+-- and since an edge admits through the coordinator only out of its lease,
+--   coordinated admissions in a window <= limit.
+-- What the sum can exceed the limit by is only what edges admit on their
+-- own, outside any lease:
+--   (a) the floor: a key an edge has not been leased yet (a new key, or one
+--       whose lease is older than a window) gets the quota's floor;
+--   (b) the stale allowance: an edge whose syncs fail grants, on its own,
+--       a decaying allowance starting from its last lease, down to the
+--       floor (degraded answers lease nothing: the same fallback);
+--   (c) clock skew between coordinators (window boundaries move by it) and
+--       the two-window approximation itself: est assumes the previous
+--       window's admissions were uniform; for the current fixed window
+--       a <= est holds exactly.
+-- Both (a) and (b) are counted as soon as they are reported, so they shift
+-- budget away from later grants instead of accumulating.
+--
 -- Redis truncates Lua numbers in replies to integers, so every value is
 -- rounded explicitly, and numbers sent to redis.call are formatted as
 -- integers (never 1.7e+12).
+
+local MIN_RATE = 50   -- milli-req/s: an idle edge still gets a 1-request cap
 
 local function int(x)
   return string.format('%d', x)
 end
 
+-- An edge's record, or nil.
+local function record(s)
+  if not s then return nil end
+  local f = {}
+  for v in string.gmatch(s, '%-?%d+') do f[#f + 1] = tonumber(v) end
+  if #f < 8 then return nil end
+  return {seq = f[1], lease = f[2], rate = f[3], last = f[4], action = f[5],
+          reset = f[6], count = f[7], carry = f[8]}
+end
+
 local now = tonumber(ARGV[1])
 local edge = ARGV[2]
-local n = tonumber(ARGV[3])
-local out = {}
+local seq = tonumber(ARGV[3])
+local interval = math.max(tonumber(ARGV[4]), 100)
+local nonce = ARGV[5]
+local replay_ttl = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+local field = 'e:' .. edge
+local out = {0, 0, 0}
+
+local function refuse(status, a, b)
+  local r = {status, a, b}
+  for _ = 1, 4 * n do r[#r + 1] = 0 end
+  return r
+end
+
+local used = redis.call('GET', KEYS[1])
+if used and used ~= nonce then
+  return refuse(1, 0, 0)
+end
+
+-- Read everything first: a conflict must leave Redis untouched.
+local state = {}
+for i = 1, n do
+  local h = redis.call('HMGET', KEYS[2 * i], 'w', 'a', 't', 'pa', 'pt', 'L',
+                       'D', field)
+  local prev = record(h[8])
+  if prev and prev.seq > seq then
+    return refuse(2, prev.seq, i)
+  end
+  state[i] = {h = h, prev = prev}
+end
+redis.call('SET', KEYS[1], nonce, 'PX', int(replay_ttl))
 
 for i = 1, n do
-  local kc, ke = KEYS[2 * i - 1], KEYS[2 * i]
-  local b = 3 + (i - 1) * 6
+  local kc, ke = KEYS[2 * i], KEYS[2 * i + 1]
+  local h, prev = state[i].h, state[i].prev
+  local b = 7 + (i - 1) * 6
   local limit = tonumber(ARGV[b + 1])
   local window = tonumber(ARGV[b + 2])
   local over = tonumber(ARGV[b + 3])
@@ -53,61 +175,111 @@ for i = 1, n do
   local admitted = tonumber(ARGV[b + 5])
   local attempts = tonumber(ARGV[b + 6])
 
-  local idx = math.floor(now / window)
-  local h = redis.call('HMGET', kc, 'w', 'a', 't', 'pa', 'pt')
-  local w = tonumber(h[1])
-  local a = tonumber(h[2]) or 0
-  local t = tonumber(h[3]) or 0
-  local pa = tonumber(h[4]) or 0
-  local pt = tonumber(h[5]) or 0
+  if prev and prev.seq == seq then
+    -- A retry: the same answer, nothing added.
+    out[#out + 1] = prev.action
+    out[#out + 1] = prev.lease
+    out[#out + 1] = prev.reset
+    out[#out + 1] = prev.count
+  else
+    local idx = math.floor(now / window)
+    local w = tonumber(h[1])
+    local a = tonumber(h[2]) or 0
+    local t = tonumber(h[3]) or 0
+    local pa = tonumber(h[4]) or 0
+    local pt = tonumber(h[5]) or 0
+    local L = tonumber(h[6]) or 0
+    local D = tonumber(h[7]) or 0
 
-  if w == nil or w < idx - 1 then
-    a, t, pa, pt = 0, 0, 0, 0
-  elseif w == idx - 1 then
-    pa, pt, a, t = a, t, 0, 0
-  end
-  -- w == idx: same window. w > idx only if a clock stepped back: keep
-  -- counting into the stored window rather than dropping counts.
-  a = a + admitted
-  t = t + attempts
-  redis.call('HSET', kc, 'w', int(idx), 'a', int(a), 't', int(t),
-             'pa', int(pa), 'pt', int(pt))
-  redis.call('PEXPIRE', kc, int(2 * window))
+    if w == nil or w < idx - 1 then
+      a, t, pa, pt = 0, 0, 0, 0
+    elseif w == idx - 1 then
+      pa, pt, a, t = a, t, 0, 0
+    else
+      -- w == idx: same window. w > idx only if a clock stepped back (or
+      -- coordinators disagree): keep counting into the stored window
+      -- rather than dropping counts.
+      idx = w
+    end
+    a = a + admitted
+    t = t + attempts
 
-  local remaining_ms = (idx + 1) * window - now
-  if remaining_ms < 0 then remaining_ms = 0 end
-  if remaining_ms > window then remaining_ms = window end
-  local est = math.floor(pa * remaining_ms / window) + a
-  local est_t = math.floor(pt * remaining_ms / window) + t
+    -- Expire edges silent for more than a window (this one included: it
+    -- then starts over as a first report).
+    local cutoff = '(' .. int(now - window)
+    local gone = redis.call('ZRANGEBYSCORE', ke, '-inf', cutoff)
+    for _, g in ipairs(gone) do
+      local r = record(redis.call('HGET', kc, 'e:' .. g))
+      if r then
+        L = L - r.lease
+        D = D - r.rate
+      end
+      redis.call('HDEL', kc, 'e:' .. g)
+      if g == edge then prev = nil end
+    end
+    if #gone > 0 then
+      redis.call('ZREMRANGEBYSCORE', ke, '-inf', cutoff)
+    end
 
-  local action = 0
-  if deny_milli > 0 and est_t * 1000 >= deny_milli * limit then
-    action = 2
-  elseif est >= limit then
-    action = over
-  end
+    -- The new report supersedes the previous lease and rate.
+    local rate
+    if prev then
+      L = L - prev.lease
+      D = D - prev.rate
+      local dt = math.max(now - prev.last, 1)
+      local inst = attempts * 1000000 / dt
+      rate = prev.rate + (inst - prev.rate) * dt / (dt + interval)
+    else
+      rate = attempts * 1000000 / interval
+    end
+    rate = math.max(math.floor(rate + 0.5), MIN_RATE)
+    if L < 0 then L = 0 end   -- never: records and sums change together
+    if D < 0 then D = 0 end
+    D = D + rate
 
-  redis.call('ZADD', ke, int(now), edge)
-  redis.call('ZREMRANGEBYSCORE', ke, '-inf', int(now - window - 1))
-  local edges = redis.call('ZCARD', ke)
-  redis.call('PEXPIRE', ke, int(2 * window))
+    local remaining_ms = (idx + 1) * window - now
+    if remaining_ms < 0 then remaining_ms = 0 end
+    if remaining_ms > window then remaining_ms = window end
+    local est = math.ceil(pa * remaining_ms / window) + a
+    local est_t = math.ceil(pt * remaining_ms / window) + t
 
-  local lease = 0
-  if action == 0 and est < limit then
-    lease = math.floor((limit - est) / edges)
-    -- Less budget left than edges to split it between: nobody can be
-    -- leased a single request, so a client that has asked for at least its
-    -- limit is over its quota now, not when a lease that cannot be granted
-    -- would have brought it there.
-    if lease == 0 and est_t >= limit then
+    local action = 0
+    if deny_milli > 0 and est_t * 1000 >= deny_milli * limit then
+      action = 2
+    elseif est >= limit then
       action = over
     end
-  end
 
-  out[#out + 1] = action
-  out[#out + 1] = lease
-  out[#out + 1] = remaining_ms
-  out[#out + 1] = est
+    local lease = 0
+    local carry = prev and prev.carry or 0
+    if action == 0 then
+      local left = math.max(limit - est, 0)
+      local avail = math.max(left - L, 0)
+      local cap = math.max(1, math.ceil(2 * rate * interval / 1000000))
+      local x = left * rate / D + carry / 1000
+      lease = math.min(math.floor(x), cap, avail)
+      -- Only the rounding error is carried, not what cap or avail cut.
+      carry = math.floor((x - math.floor(x)) * 1000)
+      if lease == 0 and est_t >= limit then
+        action = over
+      end
+    end
+    L = L + lease
+
+    redis.call('HSET', kc, 'w', int(idx), 'a', int(a), 't', int(t),
+               'pa', int(pa), 'pt', int(pt), 'L', int(L), 'D', int(D),
+               field, string.format('%d %d %d %d %d %d %d %d', seq, lease,
+                                    rate, now, action, remaining_ms, est,
+                                    carry))
+    redis.call('PEXPIRE', kc, int(2 * window))
+    redis.call('ZADD', ke, int(now), edge)
+    redis.call('PEXPIRE', ke, int(2 * window))
+
+    out[#out + 1] = action
+    out[#out + 1] = lease
+    out[#out + 1] = remaining_ms
+    out[#out + 1] = est
+  end
 end
 
 return out

@@ -6,7 +6,8 @@
  * coordinator/ includes this header: the global state, status codes, log
  * macros and all cross-file prototypes live here, grouped by subsystem.
  *
- * Redis data model (the contract of coordinator/sync.lua):
+ * Redis data model (the contract of coordinator/sync.lua, whose header
+ * has the lease rule and the overshoot bound):
  *   For each (quota, key) the hash tag is "{<quota>|<key>}", both parts
  *   percent-encoded outside [A-Za-z0-9._:-] so '{', '}', '|' and '%' never
  *   appear raw and the tag is injective; a Redis Cluster shards on it.
@@ -14,25 +15,25 @@
  *                       a  = admitted in the current window
  *                       t  = attempts (admitted + denied + challenged)
  *                       pa, pt = the same for the previous window
- *     tg:{q|k}:e  ZSET  edge_id -> last report time (ms)
- *   Both expire after 2 x window. The script takes KEYS = (c, e) per item,
- *   ARGV = now_ms (co_wall_ms(): time comes from the coordinator, so
- *   coordinators need NTP-synchronised clocks), edge_id, item count, then
- *   6 per item: limit, window_ms,
+ *                       L  = sum of the leases outstanding
+ *                       D  = sum of the edges' demand rates (milli-req/s)
+ *                       e:<edge_id> = "seq lease rate last_ms action
+ *                            reset_ms count carry", the edge's last report
+ *                            and answer (idempotency on (edge_id, seq))
+ *     tg:{q|k}:e  ZSET  edge_id -> last report time (ms); edges silent for
+ *                       a window are expired (lease and rate given back)
+ *   Both expire after 2 x window. Per edge, tg:{edge|<edge_id>}:sig:<32 hex>
+ *   remembers a used signature for CO_AUTH_REPLAY_TTL_MS.
+ *   One script call: KEYS = replay key, then (c, e) per item; ARGV =
+ *   now_ms (co_wall_ms(): time comes from the coordinator, so coordinators
+ *   need NTP-synchronised clocks), edge_id, seq, sync_interval_ms, nonce,
+ *   replay_ttl_ms, item count, then 6 per item: limit, window_ms,
  *   over_action (1 challenge, 2 deny), deny_after_milli (0 = off),
- *   admitted, attempts; it returns 4 integers per item: action, lease,
- *   reset_ms, sliding-window estimate of admitted requests. The lease is
- *   floor((limit - estimate) / edges that reported the key within the last
- *   window), 0 unless the action is ALLOW.
- *
- *   Challenges (verify.c), each key its own hash tag:
- *     tg:{nonce|<hex>}         STRING "1": the challenge token with this
- *                              nonce (32 lower-case hex digits) was used;
- *                              SET NX, expires 60 s after the token
- *     tg:{clr|<quota>|<kh>}    STRING clearance expiry (unix s): the key
- *                              whose hash is kh (hex of SHA-256(quota "\n"
- *                              key)[0..16]) solved a challenge; expires
- *                              with the clearance (policy clearance_ttl_s)
+ *   admitted, attempts. It returns 3 + 4 per item integers: status (0
+ *   applied, 1 replayed, 2 conflict), the applied seq and 1-based item of
+ *   a conflict; then action, lease, reset_ms, sliding-window estimate of
+ *   admitted requests per item. A batch over 512 items is several calls,
+ *   pipelined.
  */
 #ifndef TOLLGATED_H
 #define TOLLGATED_H
@@ -78,7 +79,7 @@
 #define CO_KEY_TAG_MAX       (3 + 3 * CO_QUOTA_NAME_MAX + 3 * CO_KEY_MAX + 1)
 #define CO_CHALLENGE_TTL_S   300
 #define CO_TOKEN_MAX         320     /* bytes of a challenge token, NUL incl. */
-#define CO_SECRET_MIN        32      /* bytes of --challenge-secret */
+#define CO_SECRET_MIN        32      /* bytes of a key file secret */
 #define CO_SECRET_MAX        128
 
 /* ------------------------------------------------------------ logging
@@ -118,9 +119,8 @@ struct co_config {
     char policy_path[4096];
     unsigned threads;           /* MHD worker threads */
     size_t max_body;            /* bytes */
-    unsigned redis_timeout_ms;  /* connect and command timeout */
-    uint8_t secret[CO_SECRET_MAX];
-    size_t secret_len;          /* 0: not given, generate one */
+    unsigned redis_timeout_ms;  /* total Redis wait per request */
+    char keys_path[4096];       /* the key file (required) */
     enum co_log_level log_level;
 };
 
@@ -135,13 +135,54 @@ int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
                     struct co_config *cfg, char *err, size_t errlen);
 void co_config_usage(FILE *out);
 
+/* ------------------------------------------------------------ edge auth
+ * (auth.c) Every sync is signed by its edge with one of the keys the key
+ * file lists for the edge's name (the part of edge_id before the first
+ * '/'; any of them verifies, for rotation). Request headers:
+ *   Tollgate-Edge: <edge_id exactly as in the SyncRequest body>
+ *   Tollgate-Timestamp: <unix time in ms, decimal, no sign>
+ *   Tollgate-Signature: v1=<64 lower-case hex digits>
+ * the signature being HMAC-SHA256(key, "tollgate-sync-v1\n" METHOD "\n"
+ * PATH "\n" TIMESTAMP "\n" lowercase_hex(SHA-256(body))), the timestamp
+ * within CO_AUTH_SKEW_MS of co_wall_ms(). A signature is accepted once:
+ * sync.lua remembers it (CO_AUTH_REPLAY_TTL_MS, a bit over the 60 s in
+ * which a timestamp is acceptable) in the same call that applies the
+ * batch. Failures answer 401 with WWW-Authenticate: CO_AUTH_SCHEME. */
+#define CO_AUTH_SCHEME        "Tollgate-HMAC-SHA256"
+#define CO_AUTH_SKEW_MS       30000u
+#define CO_AUTH_REPLAY_TTL_MS 65000u
+/* "tg:" tag ":sig:" + 32 hex + NUL */
+#define CO_REPLAY_KEY_MAX     (3 + CO_KEY_TAG_MAX + 5 + 32 + 1)
+
+enum co_auth_reason {
+    CO_AUTH_OK = 0,
+    CO_AUTH_MISSING_SIGNATURE,   /* no Tollgate-Signature header */
+    CO_AUTH_BAD_HEADER,          /* a Tollgate-* header malformed/missing */
+    CO_AUTH_UNKNOWN_EDGE,        /* no key for the edge name */
+    CO_AUTH_EDGE_MISMATCH,       /* header edge != body edge_id */
+    CO_AUTH_STALE_TIMESTAMP,     /* more than CO_AUTH_SKEW_MS off */
+    CO_AUTH_BAD_SIGNATURE,       /* no key of the edge verifies it */
+    CO_AUTH_REPLAYED,            /* signature seen before (sync.lua) */
+    CO_AUTH_REASONS
+};
+
+/* What a verified request told us about itself. */
+struct co_auth {
+    char edge_id[CO_EDGE_ID_MAX + 1];  /* Tollgate-Edge (also on failure,
+                                        * truncated, for the log line) */
+    char sig_hex[65];                  /* the signature, hex */
+};
+
+/* reason -> "missing_signature", ... (the 401 detail and metric label) */
+extern const char *const co_auth_reason_names[CO_AUTH_REASONS];
+
 /* ------------------------------------------------------------ global state */
 struct co_policy;
 
 struct co_server {
     size_t max_body;                   /* body cap for every route */
-    uint8_t secret[CO_SECRET_MAX];     /* challenge-token HMAC key */
-    size_t secret_len;
+    /* rejected syncs by reason ([CO_AUTH_OK] unused) */
+    atomic_ullong auth_failures[CO_AUTH_REASONS];
     atomic_bool draining;              /* SIGTERM seen: close keep-alives */
     atomic_uint inflight;              /* requests between first callback
                                         * and completion */
@@ -177,6 +218,10 @@ struct co_response {
     uint8_t *body;              /* malloc'd; co_response_clear() frees it */
     size_t body_len;
     char allow[64];             /* Allow header for 405, "" otherwise */
+    struct {                    /* one more header, e.g. WWW-Authenticate */
+        const char *name;       /* static strings; NULL: none */
+        const char *value;
+    } extra;
 };
 
 typedef void (*co_handler_fn)(const struct co_request *req,
@@ -225,6 +270,16 @@ void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 void co_health_live(const struct co_request *req, struct co_response *resp);
 void co_health_ready(const struct co_request *req, struct co_response *resp);
 void co_sync_handle(const struct co_request *req, struct co_response *resp);
+
+/* auth.c: see "edge auth" above. */
+enum co_auth_reason co_auth_check(const struct co_request *req,
+                                  struct co_auth *out);
+int co_auth_sign(const uint8_t *secret, size_t secret_len,
+                 const char *method, const char *path, const char *timestamp,
+                 const uint8_t *body, size_t body_len, uint8_t mac[32]);
+void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
+                    const char *edge_id);
+int co_auth_replay_key(const struct co_auth *a, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ policy
  * The policy is immutable once built; readers hold a reference. */
@@ -282,12 +337,15 @@ struct co_redis_target {
 };
 
 /* One EVALSHA of the sync script. argv holds nkeys keys then nargs args,
- * each with its length (keys and args may contain any byte). */
+ * each with its length (keys and args may contain any byte); the flat
+ * integer reply (nout integers) lands in out. */
 struct co_script_call {
     size_t nkeys;
     size_t nargs;
     const char **argv;
     const size_t *argvlen;
+    long long *out;
+    size_t nout;
 };
 
 int co_redis_parse_url(const char *url, unsigned timeout_ms,
@@ -296,8 +354,8 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
 void co_redis_shutdown(void);
 const char *co_redis_script_sha(void);
 int co_redis_ping(char *err, size_t errlen);
-int co_redis_eval_sync(const struct co_script_call *call, long long *out,
-                       size_t nout, char *err, size_t errlen);
+int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+                       char *err, size_t errlen);
 int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
                char *out, size_t outlen);
 

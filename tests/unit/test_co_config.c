@@ -34,33 +34,43 @@ static int parse(const char *const *env, int argc, const char **argv,
     return co_config_parse(argc, (char **)argv, env_lookup, cfg, err, 256);
 }
 
-static void test_defaults_need_only_policy(void **state)
+static void test_defaults_need_only_policy_and_keys(void **state)
 {
-    const char *argv[] = {"tollgated", "--policy", "p.json"};
+    const char *argv[] = {"tollgated", "--policy", "p.json", "--keys", "k"};
     struct co_config cfg;
     char err[256] = "";
 
     (void)state;
-    assert_int_equal(parse(NULL, 3, argv, &cfg, err), CO_CONFIG_RUN);
+    assert_int_equal(parse(NULL, 5, argv, &cfg, err), CO_CONFIG_RUN);
     assert_string_equal(cfg.listen, "127.0.0.1:8080");
     assert_string_equal(cfg.redis_url, "redis://127.0.0.1:6379");
     assert_string_equal(cfg.policy_path, "p.json");
     assert_true(cfg.threads >= 2 && cfg.threads % 2 == 0);
     assert_int_equal(cfg.max_body, 1048576);
     assert_int_equal(cfg.redis_timeout_ms, 50);
-    assert_int_equal(cfg.secret_len, 0);
+    assert_string_equal(cfg.keys_path, "k");
     assert_int_equal(cfg.log_level, CO_LOG_INFO);
 }
 
-static void test_policy_is_required(void **state)
+static void test_policy_and_keys_are_required(void **state)
 {
     const char *argv[] = {"tollgated"};
+    const char *no_keys[] = {"tollgated", "--policy", "p"};
+    const char *no_policy[] = {"tollgated", "--keys", "k"};
+    const char *env[] = {"TOLLGATE_KEYS=env.keys", NULL};
     struct co_config cfg;
     char err[256] = "";
 
     (void)state;
     assert_int_equal(parse(NULL, 1, argv, &cfg, err), CO_EINVAL);
     assert_non_null(strstr(err, "--policy"));
+    assert_int_equal(parse(NULL, 3, no_keys, &cfg, err), CO_EINVAL);
+    assert_non_null(strstr(err, "--keys FILE (or TOLLGATE_KEYS) is "
+                                "required"));
+    assert_int_equal(parse(NULL, 3, no_policy, &cfg, err), CO_EINVAL);
+    assert_non_null(strstr(err, "--policy"));
+    assert_int_equal(parse(env, 3, no_keys, &cfg, err), CO_CONFIG_RUN);
+    assert_string_equal(cfg.keys_path, "env.keys");
 }
 
 static void test_every_flag_both_spellings(void **state)
@@ -69,8 +79,7 @@ static void test_every_flag_both_spellings(void **state)
         "tollgated", "--listen", "127.0.0.1:0", "--redis=redis://h:1/2",
         "--policy=x.json", "--threads", "3", "--max-body=2048",
         "--redis-timeout-ms", "75", "--log-level=debug",
-        "--challenge-secret",
-        "000102030405060708090a0b0c0d0e0f101112131415161718191A1B1C1D1E1F",
+        "--keys", "/etc/tollgate/keys",
     };
     struct co_config cfg;
     char err[256] = "";
@@ -85,25 +94,25 @@ static void test_every_flag_both_spellings(void **state)
     assert_int_equal(cfg.max_body, 2048);
     assert_int_equal(cfg.redis_timeout_ms, 75);
     assert_int_equal(cfg.log_level, CO_LOG_DEBUG);
-    assert_int_equal(cfg.secret_len, 32);
-    for (int i = 0; i < 32; i++)
-        assert_int_equal(cfg.secret[i], i);
+    assert_string_equal(cfg.keys_path, "/etc/tollgate/keys");
 }
 
 static void test_env_and_flag_precedence(void **state)
 {
     const char *env[] = {
         "TOLLGATE_LISTEN=127.0.0.1:9999", "TOLLGATE_POLICY=env.json",
+        "TOLLGATE_KEYS=env.keys",
         "TOLLGATE_THREADS=7", "TOLLGATE_REDIS=redis://env:1",
         "TOLLGATE_MAX_BODY=", /* empty counts as unset */
         "TOLLGATE_LOG_LEVEL=warn", "TOLLGATE_REDIS_TIMEOUT_MS=20", NULL,
     };
-    const char *argv[] = {"tollgated", "--threads", "5"};
+    const char *argv[] = {"tollgated", "--threads", "5", "--keys", "flag.k"};
     struct co_config cfg;
     char err[256] = "";
 
     (void)state;
-    assert_int_equal(parse(env, 3, argv, &cfg, err), CO_CONFIG_RUN);
+    assert_int_equal(parse(env, 5, argv, &cfg, err), CO_CONFIG_RUN);
+    assert_string_equal(cfg.keys_path, "flag.k");  /* flag wins */
     assert_string_equal(cfg.listen, "127.0.0.1:9999");
     assert_string_equal(cfg.policy_path, "env.json");
     assert_string_equal(cfg.redis_url, "redis://env:1");
@@ -140,11 +149,10 @@ static void test_bad_values_name_the_source(void **state)
         {"--listen", "127.0.0.1:", "--listen: must be host:port"},
         {"--redis", "http://x", "--redis: must be a redis:// URL"},
         {"--log-level", "verbose", "--log-level: must be debug, info"},
-        {"--challenge-secret", "abcd", "--challenge-secret: must be 32..128"},
-        {"--challenge-secret",
-         "zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-         "--challenge-secret: must be"},
         {"--policy", "", "--policy: must be 1.."},
+        {"--keys", "", "--keys: must be 1.."},
+        /* secrets never come from the command line (ps shows it) */
+        {"--challenge-secret", "00", "unknown argument"},
     };
     const char *env[] = {"TOLLGATE_THREADS=lots", NULL};
     const char *only_policy[] = {"tollgated", "--policy", "p"};
@@ -224,8 +232,8 @@ static void test_log_level_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_need_only_policy),
-        cmocka_unit_test(test_policy_is_required),
+        cmocka_unit_test(test_defaults_need_only_policy_and_keys),
+        cmocka_unit_test(test_policy_and_keys_are_required),
         cmocka_unit_test(test_every_flag_both_spellings),
         cmocka_unit_test(test_env_and_flag_precedence),
         cmocka_unit_test(test_help_and_version),

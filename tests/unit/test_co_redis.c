@@ -2,11 +2,14 @@
  *
  * The URL parser is tested as a pure function. The script is tested for
  * real: the test starts a throwaway redis-server on a spare loopback port
- * (and kills exactly that PID at the end), then drives co_redis_eval_sync()
- * and checks the window arithmetic, leases split between edges, challenge
- * and deny decisions, expiry, NOSCRIPT recovery, and the fast failure when
- * Redis goes away. Window rolls are tested by writing the previous window's
- * state into the hash, not by waiting for real windows to pass.
+ * (and stops exactly that PID at the end), then drives co_redis_eval_sync()
+ * with the script's own KEYS/ARGV layout. Time is pinned: the script takes
+ * the coordinator's clock from ARGV, so window rolls are tested by passing
+ * a later time, not by waiting. Covered: window arithmetic, leases that
+ * follow demand and never add up to more than what is left, expiry of
+ * silent edges, idempotent retries, stale seqs, replays, challenge and deny
+ * decisions, a batch split into pipelined calls, NOSCRIPT recovery, and the
+ * deadline when Redis is gone or paused.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -16,16 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <netinet/in.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <hiredis.h>
 
 #include "tollgated.h"
+#include "test_redis_server.h"
 
 /* ------------------------------------------------------------ URL parsing */
 static void test_parse_url(void **state)
@@ -103,84 +103,25 @@ static void test_parse_url_refusals(void **state)
 }
 
 /* ------------------------------------------------------------ live Redis */
-static pid_t redis_pid = -1;
-static int redis_port;
-static redisContext *admin;     /* the test's own connection */
+static struct test_redis redis;
 
-static int spare_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
+#define T0       1699999200000ULL   /* pinned clock: an hour's start */
+#define HOUR     3600000ULL
+#define SYNC_MS  1000u
+#define MAXN     1500
 
 static int start_redis(void **state)
 {
-    char port[16];
-    struct timespec pause = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
-
     (void)state;
     atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);
-    redis_port = spare_port();
-    if (redis_port <= 0)
-        return -1;
-    snprintf(port, sizeof port, "%d", redis_port);
-    redis_pid = fork();
-    if (redis_pid < 0)
-        return -1;
-    if (redis_pid == 0) {
-        if (freopen("/dev/null", "w", stdout) == NULL)
-            _exit(127);
-        execlp("redis-server", "redis-server", "--port", port, "--bind",
-               "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--daemonize", "no", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 250; i++) {
-        struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-
-        admin = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
-        if (admin != NULL && admin->err == 0) {
-            redisReply *r = redisCommand(admin, "PING");
-            bool up = r != NULL && r->type == REDIS_REPLY_STATUS;
-
-            freeReplyObject(r);
-            if (up)
-                return 0;
-        }
-        redisFree(admin);
-        admin = NULL;
-        nanosleep(&pause, NULL);
-    }
-    fprintf(stderr, "redis-server did not start on port %d\n", redis_port);
-    return -1;
-}
-
-static void stop_redis(void)
-{
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGTERM);
-        waitpid(redis_pid, NULL, 0);
-        redis_pid = -1;
-    }
+    return test_redis_start(&redis);
 }
 
 static int teardown_redis(void **state)
 {
     (void)state;
-    if (admin != NULL)
-        redisFree(admin);
-    admin = NULL;
     co_redis_shutdown();
-    stop_redis();
+    test_redis_stop(&redis);
     return 0;
 }
 
@@ -191,7 +132,7 @@ static long long admin_int(const char *fmt, ...)
     long long v = -1;
 
     va_start(ap, fmt);
-    r = redisvCommand(admin, fmt, ap);
+    r = redisvCommand(redis.admin, fmt, ap);
     va_end(ap);
     assert_non_null(r);
     if (r->type == REDIS_REPLY_INTEGER)
@@ -208,7 +149,7 @@ static void admin_ok(const char *fmt, ...)
     redisReply *r;
 
     va_start(ap, fmt);
-    r = redisvCommand(admin, fmt, ap);
+    r = redisvCommand(redis.admin, fmt, ap);
     va_end(ap);
     assert_non_null(r);
     if (r->type == REDIS_REPLY_ERROR)
@@ -216,74 +157,119 @@ static void admin_ok(const char *fmt, ...)
     freeReplyObject(r);
 }
 
-static uint64_t redis_now_ms(void)
-{
-    redisReply *r = redisCommand(admin, "TIME");
-    uint64_t ms;
-
-    assert_non_null(r);
-    ms = strtoull(r->element[0]->str, NULL, 10) * 1000 +
-         strtoull(r->element[1]->str, NULL, 10) / 1000;
-    freeReplyObject(r);
-    return ms;
-}
-
-/* A window no test run can cross (with safe_now()). */
-#define HOUR 3600000
-
 struct item {
     const char *quota, *key;
     uint64_t limit, window_ms, over, deny_milli, admitted, attempts;
 };
 
-/* One EVALSHA for items[0..n) from edge; out gets 4 integers per item. */
-static int eval(const char *edge, const struct item *items, size_t n,
-                long long *out)
-{
-    const char *argv[64];
-    size_t lens[64];
-    char bufs[64][CO_KEY_TAG_MAX + 8];
-    size_t k = 0;
-    struct co_script_call call;
-    char err[256];
-    int rc;
+/* One request's script call(s): who, which seq, at what time. */
+struct req {
+    const char *edge;
+    uint64_t seq;
+    uint64_t now;
+};
 
-    assert_true(n <= 6);
+/* The strings behind one co_script_call. */
+struct built {
+    struct co_script_call call;
+    char **s;
+    const char **argv;
+    size_t *lens;
+    size_t k;
+};
+
+static void put(struct built *b, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    assert_true(vasprintf(&b->s[b->k], fmt, ap) >= 0);
+    va_end(ap);
+    b->argv[b->k] = b->s[b->k];
+    b->lens[b->k] = strlen(b->s[b->k]);
+    b->k++;
+}
+
+/* Lay out KEYS/ARGV of sync.lua (see its header) for items[0..n). */
+static void build(struct built *b, const struct req *r, const char *nonce,
+                  const char *replay, const struct item *items, size_t n,
+                  long long *out)
+{
+    size_t total = 1 + 2 * n + 7 + 6 * n;
+
+    memset(b, 0, sizeof *b);
+    b->s = calloc(total, sizeof *b->s);
+    b->argv = calloc(total, sizeof *b->argv);
+    b->lens = calloc(total, sizeof *b->lens);
+    put(b, "%s", replay);
     for (size_t i = 0; i < n; i++) {
         char tag[CO_KEY_TAG_MAX];
 
         co_key_tag(items[i].quota, strlen(items[i].quota), items[i].key,
                    strlen(items[i].key), tag, sizeof tag);
-        snprintf(bufs[k], sizeof bufs[k], "tg:%s:c", tag);
-        snprintf(bufs[k + 1], sizeof bufs[k + 1], "tg:%s:e", tag);
-        k += 2;
+        put(b, "tg:%s:c", tag);
+        put(b, "tg:%s:e", tag);
     }
-    snprintf(bufs[k++], sizeof bufs[0], "%llu",
-             (unsigned long long)co_wall_ms());
-    snprintf(bufs[k++], sizeof bufs[0], "%s", edge);
-    snprintf(bufs[k++], sizeof bufs[0], "%zu", n);
+    put(b, "%llu", (unsigned long long)r->now);
+    put(b, "%s", r->edge);
+    put(b, "%llu", (unsigned long long)r->seq);
+    put(b, "%u", SYNC_MS);
+    put(b, "%s", nonce);
+    put(b, "%u", CO_AUTH_REPLAY_TTL_MS);
+    put(b, "%zu", n);
     for (size_t i = 0; i < n; i++) {
-        const uint64_t v[6] = {items[i].limit, items[i].window_ms,
-                               items[i].over, items[i].deny_milli,
-                               items[i].admitted, items[i].attempts};
+        put(b, "%llu", (unsigned long long)items[i].limit);
+        put(b, "%llu", (unsigned long long)items[i].window_ms);
+        put(b, "%llu", (unsigned long long)items[i].over);
+        put(b, "%llu", (unsigned long long)items[i].deny_milli);
+        put(b, "%llu", (unsigned long long)items[i].admitted);
+        put(b, "%llu", (unsigned long long)items[i].attempts);
+    }
+    b->call.nkeys = 1 + 2 * n;
+    b->call.nargs = 7 + 6 * n;
+    b->call.argv = b->argv;
+    b->call.argvlen = b->lens;
+    b->call.out = out;
+    b->call.nout = 3 + 4 * n;
+}
 
-        for (int j = 0; j < 6; j++)
-            snprintf(bufs[k++], sizeof bufs[0], "%llu",
-                     (unsigned long long)v[j]);
-    }
-    for (size_t i = 0; i < k; i++) {
-        argv[i] = bufs[i];
-        lens[i] = strlen(bufs[i]);
-    }
-    call.nkeys = 2 * n;
-    call.nargs = k - 2 * n;
-    call.argv = argv;
-    call.argvlen = lens;
-    rc = co_redis_eval_sync(&call, out, 4 * n, err, sizeof err);
+static void built_free(struct built *b)
+{
+    for (size_t i = 0; i < b->k; i++)
+        free(b->s[i]);
+    free(b->s);
+    free(b->argv);
+    free(b->lens);
+}
+
+static unsigned request_no;
+
+/* One call for items[0..n) as a fresh request (new nonce and signature);
+ * out gets 3 + 4n integers: status, conflict seq, conflict item, then
+ * action, lease, reset_ms, count per item. */
+static int eval(const struct req *r, const struct item *items, size_t n,
+                long long *out)
+{
+    struct built b;
+    char nonce[32], replay[64], err[256];
+    int rc;
+
+    request_no++;
+    snprintf(nonce, sizeof nonce, "n%u", request_no);
+    snprintf(replay, sizeof replay, "tg:{edge|t}:sig:%u", request_no);
+    build(&b, r, nonce, replay, items, n, out);
+    rc = co_redis_eval_sync(&b.call, 1, err, sizeof err);
     if (rc != CO_OK && rc != CO_EREDIS)
         fprintf(stderr, "eval: %s\n", err);
+    built_free(&b);
     return rc;
 }
+
+/* An item's four answers, from an eval() reply. */
+#define ACTION(o, i) ((o)[3 + 4 * (i)])
+#define LEASE(o, i)  ((o)[3 + 4 * (i) + 1])
+#define RESET(o, i)  ((o)[3 + 4 * (i) + 2])
+#define COUNT(o, i)  ((o)[3 + 4 * (i) + 3])
 
 static void test_init_loads_script(void **state)
 {
@@ -292,126 +278,278 @@ static void test_init_loads_script(void **state)
     redisReply *r;
 
     (void)state;
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis_port);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis.port);
     assert_int_equal(co_redis_parse_url(url, 200, &t, err, sizeof err),
                      CO_OK);
     if (co_redis_init(&t, err, sizeof err) != CO_OK)
         fail_msg("init: %s", err);
     assert_int_equal(strlen(co_redis_script_sha()), 40);
-    r = redisCommand(admin, "SCRIPT EXISTS %s", co_redis_script_sha());
+    r = redisCommand(redis.admin, "SCRIPT EXISTS %s", co_redis_script_sha());
     assert_int_equal(r->element[0]->integer, 1);
     freeReplyObject(r);
     assert_int_equal(co_redis_ping(err, sizeof err), CO_OK);
 }
 
-/* Wait out the last 2 s of a window so a roll cannot happen mid-test. */
-static uint64_t safe_now(uint64_t window)
-{
-    uint64_t now = redis_now_ms();
-
-    if (window - now % window < 2000) {
-        struct timespec p = {.tv_sec = 2, .tv_nsec = 0};
-
-        nanosleep(&p, NULL);
-        now = redis_now_ms();
-    }
-    return now;
-}
-
-static void test_first_report_and_expiry(void **state)
+static void test_first_report(void **state)
 {
     const struct item it = {"per-ip", "10.0.0.1", 100, 60000, 1, 0, 7, 9};
-    long long out[4];
+    const struct req r = {"e1", 1, T0 + 1000};
+    long long out[7];
     long long ttl;
-    uint64_t before, after;
 
     (void)state;
-    before = safe_now(60000) / 60000;
-    assert_int_equal(eval("e1", &it, 1, out), CO_OK);
-    after = redis_now_ms() / 60000;
-    assert_int_equal(out[0], 0);              /* allow */
-    assert_int_equal(out[1], 93);             /* 100 - 7, one edge */
-    assert_true(out[2] > 0 && out[2] <= 60000);
-    assert_int_equal(out[3], 7);
+    assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);              /* applied */
+    assert_int_equal(ACTION(out, 0), 0);
+    /* demand 9/s: capped at 2 x 9 per 1 s interval, well under 93 left */
+    assert_int_equal(LEASE(out, 0), 18);
+    assert_int_equal(RESET(out, 0), 60000 - (T0 + 1000) % 60000);
+    assert_int_equal(COUNT(out, 0), 7);
     assert_int_equal(admin_int("HGET tg:{per-ip|10.0.0.1}:c a"), 7);
     assert_int_equal(admin_int("HGET tg:{per-ip|10.0.0.1}:c t"), 9);
-    assert_int_equal(before, after);          /* safe_now() made sure */
     assert_int_equal(admin_int("HGET tg:{per-ip|10.0.0.1}:c w"),
-                     (long long)before);
+                     (long long)((T0 + 1000) / 60000));
+    assert_int_equal(admin_int("HGET tg:{per-ip|10.0.0.1}:c L"), 18);
+    assert_int_equal(admin_int("HGET tg:{per-ip|10.0.0.1}:c D"), 9000);
     assert_int_equal(admin_int("ZCARD tg:{per-ip|10.0.0.1}:e"), 1);
     ttl = admin_int("PTTL tg:{per-ip|10.0.0.1}:c");
     assert_true(ttl > 110000 && ttl <= 120000);
     ttl = admin_int("PTTL tg:{per-ip|10.0.0.1}:e");
     assert_true(ttl > 110000 && ttl <= 120000);
+    ttl = admin_int("PTTL tg:{edge|t}:sig:%u", request_no);
+    assert_true(ttl > 60000 && ttl <= CO_AUTH_REPLAY_TTL_MS);
 }
 
-static void test_lease_is_split_between_edges(void **state)
+/* A resend of an applied seq (its answer was lost) gets the same answer,
+ * even later, and adds nothing. */
+static void test_retry_is_idempotent(void **state)
 {
-    const struct item a = {"split", "k", 100, HOUR, 1, 0, 10, 10};
-    long long out[4];
+    const struct item its[2] = {
+        {"idem", "a", 100, HOUR, 1, 0, 10, 12},
+        {"idem", "b", 10, HOUR, 1, 0, 10, 10},
+    };
+    const struct req first = {"e1", 3, T0 + 5000};
+    const struct req again = {"e1", 3, T0 + 7000};
+    long long out[11], out2[11];
 
     (void)state;
-    safe_now(HOUR);
-    assert_int_equal(eval("edge-a", &a, 1, out), CO_OK);
-    assert_int_equal(out[1], 90);
-    assert_int_equal(eval("edge-b", &a, 1, out), CO_OK);
-    assert_int_equal(out[3], 20);
-    assert_int_equal(out[1], 40);             /* (100 - 20) / 2 */
-    assert_int_equal(eval("edge-c", &a, 1, out), CO_OK);
-    assert_int_equal(out[1], 23);             /* floor(70 / 3) */
-    /* an edge reporting again is not counted twice */
-    assert_int_equal(eval("edge-a", &a, 1, out), CO_OK);
-    assert_int_equal(out[1], 20);             /* (100 - 40) / 3 */
-    /* an edge silent for a whole window no longer takes a share */
-    admin_ok("ZADD tg:{split|k}:e %llu edge-c",
-             (unsigned long long)(redis_now_ms() - HOUR - 1000));
-    assert_int_equal(eval("edge-a", &a, 1, out), CO_OK);
-    assert_int_equal(out[1], 25);             /* (100 - 50) / 2 */
+    assert_int_equal(eval(&first, its, 2, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(ACTION(out, 1), 1);      /* b is at its limit */
+    assert_int_equal(eval(&again, its, 2, out2), CO_OK);
+    assert_memory_equal(out, out2, sizeof out);
+    assert_int_equal(admin_int("HGET tg:{idem|a}:c a"), 10);
+    assert_int_equal(admin_int("HGET tg:{idem|a}:c t"), 12);
+    assert_int_equal(admin_int("HGET tg:{idem|a}:c L"), LEASE(out, 0));
+    assert_int_equal(admin_int("HGET tg:{idem|b}:c a"), 10);
+}
+
+/* A seq older than one applied for any key of the call changes nothing. */
+static void test_older_seq_conflicts(void **state)
+{
+    const struct item a = {"old", "a", 100, HOUR, 1, 0, 5, 5};
+    const struct item both[2] = {
+        {"old", "fresh", 100, HOUR, 1, 0, 1, 1},
+        {"old", "a", 100, HOUR, 1, 0, 1, 1},
+    };
+    const struct req newer = {"e1", 9, T0 + 1000};
+    const struct req older = {"e1", 8, T0 + 2000};
+    long long out[11];
+    redisReply *before, *after;
+
+    (void)state;
+    assert_int_equal(eval(&newer, &a, 1, out), CO_OK);
+    before = redisCommand(redis.admin, "HGETALL tg:{old|a}:c");
+    assert_int_equal(eval(&older, both, 2, out), CO_OK);
+    assert_int_equal(out[0], 2);              /* conflict */
+    assert_int_equal(out[1], 9);              /* the seq already applied */
+    assert_int_equal(out[2], 2);              /* at the second item */
+    after = redisCommand(redis.admin, "HGETALL tg:{old|a}:c");
+    assert_int_equal(before->elements, after->elements);
+    for (size_t i = 0; i < before->elements; i++)
+        assert_string_equal(before->element[i]->str, after->element[i]->str);
+    freeReplyObject(before);
+    freeReplyObject(after);
+    /* the first item was not written either, nor the replay key */
+    assert_int_equal(admin_int("EXISTS tg:{old|fresh}:c"), 0);
+    assert_int_equal(admin_int("EXISTS tg:{edge|t}:sig:%u", request_no), 0);
+}
+
+static void test_replayed_signature_is_refused(void **state)
+{
+    const struct item it = {"replay", "k", 100, HOUR, 1, 0, 1, 1};
+    const struct req r1 = {"e1", 1, T0}, r2 = {"e1", 2, T0};
+    long long out[7];
+    struct built b;
+    char err[256];
+
+    (void)state;
+    build(&b, &r1, "nonce-1", "tg:{edge|e1}:sig:abc", &it, 1, out);
+    assert_int_equal(co_redis_eval_sync(&b.call, 1, err, sizeof err), CO_OK);
+    assert_int_equal(out[0], 0);
+    built_free(&b);
+    /* the same signature again (another request: another nonce) */
+    build(&b, &r2, "nonce-2", "tg:{edge|e1}:sig:abc", &it, 1, out);
+    assert_int_equal(co_redis_eval_sync(&b.call, 1, err, sizeof err), CO_OK);
+    assert_int_equal(out[0], 1);              /* replayed */
+    assert_int_equal(LEASE(out, 0), 0);
+    built_free(&b);
+    assert_int_equal(admin_int("HGET tg:{replay|k}:c a"), 1);
+}
+
+/* In steady state each edge's lease follows its share of the demand. */
+static void test_leases_follow_demand(void **state)
+{
+    const struct item hi = {"share", "k", 400, HOUR, 1, 0, 0, 300};
+    const struct item lo = {"share", "k", 400, HOUR, 1, 0, 0, 100};
+    long long a[7], b[7];
+    uint64_t now = T0;
+
+    (void)state;
+    for (uint64_t seq = 1; seq <= 4; seq++, now += SYNC_MS) {
+        const struct req ra = {"edge-a", seq, now};
+        const struct req rb = {"edge-b", seq, now + 10};
+
+        assert_int_equal(eval(&ra, &hi, 1, a), CO_OK);
+        assert_int_equal(eval(&rb, &lo, 1, b), CO_OK);
+    }
+    /* 300 vs 100 attempts/s: 3/4 and 1/4 of the 400 left */
+    assert_int_equal(LEASE(a, 0), 300);
+    assert_int_equal(LEASE(b, 0), 100);
+    assert_int_equal(admin_int("HGET tg:{share|k}:c L"), 400);
+}
+
+/* Random demand from many edges: the leases outstanding never exceed what
+ * is left of the limit, and L is exactly the sum of the edges' leases. */
+static void test_leases_never_exceed_what_is_left(void **state)
+{
+    enum { EDGES = 12 };
+    uint64_t granted[EDGES] = {0}, seq[EDGES] = {0};
+    uint64_t now = T0, rng = 42;
+    long long out[7];
+
+    (void)state;
+    for (int round = 0; round < 400; round++) {
+        unsigned e = (unsigned)(rng % EDGES);
+        char edge[16];
+        uint64_t sum = 0, attempts, admitted;
+        struct item it = {"bound", "k", 1000, 60000, 1, 0, 0, 0};
+        struct req r;
+
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        attempts = (rng >> 33) % 60;
+        /* an edge admits at most what it was leased */
+        admitted = attempts < granted[e] ? attempts : granted[e];
+        it.admitted = admitted;
+        it.attempts = attempts;
+        snprintf(edge, sizeof edge, "edge-%u", e);
+        r.edge = edge;
+        r.seq = ++seq[e];
+        r.now = now;
+        now += 50 + (rng >> 40) % 200;
+        assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+        granted[e] = (uint64_t)LEASE(out, 0);
+        for (unsigned i = 0; i < EDGES; i++)
+            sum += granted[i];
+        assert_int_equal(admin_int("HGET tg:{bound|k}:c L"), (long long)sum);
+        if (ACTION(out, 0) == 0)
+            assert_true((long long)sum + COUNT(out, 0) <= 1000);
+    }
+}
+
+/* An edge silent for more than a window gives its lease and demand back. */
+static void test_silent_edges_expire(void **state)
+{
+    const struct item it = {"expire", "k", 1000, 60000, 1, 0, 0, 50};
+    const struct req a = {"edge-a", 1, T0}, b = {"edge-b", 1, T0 + 30000};
+    const struct req b2 = {"edge-b", 2, T0 + 60001};
+    long long out[7];
+
+    (void)state;
+    assert_int_equal(eval(&a, &it, 1, out), CO_OK);
+    assert_int_equal(LEASE(out, 0), 100);     /* cap: 2 x 50/s x 1 s */
+    assert_int_equal(eval(&b, &it, 1, out), CO_OK);
+    assert_int_equal(admin_int("HGET tg:{expire|k}:c L"), 200);
+    assert_int_equal(admin_int("HGET tg:{expire|k}:c D"), 100000);
+    assert_int_equal(eval(&b2, &it, 1, out), CO_OK);
+    /* edge-a is gone: only edge-b's new lease is outstanding */
+    assert_int_equal(admin_int("HGET tg:{expire|k}:c L"), LEASE(out, 0));
+    assert_int_equal(admin_int("HEXISTS tg:{expire|k}:c e:edge-a"), 0);
+    assert_int_equal(admin_int("ZCARD tg:{expire|k}:e"), 1);
+    assert_true(admin_int("HGET tg:{expire|k}:c D") < 100000);
+}
+
+/* A share under one request is paid out now and then, not never. */
+static void test_small_shares_are_carried(void **state)
+{
+    long long out[7];
+    long long total = 0;
+
+    (void)state;
+    /* 10 left, 40 edges of equal demand: 0.25 each per report */
+    admin_ok("HSET tg:{carry|k}:c w %llu a 990 t 5000",
+             (unsigned long long)(T0 / HOUR));
+    for (int round = 0; round < 3; round++) {
+        for (int e = 0; e < 40; e++) {
+            char edge[16];
+            const struct item it = {"carry", "k", 1000, HOUR, 1, 0, 0, 1};
+            struct req r = {edge, (uint64_t)round + 1,
+                            T0 + (uint64_t)round * SYNC_MS + (uint64_t)e};
+
+            snprintf(edge, sizeof edge, "e%d", e);
+            assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+            if (round == 2)
+                total += LEASE(out, 0);
+        }
+    }
+    /* by the third round every edge has carried enough for some leases,
+     * and they still fit in the 10 that are left */
+    assert_true(total > 0);
+    assert_true(admin_int("HGET tg:{carry|k}:c L") <= 10);
 }
 
 static void test_over_limit_takes_the_quota_action(void **state)
 {
-    const struct item c = {"chal", "k", 10, HOUR, 1, 0, 10, 10};
-    const struct item d = {"deny", "k", 10, HOUR, 2, 0, 12, 12};
-    const struct item under = {"chal", "k2", 10, HOUR, 1, 0, 9, 9};
-    long long out[12];
-    const struct item batch[3] = {c, d, under};
+    const struct item batch[3] = {
+        {"chal", "k", 10, HOUR, 1, 0, 10, 10},
+        {"deny", "k", 10, HOUR, 2, 0, 12, 12},
+        {"chal", "k2", 10, HOUR, 1, 0, 9, 9},
+    };
+    const struct req r = {"e1", 1, T0};
+    long long out[15];
 
     (void)state;
-    safe_now(HOUR);
-    assert_int_equal(eval("e1", batch, 3, out), CO_OK);
-    assert_int_equal(out[0], 1);              /* 10 >= 10: challenge */
-    assert_int_equal(out[1], 0);
-    assert_int_equal(out[3], 10);
-    assert_int_equal(out[4], 2);              /* quota action deny */
-    assert_int_equal(out[5], 0);
-    assert_int_equal(out[7], 12);
-    assert_int_equal(out[8], 0);              /* other key unaffected */
-    assert_int_equal(out[9], 1);
+    assert_int_equal(eval(&r, batch, 3, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 1);      /* 10 >= 10: challenge */
+    assert_int_equal(LEASE(out, 0), 0);
+    assert_int_equal(COUNT(out, 0), 10);
+    assert_int_equal(ACTION(out, 1), 2);      /* quota action deny */
+    assert_int_equal(LEASE(out, 1), 0);
+    assert_int_equal(ACTION(out, 2), 0);      /* other key unaffected */
+    assert_int_equal(LEASE(out, 2), 1);
 }
 
-/* Budget left but less than one request per edge: a key whose attempts
- * reached the limit is over its quota; one whose attempts did not is not. */
-static void test_unsplittable_remainder(void **state)
+/* Nothing left to lease and attempts at the limit: over the quota. */
+static void test_unleasable_and_asked_for_more_is_over(void **state)
 {
     const struct item a = {"rem", "k", 10, HOUR, 1, 0, 9, 9};
     const struct item hot = {"rem", "k", 10, HOUR, 1, 0, 0, 5};
-    const struct item quiet_a = {"rem", "q", 10, HOUR, 1, 0, 9, 9};
+    const struct item quiet = {"rem", "q", 10, HOUR, 1, 0, 9, 9};
     const struct item quiet_b = {"rem", "q", 10, HOUR, 1, 0, 0, 0};
-    long long out[4];
+    const struct req ra = {"edge-a", 1, T0}, rb = {"edge-b", 1, T0 + 1};
+    long long out[7];
 
     (void)state;
-    safe_now(HOUR);
-    assert_int_equal(eval("edge-a", &a, 1, out), CO_OK);
-    assert_int_equal(out[0], 0);
-    assert_int_equal(out[1], 1);              /* 10 - 9, one edge */
-    assert_int_equal(eval("edge-b", &hot, 1, out), CO_OK);
-    assert_int_equal(out[0], 1);              /* floor(1 / 2) = 0, 14 >= 10 */
-    assert_int_equal(out[1], 0);
-    assert_int_equal(eval("edge-a", &quiet_a, 1, out), CO_OK);
-    assert_int_equal(eval("edge-b", &quiet_b, 1, out), CO_OK);
-    assert_int_equal(out[0], 0);              /* 9 attempts < 10 */
-    assert_int_equal(out[1], 0);
+    assert_int_equal(eval(&ra, &a, 1, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 0);
+    assert_int_equal(LEASE(out, 0), 1);       /* the 1 left */
+    assert_int_equal(eval(&rb, &hot, 1, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 1);      /* nothing left, 14 >= 10 */
+    assert_int_equal(LEASE(out, 0), 0);
+    assert_int_equal(eval(&ra, &quiet, 1, out), CO_OK);
+    assert_int_equal(eval(&rb, &quiet_b, 1, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 0);      /* 9 attempts < 10 */
+    assert_int_equal(LEASE(out, 0), 0);
 }
 
 static void test_deny_after_counts_attempts(void **state)
@@ -420,122 +558,187 @@ static void test_deny_after_counts_attempts(void **state)
     const struct item flood = {"flood", "k", 10, HOUR, 1, 3000, 5, 29};
     const struct item more = {"flood", "k", 10, HOUR, 1, 3000, 0, 1};
     const struct item off = {"nodeny", "k", 10, HOUR, 1, 0, 5, 1000};
-    long long out[4];
+    const struct req r1 = {"e1", 1, T0}, r2 = {"e1", 2, T0 + 1000};
+    long long out[7];
 
     (void)state;
-    safe_now(HOUR);
-    assert_int_equal(eval("e1", &flood, 1, out), CO_OK);
-    assert_int_equal(out[0], 0);              /* 29 < 30 */
-    assert_int_equal(eval("e1", &more, 1, out), CO_OK);
-    assert_int_equal(out[0], 2);              /* 30 >= 30 */
-    assert_int_equal(out[1], 0);
-    assert_int_equal(eval("e1", &off, 1, out), CO_OK);
-    assert_int_equal(out[0], 0);              /* deny_after off */
+    assert_int_equal(eval(&r1, &flood, 1, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 0);      /* 29 < 30 */
+    assert_int_equal(eval(&r2, &more, 1, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 2);      /* 30 >= 30 */
+    assert_int_equal(LEASE(out, 0), 0);
+    assert_int_equal(eval(&r1, &off, 1, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 0);      /* deny_after off */
+    assert_int_equal(LEASE(out, 0), 5);
 }
 
-static void test_window_roll_and_sliding_estimate(void **state)
+static void test_window_roll_with_pinned_time(void **state)
 {
-    const uint64_t w = 3600000;      /* 1 h: one roll at most per test */
-    const struct item it = {"roll", "k", 1000000000, 3600000, 1, 0, 3, 4};
-    uint64_t idx = safe_now(w) / w;
-    long long out[4];
+    const uint64_t w = 60000;
+    const struct item it = {"roll", "k", 1000000, 60000, 1, 0, 3, 4};
+    long long out[7];
+    struct req r = {"e1", 1, T0 + 10};
 
     (void)state;
-    /* previous window held w_ms admitted: its weight equals the ms left */
-    admin_ok("HSET tg:{roll|k}:c w %llu a %llu t %llu pa 1 pt 1",
-             (unsigned long long)(idx - 1), (unsigned long long)w,
-             (unsigned long long)w);
-    assert_int_equal(eval("e1", &it, 1, out), CO_OK);
-    assert_int_equal(out[3], out[2] + 3);     /* pa * left / w + a */
-    assert_int_equal(admin_int("HGET tg:{roll|k}:c pa"), (long long)w);
-    assert_int_equal(admin_int("HGET tg:{roll|k}:c pt"), (long long)w);
+    assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+    assert_int_equal(COUNT(out, 0), 3);
+    assert_int_equal(RESET(out, 0), (long long)(w - 10));
+    /* same window again: counts add up */
+    r.seq = 2;
+    r.now = T0 + 30000;
+    assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+    assert_int_equal(COUNT(out, 0), 6);
+    assert_int_equal(RESET(out, 0), 30000);
+    /* a quarter into the next window: 6 x 3/4 of the previous one + 3 */
+    r.seq = 3;
+    r.now = T0 + w + 15000;
+    assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+    assert_int_equal(admin_int("HGET tg:{roll|k}:c pa"), 6);
+    assert_int_equal(admin_int("HGET tg:{roll|k}:c pt"), 8);
     assert_int_equal(admin_int("HGET tg:{roll|k}:c a"), 3);
-    assert_int_equal(admin_int("HGET tg:{roll|k}:c t"), 4);
-    assert_int_equal(admin_int("HGET tg:{roll|k}:c w"), (long long)idx);
-
-    /* same window again: counts add up, previous stays */
-    assert_int_equal(eval("e1", &it, 1, out), CO_OK);
-    assert_int_equal(admin_int("HGET tg:{roll|k}:c a"), 6);
-    assert_int_equal(out[3], out[2] + 6);
-
-    /* older than the previous window: everything starts over */
-    admin_ok("HSET tg:{roll|k}:c w %llu a 50 t 50 pa 50 pt 50",
-             (unsigned long long)(idx - 2));
-    assert_int_equal(eval("e1", &it, 1, out), CO_OK);
-    assert_int_equal(out[3], 3);
+    assert_int_equal(admin_int("HGET tg:{roll|k}:c w"),
+                     (long long)((T0 + w) / w));
+    assert_int_equal(COUNT(out, 0), 5 + 3);   /* ceil(6 x 0.75) + 3 */
+    assert_int_equal(RESET(out, 0), 45000);
+    /* two windows later: everything starts over */
+    r.seq = 4;
+    r.now = T0 + 3 * w + 1;
+    assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+    assert_int_equal(COUNT(out, 0), 3);
     assert_int_equal(admin_int("HGET tg:{roll|k}:c pa"), 0);
-    assert_int_equal(admin_int("HGET tg:{roll|k}:c t"), 4);
-}
-
-static void test_previous_window_counts_toward_the_limit(void **state)
-{
-    const uint64_t w = 3600000;
-    const struct item it = {"slide", "k", 100, 3600000, 2, 0, 1, 1};
-    uint64_t idx = safe_now(w) / w;
-    long long out[4];
-
-    (void)state;
-    /* a full previous window of 200 keeps a fresh window over 100 for
-     * most of its first half */
-    admin_ok("HSET tg:{slide|k}:c w %llu a 200 t 200",
-             (unsigned long long)(idx - 1));
-    assert_int_equal(eval("e1", &it, 1, out), CO_OK);
-    assert_int_equal(out[3], (long long)(200 * (uint64_t)out[2] / w) + 1);
-    if (out[3] >= 100)
-        assert_int_equal(out[0], 2);
-    else
-        assert_int_equal(out[0], 0);
 }
 
 static void test_special_keys_stay_separate(void **state)
 {
-    const struct item a = {"q", "a|b", 100, HOUR, 1, 0, 1, 1};
-    const struct item b = {"q|a", "b", 100, HOUR, 1, 0, 2, 2};
-    long long out[8];
-    const struct item batch[2] = {a, b};
+    const struct item batch[2] = {
+        {"q", "a|b", 100, HOUR, 1, 0, 1, 1},
+        {"q|a", "b", 100, HOUR, 1, 0, 2, 2},
+    };
+    const struct req r = {"e1", 1, T0};
+    long long out[11];
 
     (void)state;
-    safe_now(HOUR);
-    assert_int_equal(eval("e1", batch, 2, out), CO_OK);
-    assert_int_equal(out[3], 1);
-    assert_int_equal(out[7], 2);
+    assert_int_equal(eval(&r, batch, 2, out), CO_OK);
+    assert_int_equal(COUNT(out, 0), 1);
+    assert_int_equal(COUNT(out, 1), 2);
     assert_int_equal(admin_int("HGET tg:{q|a%%7Cb}:c a"), 1);
     assert_int_equal(admin_int("HGET tg:{q%%7Ca|b}:c a"), 2);
+}
+
+/* 1200 items as three calls in one pipeline, one of them after the script
+ * cache was flushed. */
+static void test_batch_split_and_pipelined(void **state)
+{
+    enum { N = 1200, PER = 512 };
+    static struct item items[N];
+    static char keys[N][16];
+    static long long out[3 * 3 + 4 * N];
+    struct built b[3];
+    struct co_script_call calls[3];
+    const struct req r = {"big", 1, T0};
+    char err[256];
+    size_t off = 0;
+
+    (void)state;
+    for (size_t i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%zu", i);
+        items[i] = (struct item){"split", keys[i], 100, HOUR, 1, 0,
+                                 i % 7, i % 7};
+    }
+    admin_ok("SCRIPT FLUSH");
+    for (size_t c = 0; c < 3; c++) {
+        size_t lo = c * PER, n = N - lo < PER ? N - lo : PER;
+
+        build(&b[c], &r, "nonce-big", "tg:{edge|big}:sig:1", items + lo, n,
+              out + off);
+        calls[c] = b[c].call;
+        off += 3 + 4 * n;
+    }
+    if (co_redis_eval_sync(calls, 3, err, sizeof err) != CO_OK)
+        fail_msg("eval: %s", err);
+    off = 0;
+    for (size_t c = 0; c < 3; c++) {
+        assert_int_equal(out[off], 0);        /* every call applied */
+        off += 3 + 4 * ((calls[c].nout - 3) / 4);
+        built_free(&b[c]);
+    }
+    assert_int_equal(admin_int("HGET tg:{split|k0}:c a"), 0);
+    assert_int_equal(admin_int("HGET tg:{split|k1199}:c a"), 1199 % 7);
+    assert_int_equal(admin_int("HGET tg:{split|k600}:c a"), 600 % 7);
+    assert_int_equal(COUNT(out + 2 * (3 + 4 * PER), N - 1 - 2 * PER),
+                     (N - 1) % 7);
 }
 
 static void test_noscript_is_recovered(void **state)
 {
     const struct item it = {"noscript", "k", 100, 60000, 1, 0, 1, 1};
-    long long out[4];
-    redisReply *r;
+    const struct req r = {"e1", 1, T0};
+    long long out[7];
+    redisReply *rep;
 
     (void)state;
     admin_ok("SCRIPT FLUSH");
-    assert_int_equal(eval("e1", &it, 1, out), CO_OK);
-    assert_int_equal(out[3], 1);
-    r = redisCommand(admin, "SCRIPT EXISTS %s", co_redis_script_sha());
-    assert_int_equal(r->element[0]->integer, 1);
-    freeReplyObject(r);
+    assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+    assert_int_equal(COUNT(out, 0), 1);
+    rep = redisCommand(redis.admin, "SCRIPT EXISTS %s", co_redis_script_sha());
+    assert_int_equal(rep->element[0]->integer, 1);
+    freeReplyObject(rep);
+}
+
+/* A paused Redis (SIGSTOP) accepts connections and never answers: a call
+ * must come back CO_EREDIS by its deadline, and while the thread backs off
+ * the next ones must not touch the socket at all. */
+static void test_paused_redis_meets_the_deadline(void **state)
+{
+    const struct item it = {"paused", "k", 100, 60000, 1, 0, 1, 1};
+    const struct req r = {"e1", 1, T0};
+    long long out[7];
+    char err[256];
+    uint64_t t0, spent;
+    int fast = 0;
+
+    (void)state;
+    co_redis_shutdown();    /* start from a live connection of our own */
+    assert_int_equal(co_redis_ping(err, sizeof err), CO_OK);
+    kill(redis.pid, SIGSTOP);
+    t0 = co_mono_ms();
+    assert_int_equal(eval(&r, &it, 1, out), CO_EREDIS);
+    spent = co_mono_ms() - t0;
+    /* in backoff now: answered without waiting */
+    for (int i = 0; i < 50; i++) {
+        uint64_t t1 = co_mono_ms();
+
+        assert_int_equal(eval(&r, &it, 1, out), CO_EREDIS);
+        fast += co_mono_ms() - t1 < 200 / 2;
+    }
+    assert_int_equal(co_redis_ping(err, sizeof err), CO_EREDIS);
+    assert_non_null(strstr(err, "next try in"));
+    kill(redis.pid, SIGCONT);
+    /* the timeout is 200 ms (test_init_loads_script); 10x is a hang */
+    assert_true(spent < 2000);
+    assert_int_equal(fast, 50);
 }
 
 static void test_redis_gone_fails_fast(void **state)
 {
     const struct item it = {"gone", "k", 100, 60000, 1, 0, 1, 1};
-    long long out[4];
+    const struct req r = {"e1", 1, T0};
+    long long out[7];
     char err[256];
     uint64_t t0;
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 
     (void)state;
-    redisFree(admin);
-    admin = NULL;
-    stop_redis();
+    /* wait out the backoff the paused test left, then reconnect */
+    for (int i = 0; i < 100 && co_redis_ping(err, sizeof err) != CO_OK; i++)
+        nanosleep(&pause, NULL);
+    test_redis_stop(&redis);
     t0 = co_mono_ms();
-    assert_int_equal(eval("e1", &it, 1, out), CO_EREDIS);
-    /* the dropped connection is retried once, then the thread backs off */
-    assert_int_equal(co_redis_ping(err, sizeof err), CO_EREDIS);
+    assert_int_equal(eval(&r, &it, 1, out), CO_EREDIS);
+    /* the failure started a backoff: no socket touched until it ends */
     assert_int_equal(co_redis_ping(err, sizeof err), CO_EREDIS);
     assert_non_null(strstr(err, "next try in"));
-    assert_true(co_mono_ms() - t0 < 1000);
+    assert_true(co_mono_ms() - t0 < 2000);
 }
 
 int main(void)
@@ -546,15 +749,22 @@ int main(void)
     };
     const struct CMUnitTest live[] = {
         cmocka_unit_test(test_init_loads_script),
-        cmocka_unit_test(test_first_report_and_expiry),
-        cmocka_unit_test(test_lease_is_split_between_edges),
-        cmocka_unit_test(test_unsplittable_remainder),
+        cmocka_unit_test(test_first_report),
+        cmocka_unit_test(test_retry_is_idempotent),
+        cmocka_unit_test(test_older_seq_conflicts),
+        cmocka_unit_test(test_replayed_signature_is_refused),
+        cmocka_unit_test(test_leases_follow_demand),
+        cmocka_unit_test(test_leases_never_exceed_what_is_left),
+        cmocka_unit_test(test_silent_edges_expire),
+        cmocka_unit_test(test_small_shares_are_carried),
         cmocka_unit_test(test_over_limit_takes_the_quota_action),
+        cmocka_unit_test(test_unleasable_and_asked_for_more_is_over),
         cmocka_unit_test(test_deny_after_counts_attempts),
-        cmocka_unit_test(test_window_roll_and_sliding_estimate),
-        cmocka_unit_test(test_previous_window_counts_toward_the_limit),
+        cmocka_unit_test(test_window_roll_with_pinned_time),
         cmocka_unit_test(test_special_keys_stay_separate),
+        cmocka_unit_test(test_batch_split_and_pipelined),
         cmocka_unit_test(test_noscript_is_recovered),
+        cmocka_unit_test(test_paused_redis_meets_the_deadline),
         cmocka_unit_test(test_redis_gone_fails_fast),
     };
     int failed = cmocka_run_group_tests_name("redis_url", pure, NULL, NULL);

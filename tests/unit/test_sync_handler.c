@@ -1,8 +1,11 @@
-/* test_sync_handler.c — POST /v1/sync as a function: request bytes in,
- * status and response bytes out, with the Redis call and the wall clock
- * replaced by mocks (-Wl,--wrap). Checks what reaches Redis (KEYS/ARGV
- * exactly), what the edge gets back (decoded with protobuf-c), and the
- * degraded answer when Redis fails.
+/* test_sync_handler.c — POST /v1/sync as a function: request bytes and
+ * headers in, status and response bytes out. Most tests replace the Redis
+ * call and the wall clock by mocks (-Wl,--wrap) and check what reaches
+ * Redis (KEYS/ARGV exactly), what the edge gets back (decoded with
+ * protobuf-c), the 401s of edge authentication and the degraded answer.
+ * The last group passes the Redis call through to a real redis-server this
+ * test starts, for what only the script can decide: retries, stale seqs,
+ * replayed signatures.
  */
 // test-ldflags: -Wl,--wrap=co_redis_eval_sync -Wl,--wrap=co_wall_ms
 #include <setjmp.h>
@@ -17,6 +20,8 @@
 #include <jansson.h>
 
 #include "tollgated.h"
+#include "test_redis_server.h"
+#include "test_sync_sign.h"
 
 #define NOW_MS 1700000000123ULL
 
@@ -29,21 +34,38 @@ static const char policy_json[] =
     "   \"path_prefix\": \"/login\", \"methods\": [\"POST\"],"
     "   \"action\": \"deny\", \"deny_after\": 3, \"fail_open\": false}]}";
 
+/* The coordinator's keys; edges e1, edge-7 and big sign syncs. */
+static const char keys_text[] =
+    "challenge c1 "
+    "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1\n"
+    "clearance k1 "
+    "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1\n"
+    "edge e1 "
+    "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1\n"
+    "edge edge-7 "
+    "e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7\n"
+    "edge big "
+    "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1\n";
+
 /* ------------------------------------------------------------ mocks */
-int __wrap_co_redis_eval_sync(const struct co_script_call *call,
-                              long long *out, size_t nout, char *err,
-                              size_t errlen);
+int __real_co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+                              char *err, size_t errlen);
+int __wrap_co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+                              char *err, size_t errlen);
 uint64_t __wrap_co_wall_ms(void);
 
 static struct {
-    int calls;
-    size_t nkeys, nargs;
+    int calls;               /* co_redis_eval_sync() invocations */
+    size_t ncalls;           /* script calls in the last one */
+    size_t nkeys, nargs;     /* of its first script call */
     char **argv;             /* copies, NUL-terminated */
     size_t *lens;
-    size_t nout;
+    size_t nout;             /* integers of all its script calls */
 } seen;
 static int mock_rc;
-static long long mock_reply[64];
+static long long mock_head[3];          /* status, conflict seq, item */
+static long long mock_reply[64];        /* 4 per item, repeated */
+static bool real_redis;                 /* pass through to redis-server */
 
 static void seen_clear(void)
 {
@@ -54,36 +76,54 @@ static void seen_clear(void)
     memset(&seen, 0, sizeof seen);
 }
 
-int __wrap_co_redis_eval_sync(const struct co_script_call *call,
-                              long long *out, size_t nout, char *err,
-                              size_t errlen)
+int __wrap_co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+                              char *err, size_t errlen)
 {
-    size_t n = call->nkeys + call->nargs;
+    size_t n = calls[0].nkeys + calls[0].nargs;
+    int nth = seen.calls + 1;
 
     seen_clear();
-    seen.calls = 1;
-    seen.nkeys = call->nkeys;
-    seen.nargs = call->nargs;
-    seen.nout = nout;
+    seen.calls = nth;
+    seen.ncalls = ncalls;
+    seen.nkeys = calls[0].nkeys;
+    seen.nargs = calls[0].nargs;
     seen.argv = calloc(n, sizeof *seen.argv);
     seen.lens = calloc(n, sizeof *seen.lens);
     for (size_t i = 0; i < n; i++) {
-        seen.argv[i] = calloc(1, call->argvlen[i] + 1);
-        memcpy(seen.argv[i], call->argv[i], call->argvlen[i]);
-        seen.lens[i] = call->argvlen[i];
+        seen.argv[i] = calloc(1, calls[0].argvlen[i] + 1);
+        memcpy(seen.argv[i], calls[0].argv[i], calls[0].argvlen[i]);
+        seen.lens[i] = calls[0].argvlen[i];
     }
+    for (size_t c = 0; c < ncalls; c++)
+        seen.nout += calls[c].nout;
+    if (real_redis)
+        return __real_co_redis_eval_sync(calls, ncalls, err, errlen);
     if (mock_rc != CO_OK) {
         snprintf(err, errlen, "mocked failure");
         return mock_rc;
     }
-    assert_true(nout <= sizeof mock_reply / sizeof mock_reply[0]);
-    memcpy(out, mock_reply, nout * sizeof *out);
+    for (size_t c = 0; c < ncalls; c++) {
+        memcpy(calls[c].out, mock_head, sizeof mock_head);
+        for (size_t i = 3; i < calls[c].nout; i++)
+            calls[c].out[i] = mock_reply[(i - 3) % 64];
+    }
     return CO_OK;
 }
 
 uint64_t __wrap_co_wall_ms(void)
 {
     return NOW_MS;
+}
+
+/* ------------------------------------------------------------ signing */
+/* Sign body as edge at ts_ms with the first key of the edge's name. */
+static void sign(struct hdrs *h, const char *edge, uint64_t ts_ms,
+                 const uint8_t *body, size_t len)
+{
+    const struct co_key *k;
+
+    assert_true(co_keys_edge(&co_keys, edge, strcspn(edge, "/"), &k) > 0);
+    sign_body(h, edge, ts_ms, k->secret, k->len, body, len);
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -126,16 +166,27 @@ static size_t pack_request(const char *edge, uint64_t seq, uint64_t pv,
     return len;
 }
 
-static void run(const uint8_t *body, size_t len, struct co_response *resp)
+static void run_with(const struct hdrs *h, const uint8_t *body, size_t len,
+                     struct co_response *resp)
 {
     struct co_request req = {
         .method = "POST", .path = "/v1/sync",
         .content_type = "application/x-protobuf",
         .body = body, .body_len = len,
+        .header = fake_header, .conn = (void *)h,
     };
 
     memset(resp, 0, sizeof *resp);
     co_sync_handle(&req, resp);
+}
+
+/* Run body signed by edge "e1" now. */
+static void run(const uint8_t *body, size_t len, struct co_response *resp)
+{
+    struct hdrs h;
+
+    sign(&h, "e1", NOW_MS, body, len);
+    run_with(&h, body, len, resp);
 }
 
 /* Run a request that must succeed; the caller frees the decoded answer. */
@@ -147,8 +198,12 @@ static Tollgate__V1__SyncResponse *run_ok(const char *edge, uint64_t seq,
     Tollgate__V1__SyncResponse *out;
     uint8_t *body;
     size_t len = pack_request(edge, seq, pv, kcs, n, &body);
+    struct hdrs h;
+    static unsigned signed_before;
 
-    run(body, len, &resp);
+    /* each request signed at another ms: a new signature, as a resend */
+    sign(&h, edge, NOW_MS - signed_before++ % 20000, body, len);
+    run_with(&h, body, len, &resp);
     free(body);
     assert_int_equal(resp.status, 200);
     assert_string_equal(resp.content_type, "application/x-protobuf");
@@ -204,8 +259,11 @@ static int setup(void **state)
         return -1;
     }
     co_policy_install(p);
-    memset(co_server.secret, 0x5a, 32);
-    co_server.secret_len = 32;
+    if (co_keys_parse(keys_text, strlen(keys_text), &co_keys, err,
+                      sizeof err) != CO_OK) {
+        fprintf(stderr, "keys: %s\n", err);
+        return -1;
+    }
     atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);  /* quiet */
     return 0;
 }
@@ -214,6 +272,7 @@ static int teardown(void **state)
 {
     (void)state;
     co_policy_install(NULL);
+    co_keys_free(&co_keys);
     seen_clear();
     return 0;
 }
@@ -223,6 +282,7 @@ static int reset_mock(void **state)
     (void)state;
     seen_clear();
     mock_rc = CO_OK;
+    memset(mock_head, 0, sizeof mock_head);
     memset(mock_reply, 0, sizeof mock_reply);
     return 0;
 }
@@ -316,10 +376,12 @@ static void test_batch_reaches_redis_as_one_call(void **state)
         {"nosuch", "x", 1, 0, 0},
         {"login", "a{b}|c%d", 2, 3, 0},
     };
+    /* "*": checked below (the replay key and the nonce vary) */
     const char *want[] = {
+        "*",
         "tg:{per-ip|1.2.3.4}:c", "tg:{per-ip|1.2.3.4}:e",
         "tg:{login|a%7Bb%7D%7Cc%25d}:c", "tg:{login|a%7Bb%7D%7Cc%25d}:e",
-        "1700000000123", "edge-7", "2",
+        "1700000000123", "edge-7", "7", "5000", "*", "65000", "2",
         "100", "60000", "1", "0", "5", "8",
         "10", "30000", "2", "3000", "2", "5",
     };
@@ -330,10 +392,17 @@ static void test_batch_reaches_redis_as_one_call(void **state)
     memcpy(mock_reply, reply, sizeof reply);
     r = run_ok("edge-7", 7, 0, kcs, 3);
     assert_int_equal(seen.calls, 1);
-    assert_int_equal(seen.nkeys, 4);
-    assert_int_equal(seen.nargs, 15);
-    assert_int_equal(seen.nout, 8);
+    assert_int_equal(seen.ncalls, 1);
+    assert_int_equal(seen.nkeys, 5);
+    assert_int_equal(seen.nargs, 19);
+    assert_int_equal(seen.nout, 11);
+    assert_int_equal(strlen(seen.argv[0]), strlen("tg:{edge|edge-7}:sig:") +
+                                           32);
+    assert_memory_equal(seen.argv[0], "tg:{edge|edge-7}:sig:", 21);
+    assert_int_equal(strlen(seen.argv[9]), 32);     /* nonce */
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (strcmp(want[i], "*") == 0)
+            continue;
         if (strcmp(seen.argv[i], want[i]) != 0)
             fail_msg("argv[%zu] = \"%s\", want \"%s\"", i, seen.argv[i],
                      want[i]);
@@ -410,15 +479,12 @@ static void test_challenge_carries_a_valid_token(void **state)
                  TOLLGATE__V1__ACTION__ACTION_CHALLENGE, 0, 777, 130);
     tok = r->states[0]->challenge_token;
     assert_true(strlen(tok) > 20);
-    assert_int_equal(co_challenge_check(co_server.secret,
-                                        co_server.secret_len, tok,
-                                        strlen(tok), NOW_MS / 1000, &claims),
-                     CO_OK);
+    assert_int_equal(co_challenge_check(&co_keys, tok, strlen(tok),
+                                        NOW_MS / 1000, &claims), CO_OK);
     assert_string_equal(claims.quota, "per-ip");
     assert_int_equal(claims.issued_at_s, NOW_MS / 1000);
     assert_int_equal(claims.expires_at_s, NOW_MS / 1000 + CO_CHALLENGE_TTL_S);
-    co_challenge_key_hash(co_server.secret, co_server.secret_len, "per-ip",
-                          "203.0.113.7", 11, want_hash);
+    co_challenge_key_hash("per-ip", "203.0.113.7", 11, want_hash);
     assert_memory_equal(claims.key_hash, want_hash, 16);
     /* the raw key is not in the token */
     assert_null(strstr(tok, "203.0.113.7"));
@@ -441,12 +507,13 @@ static void check_degraded(int rc)
     assert_int_equal(r->acked_seq, 0);
     assert_int_equal(r->next_sync_ms, 1000);    /* min(5000, 1000) */
     assert_int_equal(r->n_states, 3);
+    /* degraded: ALLOW and no lease; edges use their own allowance */
     assert_state(r->states[0], "per-ip", "1.2.3.4",
-                 TOLLGATE__V1__ACTION__ACTION_ALLOW, 10, 0, 0);
+                 TOLLGATE__V1__ACTION__ACTION_ALLOW, 0, 0, 0);
     assert_state(r->states[1], "nosuch", "x",
                  TOLLGATE__V1__ACTION__ACTION_ALLOW, 0, 0, 0);
     assert_state(r->states[2], "login", "1.2.3.4",
-                 TOLLGATE__V1__ACTION__ACTION_ALLOW, 2, 0, 0);
+                 TOLLGATE__V1__ACTION__ACTION_ALLOW, 0, 0, 0);
     tollgate__v1__sync_response__free_unpacked(r, NULL);
 }
 
@@ -475,11 +542,13 @@ static void test_out_of_range_reply_is_degraded(void **state)
     assert_int_equal(r->acked_seq, 0);
     assert_int_equal(r->states[0]->action,
                      TOLLGATE__V1__ACTION__ACTION_ALLOW);
-    assert_int_equal(r->states[0]->lease, 10);
+    assert_int_equal(r->states[0]->lease, 0);
     tollgate__v1__sync_response__free_unpacked(r, NULL);
 }
 
-static void test_unknown_quotas_only_skip_redis(void **state)
+/* Keys of quotas the policy lacks are answered ALLOW without Redis; the
+ * call still happens, with no items, for the replay check. */
+static void test_unknown_quotas_only_check_the_replay(void **state)
 {
     const struct kc_spec kcs[] = {
         {"gone", "1.2.3.4", 5, 0, 0},
@@ -488,9 +557,11 @@ static void test_unknown_quotas_only_skip_redis(void **state)
     Tollgate__V1__SyncResponse *r;
 
     (void)state;
-    mock_rc = CO_EREDIS;     /* would degrade, if it were called */
     r = run_ok("e1", 5, 3, kcs, 2);
-    assert_int_equal(seen.calls, 0);
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.nkeys, 1);
+    assert_int_equal(seen.nargs, 7);
+    assert_string_equal(seen.argv[7], "0");
     assert_false(r->degraded);
     assert_int_equal(r->acked_seq, 5);
     assert_int_equal(r->next_sync_ms, 5000);
@@ -507,11 +578,217 @@ static void test_empty_batch_is_acked(void **state)
 
     (void)state;
     r = run_ok("e1", 1, 0, NULL, 0);
-    assert_int_equal(seen.calls, 0);
+    assert_int_equal(seen.calls, 1);
     assert_int_equal(r->acked_seq, 1);
     assert_int_equal(r->n_states, 0);
     assert_non_null(r->policy);
     tollgate__v1__sync_response__free_unpacked(r, NULL);
+}
+
+/* Parse a problem+json answer and check status and detail prefix. */
+static void assert_problem(struct co_response *resp, unsigned status,
+                           const char *detail)
+{
+    json_error_t jerr;
+    json_t *doc;
+    const char *d;
+
+    assert_int_equal(resp->status, status);
+    assert_string_equal(resp->content_type, "application/problem+json");
+    doc = json_loadb((const char *)resp->body, resp->body_len, 0, &jerr);
+    assert_non_null(doc);
+    d = json_string_value(json_object_get(doc, "detail"));
+    if (strncmp(d, detail, strlen(detail)) != 0)
+        fail_msg("detail \"%s\" does not start with \"%s\"", d, detail);
+    assert_int_equal(json_integer_value(json_object_get(doc, "status")),
+                     status);
+    json_decref(doc);
+}
+
+/* Authentication comes first: an unsigned body is refused before it is
+ * even parsed, and nothing reaches Redis. */
+static void test_unsigned_or_forged_is_401(void **state)
+{
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff};
+    const struct kc_spec kc = {"per-ip", "k", 1, 0, 0};
+    struct co_response resp;
+    struct hdrs h;
+    uint8_t *body;
+    size_t len = pack_request("e1", 1, 0, &kc, 1, &body);
+    unsigned long long before =
+        atomic_load(&co_server.auth_failures[CO_AUTH_MISSING_SIGNATURE]);
+
+    (void)state;
+    run_with(NULL, garbage, sizeof garbage, &resp);
+    assert_problem(&resp, 401, "missing_signature");
+    assert_string_equal(resp.extra.name, "WWW-Authenticate");
+    assert_string_equal(resp.extra.value, "Tollgate-HMAC-SHA256");
+    co_response_clear(&resp);
+    assert_int_equal(atomic_load(&co_server.auth_failures[
+                         CO_AUTH_MISSING_SIGNATURE]), before + 1);
+    /* signed for another body */
+    sign(&h, "e1", NOW_MS, garbage, sizeof garbage);
+    run_with(&h, body, len, &resp);
+    assert_problem(&resp, 401, "bad_signature");
+    co_response_clear(&resp);
+    /* a header edge that is not the body's edge_id */
+    sign(&h, "edge-7", NOW_MS, body, len);
+    run_with(&h, body, len, &resp);
+    assert_problem(&resp, 401, "edge_mismatch");
+    assert_string_equal(resp.extra.name, "WWW-Authenticate");
+    co_response_clear(&resp);
+    assert_int_equal(seen.calls, 0);
+    free(body);
+}
+
+static void test_duplicate_keys_are_400(void **state)
+{
+    const struct kc_spec kcs[] = {
+        {"per-ip", "a", 1, 0, 0},
+        {"login", "a", 1, 0, 0},
+        {"per-ip", "a", 2, 0, 0},
+    };
+    uint8_t *body;
+    size_t len = pack_request("e1", 1, 0, kcs, 3, &body);
+
+    (void)state;
+    assert_400(body, len, "counts[2]: same quota and key as counts[0]");
+    free(body);
+}
+
+/* 1200 known keys go out as three pipelined calls; the answers land on
+ * the right KeyStates. */
+static void test_big_batch_is_split(void **state)
+{
+    enum { N = 1200 };
+    static struct kc_spec kcs[N];
+    static char keys[N][16];
+    Tollgate__V1__SyncResponse *r;
+
+    (void)state;
+    for (size_t i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%zu", i);
+        kcs[i] = (struct kc_spec){"per-ip", keys[i], 1, 0, 0};
+    }
+    for (int i = 0; i < 64; i += 4) {
+        mock_reply[i] = 0;
+        mock_reply[i + 1] = i / 4;      /* lease: the item's index mod 16 */
+    }
+    r = run_ok("e1", 2, 3, kcs, N);
+    assert_int_equal(seen.ncalls, 3);
+    assert_int_equal(seen.nkeys, 1 + 2 * 512);
+    assert_int_equal(seen.nout, 3 * 3 + 4 * N);
+    assert_int_equal(r->n_states, N);
+    for (size_t i = 0; i < N; i++) {
+        assert_string_equal(r->states[i]->key, keys[i]);
+        assert_int_equal(r->states[i]->lease, (i % 512) % 16);
+    }
+    tollgate__v1__sync_response__free_unpacked(r, NULL);
+}
+
+/* ------------------------------------------------------------ real Redis */
+static struct test_redis redis;
+
+static int setup_real(void **state)
+{
+    struct co_redis_target t;
+    char err[256], url[64];
+
+    if (setup(state) != 0 || test_redis_start(&redis) != 0)
+        return -1;
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis.port);
+    if (co_redis_parse_url(url, 1000, &t, err, sizeof err) != CO_OK ||
+        co_redis_init(&t, err, sizeof err) != CO_OK) {
+        fprintf(stderr, "redis: %s\n", err);
+        return -1;
+    }
+    real_redis = true;
+    return 0;
+}
+
+static int teardown_real(void **state)
+{
+    real_redis = false;
+    co_redis_shutdown();
+    test_redis_stop(&redis);
+    return teardown(state);
+}
+
+/* The admitted count Redis holds for tg:{per-ip|key}, or -1. */
+static long long admitted_in_redis(const char *quota, const char *key)
+{
+    redisReply *r = redisCommand(redis.admin, "HGET tg:{%s|%s}:c a", quota,
+                                 key);
+    long long v = r != NULL && r->type == REDIS_REPLY_STRING
+                      ? strtoll(r->str, NULL, 10) : -1;
+
+    freeReplyObject(r);
+    return v;
+}
+
+/* The same signed request twice: the second is a replay. */
+static void test_replayed_request_is_401(void **state)
+{
+    const struct kc_spec kc = {"per-ip", "replay", 3, 0, 0};
+    struct co_response resp;
+    struct hdrs h;
+    uint8_t *body;
+    size_t len = pack_request("e1", 1, 3, &kc, 1, &body);
+
+    (void)state;
+    sign(&h, "e1", NOW_MS - 1000, body, len);
+    run_with(&h, body, len, &resp);
+    assert_int_equal(resp.status, 200);
+    co_response_clear(&resp);
+    run_with(&h, body, len, &resp);
+    assert_problem(&resp, 401, "replayed");
+    assert_string_equal(resp.extra.name, "WWW-Authenticate");
+    co_response_clear(&resp);
+    assert_int_equal(admitted_in_redis("per-ip", "replay"), 3);
+    free(body);
+}
+
+/* A resend of the same seq, signed anew, gets the same answer and is
+ * counted once; an older seq then gets 409 and changes nothing. */
+static void test_retry_same_answer_older_seq_409(void **state)
+{
+    const struct kc_spec kcs[] = {
+        {"per-ip", "retry", 100, 0, 0},    /* at the limit: challenge */
+        {"login", "retry", 2, 0, 0},
+    };
+    Tollgate__V1__SyncResponse *a, *b;
+    struct co_response resp;
+    struct hdrs h;
+    uint8_t *body;
+    size_t len;
+
+    (void)state;
+    a = run_ok("e1", 8, 3, kcs, 2);
+    b = run_ok("e1", 8, 3, kcs, 2);   /* same seq: a new signature */
+    assert_int_equal(a->acked_seq, 8);
+    assert_int_equal(b->acked_seq, 8);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(a->states[i]->action, b->states[i]->action);
+        assert_int_equal(a->states[i]->lease, b->states[i]->lease);
+        assert_int_equal(a->states[i]->reset_ms, b->states[i]->reset_ms);
+        assert_int_equal(a->states[i]->count, b->states[i]->count);
+    }
+    assert_int_equal(a->states[0]->action,
+                     TOLLGATE__V1__ACTION__ACTION_CHALLENGE);
+    assert_true(strlen(b->states[0]->challenge_token) > 20);
+    assert_int_equal(admitted_in_redis("per-ip", "retry"), 100);
+    assert_int_equal(admitted_in_redis("login", "retry"), 2);
+    tollgate__v1__sync_response__free_unpacked(a, NULL);
+    tollgate__v1__sync_response__free_unpacked(b, NULL);
+
+    len = pack_request("e1", 7, 3, kcs, 2, &body);
+    sign(&h, "e1", NOW_MS, body, len);
+    run_with(&h, body, len, &resp);
+    assert_problem(&resp, 409, "seq 7 is older than seq 8 already applied "
+                               "for edge e1");
+    co_response_clear(&resp);
+    free(body);
+    assert_int_equal(admitted_in_redis("per-ip", "retry"), 100);
 }
 
 int main(void)
@@ -531,10 +808,22 @@ int main(void)
                                reset_mock),
         cmocka_unit_test_setup(test_out_of_range_reply_is_degraded,
                                reset_mock),
-        cmocka_unit_test_setup(test_unknown_quotas_only_skip_redis,
+        cmocka_unit_test_setup(test_unknown_quotas_only_check_the_replay,
                                reset_mock),
         cmocka_unit_test_setup(test_empty_batch_is_acked, reset_mock),
+        cmocka_unit_test_setup(test_unsigned_or_forged_is_401, reset_mock),
+        cmocka_unit_test_setup(test_duplicate_keys_are_400, reset_mock),
+        cmocka_unit_test_setup(test_big_batch_is_split, reset_mock),
     };
+    const struct CMUnitTest real[] = {
+        cmocka_unit_test_setup(test_replayed_request_is_401, reset_mock),
+        cmocka_unit_test_setup(test_retry_same_answer_older_seq_409,
+                               reset_mock),
+    };
+    int failed = cmocka_run_group_tests_name("mocked", tests, setup,
+                                             teardown);
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    failed += cmocka_run_group_tests_name("redis", real, setup_real,
+                                          teardown_real);
+    return failed;
 }
