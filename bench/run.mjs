@@ -18,6 +18,11 @@ const SUITES = {
     ["callgrind", () => import("./edge/callgrind.mjs")],
     ["workerd", () => import("./edge/workerd.mjs")],
   ],
+  // The accuracy simulator: overshoot, legit admission, Redis cost
+  // (build/bench/sim.json is bench-sim's own summary, hence the name).
+  accuracy: [
+    ["sim", () => import("./sim/measure.mjs")],
+  ],
 };
 
 const only = new Set(process.argv.slice(2));

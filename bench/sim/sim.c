@@ -603,19 +603,20 @@ static const char *check_word(const struct sim_result *r)
 static void print_table(const struct sim_result *rs, size_t n)
 {
     printf("| scenario | limit | edges | interval | worst-window overshoot %% "
-           "| legit admitted %% | Redis round trips / 1000 decisions "
+           "| worst after window 0 %% | legit admitted %% | Redis round trips / 1000 decisions "
            "| EVALSHA / 1000 | Redis cmds executed / 1000 (incl. in Lua) "
            "| syncs / edge / s | decisions | real s | check |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for (size_t i = 0; i < n; i++) {
         const struct sim_result *r = &rs[i];
-        char a[32], b[32];
+        char a[32], b[32], c[32];
 
-        printf("| %s%s | %llu | %u | %u ms | %s | %s | %.2f | %.2f | %.2f "
+        printf("| %s%s | %llu | %u | %u ms | %s | %s | %s | %.2f | %.2f | %.2f "
                "| %.2f | %llu | %.1f | %s |\n",
                r->p.name, r->truncated ? " (cut)" : "",
                (unsigned long long)r->p.limit, r->p.edges, r->p.interval_ms,
                fmt_pct(r->worst_overshoot_pct, a, sizeof a),
+               fmt_pct(r->steady_overshoot_pct, c, sizeof c),
                fmt_pct(r->legit_admitted_pct, b, sizeof b),
                per_1000(r->redis_roundtrips, r->decisions),
                per_1000(r->redis_evalsha, r->decisions),
@@ -771,6 +772,8 @@ static int write_json(const char *prefix, const struct options *o,
         fprintf(f, "],\n");
         json_fig(f, "worst_window_overshoot", r->worst_overshoot_pct, "%",
                  false);
+        json_fig(f, "worst_overshoot_after_first_window",
+                 r->steady_overshoot_pct, "%", false);
         json_fig(f, "legit_admitted", r->legit_admitted_pct, "%", false);
         json_fig(f, "redis_round_trips_per_1000_decisions",
                  per_1000(r->redis_roundtrips, r->decisions),
@@ -817,20 +820,32 @@ static void write_plot(const char *prefix, const struct sim_result *rs,
     if (f == NULL)
         return;
     for (size_t li = 0; li < o->n_limits; li++) {
+        const struct sim_result *pts[N_SCENARIOS];
+        size_t np = 0;
+
         fprintf(f, "# limit %llu\n# interval_ms overshoot_pct\n",
                 (unsigned long long)o->limits[li]);
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n && np < N_SCENARIOS; i++) {
             bool series = false;
 
             for (size_t s = 0; s < N_SCENARIOS; s++)
                 if (strcmp(SCENARIOS[s].name, rs[i].p.name) == 0)
                     series = SCENARIOS[s].interval_series;
-            if (!series || rs[i].p.limit != o->limits[li] || rs[i].truncated)
-                continue;
-            fprintf(f, "%u %.4f\n", rs[i].p.interval_ms,
-                    rs[i].worst_overshoot_pct);
-            points++;
+            if (series && rs[i].p.limit == o->limits[li] && !rs[i].truncated)
+                pts[np++] = &rs[i];
         }
+        for (size_t i = 1; i < np; i++)   /* by interval: a few points */
+            for (size_t j = i; j > 0 &&
+                 pts[j]->p.interval_ms < pts[j - 1]->p.interval_ms; j--) {
+                const struct sim_result *tmp = pts[j];
+
+                pts[j] = pts[j - 1];
+                pts[j - 1] = tmp;
+            }
+        for (size_t i = 0; i < np; i++)
+            fprintf(f, "%u %.4f\n", pts[i]->p.interval_ms,
+                    pts[i]->worst_overshoot_pct);
+        points += np;
         fprintf(f, "\n\n");
     }
     fclose(f);
@@ -846,7 +861,8 @@ static void write_plot(const char *prefix, const struct sim_result *rs,
                "set xlabel 'sync interval (ms)'\nset ylabel 'overshoot (%%)'\n"
                "set logscale x\nset grid\nset key top left\n"
                "set xtics (250, 500, 1000, 2000, 5000)\n"
-               "plot ", png);
+               "plot 2 with lines dt 2 lc rgb 'gray' title 'target 2 %%', ",
+            png);
     for (size_t li = 0; li < o->n_limits; li++)
         fprintf(f, "%s'%s' index %zu using 1:2 with linespoints lw 2 "
                    "title 'limit %llu / %u s'", li ? ", " : "", dat, li,

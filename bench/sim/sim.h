@@ -81,6 +81,9 @@ struct sim_result {
     bool truncated;
     char truncated_why[96];
     double worst_overshoot_pct; /* max over windows and keys */
+    double steady_overshoot_pct;/* the same from the second window on (the
+                                   first starts cold: no previous window,
+                                   every edge at its floor); -1: 1 window */
     double legit_admitted_pct;  /* -1: no legit client */
     uint64_t decisions;         /* tg_verify calls in the measured windows */
     uint64_t decisions_total;   /* including the drain */
