@@ -53,7 +53,11 @@
 struct sync_item {
     const Tollgate__V1__KeyCount *kc;
     const struct co_quota *quota;   /* NULL: not in the policy */
+    uint64_t admitted;              /* of every KeyCount of this key */
     uint64_t attempts;              /* admitted + denied + challenged */
+    struct sync_item *same;         /* the item that carries this key's
+                                     * counts to Redis (itself, mostly) */
+    size_t slot;                    /* its index among the script's items */
 };
 
 /* What every script call of one request shares (ARGV 1..6 and KEYS[1]). */
@@ -170,14 +174,13 @@ static int build_script_call(const struct call_head *h, uint64_t now_ms,
         goto cleanup;
     for (size_t i = 0; i < n; i++) {
         const struct co_quota *q = items[i]->quota;
-        const Tollgate__V1__KeyCount *kc = items[i]->kc;
         uint64_t over = q->action == TOLLGATE__V1__ACTION__ACTION_DENY ? 2 : 1;
 
         if (arena_push_u64(a, k++, q->limit) != CO_OK ||
             arena_push_u64(a, k++, (uint64_t)q->window_s * 1000u) != CO_OK ||
             arena_push_u64(a, k++, over) != CO_OK ||
             arena_push_u64(a, k++, q->deny_after_milli) != CO_OK ||
-            arena_push_u64(a, k++, kc->admitted) != CO_OK ||
+            arena_push_u64(a, k++, items[i]->admitted) != CO_OK ||
             arena_push_u64(a, k++, items[i]->attempts) != CO_OK)
             goto cleanup;
     }
@@ -327,28 +330,40 @@ static int cmp_item(const void *x, const void *y)
     return c != 0 ? c : strcmp(a->key, b->key);
 }
 
-/* Refuse a batch naming one (quota, key) twice: the per-key record that
- * makes a resend idempotent holds one answer per (edge, key, seq), and the
- * contract sends a key's counts once. sorted is scratch of n pointers.
- * Returns 0 or CO_EINVAL with the 400 detail. */
-static int check_unique(struct sync_item *items, size_t n,
-                        struct sync_item **sorted, char *detail, size_t len)
+/* Fold KeyCounts naming one (quota, key) into the first of them. An edge
+ * does send a key twice in one batch: counts of an evicted key wait in its
+ * spill list while the key, seen again, has fresh counts in its table
+ * slot. The per-key record that makes a resend idempotent holds one answer
+ * per (edge, key, seq), so the key must reach the script once, with the
+ * sum; every KeyCount still gets a KeyState, the same one. Sums cannot
+ * overflow: each count is at most CO_COUNT_MAX (1e12) and a batch holds at
+ * most CO_SYNC_COUNTS_MAX (1e4) of them. sorted is scratch of n pointers. */
+static void merge_duplicates(struct sync_item *items, size_t n,
+                             struct sync_item **sorted)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         sorted[i] = &items[i];
+        items[i].same = &items[i];
+    }
     if (n > 1)
         qsort(sorted, n, sizeof *sorted, cmp_item);
     for (size_t i = 1; i < n; i++) {
-        if (cmp_item(&sorted[i - 1], &sorted[i]) == 0) {
-            size_t x = (size_t)(sorted[i - 1] - items);
-            size_t y = (size_t)(sorted[i] - items);
+        struct sync_item *a = sorted[i - 1]->same, *b = sorted[i];
 
-            snprintf(detail, len, "counts[%zu]: same quota and key as "
-                     "counts[%zu]", x > y ? x : y, x < y ? x : y);
-            return CO_EINVAL;
+        if (cmp_item(&sorted[i - 1], &sorted[i]) != 0)
+            continue;
+        if (b < a) {                 /* the first in request order keeps it */
+            struct sync_item *t = a;
+
+            a = b;
+            b = t;
+            a->same = a;
         }
+        a->admitted += b->admitted;
+        a->attempts += b->attempts;
+        b->same = a;
+        sorted[i] = a;
     }
-    return CO_OK;
 }
 
 /* Sanity of the script's answer for one item: anything else is a bug in
@@ -485,15 +500,15 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
 
         items[i].kc = kc;
         items[i].quota = co_policy_find(pol, kc->quota);
+        items[i].admitted = kc->admitted;
         items[i].attempts = kc->admitted + kc->denied + kc->challenged;
     }
-    if (check_unique(items, n, known, detail, sizeof detail) != CO_OK) {
-        reject(resp, detail);
-        goto cleanup;
-    }
+    merge_duplicates(items, n, known);
     for (size_t i = 0; i < n; i++)
-        if (items[i].quota != NULL)
+        if (items[i].quota != NULL && items[i].same == &items[i]) {
+            items[i].slot = n_known;
             known[n_known++] = &items[i];
+        }
 
     /* Even a batch with nothing to count goes to Redis: the replay check
      * lives there. */
@@ -577,16 +592,13 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
     redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
 
     now_s = co_wall_ms() / 1000u;
-    for (size_t i = 0, k = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         const long long *r = NULL;
+        size_t k = items[i].same->slot;
 
-        if (items[i].quota != NULL) {
-            size_t c = k / SYNC_CALL_ITEMS;
-
-            if (!degraded)
-                r = reply + SYNC_REPLY_HEAD * (c + 1) + SYNC_REPLY_ITEM * k;
-            k++;
-        }
+        if (items[i].quota != NULL && !degraded)
+            r = reply + SYNC_REPLY_HEAD * (k / SYNC_CALL_ITEMS + 1) +
+                SYNC_REPLY_ITEM * k;
         fill_state(&states[i], &items[i], r, now_s, &token_failed);
         state_ptrs[i] = &states[i];
     }

@@ -641,21 +641,6 @@ static void test_unsigned_or_forged_is_401(void **state)
     free(body);
 }
 
-static void test_duplicate_keys_are_400(void **state)
-{
-    const struct kc_spec kcs[] = {
-        {"per-ip", "a", 1, 0, 0},
-        {"login", "a", 1, 0, 0},
-        {"per-ip", "a", 2, 0, 0},
-    };
-    uint8_t *body;
-    size_t len = pack_request("e1", 1, 0, kcs, 3, &body);
-
-    (void)state;
-    assert_400(body, len, "counts[2]: same quota and key as counts[0]");
-    free(body);
-}
-
 /* 1200 known keys go out as three pipelined calls; the answers land on
  * the right KeyStates. */
 static void test_big_batch_is_split(void **state)
@@ -791,6 +776,34 @@ static void test_retry_same_answer_older_seq_409(void **state)
     assert_int_equal(admitted_in_redis("per-ip", "retry"), 100);
 }
 
+/* An evicted key's spilled counts and its fresh table counts arrive in
+ * one batch: they are summed into one script item, counted once per
+ * resend, and both KeyCounts get the same answer. */
+static void test_same_key_twice_is_merged(void **state)
+{
+    const struct kc_spec kcs[] = {
+        {"per-ip", "twice", 3, 1, 0},
+        {"login", "twice", 1, 0, 0},
+        {"per-ip", "twice", 4, 0, 2},
+    };
+    Tollgate__V1__SyncResponse *a, *b;
+
+    (void)state;
+    a = run_ok("e1", 21, 3, kcs, 3);
+    assert_int_equal(a->n_states, 3);
+    assert_string_equal(a->states[2]->quota, "per-ip");
+    assert_int_equal(a->states[0]->count, 7);
+    assert_int_equal(a->states[2]->count, 7);
+    assert_int_equal(a->states[0]->lease, a->states[2]->lease);
+    assert_int_equal(admitted_in_redis("per-ip", "twice"), 7);
+    b = run_ok("e1", 21, 3, kcs, 3);   /* the resend: counted once */
+    assert_int_equal(b->states[2]->count, 7);
+    assert_int_equal(admitted_in_redis("per-ip", "twice"), 7);
+    assert_int_equal(admitted_in_redis("login", "twice"), 1);
+    tollgate__v1__sync_response__free_unpacked(a, NULL);
+    tollgate__v1__sync_response__free_unpacked(b, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -812,13 +825,13 @@ int main(void)
                                reset_mock),
         cmocka_unit_test_setup(test_empty_batch_is_acked, reset_mock),
         cmocka_unit_test_setup(test_unsigned_or_forged_is_401, reset_mock),
-        cmocka_unit_test_setup(test_duplicate_keys_are_400, reset_mock),
         cmocka_unit_test_setup(test_big_batch_is_split, reset_mock),
     };
     const struct CMUnitTest real[] = {
         cmocka_unit_test_setup(test_replayed_request_is_401, reset_mock),
         cmocka_unit_test_setup(test_retry_same_answer_older_seq_409,
                                reset_mock),
+        cmocka_unit_test_setup(test_same_key_twice_is_merged, reset_mock),
     };
     int failed = cmocka_run_group_tests_name("mocked", tests, setup,
                                              teardown);
