@@ -15,6 +15,24 @@ co_port=8080
 edge_port=8787
 mkdir -p run/redis run/log
 
+# Secrets: generated once into run/keys (mode 600), the coordinator's key
+# file; the edge gets its own key and the clearance key through workerd's
+# fromEnvironment bindings (deploy/workerd/config.capnp).
+keys=run/keys
+if [ ! -s "$keys" ]; then
+  secret() { od -An -vtx1 -N32 /dev/urandom | tr -d ' \n'; }
+  (umask 077; {
+    echo "# tollgate key file written by make run (format: coordinator/tollgated.h)"
+    echo "challenge ch1 $(secret)"
+    echo "clearance c1 $(secret)"
+    echo "captcha static $(secret)"
+    echo "edge edge-local-1 $(secret)"
+  } >"$keys")
+fi
+key_of() { awk -v k="$1" -v i="$2" '$1 == k && $2 == i { print $3; exit }' "$keys"; }
+export TOLLGATE_EDGE_KEY=$(key_of edge edge-local-1)
+export TOLLGATE_CLEARANCE_KEY=$(key_of clearance c1)
+
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$redis_port" "$co_port" "$edge_port"; do
   if port_busy "$p"; then
@@ -43,7 +61,7 @@ done
 redis-cli -p "$redis_port" ping >/dev/null || { echo "make run: redis-server did not start; see run/log/redis.log" >&2; exit 1; }
 
 build/tollgated --listen "127.0.0.1:$co_port" --redis "redis://127.0.0.1:$redis_port" \
-  --policy deploy/example-policy.json 2> >(tee run/log/tollgated.log >&2) &
+  --policy deploy/example-policy.json --keys "$keys" 2> >(tee run/log/tollgated.log >&2) &
 pids+=($!)
 for _ in $(seq 50); do
   curl -fsS "http://127.0.0.1:$co_port/healthz" >/dev/null 2>&1 && break

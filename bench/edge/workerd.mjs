@@ -11,7 +11,7 @@
 
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { startRedis, startTollgated, removeDir, freePort } from "../../tests/integration/harness.mjs";
+import { TEST_KEYS, startRedis, startTollgated, removeDir, freePort } from "../../tests/integration/harness.mjs";
 import {
   OUT, ROOT, atLeast, bounded, isMain, progress, row, runAlone, runCommand, sleep, startProcess, stopProcess,
 } from "../lib.mjs";
@@ -46,7 +46,7 @@ export default { fetch: origin };
 import wasm from "./tollgate.wasm";
 import { guard } from "./tollgate.mjs";
 import { origin } from "./origin.js";
-export default { fetch: guard(origin, { module: wasm, edgeId: "bench-workerd", coordinatorBinding: "COORDINATOR" }) };
+export default { fetch: guard(origin, (env) => ({ module: wasm, edgeId: "bench-workerd", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR" })) };
 `,
   decide: `// guard() without its response copy: sync when due, decide, answer with
 // the origin's own response (a refusal would fail the run).
@@ -56,7 +56,7 @@ import { origin } from "./origin.js";
 let tg = null;
 export default {
   fetch(req, env, ctx) {
-    tg ||= createTollgate(wasm, { edgeId: "bench-decide", coordinator: "http://coordinator",
+    tg ||= createTollgate(wasm, { edgeId: "bench-decide", edgeKey: env.EDGE_KEY, coordinator: "http://coordinator",
       fetch: (url, init) => env.COORDINATOR.fetch(url, init) });
     const p = tg.maybeSync();
     if (p) ctx.waitUntil(p);
@@ -110,7 +110,10 @@ const ${n} :Workerd.Worker = (
     (name = "tollgate.wasm", wasm = embed "tollgate.wasm"),
   ],
   compatibilityDate = "2024-09-23",
-  bindings = [(name = "COORDINATOR", service = "coordinator")],
+  bindings = [
+    (name = "COORDINATOR", service = "coordinator"),
+    (name = "EDGE_KEY", text = "${TEST_KEYS.edge}"),
+  ],
 );`).join("\n")}
 `);
   return file;

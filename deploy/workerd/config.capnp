@@ -25,6 +25,9 @@ const edge :Workerd.Worker = (
   bindings = [
     (name = "ORIGIN", service = "origin"),
     (name = "COORDINATOR", service = "coordinator"),
+    # Secrets from the environment (deploy/run.sh exports them from run/keys).
+    (name = "EDGE_KEY", fromEnvironment = "TOLLGATE_EDGE_KEY"),
+    (name = "CLEARANCE_KEY", fromEnvironment = "TOLLGATE_CLEARANCE_KEY"),
   ],
 );
 

@@ -1,8 +1,14 @@
-// The example edge: tollgate in front of an origin, wired in three lines.
-// Syncs go to the coordinator through the COORDINATOR service binding, in
-// the background. X-Forwarded-For is trusted here only because `make run`
-// has no real proxy in front: curl -H 'X-Forwarded-For: 203.0.113.7' plays
-// different clients. Behind a real CDN leave trustForwardedFor off.
+// The example edge: tollgate in front of an origin. Syncs go to the
+// coordinator through the COORDINATOR service binding, in the background,
+// signed with EDGE_KEY; CLEARANCE_KEY verifies the cookie a solved challenge
+// earns. X-Forwarded-For is trusted here only because `make run` has no real
+// proxy in front: curl -H 'X-Forwarded-For: 203.0.113.7' plays different
+// clients. Behind a real CDN leave trustForwardedFor off.
 import wasm from "./tollgate.wasm";
 import { guard } from "./tollgate.mjs";
-export default { fetch: guard((req, env) => env.ORIGIN.fetch(req), { module: wasm, edgeId: "edge-local-1", coordinatorBinding: "COORDINATOR", trustForwardedFor: true }) };
+export default {
+  fetch: guard((req, env) => env.ORIGIN.fetch(req), (env) => ({
+    module: wasm, edgeId: "edge-local-1", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR",
+    clearanceKeys: [{ kid: "c1", hex: env.CLEARANCE_KEY }], trustForwardedFor: true,
+  })),
+};

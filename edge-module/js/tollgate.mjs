@@ -51,13 +51,20 @@ class Decision {
 export class Tollgate {
   // module: a WebAssembly.Module (workerd: the embedded wasm import).
   // options:
-  //   edgeId, coordinator (base URL), fetch (defaults to the global fetch;
+  //   edgeId (the edge's name, as in the coordinator's key file; a random
+  //   instance is appended, "<edgeId>/<8 hex>", because every running
+  //   instance needs its own id: the coordinator applies each (id, seq)
+  //   once; an edgeId that already holds a "/" is used as it is),
+  //   edgeKey (the edge's sync signing secret, hex as in the key file, or
+  //   bytes; a secret binding),
+  //   coordinator (base URL), fetch (defaults to the global fetch;
   //   in workerd pass a service binding's fetch), maxKeys, syncIntervalMs,
   //   syncTimeoutMs, now (ms clock, for tests),
   //   jwt: { keys: [{ kid, secret }], leewaySeconds, issuer, audience,
   //          maxTokenBytes }  HS256 keys for client tokens (secret bindings;
   //          never sent anywhere), several at once for rotation,
-  //   clearanceKeys: [{ kid, secret }]  the coordinator's clearance keys,
+  //   clearanceKeys: [{ kid, secret } or { kid, hex }]  the coordinator's
+  //          clearance keys (its key file's "clearance" lines),
   //   clientIp(request), trustForwardedFor: how verifyRequest finds the
   //   client address.
   constructor(module, options = {}) {
@@ -75,7 +82,11 @@ export class Tollgate {
     this.headerNamesVersion = 0;
     this.found = new Array(2 * MAX_HEADERS);
     this.#views();
-    const id = this.enc.encode(this.opt.edgeId);
+    this.edgeId = this.opt.edgeId.includes("/") ? this.opt.edgeId
+      : `${this.opt.edgeId}/${hex(crypto.getRandomValues(new Uint8Array(4)))}`;
+    this.signingKey = this.opt.edgeKey ? importHmacKey(this.opt.edgeKey) : null;
+    this.syncPath = new URL(this.syncUrl).pathname;
+    const id = this.enc.encode(this.edgeId);
     this.u8.set(id, this.inPtr);
     // Keys the edge's token-cache hash, so nobody can forge a cache hit.
     crypto.getRandomValues(this.u8.subarray(this.inPtr + id.length, this.inPtr + id.length + 16));
@@ -98,9 +109,11 @@ export class Tollgate {
     if (rc < 0) throw new Error(`tollgate: ${what} failed (${rc})`);
   }
 
-  #addKey(kind, { kid = "", secret }) {
+  // { kid, secret } (a string, taken as UTF-8, or bytes) or { kid, hex }
+  // (hex digits, as in the coordinator's key file).
+  #addKey(kind, { kid = "", secret, hex: h }) {
     const k = this.enc.encode(kid);
-    const sec = typeof secret === "string" ? this.enc.encode(secret) : secret;
+    const sec = h !== undefined ? fromHex(h) : typeof secret === "string" ? this.enc.encode(secret) : secret;
     if (!sec || !sec.length) throw new Error(`tollgate: key "${kid}" has no secret`);
     this.u8.set(k, this.inPtr);
     this.u8.set(sec, this.inPtr + k.length);
@@ -247,14 +260,16 @@ export class Tollgate {
     }
     const body = this.u8.slice(this.outPtr, this.outPtr + n);
     try {
+      const headers = { "content-type": "application/x-protobuf" };
+      if (this.signingKey) Object.assign(headers, await signSync(await this.signingKey, this.edgeId, this.syncPath, body, this.opt.now()));
       const resp = await this.fetch(this.syncUrl, {
         method: "POST",
-        headers: { "content-type": "application/x-protobuf" },
+        headers,
         body,
         signal: AbortSignal.timeout(this.opt.syncTimeoutMs),
       });
       const bytes = new Uint8Array(await resp.arrayBuffer());
-      if (resp.status !== 200) throw new Error(`coordinator answered ${resp.status}`);
+      if (resp.status !== 200) throw new Error(`coordinator answered ${resp.status}${problemDetail(bytes)}`);
       if (bytes.length > this.ioSize) throw new Error(`sync response too large (${bytes.length} bytes)`);
       this.#views();
       this.u8.set(bytes, this.inPtr);
@@ -273,6 +288,51 @@ export class Tollgate {
 
 export function createTollgate(module, options) {
   return new Tollgate(module, options);
+}
+
+// ---------------------------------------------------------------- sync auth
+// Every sync is signed (the coordinator's auth.c checks it):
+//   Tollgate-Edge: <edge id>   Tollgate-Timestamp: <unix ms>
+//   Tollgate-Signature: v1=<hex HMAC-SHA256(edge key, "tollgate-sync-v1\n" +
+//     "POST\n" + path + "\n" + timestamp + "\n" + hex(SHA-256(body)))>
+// WebCrypto does the hashing in both Node and workerd, so the wasm core
+// carries no signing code.
+const SIGN_PREFIX = "tollgate-sync-v1\nPOST\n";
+
+function hex(u8) {
+  let s = "";
+  for (const b of u8) s += (b < 16 ? "0" : "") + b.toString(16);
+  return s;
+}
+
+function fromHex(h) {
+  if (!/^(?:[0-9a-fA-F]{2})+$/.test(h)) throw new Error("tollgate: edgeKey must be an even number of hex digits");
+  const out = new Uint8Array(h.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.substr(2 * i, 2), 16);
+  return out;
+}
+
+function importHmacKey(secret) {
+  const raw = typeof secret === "string" ? fromHex(secret) : secret;
+  return crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+}
+
+async function signSync(key, edgeId, path, body, nowMs) {
+  const ts = String(Math.floor(nowMs));
+  const digest = hex(new Uint8Array(await crypto.subtle.digest("SHA-256", body)));
+  const text = new TextEncoder().encode(`${SIGN_PREFIX}${path}\n${ts}\n${digest}`);
+  const mac = hex(new Uint8Array(await crypto.subtle.sign("HMAC", key, text)));
+  return { "tollgate-edge": edgeId, "tollgate-timestamp": ts, "tollgate-signature": `v1=${mac}` };
+}
+
+// ": <detail>" of an RFC 9457 problem body, or "".
+function problemDetail(bytes) {
+  try {
+    const p = JSON.parse(new TextDecoder().decode(bytes));
+    return p && typeof p.detail === "string" ? `: ${p.detail}` : "";
+  } catch {
+    return "";
+  }
 }
 
 // The ASCII text the edge writes (header names), as a string.

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { createTollgate } from "../../edge-module/js/tollgate.mjs";
-import { loadWasm, redisCommand, startRedis, startTollgated } from "./harness.mjs";
+import { TEST_KEYS, loadWasm, redisCommand, startRedis, startTollgated } from "./harness.mjs";
 import { CLEARANCE_KEY, DECISIONS_POLICY, JWT_KEY, decisionsScenario } from "./decisions.mjs";
 
 let redis, co;
@@ -18,7 +18,7 @@ after(async () => {
 
 test("Node: every decision kind, end to end", async () => {
   const edge = createTollgate(loadWasm(), {
-    edgeId: "node-decisions", coordinator: co.url,
+    edgeId: "node-decisions", edgeKey: TEST_KEYS.edge, coordinator: co.url,
     jwt: { keys: [JWT_KEY] }, clearanceKeys: [CLEARANCE_KEY],
   });
   const { ip } = await decisionsScenario(edge, assert);

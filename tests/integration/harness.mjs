@@ -5,7 +5,8 @@
 // (and only those), also when a test fails or the runner exits.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash, createHmac } from "node:crypto";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -155,12 +156,54 @@ export async function startRedis({ port, dir, args = [] } = {}) {
     port, proc, dir,
     url: `redis://127.0.0.1:${port}`,
     stop: () => stopProcess(proc),
+    kill: (signal) => { proc.kill(signal); return proc.exited; },
   };
 }
 
+// ---------------------------------------------------------------- keys
+// Test secrets (hex, as in the key file). The clearance key is the one the
+// edges in decisions.mjs are provisioned with, so the coordinator's
+// clearance tokens are what those edges accept.
+const hexOf = (s) => Buffer.from(s).toString("hex");
+export const TEST_KEYS = {
+  edge: hexOf("tollgate-test-edge-key-0123456789abcdef"),
+  challenge: [{ id: "ch1", secret: hexOf("tollgate-test-challenge-key-1-0123456789") },
+    { id: "ch2", secret: hexOf("tollgate-test-challenge-key-2-0123456789") }],
+  clearance: [{ id: "c1", secret: hexOf("edge-test-clearance-secret-0123456789") }],
+  captcha: hexOf("tollgate-test-captcha-static-0123456789"),
+};
+// Every edge name the tests use; each gets TEST_KEYS.edge.
+export const TEST_EDGES = ["edge", "edge-a", "edge-b", "e1", "e2", "node-decisions",
+  "wd-edge-a", "wd-edge-b", "wd-guard", "wd-decisions", "spray", "engine",
+  "bench-workerd", "bench-decide"];
+
+// Writes a key file (tollgated --keys) into a fresh temp dir; returns its path.
+export function writeKeys({ edges = TEST_EDGES, keys = TEST_KEYS } = {}) {
+  const lines = ["# written by tests/integration/harness.mjs"];
+  for (const k of keys.challenge) lines.push(`challenge ${k.id} ${k.secret}`);
+  for (const k of keys.clearance) lines.push(`clearance ${k.id} ${k.secret}`);
+  if (keys.captcha) lines.push(`captcha static ${keys.captcha}`);
+  for (const e of edges) lines.push(`edge ${e} ${keys.edge}`);
+  const file = path.join(tempDir("tollgate-keys-"), "keys");
+  writeFileSync(file, lines.join("\n") + "\n");
+  chmodSync(file, 0o600);
+  return file;
+}
+
+// The sync signature headers (coordinator/auth.c), computed with Node's
+// crypto: an implementation independent of the glue's WebCrypto one.
+export function syncSignature(body, { edgeId, key = TEST_KEYS.edge, ts = Date.now(), path: p = "/v1/sync" }) {
+  const digest = createHash("sha256").update(body).digest("hex");
+  const mac = createHmac("sha256", Buffer.from(key, "hex"))
+    .update(`tollgate-sync-v1\nPOST\n${p}\n${ts}\n${digest}`).digest("hex");
+  return { "tollgate-edge": edgeId, "tollgate-timestamp": String(ts), "tollgate-signature": `v1=${mac}` };
+}
+
 // build/tollgated on an OS-chosen loopback port. policy: an object (written
-// to a temp file) or a path. Resolves once it logs the address it bound.
-export async function startTollgated({ redisPort, policy, args = [], env = {} } = {}) {
+// to a temp file) or a path; keys: a key file path (default: writeKeys()).
+// Resolves once it logs the address it bound.
+export async function startTollgated({ redisPort, policy, keys, args = [], env = {} } = {}) {
+  const keysPath = keys || writeKeys();
   let policyPath = policy;
   if (policy && typeof policy === "object") {
     policyPath = path.join(tempDir("tollgate-policy-"), "policy.json");
@@ -171,6 +214,7 @@ export async function startTollgated({ redisPort, policy, args = [], env = {} } 
     "--listen", "127.0.0.1:0",
     "--redis", `redis://127.0.0.1:${redisPort}`,
     "--policy", policyPath,
+    "--keys", keysPath,
     ...args,
   ], { env: { ...process.env, ...env } });
   const addr = await waitFor(() => {
@@ -179,7 +223,7 @@ export async function startTollgated({ redisPort, policy, args = [], env = {} } 
     return m && Number(m[1]);
   }, { what: "tollgated to listen" });
   return {
-    port: addr, proc,
+    port: addr, proc, keysPath,
     url: `http://127.0.0.1:${addr}`,
     stop: () => stopProcess(proc),
   };
@@ -226,12 +270,56 @@ export function protoFields(bytes) {
   return out;
 }
 
-// POSTs bytes to /v1/sync; resolves to { status, headers, bytes }.
-export async function postSync(baseUrl, body, headers = {}) {
+// POSTs bytes to /v1/sync, signed as edge `sign.edgeId` unless sign is
+// null; resolves to { status, headers, bytes }.
+export async function postSync(baseUrl, body, headers = {}, sign = { edgeId: "e1" }) {
+  const auth = sign ? syncSignature(body, sign) : {};
   const r = await fetch(`${baseUrl}/v1/sync`, {
     method: "POST",
-    headers: { "content-type": "application/x-protobuf", ...headers },
+    headers: { "content-type": "application/x-protobuf", ...auth, ...headers },
     body,
   });
   return { status: r.status, headers: r.headers, bytes: new Uint8Array(await r.arrayBuffer()) };
+}
+
+// ---------------------------------------------------------------- protobuf
+// Just enough of the wire format to write a SyncRequest by hand.
+function pbVarint(n) {
+  const out = [];
+  let v = BigInt(n);
+  do {
+    let b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v) b |= 0x80;
+    out.push(b);
+  } while (v);
+  return Buffer.from(out);
+}
+const pbKey = (field, wt) => pbVarint((field << 3) | wt);
+const pbBytes = (field, b) => Buffer.concat([pbKey(field, 2), pbVarint(b.length), b]);
+const pbUint = (field, v) => (v ? Buffer.concat([pbKey(field, 0), pbVarint(v)]) : Buffer.alloc(0));
+
+// SyncRequest { edge_id, seq, policy_version, counts: [{ quota, key,
+// admitted, denied, challenged }] } as bytes.
+export function encodeSync({ edgeId, seq, policyVersion = 0, counts = [] }) {
+  const parts = [pbBytes(1, Buffer.from(edgeId)), pbUint(2, seq), pbUint(4, policyVersion)];
+  for (const c of counts) {
+    parts.push(pbBytes(6, Buffer.concat([pbBytes(1, Buffer.from(c.quota)), pbBytes(2, Buffer.from(c.key)),
+      pbUint(3, c.admitted || 0), pbUint(4, c.denied || 0), pbUint(5, c.challenged || 0)])));
+  }
+  return Buffer.concat(parts);
+}
+
+// The KeyStates of a SyncResponse as plain objects.
+export function syncStates(bytes) {
+  const f = protoFields(bytes);
+  const td = new TextDecoder();
+  return (f[3] || []).map((b) => {
+    const s = protoFields(b);
+    return {
+      quota: td.decode(s[1]?.[0] ?? new Uint8Array()), key: td.decode(s[2]?.[0] ?? new Uint8Array()),
+      action: Number(s[3]?.[0] ?? 0n), lease: Number(s[4]?.[0] ?? 0n), resetMs: Number(s[5]?.[0] ?? 0n),
+      token: td.decode(s[6]?.[0] ?? new Uint8Array()), count: Number(s[7]?.[0] ?? 0n),
+    };
+  });
 }

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { createTollgate } from "../../edge-module/js/tollgate.mjs";
-import { loadWasm, redisCommand, startRedis, startTollgated } from "./harness.mjs";
+import { TEST_KEYS, loadWasm, redisCommand, startRedis, startTollgated } from "./harness.mjs";
 import { COLD, HOT, POLICY, hammerUntilChallenged } from "./scenario.mjs";
 
 let redis, co, wasm;
@@ -19,7 +19,7 @@ after(async () => {
 
 test("a key hammered across two edges is challenged by both; others stay allowed", async () => {
   const edges = ["edge-a", "edge-b"].map((edgeId) =>
-    createTollgate(wasm, { edgeId, coordinator: co.url }));
+    createTollgate(wasm, { edgeId, edgeKey: TEST_KEYS.edge, coordinator: co.url }));
   const tally = await hammerUntilChallenged(edges, assert);
 
   // Every decision the edges made reached Redis exactly once.

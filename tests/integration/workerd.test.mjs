@@ -6,7 +6,7 @@ import { copyFileSync } from "node:fs";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { BUILD, ROOT, removeDir, startRedis, startTollgated, tempDir } from "./harness.mjs";
+import { BUILD, ROOT, TEST_KEYS, removeDir, startRedis, startTollgated, tempDir } from "./harness.mjs";
 import { DECISIONS_POLICY } from "./decisions.mjs";
 import { POLICY } from "./scenario.mjs";
 
@@ -42,7 +42,10 @@ const edgeTest :Workerd.Worker = (
   ],
   compatibilityDate = "2024-09-23",
   compatibilityFlags = ["nodejs_compat"],
-  bindings = [(name = "COORDINATOR", service = "coordinator")],
+  bindings = [
+    (name = "COORDINATOR", service = "coordinator"),
+    (name = "EDGE_KEY", text = "${TEST_KEYS.edge}"),
+  ],
 );
 `);
 });

@@ -11,7 +11,7 @@ export const hotKey = {
   async test(ctrl, env) {
     const viaBinding = (url, init) => env.COORDINATOR.fetch(url, init);
     const edges = ["wd-edge-a", "wd-edge-b"].map((edgeId) =>
-      createTollgate(wasm, { edgeId, coordinator: "http://coordinator", fetch: viaBinding }));
+      createTollgate(wasm, { edgeId, edgeKey: env.EDGE_KEY, coordinator: "http://coordinator", fetch: viaBinding }));
     const tally = await hammerUntilChallenged(edges, assert);
     console.log(`hotKey: ${JSON.stringify(tally)}`);
   },
@@ -23,7 +23,7 @@ export const guard = {
     const ctx = { waitUntil: (p) => pending.push(p) };
     const drain = async () => { while (pending.length) await pending.shift(); };
     const origin = async () => new Response("hello from origin");
-    const fetch = guardHandler(origin, { module: wasm, edgeId: "wd-guard", coordinatorBinding: "COORDINATOR" });
+    const fetch = guardHandler(origin, { module: wasm, edgeId: "wd-guard", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR" });
     const get = (ip) => fetch(new Request("http://shop.example/api/items", {
       headers: { "cf-connecting-ip": ip } }), env, ctx);
 
@@ -66,7 +66,7 @@ export const guard = {
 export const decisions = {
   async test(ctrl, env) {
     const edge = createTollgate(wasm, {
-      edgeId: "wd-decisions", coordinator: "http://coordinator",
+      edgeId: "wd-decisions", edgeKey: env.EDGE_KEY, coordinator: "http://coordinator",
       fetch: (url, init) => env.COORDINATOR.fetch(url, init),
       jwt: { keys: [JWT_KEY] }, clearanceKeys: [CLEARANCE_KEY],
     });
