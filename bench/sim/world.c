@@ -329,38 +329,33 @@ static void detail(struct world *w, const char *fmt, ...)
 }
 
 /* The fields w and a of the key's count hash (data model in
- * coordinator/tollgated.h). Returns 0, or -1 when Redis does not answer or
+ * coordinator/sync.lua). Returns 0, or -1 when Redis does not answer or
  * the layout moved. */
-static int redis_window(struct world *w, int k, long long *win,
-                        long long *a)
+static int redis_window(struct world *w, int k, long long *win, long long *a)
 {
-    static char reply[8192];
-    char key[128];
-    const char *args[] = {"HGETALL", key, NULL};
+    char reply[256], key[128];
+    const char *args[] = {"HMGET", key, "w", "a", NULL};
+    long long *out[2] = {win, a};
     char *p;
 
     *win = *a = -1;
     snprintf(key, sizeof key, "tg:{%s|%s}:c", QUOTA_NAME, KEY_IP[k]);
     w->own_cmds++;
-    if (sim_redis_cmd(w->env->redis_port, reply, sizeof reply, args) < 0)
+    if (sim_redis_cmd(w->env->redis_port, reply, sizeof reply, args) < 0 ||
+        strncmp(reply, "*2\r\n", 4) != 0)
         return -1;
-    /* *N, then "$len" name "$len" value pairs, one per line. */
-    p = strchr(reply, '\n');
-    while (p != NULL && p[1] == '$') {
-        char *name = strchr(p + 1, '\n'), *val;
+    /* "*2", then "$len" value (or "$-1" for a missing field) for each. */
+    p = reply + 4;
+    for (int f = 0; f < 2 && p != NULL && *p == '$'; f++) {
+        char *nl = strchr(p, '\n');
 
-        if (name == NULL)
-            break;
-        name++;
-        val = strchr(name, '\n');
-        if (val == NULL || (val = strchr(val + 1, '\n')) == NULL)
-            break;
-        val++;
-        if (strncmp(name, "w\r", 2) == 0)
-            *win = strtoll(val, NULL, 10);
-        else if (strncmp(name, "a\r", 2) == 0)
-            *a = strtoll(val, NULL, 10);
-        p = strchr(val, '\n');
+        if (nl == NULL)
+            return -1;
+        if (p[1] != '-') {
+            *out[f] = strtoll(nl + 1, NULL, 10);
+            nl = strchr(nl + 1, '\n');
+        }
+        p = nl != NULL ? nl + 1 : NULL;
     }
     return *win >= 0 && *a >= 0 ? 0 : -1;
 }
@@ -381,9 +376,11 @@ static void check_window(struct world *w, uint64_t t_prev)
         if (w->last_seen_ms[k] == 0 || w->last_seen_ms[k] / w->window_ms != win)
             continue;
         if (redis_window(w, k, &rw, &ra) < 0) {
-            if (w->redis_verdict == 1)
+            if (w->redis_verdict == 1) {
                 w->redis_verdict = -1;
-            detail(w, " %s: no w/a in Redis (layout moved?);", KEY_IP[k]);
+                detail(w, " %s: no w/a in Redis (layout moved?);",
+                       KEY_IP[k]);
+            }
             continue;
         }
         if (rw + 2 < (long long)win || rw > (long long)win + 2) {
