@@ -485,12 +485,6 @@ static redisContext *thread_conn_by(uint64_t deadline, char *err,
     return s->ctx;
 }
 
-/* thread_conn_by() with a deadline of --redis-timeout-ms from now. */
-static redisContext *thread_conn(char *err, size_t errlen)
-{
-    return thread_conn_by(deadline_from_now(), err, errlen);
-}
-
 /* Drop this thread's context after an I/O error or timeout, and back off.
  * why is logged once per outage. */
 static void thread_drop(const char *why)
@@ -793,8 +787,9 @@ int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
 
 /* ------------------------------------------------------------ challenges
  * Plain commands for the challenge verify endpoint (verify.c): the same
- * per-thread connection, backoff and --redis-timeout-ms as sync, and the
- * same rule that a connection in reconnect backoff fails at once. */
+ * per-thread connection and backoff as sync, one --redis-timeout-ms
+ * deadline per call (connect included), and the same rule that a
+ * connection in reconnect backoff fails at once. */
 
 /* SET key val PX ttl_ms [NX]. Contract in tollgated.h. Never retried: a
  * SET NX whose reply was lost may have landed, and a second try would
@@ -806,7 +801,8 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
     char ttl[24];
     const char *argv[] = {"SET", key, val, "PX", ttl, "NX"};
     size_t lens[] = {3, klen, vlen, 2, 0, 2};
-    redisContext *c = thread_conn(err, errlen);
+    uint64_t deadline = deadline_from_now();
+    redisContext *c = thread_conn_by(deadline, err, errlen);
     redisReply *r;
     int rc;
 
@@ -814,12 +810,8 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
         return CO_EREDIS;
     lens[4] = (size_t)snprintf(ttl, sizeof ttl, "%llu",
                                (unsigned long long)(ttl_ms ? ttl_ms : 1));
-    r = redisCommandArgv(c, only_new ? 6 : 5, argv, lens);
+    r = command_by(c, deadline, only_new ? 6 : 5, argv, lens, err, errlen);
     if (r == NULL) {
-        char why[64];
-
-        snprintf(err, errlen, "SET: %s",
-                 io_error(c, target.timeout_ms, why, sizeof why));
         thread_drop(err);
         return CO_EREDIS;
     }
