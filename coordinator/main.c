@@ -60,6 +60,22 @@ static int load_keys(const char *path)
     CO_INFO("msg=keys_loaded challenge=%zu clearance=%zu edges=%zu "
             "captcha=%s", co_keys.n_challenge, co_keys.n_clearance,
             co_keys.n_edges, co_keys.has_captcha ? "yes" : "no");
+    if (co_keys.has_captcha) {
+        struct co_verifier probe;
+
+        /* A misspelt verifier name would otherwise only show as a 503 on
+         * every solved challenge. */
+        if (co_verifier_open(&co_keys, &probe, err, sizeof err) != CO_OK) {
+            CO_ERROR("msg=keys_invalid file=%s detail=%s",
+                     co_log_value(f, sizeof f, path, strlen(path)),
+                     co_log_value(v, sizeof v, err, strlen(err)));
+            co_keys_free(&co_keys);
+            return -1;
+        }
+    } else {
+        CO_WARN("msg=keys_no_captcha detail=\"no captcha key: POST "
+                "/v1/challenge/verify answers 503\"");
+    }
     if (co_keys.n_edges == 0)
         CO_WARN("msg=keys_no_edges detail=\"no edge keys: every sync will "
                 "be refused (401 unknown_edge)\"");
