@@ -205,9 +205,9 @@ bench: all $(BUILD)/bench/verify_driver
 # The accuracy simulator (owner: bench/sim/). build/bench-sim runs the real
 # edge core against build/tollgated-sim (tollgated whose co_wall_ms() reads
 # the simulator's clock, bench/sim/simclock.c, via --wrap) and a private
-# redis-server, in simulated time. `make sim` runs every scenario (about 3
+# redis-server, in simulated time. `make sim` runs every scenario (about 1.5
 # minutes on 2 cores) and writes build/bench/sim.{csv,json} and
-# sim-overshoot.png; `build/bench-sim --help` for single scenarios.
+# sim-overshoot.png; bench/sim/README.md, `build/bench-sim --help`.
 SIM_SRC     := $(wildcard bench/sim/*.c)
 SIM_OBJ     := $(patsubst bench/sim/%.c,$(BUILD)/sim/%.o,$(filter-out bench/sim/simclock.c,$(SIM_SRC)))
 SIM_CFLAGS   = -Iedge-module/include -I$(BUILD)/gen $(shell pkg-config --cflags libprotobuf-c openssl)

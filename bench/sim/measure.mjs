@@ -16,7 +16,7 @@ export async function measure() {
   if (!existsSync(SIM) || !existsSync(path.join(BUILD, "tollgated-sim")))
     throw new Error("build/bench-sim or build/tollgated-sim missing: make build/bench-sim build/tollgated-sim");
   mkdirSync(OUT, { recursive: true });
-  progress("sim: bench-sim --all (every scenario at limits 6000 and 600; about 3 min)");
+  progress("sim: bench-sim --all (every scenario at limits 6000 and 600; about 1.5 min)");
   // Its progress lines go straight to our stderr; the table is kept.
   const proc = startProcess(SIM, ["--all", "--out", PREFIX], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
   let table = "";

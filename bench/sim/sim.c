@@ -811,6 +811,7 @@ static void write_plot(const char *prefix, const struct sim_result *rs,
 {
     char dat[FILE_CAP], gp[FILE_CAP], png[FILE_CAP], cmd[CMD_CAP];
     size_t points = 0;
+    double ymax = 3;            /* the 2 % target line stays in view */
     FILE *f;
 
     snprintf(dat, sizeof dat, "%s-overshoot.dat", prefix);
@@ -842,9 +843,12 @@ static void write_plot(const char *prefix, const struct sim_result *rs,
                 pts[j] = pts[j - 1];
                 pts[j - 1] = tmp;
             }
-        for (size_t i = 0; i < np; i++)
+        for (size_t i = 0; i < np; i++) {
             fprintf(f, "%u %.4f\n", pts[i]->p.interval_ms,
                     pts[i]->worst_overshoot_pct);
+            if (pts[i]->worst_overshoot_pct * 1.15 > ymax)
+                ymax = pts[i]->worst_overshoot_pct * 1.15;
+        }
         points += np;
         fprintf(f, "\n\n");
     }
@@ -860,9 +864,10 @@ static void write_plot(const char *prefix, const struct sim_result *rs,
                "10x over 50 edges'\n"
                "set xlabel 'sync interval (ms)'\nset ylabel 'overshoot (%%)'\n"
                "set logscale x\nset grid\nset key top left\n"
+               "set yrange [0:%.2f]\n"
                "set xtics (250, 500, 1000, 2000, 5000)\n"
                "plot 2 with lines dt 2 lc rgb 'gray' title 'target 2 %%', ",
-            png);
+            png, ymax);
     for (size_t li = 0; li < o->n_limits; li++)
         fprintf(f, "%s'%s' index %zu using 1:2 with linespoints lw 2 "
                    "title 'limit %llu / %u s'", li ? ", " : "", dat, li,
