@@ -136,7 +136,7 @@ wasm-check: $(BUILD)/tollgate.wasm
 	$(Q)n=$$(wasm-objdump -x -j Import $< 2>/dev/null | grep -c ' <- ' || true); \
 	  echo "tollgate.wasm: $$(stat -c %s $<) bytes, $$n imports"; test "$$n" = 0
 
-integration: all
+integration: all $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 	$(Q)node --test tests/integration/*.test.mjs
 
 # ---------------------------------------------------------------- fuzz
