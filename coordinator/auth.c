@@ -51,17 +51,6 @@ static const char *const reason_help[CO_AUTH_REASONS] = {
         "request anew",
 };
 
-static void hex_lower(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
 /* HMAC-SHA256 under secret of the string to sign for (method, path,
  * timestamp, body). Edges and tests sign with this too. Returns 0 or
  * CO_EINVAL (a part too long, or an OpenSSL failure). */
@@ -91,8 +80,7 @@ int co_auth_sign(const uint8_t *secret, size_t secret_len,
     memcpy(buf + n, timestamp, tlen);
     n += tlen;
     buf[n++] = '\n';
-    hex_lower(md, 32, buf + n);
-    n += 64;
+    n += (size_t)co_hex_encode(md, 32, buf + n, 65);
     return co_hmac_sha256(secret, secret_len, (const uint8_t *)buf, n, mac);
 }
 
@@ -185,7 +173,7 @@ enum co_auth_reason co_auth_check(const struct co_request *req,
     }
     OPENSSL_cleanse(mac, sizeof mac);
     if (rc == CO_AUTH_OK)
-        hex_lower(want, sizeof want, out->sig_hex);
+        co_hex_encode(want, sizeof want, out->sig_hex, sizeof out->sig_hex);
     return rc;
 }
 
