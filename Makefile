@@ -205,7 +205,7 @@ bench: all $(BUILD)/bench/verify_driver
 # The accuracy simulator (owner: bench/sim/). build/bench-sim runs the real
 # edge core against build/tollgated-sim (tollgated whose co_wall_ms() reads
 # the simulator's clock, bench/sim/simclock.c, via --wrap) and a private
-# redis-server, in simulated time. `make sim` runs every scenario (about 1.5
+# redis-server, in simulated time. `make sim` runs every scenario (about 2.7
 # minutes on 2 cores) and writes build/bench/sim.{csv,json} and
 # sim-overshoot.png; bench/sim/README.md, `build/bench-sim --help`.
 SIM_SRC     := $(wildcard bench/sim/*.c)

@@ -9,8 +9,11 @@
  * commandstats) also count every command a Lua script runs, so they cannot
  * say how many times the coordinator went to Redis. The proxy sits on the
  * coordinator's Redis socket and counts top-level RESP commands and round
- * trips (a client write that follows a reply, so a pipeline is one trip),
- * whatever the data model behind them.
+ * trips, whatever the data model behind them. A round trip starts when the
+ * client writes while every command it sent before has been answered (the
+ * proxy counts the replies too): a pipeline is one trip however many
+ * reads it takes the proxy to forward it, even when Redis has answered its
+ * first commands before the rest arrived.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -347,11 +350,24 @@ struct resp_scan {
     long num;
 };
 
+/* Counting top-level replies in the server's byte stream (RESP2: simple
+ * strings, errors, integers, bulk strings, arrays, nested). */
+#define REPLY_DEPTH 16
+struct reply_scan {
+    int state;          /* 0 type byte, 1 simple line, 2 length header,
+                           3 bulk body */
+    bool array, neg;
+    long num, skip;
+    int depth;
+    long left[REPLY_DEPTH];   /* elements left in each open array */
+    uint64_t replies;
+};
+
 struct proxy_conn {
     int cfd, sfd;
     struct resp_scan scan;
-    bool replied;       /* the server answered since the client last
-                           wrote (true on a new connection) */
+    struct reply_scan rscan;
+    uint64_t sent;      /* complete commands the client sent */
 };
 
 static struct {
@@ -423,6 +439,73 @@ static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
     }
 }
 
+static void reply_done(struct reply_scan *s)
+{
+    while (s->depth > 0) {
+        if (--s->left[s->depth - 1] > 0)
+            return;
+        s->depth--;
+    }
+    s->replies++;
+}
+
+static void scan_replies(struct reply_scan *s, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+
+        switch (s->state) {
+        case 0:
+            if (ch == '$' || ch == '*') {
+                s->state = 2;
+                s->array = ch == '*';
+                s->num = 0;
+                s->neg = false;
+            } else if (ch != '\r' && ch != '\n') {
+                s->state = 1;   /* + - : and anything else: one line */
+            }
+            break;
+        case 1:
+            if (ch == '\n') {
+                s->state = 0;
+                reply_done(s);
+            }
+            break;
+        case 2:
+            if (ch == '-')
+                s->neg = true;
+            else if (ch >= '0' && ch <= '9')
+                s->num = s->num * 10 + (ch - '0');
+            else if (ch == '\n') {
+                s->state = 0;
+                if (s->neg || (s->array && s->num == 0)) {
+                    reply_done(s);      /* null, or an empty array */
+                } else if (s->array) {
+                    if (s->depth < REPLY_DEPTH)
+                        s->left[s->depth++] = s->num;
+                    else
+                        reply_done(s);  /* deeper than we follow */
+                } else {
+                    s->skip = s->num + 2;
+                    s->state = 3;
+                }
+            }
+            break;
+        case 3: {
+            size_t take = n - i < (size_t)s->skip ? n - i : (size_t)s->skip;
+
+            s->skip -= (long)take;
+            i += take - 1;
+            if (s->skip == 0) {
+                s->state = 0;
+                reply_done(s);
+            }
+            break;
+        }
+        }
+    }
+}
+
 static void proxy_drop(size_t i)
 {
     close(proxy.c[i].cfd);
@@ -471,18 +554,24 @@ static void *proxy_main(void *arg)
                 if (n <= 0 || write_all(c->sfd, buf, (size_t)n) < 0) {
                     bad = true;
                 } else {
-                    if (c->replied)
+                    uint64_t before = proxy.commands;
+
+                    /* A new trip: nothing of an earlier write is still
+                     * unanswered, nor half sent. */
+                    if (c->scan.state == 0 && c->sent == c->rscan.replies)
                         __atomic_add_fetch(&proxy.roundtrips, 1,
                                            __ATOMIC_RELAXED);
-                    c->replied = false;
                     scan_bytes(&c->scan, buf, (size_t)n);
+                    c->sent += proxy.commands - before;
                 }
             }
             if (!bad && (sre & (POLLIN | POLLHUP | POLLERR))) {
-                if (pump(c->sfd, c->cfd, buf, sizeof buf) < 0)
+                ssize_t n = pump(c->sfd, c->cfd, buf, sizeof buf);
+
+                if (n < 0)
                     bad = true;
                 else
-                    c->replied = true;
+                    scan_replies(&c->rscan, buf, (size_t)n);
             }
             if (bad)
                 proxy_drop(i);
@@ -499,8 +588,7 @@ static void *proxy_main(void *arg)
                     close(sfd);
                 continue;
             }
-            proxy.c[proxy.n++] = (struct proxy_conn){.cfd = cfd, .sfd = sfd,
-                                                     .replied = true};
+            proxy.c[proxy.n++] = (struct proxy_conn){.cfd = cfd, .sfd = sfd};
         }
     }
 }

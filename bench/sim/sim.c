@@ -43,27 +43,51 @@ struct scenario {
     double attack_x, hot_share, legit_x;
     enum sim_outage outage;
     bool interval_series;       /* a point of the overshoot-vs-interval plot */
+    unsigned clients;           /* fleet: distinct clients, at limit <= 600 */
+    double client_x;            /* each fleet client: x its limit */
 };
+
+/* The fleet: FLEET_CLIENTS clients at limit FLEET_REF_LIMIT or below;
+ * above, fewer, so the fleet's request rate (and the run's real time)
+ * stays that of FLEET_REF_LIMIT, but never fewer than FLEET_MIN_CLIENTS.
+ * --clients overrides. */
+#define FLEET_CLIENTS     1000
+#define FLEET_REF_LIMIT   600
+#define FLEET_MIN_CLIENTS 200
+
+static unsigned fleet_clients(unsigned base, uint64_t limit)
+{
+    uint64_t n = base;
+
+    if (limit > FLEET_REF_LIMIT)
+        n = (uint64_t)base * FLEET_REF_LIMIT / limit;
+    if (n < FLEET_MIN_CLIENTS)
+        n = FLEET_MIN_CLIENTS < base ? FLEET_MIN_CLIENTS : base;
+    return (unsigned)n;
+}
 
 static const struct scenario SCENARIOS[] = {
     {"single", "sanity: one edge, one client at 90% of its limit",
-     1, 1000, 0, 0, 0.9, SIM_OUTAGE_NONE, false},
+     1, 1000, 0, 0, 0.9, SIM_OUTAGE_NONE, false, 0, 0},
     {"spray50", "A: one client at 10x its limit, uniform over 50 edges",
-     50, 1000, 10, 0, 0.5, SIM_OUTAGE_NONE, true},
+     50, 1000, 10, 0, 0.5, SIM_OUTAGE_NONE, true, 0, 0},
     {"spray280", "B: one client at 10x its limit, uniform over 280 edges",
-     280, 1000, 10, 0, 0.5, SIM_OUTAGE_NONE, false},
+     280, 1000, 10, 0, 0.5, SIM_OUTAGE_NONE, false, 0, 0},
     {"hot50", "C: one client at 10x, 90% of it on one edge of 50",
-     50, 1000, 10, 0.9, 0.5, SIM_OUTAGE_NONE, false},
+     50, 1000, 10, 0.9, 0.5, SIM_OUTAGE_NONE, false, 0, 0},
     {"legit20", "D: one client at 90% of its limit over 20 edges",
-     20, 1000, 0, 0, 0.9, SIM_OUTAGE_NONE, false},
+     20, 1000, 0, 0, 0.9, SIM_OUTAGE_NONE, false, 0, 0},
     {"outage50", "E: spray50 with every sync failing for 10 s mid-run",
-     50, 1000, 10, 0, 0.5, SIM_OUTAGE_NETWORK, false},
+     50, 1000, 10, 0, 0.5, SIM_OUTAGE_NETWORK, false, 0, 0},
     {"outage50-redis", "E': spray50 with redis-server SIGSTOPped for 10 s",
-     50, 1000, 10, 0, 0.5, SIM_OUTAGE_REDIS, false},
+     50, 1000, 10, 0, 0.5, SIM_OUTAGE_REDIS, false, 0, 0},
     {"spray50-i250", "F: spray50 with sync_interval_ms 250",
-     50, 250, 10, 0, 0.5, SIM_OUTAGE_NONE, true},
+     50, 250, 10, 0, 0.5, SIM_OUTAGE_NONE, true, 0, 0},
     {"spray50-i5000", "F: spray50 with sync_interval_ms 5000",
-     50, 5000, 10, 0, 0.5, SIM_OUTAGE_NONE, true},
+     50, 5000, 10, 0, 0.5, SIM_OUTAGE_NONE, true, 0, 0},
+    {"fleet20", "G: 1000 clients (limit <= 600; 1000 x 600 / limit above, "
+     "at least 200), each at 50% of its limit, over 20 edges",
+     20, 1000, 0, 0, 0, SIM_OUTAGE_NONE, false, FLEET_CLIENTS, 0.5},
 };
 #define N_SCENARIOS (sizeof SCENARIOS / sizeof SCENARIOS[0])
 
@@ -74,7 +98,7 @@ struct options {
     size_t n_pick;
     uint64_t limits[8];
     size_t n_limits;
-    unsigned windows, window_s, edges, step_ms, rtt_ms, timeout_ms;
+    unsigned windows, window_s, edges, step_ms, rtt_ms, timeout_ms, clients;
     uint32_t interval_ms;
     uint64_t floor, seed;
     double wall_s;
@@ -122,6 +146,8 @@ static void usage(FILE *f)
 "  --windows N          measured windows after the attack starts (3)\n"
 "  --window-s N         quota window (60)\n"
 "  --edges N            override the scenario's edge count\n"
+"  --clients N          fleet scenarios: distinct clients (default 1000 at\n"
+"                       limit <= 600, 1000 x 600 / limit above, at least 200)\n"
 "  --interval-ms N      override the scenario's sync_interval_ms\n"
 "  --floor N            quota floor (default: the coordinator's, limit/edges)\n"
 "  --rtt-ms N           simulated sync round trip (20)\n"
@@ -170,6 +196,7 @@ static unsigned long long parse_num(const char *opt, const char *s,
 static int parse_args(int argc, char **argv, struct options *o)
 {
     enum { O_ALL = 256, O_SCEN, O_LIMIT, O_WINDOWS, O_WINDOW_S, O_EDGES,
+           O_CLIENTS,
            O_INTERVAL, O_FLOOR, O_RTT, O_TIMEOUT, O_STEP, O_ARRIVALS, O_SEED,
            O_WALL, O_OUT, O_TOLLGATED, O_REDIS, O_KEEP, O_LIST, O_HELP };
     static const struct option longs[] = {
@@ -179,6 +206,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"windows", required_argument, 0, O_WINDOWS},
         {"window-s", required_argument, 0, O_WINDOW_S},
         {"edges", required_argument, 0, O_EDGES},
+        {"clients", required_argument, 0, O_CLIENTS},
         {"interval-ms", required_argument, 0, O_INTERVAL},
         {"floor", required_argument, 0, O_FLOOR},
         {"rtt-ms", required_argument, 0, O_RTT},
@@ -237,6 +265,9 @@ static int parse_args(int argc, char **argv, struct options *o)
         case O_EDGES:
             o->edges = (unsigned)parse_num("--edges", optarg, 1,
                                            SIM_MAX_EDGES);
+            break;
+        case O_CLIENTS:
+            o->clients = (unsigned)parse_num("--clients", optarg, 1, 100000);
             break;
         case O_INTERVAL:
             o->interval_ms = (uint32_t)parse_num("--interval-ms", optarg,
@@ -602,25 +633,30 @@ static const char *check_word(const struct sim_result *r)
 
 static void print_table(const struct sim_result *rs, size_t n)
 {
-    printf("| scenario | limit | edges | interval | worst-window overshoot %% "
+    printf("| scenario | limit | edges | clients | interval | worst-window overshoot %% "
            "| worst after window 0 %% | legit admitted %% | Redis round trips / 1000 decisions "
            "| EVALSHA / 1000 | Redis cmds executed / 1000 (incl. in Lua) "
-           "| syncs / edge / s | decisions | real s | check |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+           "| keys / sync | syncs / edge / s | decisions | real s | check |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for (size_t i = 0; i < n; i++) {
         const struct sim_result *r = &rs[i];
         char a[32], b[32], c[32];
+        unsigned clients = (r->p.attack_x > 0) + (r->p.legit_x > 0) +
+                           r->p.clients;
 
-        printf("| %s%s | %llu | %u | %u ms | %s | %s | %s | %.2f | %.2f | %.2f "
-               "| %.2f | %llu | %.1f | %s |\n",
+        printf("| %s%s | %llu | %u | %u | %u ms | %s | %s | %s | %.2f | %.2f "
+               "| %.2f | %.1f | %.2f | %llu | %.1f | %s |\n",
                r->p.name, r->truncated ? " (cut)" : "",
-               (unsigned long long)r->p.limit, r->p.edges, r->p.interval_ms,
+               (unsigned long long)r->p.limit, r->p.edges, clients,
+               r->p.interval_ms,
                fmt_pct(r->worst_overshoot_pct, a, sizeof a),
                fmt_pct(r->steady_overshoot_pct, c, sizeof c),
                fmt_pct(r->legit_admitted_pct, b, sizeof b),
                per_1000(r->redis_roundtrips, r->decisions),
                per_1000(r->redis_evalsha, r->decisions),
-               per_1000(r->redis_executed, r->decisions), r->syncs_per_edge_s,
+               per_1000(r->redis_executed, r->decisions),
+               r->syncs ? (double)r->keys_in_batch / (double)r->syncs : 0.0,
+               r->syncs_per_edge_s,
                (unsigned long long)r->decisions, r->real_s, check_word(r));
     }
 }
@@ -638,18 +674,17 @@ static int write_csv(const char *prefix, const struct sim_result *rs, size_t n)
                "attacker_attempts,attacker_admitted,attacker_challenged,"
                "attacker_denied,attacker_admitted_over_limit,overshoot_pct,"
                "legit_attempts,legit_admitted,legit_admitted_pct,"
-               "acked_attacker,acked_legit,redis_attacker,redis_legit\n");
+               "acked_attacker,acked_legit,redis_attacker,redis_legit,"
+               "clients,worst_key_admitted\n");
     for (size_t i = 0; i < n; i++) {
         const struct sim_result *r = &rs[i];
 
         for (unsigned k = 0; k < r->n_windows; k++) {
             const struct sim_window *w = &r->w[k];
-            const struct sim_counts *c = r->p.attack_x > 0 ? &w->attacker
-                                                           : &w->legit;
-            double ratio = (double)c->admitted / (double)r->p.limit;
+            double ratio = (double)w->worst_admitted / (double)r->p.limit;
 
             fprintf(f, "%s,%llu,%u,%u,%u,%llu,%llu,%llu,%llu,%llu,%.5f,%.3f,"
-                       "%llu,%llu,%.3f,%llu,%llu,%lld,%lld\n",
+                       "%llu,%llu,%.3f,%llu,%llu,%lld,%lld,%u,%llu\n",
                     r->p.name, (unsigned long long)r->p.limit, r->p.edges,
                     r->p.interval_ms, k, (unsigned long long)w->start_ms,
                     (unsigned long long)w->attacker.attempts,
@@ -664,7 +699,8 @@ static int write_csv(const char *prefix, const struct sim_result *rs, size_t n)
                                             (double)w->legit.attempts : 0.0,
                     (unsigned long long)w->acked_attacker,
                     (unsigned long long)w->acked_legit,
-                    (long long)w->redis_attacker, (long long)w->redis_legit);
+                    (long long)w->redis_attacker, (long long)w->redis_legit,
+                    r->p.clients, (unsigned long long)w->worst_admitted);
         }
     }
     return fclose(f) == 0 ? 0 : -1;
@@ -732,7 +768,12 @@ static int write_json(const char *prefix, const struct options *o,
                "    \"evalsha\": \"INFO commandstats evalsha + eval calls "
                "delta\",\n"
                "    \"decisions\": \"tg_verify calls in the measured windows, "
-               "every key\"\n  },\n");
+               "every key\",\n"
+               "    \"worst_window_overshoot\": \"per window, the key that "
+               "admitted most (attacker, legit client or busiest fleet "
+               "client) against the limit\",\n"
+               "    \"keys_per_sync\": \"(quota, key) items per sync "
+               "request sent in the measured windows\"\n  },\n");
     fprintf(f, "  \"total_real_s\": %.1f,\n  \"runs\": [\n", total_s);
     for (size_t i = 0; i < n; i++) {
         const struct sim_result *r = &rs[i];
@@ -742,11 +783,13 @@ static int write_json(const char *prefix, const struct options *o,
         json_str(f, r->p.what);
         fprintf(f, ",\n      \"limit\": %llu, \"window_s\": %u, \"edges\": %u, "
                    "\"interval_ms\": %u, \"floor\": %llu, \"attack_x\": %.2f, "
-                   "\"hot_share\": %.2f, \"legit_x\": %.2f, \"outage\": \"%s\", "
+                   "\"hot_share\": %.2f, \"legit_x\": %.2f, \"clients\": %u, "
+                   "\"client_x\": %.2f, \"outage\": \"%s\", "
                    "\"outage_ms\": %u,\n",
                 (unsigned long long)r->p.limit, r->p.window_s, r->p.edges,
                 r->p.interval_ms, (unsigned long long)r->p.floor,
-                r->p.attack_x, r->p.hot_share, r->p.legit_x,
+                r->p.attack_x, r->p.hot_share, r->p.legit_x, r->p.clients,
+                r->p.client_x,
                 r->p.outage == SIM_OUTAGE_NETWORK ? "network"
                 : r->p.outage == SIM_OUTAGE_REDIS ? "redis-sigstop" : "none",
                 r->p.outage_ms);
@@ -763,12 +806,9 @@ static int write_json(const char *prefix, const struct options *o,
                 r->clock_followed ? "true" : "false");
         json_str(f, r->check_detail);
         fprintf(f, "},\n      \"per_window_admitted_over_limit\": [");
-        for (unsigned k = 0; k < r->n_windows; k++) {
-            const struct sim_counts *c = r->p.attack_x > 0 ? &r->w[k].attacker
-                                                           : &r->w[k].legit;
+        for (unsigned k = 0; k < r->n_windows; k++)
             fprintf(f, "%s%.5f", k ? ", " : "",
-                    (double)c->admitted / (double)r->p.limit);
-        }
+                    (double)r->w[k].worst_admitted / (double)r->p.limit);
         fprintf(f, "],\n");
         json_fig(f, "worst_window_overshoot", r->worst_overshoot_pct, "%",
                  false);
@@ -789,6 +829,9 @@ static int write_json(const char *prefix, const struct options *o,
                  "EVALSHA / 1000 decisions", false);
         json_fig(f, "syncs_per_edge_per_s", r->syncs_per_edge_s,
                  "syncs / edge / simulated s", false);
+        json_fig(f, "keys_per_sync",
+                 r->syncs ? (double)r->keys_in_batch / (double)r->syncs : 0,
+                 "keys / sync request", false);
         json_fig(f, "decisions", (double)r->decisions, "decisions", false);
         json_fig(f, "syncs", (double)r->syncs, "sync requests", false);
         json_fig(f, "syncs_failed", (double)r->syncs_failed, "sync requests",
@@ -939,6 +982,11 @@ int main(int argc, char **argv)
             p.attack_x = sc->attack_x;
             p.hot_share = sc->hot_share;
             p.legit_x = sc->legit_x;
+            if (sc->clients > 0) {
+                p.clients = o.clients ? o.clients
+                                      : fleet_clients(sc->clients, p.limit);
+                p.client_x = sc->client_x;
+            }
             p.outage = sc->outage;
             p.outage_ms = sc->outage != SIM_OUTAGE_NONE ? 10000 : 0;
             p.rtt_ms = o.rtt_ms;

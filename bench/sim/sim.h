@@ -47,6 +47,9 @@ struct sim_params {
                                    0; 0 = spread uniformly */
     double legit_x;             /* legit client: x its limit; 0 = none */
     unsigned legit_edges;       /* edges the legit client uses; 0 = all */
+    unsigned clients;           /* fleet: distinct clients (keys) besides
+                                   the attacker and legit client; 0 = none */
+    double client_x;            /* each fleet client: x its limit */
     enum sim_outage outage;
     uint32_t outage_ms;         /* in the middle of the measured windows */
     uint32_t rtt_ms;            /* sync round trip, simulated */
@@ -66,7 +69,8 @@ struct sim_counts {
 struct sim_window {
     uint64_t start_ms;          /* simulated, aligned to the window */
     struct sim_counts attacker;
-    struct sim_counts legit;
+    struct sim_counts legit;    /* with a fleet: every fleet client */
+    uint64_t worst_admitted;    /* most any one key admitted in it */
     uint64_t acked_attacker;    /* admitted counts the coordinator acked
                                    while its clock was in this window */
     uint64_t acked_legit;
@@ -86,6 +90,8 @@ struct sim_result {
                                    every edge at its floor); -1: 1 window */
     double legit_admitted_pct;  /* -1: no legit client */
     uint64_t decisions;         /* tg_verify calls in the measured windows */
+    uint64_t keys_in_batch;     /* sum over the syncs in the windows of the
+                                   keys each batch carried */
     uint64_t decisions_total;   /* including the drain */
     uint64_t syncs;             /* sync requests sent in the windows */
     uint64_t syncs_failed;      /* network failure, non-200 (whole run) */

@@ -33,16 +33,19 @@
 #include "tollgate.pb-c.h"
 
 #define T0_MS        1800000000000ULL  /* 2027-01-15T08:00Z, a whole minute */
-#define REQ_CAP      8192
+#define REQ_CAP      65536             /* the wasm host's sync buffer */
 #define RESP_CAP     65536
-#define MAX_KEYS     64                /* per edge: two keys are used */
+#define MIN_TABLE    64                /* per edge key slots, at least */
 #define DRAIN_CAP_MS 60000
 #define HTTP_TIMEOUT 10000             /* real ms for one sync */
 #define PROGRESS_S   2.0
 #define QUOTA_NAME   "sim"
 
+/* Keys: the attacker, the legit client, then the fleet's clients,
+ * 10.a.b.c for fleet client (a << 16 | b << 8 | c). */
 static const char *const KEY_IP[2] = {"203.0.113.7", "198.51.100.23"};
-enum { K_ATTACKER = 0, K_LEGIT = 1, N_KEYS = 2 };
+enum { K_ATTACKER = 0, K_LEGIT = 1, K_FLEET = 2 };
+#define N_SLOTS (SIM_MAX_WINDOWS + 8)
 
 enum { S_IDLE = 0, S_SENT, S_POSTED, S_FAILING };
 
@@ -60,12 +63,18 @@ struct edge_sim {
     size_t resp_len;
     int status;                 /* HTTP status, -1 network error */
     uint64_t seq;               /* of the batch in flight */
-    uint64_t batch[N_KEYS];     /* admitted counts in it */
-    bool in_batch[N_KEYS];      /* the key is in it (even with no counts) */
+    uint64_t *batch;            /* per key: admitted counts in it */
+    bool *in_batch;             /* per key: in it (even with no counts) */
+    int *batch_keys;            /* the keys in it, n_batch_keys of them */
+    unsigned n_batch_keys;
 };
 
+/* One arrival stream. A fleet is one stream: n_keys clients with equal
+ * Poisson rates are one Poisson stream of the summed rate whose every
+ * arrival belongs to a client drawn uniformly. */
 struct source {
     int key;
+    unsigned n_keys;            /* keys key .. key + n_keys - 1 */
     double per_ms;              /* mean arrivals per simulated ms */
     double next;                /* next arrival, simulated ms */
     unsigned n_edges;
@@ -78,18 +87,21 @@ struct world {
     const struct sim_params *p;
     struct sim_result *r;
     struct edge_sim *edges;
-    struct source src[N_KEYS];
+    struct source src[3];
     size_t n_src;
     struct sim_http *http;
     uint64_t window_ms;
-    /* Admitted counts acknowledged, by the coordinator's window at the
+    unsigned n_keys;                  /* K_FLEET + clients */
+    /* Per key (arrays of n_keys; [k][slot] ones are n_keys * N_SLOTS).
+     * Admitted counts acknowledged, by the coordinator's window at the
      * time it applied them, index + 2 (the warm-up lies in window -1). */
-    uint64_t acked[N_KEYS][SIM_MAX_WINDOWS + 8];
-    uint64_t acked_total[N_KEYS];
-    uint64_t decided_total[N_KEYS];   /* admitted by the edges, whole run */
-    uint64_t last_seen_ms[N_KEYS];    /* last batch holding the key */
-    uint64_t redis_a[N_KEYS][SIM_MAX_WINDOWS + 8];  /* read at window end */
-    bool redis_read[N_KEYS][SIM_MAX_WINDOWS + 8];
+    uint64_t (*acked)[N_SLOTS];
+    uint64_t *acked_total;
+    uint64_t *decided_total;          /* admitted by the edges, whole run */
+    uint64_t *last_seen_ms;           /* last batch holding the key */
+    uint64_t (*redis_a)[N_SLOTS];     /* read at window end */
+    bool (*redis_read)[N_SLOTS];
+    uint64_t (*admitted)[N_SLOTS];    /* decided Allow, by window slot */
     int redis_verdict;                /* 1 all match, 0 mismatch, -1 n/a */
     bool clock_far;                   /* Redis windows are not ours */
     uint64_t own_cmds;                /* our HGETALLs (not the coordinator's) */
@@ -162,32 +174,64 @@ static uint64_t *acked_slot(struct world *w, int key, uint64_t t)
     return &w->acked[key][slot_of(w, t)];
 }
 
-static int key_index(const char *quota, const char *key)
+static void key_name(int k, char *buf, size_t cap)
 {
+    unsigned f = (unsigned)(k - K_FLEET);
+
+    if (k < K_FLEET)
+        snprintf(buf, cap, "%s", KEY_IP[k]);
+    else
+        snprintf(buf, cap, "10.%u.%u.%u", f >> 16 & 255, f >> 8 & 255,
+                 f & 255);
+}
+
+static int key_index(const struct world *w, const char *quota,
+                     const char *key)
+{
+    unsigned long a, b, c;
+    char *end;
+
     if (strcmp(quota, QUOTA_NAME) != 0)
         return -1;
-    for (int k = 0; k < N_KEYS; k++)
+    for (int k = 0; k < K_FLEET; k++)
         if (strcmp(key, KEY_IP[k]) == 0)
             return k;
-    return -1;
+    if (strncmp(key, "10.", 3) != 0)
+        return -1;
+    a = strtoul(key + 3, &end, 10);
+    if (*end != '.')
+        return -1;
+    b = strtoul(end + 1, &end, 10);
+    if (*end != '.')
+        return -1;
+    c = strtoul(end + 1, &end, 10);
+    if (*end != '\0' || a > 255 || b > 255 || c > 255 ||
+        K_FLEET + (a << 16 | b << 8 | c) >= w->n_keys)
+        return -1;
+    return (int)(K_FLEET + (a << 16 | b << 8 | c));
 }
 
 /* What the batch just frozen carries, for the acknowledged tallies. */
-static void record_batch(struct edge_sim *es)
+static void record_batch(const struct world *w, struct edge_sim *es)
 {
     Tollgate__V1__SyncRequest *rq =
         tollgate__v1__sync_request__unpack(NULL, es->req_len, es->req);
 
-    memset(es->batch, 0, sizeof es->batch);
-    memset(es->in_batch, 0, sizeof es->in_batch);
+    for (unsigned i = 0; i < es->n_batch_keys; i++) {
+        es->batch[es->batch_keys[i]] = 0;
+        es->in_batch[es->batch_keys[i]] = false;
+    }
+    es->n_batch_keys = 0;
     es->seq = 0;
     if (rq == NULL)
         return;
     es->seq = rq->seq;
     for (size_t i = 0; i < rq->n_counts; i++) {
-        int k = key_index(rq->counts[i]->quota, rq->counts[i]->key);
+        int k = key_index(w, rq->counts[i]->quota, rq->counts[i]->key);
 
         if (k >= 0) {
+            if (!es->in_batch[k])
+                es->batch_keys[es->n_batch_keys++] = k;
             es->batch[k] += rq->counts[i]->admitted;
             es->in_batch[k] = true;
         }
@@ -229,11 +273,12 @@ static void tally_applied(struct world *w, struct edge_sim *es, uint64_t t)
     if (rs->degraded)
         w->r->syncs_degraded++;
     else if (rs->acked_seq == es->seq && es->seq != 0)
-        for (int k = 0; k < N_KEYS; k++) {
+        for (unsigned i = 0; i < es->n_batch_keys; i++) {
+            int k = es->batch_keys[i];
+
             *acked_slot(w, k, t) += es->batch[k];
             w->acked_total[k] += es->batch[k];
-            if (es->in_batch[k])
-                w->last_seen_ms[k] = t;
+            w->last_seen_ms[k] = t;
         }
     tollgate__v1__sync_response__free_unpacked(rs, NULL);
 }
@@ -259,11 +304,13 @@ static void request(struct world *w, struct edge_sim *es, int key, uint64_t t)
     tg_decision d;
     struct sim_counts *c = NULL;
     long wi = window_of(w, t);
+    char ip[24];
 
+    key_name(key, ip, sizeof ip);
     rq.method = (tg_str){"GET", 3};
     rq.path = (tg_str){"/api/items", 10};
     rq.host = (tg_str){"shop.example", 12};
-    rq.client_ip = (tg_str){KEY_IP[key], strlen(KEY_IP[key])};
+    rq.client_ip = (tg_str){ip, strlen(ip)};
     rq.now_ms = t;
     tg_verify(es->e, &rq, &d);
     w->r->decisions_total++;
@@ -274,8 +321,10 @@ static void request(struct world *w, struct edge_sim *es, int key, uint64_t t)
     w->r->decisions++;
     c = key == K_ATTACKER ? &w->r->w[wi].attacker : &w->r->w[wi].legit;
     c->attempts++;
-    if (d.kind == TG_ALLOW)
+    if (d.kind == TG_ALLOW) {
         c->admitted++;
+        w->admitted[key][slot_of(w, t)]++;
+    }
     else if (d.kind == TG_CHALLENGE)
         c->challenged++;
     else
@@ -333,13 +382,14 @@ static void detail(struct world *w, const char *fmt, ...)
  * the layout moved. */
 static int redis_window(struct world *w, int k, long long *win, long long *a)
 {
-    char reply[256], key[128];
+    char reply[256], key[128], ip[24];
     const char *args[] = {"HMGET", key, "w", "a", NULL};
     long long *out[2] = {win, a};
     char *p;
 
     *win = *a = -1;
-    snprintf(key, sizeof key, "tg:{%s|%s}:c", QUOTA_NAME, KEY_IP[k]);
+    key_name(k, ip, sizeof ip);
+    snprintf(key, sizeof key, "tg:{%s|%s}:c", QUOTA_NAME, ip);
     w->own_cmds++;
     if (sim_redis_cmd(w->env->redis_port, reply, sizeof reply, args) < 0 ||
         strncmp(reply, "*2\r\n", 4) != 0)
@@ -370,16 +420,17 @@ static void check_window(struct world *w, uint64_t t_prev)
     uint64_t win = t_prev / w->window_ms;
     long slot = slot_of(w, t_prev);
 
-    for (int k = 0; k < N_KEYS; k++) {
+    for (int k = 0; k < (int)w->n_keys; k++) {
         long long rw, ra;
+        char ip[24];
 
         if (w->last_seen_ms[k] == 0 || w->last_seen_ms[k] / w->window_ms != win)
             continue;
+        key_name(k, ip, sizeof ip);
         if (redis_window(w, k, &rw, &ra) < 0) {
             if (w->redis_verdict == 1) {
                 w->redis_verdict = -1;
-                detail(w, " %s: no w/a in Redis (layout moved?);",
-                       KEY_IP[k]);
+                detail(w, " %s: no w/a in Redis (layout moved?);", ip);
             }
             continue;
         }
@@ -393,7 +444,7 @@ static void check_window(struct world *w, uint64_t t_prev)
         if ((uint64_t)rw != win || (uint64_t)ra != w->acked[k][slot]) {
             w->redis_verdict = 0;
             detail(w, " %s window %+ld: Redis w=%lld a=%lld, acked %llu "
-                   "MISMATCH;", KEY_IP[k], slot - 2, rw, ra,
+                   "MISMATCH;", ip, slot - 2, rw, ra,
                    (unsigned long long)w->acked[k][slot]);
         }
     }
@@ -406,8 +457,18 @@ static int setup(struct world *w)
     const struct sim_params *p = w->p;
     uint64_t seed = p->seed;
 
+    w->n_keys = K_FLEET + p->clients;
     w->edges = calloc(p->edges, sizeof *w->edges);
-    if (w->edges == NULL)
+    w->acked = calloc(w->n_keys, sizeof *w->acked);
+    w->acked_total = calloc(w->n_keys, sizeof *w->acked_total);
+    w->decided_total = calloc(w->n_keys, sizeof *w->decided_total);
+    w->last_seen_ms = calloc(w->n_keys, sizeof *w->last_seen_ms);
+    w->redis_a = calloc(w->n_keys, sizeof *w->redis_a);
+    w->redis_read = calloc(w->n_keys, sizeof *w->redis_read);
+    w->admitted = calloc(w->n_keys, sizeof *w->admitted);
+    if (w->edges == NULL || w->acked == NULL || w->acked_total == NULL ||
+        w->decided_total == NULL || w->last_seen_ms == NULL ||
+        w->redis_a == NULL || w->redis_read == NULL || w->admitted == NULL)
         return -1;
     for (unsigned i = 0; i < p->edges; i++) {
         struct edge_sim *es = &w->edges[i];
@@ -416,7 +477,7 @@ static int setup(struct world *w)
 
         snprintf(es->id, sizeof es->id, "sim-%u/1", i);
         cfg.edge_id = (tg_str){es->id, strlen(es->id)};
-        cfg.max_keys = MAX_KEYS;
+        cfg.max_keys = 2 * w->n_keys > MIN_TABLE ? 2 * w->n_keys : MIN_TABLE;
         cfg.sync_interval_ms = p->interval_ms;
         for (size_t b = 0; b < sizeof cfg.seed; b++)
             cfg.seed[b] = (uint8_t)splitmix64(&seed);
@@ -424,7 +485,12 @@ static int setup(struct world *w)
         es->mem = aligned_alloc(8, (size + 7) & ~(size_t)7);
         es->req = malloc(REQ_CAP);
         es->resp = malloc(RESP_CAP);
+        es->batch = calloc(w->n_keys, sizeof *es->batch);
+        es->in_batch = calloc(w->n_keys, sizeof *es->in_batch);
+        es->batch_keys = calloc(w->n_keys, sizeof *es->batch_keys);
         if (es->mem == NULL || es->req == NULL || es->resp == NULL ||
+            es->batch == NULL || es->in_batch == NULL ||
+            es->batch_keys == NULL ||
             tg_edge_init(es->mem, size, &cfg, &es->e) != 0)
             return -1;
         sim_edge_secret(p->seed, i, es->secret);
@@ -435,13 +501,19 @@ static int setup(struct world *w)
     w->n_src = 0;
     if (p->attack_x > 0)
         w->src[w->n_src++] = (struct source){
-            .key = K_ATTACKER, .n_edges = p->edges, .hot = p->hot_share,
+            .key = K_ATTACKER, .n_keys = 1, .n_edges = p->edges,
+            .hot = p->hot_share,
             .per_ms = p->attack_x * (double)p->limit / (double)w->window_ms};
     if (p->legit_x > 0)
         w->src[w->n_src++] = (struct source){
-            .key = K_LEGIT,
+            .key = K_LEGIT, .n_keys = 1,
             .n_edges = p->legit_edges ? p->legit_edges : p->edges,
             .per_ms = p->legit_x * (double)p->limit / (double)w->window_ms};
+    if (p->clients > 0)
+        w->src[w->n_src++] = (struct source){
+            .key = K_FLEET, .n_keys = p->clients, .n_edges = p->edges,
+            .per_ms = p->client_x * (double)p->limit * p->clients /
+                      (double)w->window_ms};
     for (size_t s = 0; s < w->n_src; s++) {
         w->src[s].rng = p->seed * 1000003u + (uint64_t)w->src[s].key + 1;
         w->src[s].next = (double)T0_MS + next_gap(&w->src[s], p->poisson);
@@ -455,14 +527,24 @@ static void teardown(struct world *w)
         free(w->edges[i].mem);
         free(w->edges[i].req);
         free(w->edges[i].resp);
+        free(w->edges[i].batch);
+        free(w->edges[i].in_batch);
+        free(w->edges[i].batch_keys);
     }
     free(w->edges);
+    free(w->acked);
+    free(w->acked_total);
+    free(w->decided_total);
+    free(w->last_seen_ms);
+    free(w->redis_a);
+    free(w->redis_read);
+    free(w->admitted);
     sim_http_close(w->http);
 }
 
 static bool all_acked(const struct world *w)
 {
-    for (int k = 0; k < N_KEYS; k++)
+    for (unsigned k = 0; k < w->n_keys; k++)
         if (w->acked_total[k] != w->decided_total[k])
             return false;
     return true;
@@ -551,8 +633,11 @@ int sim_run(const struct sim_env *env, const struct sim_params *p,
 
                 while (src->next < (double)(t + p->step_ms)) {
                     uint64_t at = (uint64_t)src->next;
+                    int key = src->key;
 
-                    request(&w, &w.edges[pick_edge(src)], src->key,
+                    if (src->n_keys > 1)
+                        key += (int)(splitmix64(&src->rng) % src->n_keys);
+                    request(&w, &w.edges[pick_edge(src)], key,
                             at < t ? t : at);
                     src->next += next_gap(src, p->poisson);
                 }
@@ -572,9 +657,11 @@ int sim_run(const struct sim_env *env, const struct sim_params *p,
                 goto done;
             }
             es->req_len = (size_t)n;
-            record_batch(es);
-            if (t >= T0_MS && t < end_ms)
+            record_batch(&w, es);
+            if (t >= T0_MS && t < end_ms) {
                 out->syncs++;
+                out->keys_in_batch += es->n_batch_keys;
+            }
             if (p->outage == SIM_OUTAGE_NETWORK &&
                 outage_at(p, t, outage_start)) {
                 es->state = S_FAILING;
@@ -643,9 +730,16 @@ int sim_run(const struct sim_env *env, const struct sim_params *p,
                 w.redis_read[K_LEGIT][slot_of(&w, win->start_ms)]
                     ? (int64_t)w.redis_a[K_LEGIT][slot_of(&w, win->start_ms)]
                     : -1;
-            o = (double)win->attacker.admitted / (double)p->limit - 1.0;
-            if (win->legit.admitted > win->attacker.admitted)
-                o = (double)win->legit.admitted / (double)p->limit - 1.0;
+            /* The key that admitted most: the attacker, the legit client
+             * or, with a fleet, its busiest client in the window. */
+            {
+                long sl = slot_of(&w, win->start_ms);
+
+                for (unsigned k = 0; k < w.n_keys; k++)
+                    if (w.admitted[k][sl] > win->worst_admitted)
+                        win->worst_admitted = w.admitted[k][sl];
+            }
+            o = (double)win->worst_admitted / (double)p->limit - 1.0;
             if (o < 0)
                 o = 0;
             if (o > worst)
@@ -681,15 +775,22 @@ int sim_run(const struct sim_env *env, const struct sim_params *p,
     out->clock_followed = !w.clock_far;
     {
         char tail[sizeof out->check_detail];
+        uint64_t fd = 0, fa = 0;
 
+        for (unsigned k = K_FLEET; k < w.n_keys; k++) {
+            fd += w.decided_total[k];
+            fa += w.acked_total[k];
+        }
         memcpy(tail, out->check_detail, sizeof tail);
         snprintf(out->check_detail, sizeof out->check_detail,
-                 "edges decided %llu+%llu admitted, coordinator acked "
-                 "%llu+%llu; Redis %s%.300s",
+                 "edges decided %llu+%llu+%llu (attacker+legit+fleet) "
+                 "admitted, coordinator acked %llu+%llu+%llu; Redis %s%.250s",
                  (unsigned long long)w.decided_total[K_ATTACKER],
                  (unsigned long long)w.decided_total[K_LEGIT],
+                 (unsigned long long)fd,
                  (unsigned long long)w.acked_total[K_ATTACKER],
                  (unsigned long long)w.acked_total[K_LEGIT],
+                 (unsigned long long)fa,
                  w.clock_far ? "windows follow another clock than the "
                                "coordinator's (sync.lua on Redis TIME?)"
                  : w.redis_verdict == 1 ? "a = acked in every window"
