@@ -508,6 +508,44 @@ static void test_small_shares_are_carried(void **state)
     assert_true(admin_int("HGET tg:{carry|k}:c L") <= 10);
 }
 
+/* A sparse key under its limit: a share that rounds to 0 is raised to 1
+ * while one is available, so an edge that sees the key once a minute
+ * holds a request for its next arrival; never beyond what is left. A key
+ * whose attempts already reached the limit gets no such minimum. */
+static void test_sparse_key_gets_one_while_available(void **state)
+{
+    long long out[7];
+
+    (void)state;
+    /* 60 left, 80 edges asking for a lease (no new attempts, the least
+     * demand) against a summed demand of 80/s: shares of about 0.04 */
+    admin_ok("HSET tg:{sparse|k}:c w %llu a 40 t 40 D 80000",
+             (unsigned long long)(T0 / HOUR));
+    for (int e = 0; e < 80; e++) {
+        char edge[16];
+        const struct item it = {"sparse", "k", 100, HOUR, 1, 0, 0, 0};
+        const struct req r = {edge, 1, T0 + (uint64_t)e};
+
+        snprintf(edge, sizeof edge, "e%d", e);
+        assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+        assert_int_equal(ACTION(out, 0), 0);
+        assert_int_equal(LEASE(out, 0), e < 60 ? 1 : 0);
+    }
+    assert_int_equal(admin_int("HGET tg:{sparse|k}:c L"), 60);
+
+    /* the same share with attempts at the limit: 0, and over */
+    admin_ok("HSET tg:{sparse|h}:c w %llu a 40 t 100 D 80000",
+             (unsigned long long)(T0 / HOUR));
+    {
+        const struct item it = {"sparse", "h", 100, HOUR, 1, 0, 0, 0};
+        const struct req r = {"e0", 1, T0};
+
+        assert_int_equal(eval(&r, &it, 1, out), CO_OK);
+        assert_int_equal(LEASE(out, 0), 0);
+        assert_int_equal(ACTION(out, 0), 1);
+    }
+}
+
 static void test_over_limit_takes_the_quota_action(void **state)
 {
     const struct item batch[3] = {
@@ -757,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_leases_never_exceed_what_is_left),
         cmocka_unit_test(test_silent_edges_expire),
         cmocka_unit_test(test_small_shares_are_carried),
+        cmocka_unit_test(test_sparse_key_gets_one_while_available),
         cmocka_unit_test(test_over_limit_takes_the_quota_action),
         cmocka_unit_test(test_unleasable_and_asked_for_more_is_over),
         cmocka_unit_test(test_deny_after_counts_attempts),
