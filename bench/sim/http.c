@@ -131,21 +131,6 @@ static ssize_t read_some(int fd, void *dst, size_t cap,
     return n < 0 ? -1 : n;
 }
 
-static int send_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* One exchange on the current connection. Returns the status, -2 when
  * the connection was found closed before any answer (a kept-alive
  * connection the server had dropped: safe to resend), -1 otherwise. */
@@ -166,8 +151,8 @@ static int exchange(struct sim_http *h, const char *head, size_t head_len,
         end.tv_sec++;
         end.tv_nsec -= 1000000000L;
     }
-    if (send_all(h->fd, head, head_len) < 0 ||
-        send_all(h->fd, (const char *)body, len) < 0)
+    if (sim_send_all(h->fd, head, head_len) < 0 ||
+        sim_send_all(h->fd, (const char *)body, len) < 0)
         return -2;
     while ((eoh = memmem(h->buf, h->have, "\r\n\r\n", 4)) == NULL) {
         ssize_t n = read_some(h->fd, h->buf + h->have,

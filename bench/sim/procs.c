@@ -213,12 +213,13 @@ int sim_wait_port(int port, pid_t pid, int timeout_ms)
 
 /* ---------------------------------------------------------------- RESP */
 
-static int write_all(int fd, const void *buf, size_t len)
+/* Writes all of buf to the socket fd (never SIGPIPE). Returns 0 or -1. */
+int sim_send_all(int fd, const void *buf, size_t len)
 {
     const char *p = buf;
 
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -284,7 +285,7 @@ int sim_redis_cmd(int port, char *out, size_t cap, const char *const args[])
     fd = connect_local(port);
     if (fd < 0)
         return -1;
-    if (write_all(fd, req, n) < 0)
+    if (sim_send_all(fd, req, n) < 0)
         goto done;
     for (;;) {
         struct pollfd pfd = {fd, POLLIN, 0};
@@ -520,7 +521,7 @@ static ssize_t pump(int from, int to, char *buf, size_t cap)
 
     if (n <= 0)
         return -1;
-    return write_all(to, buf, (size_t)n) < 0 ? -1 : n;
+    return sim_send_all(to, buf, (size_t)n) < 0 ? -1 : n;
 }
 
 static void *proxy_main(void *arg)
@@ -551,7 +552,7 @@ static void *proxy_main(void *arg)
             if (cre & (POLLIN | POLLHUP | POLLERR)) {
                 ssize_t n = read(c->cfd, buf, sizeof buf);
 
-                if (n <= 0 || write_all(c->sfd, buf, (size_t)n) < 0) {
+                if (n <= 0 || sim_send_all(c->sfd, buf, (size_t)n) < 0) {
                     bad = true;
                 } else {
                     uint64_t before = proxy.commands;

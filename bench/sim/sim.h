@@ -146,6 +146,7 @@ void sim_edge_secret(uint64_t seed, unsigned edge, uint8_t out[SIM_SECRET_LEN]);
 
 /* procs.c */
 int sim_free_port(void);
+int sim_send_all(int fd, const void *buf, size_t len);  /* 0 or -1 */
 pid_t sim_spawn(char *const argv[], char *const envp_extra[],
                 const char *log_path);
 int sim_stop(pid_t pid, int grace_ms);  /* SIGTERM, then SIGKILL */
