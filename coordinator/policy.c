@@ -427,6 +427,8 @@ static void policy_free(struct co_policy *p)
         tollgate__v1__policy__free_unpacked(p->pb, NULL);
     free(p->packed);
     free(p->by_name);
+    for (size_t i = 0; p->quotas != NULL && i < p->n_quotas; i++)
+        free(p->quotas[i].overrides);
     free(p->quotas);
     free(p);
 }
@@ -647,6 +649,25 @@ const struct co_quota *co_policy_find(const struct co_policy *p,
     hit = bsearch(&kp, p->by_name, p->n_quotas, sizeof *p->by_name,
                   cmp_quota_name);
     return hit ? *hit : NULL;
+}
+
+static int cmp_override(const void *a, const void *b)
+{
+    return strcmp(((const struct co_override *)a)->key,
+                  ((const struct co_override *)b)->key);
+}
+
+uint64_t co_quota_limit(const struct co_quota *q, const char *key)
+{
+    struct co_override k;
+    const struct co_override *hit;
+
+    if (q->n_overrides == 0 || strlen(key) > CO_KEY_MAX)
+        return q->limit;
+    snprintf(k.key, sizeof k.key, "%s", key);
+    hit = bsearch(&k, q->overrides, q->n_overrides, sizeof *q->overrides,
+                  cmp_override);
+    return hit ? hit->limit : q->limit;
 }
 
 /* Publish p as the current policy, taking over the caller's reference.

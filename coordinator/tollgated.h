@@ -298,7 +298,20 @@ struct co_quota {
     bool require_token;
     double deny_after;               /* 0 = off, else >= 1 */
     uint64_t deny_after_milli;       /* deny_after x 1000, rounded */
+    uint64_t burst;                  /* most one edge is leased of a key at
+                                      * once; 0 = no cap of its own */
+    size_t n_overrides;
+    struct co_override *overrides;   /* sorted by key, co_quota_override() */
 };
+
+/* A per-key exception to its quota's limit (policy "overrides"). */
+struct co_override {
+    char key[CO_KEY_MAX + 1];
+    uint64_t limit;
+};
+
+/* The limit of (q, key): its override's, or the quota's. */
+uint64_t co_quota_limit(const struct co_quota *q, const char *key);
 
 struct co_policy {
     atomic_uint refs;
