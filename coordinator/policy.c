@@ -36,8 +36,11 @@ static const char *const root_fields[] = {
 
 static const char *const quota_fields[] = {
     "name", "key", "limit", "window_s", "path_prefix", "methods", "action",
-    "floor", "shadow", "fail_open", "deny_after", "require_token", NULL,
+    "floor", "shadow", "fail_open", "deny_after", "require_token", "burst",
+    "overrides", NULL,
 };
+
+static const char *const override_fields[] = {"limit", NULL};
 
 /* "quotas[2]" + "limit" -> "quotas[2].limit"; the root has no prefix. */
 static const char *field_path(char *buf, size_t len, const char *prefix,
@@ -55,7 +58,7 @@ static int reject_unknown(json_t *obj, const char *const *known,
 {
     const char *name;
     json_t *v;
-    char path[128];
+    char path[384];
 
     json_object_foreach(obj, name, v) {
         bool ok = false;
@@ -81,7 +84,7 @@ static int get_uint(json_t *obj, const char *prefix, const char *name,
                     uint64_t *out, char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, name);
-    char path[128];
+    char path[384];
     json_int_t i;
 
     field_path(path, sizeof path, prefix, name);
@@ -119,7 +122,7 @@ static int get_bool(json_t *obj, const char *prefix, const char *name,
                     bool dflt, bool *out, char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, name);
-    char path[128];
+    char path[384];
 
     if (v == NULL) {
         *out = dflt;
@@ -140,7 +143,7 @@ static int get_str(json_t *obj, const char *prefix, const char *name,
                    char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, name);
-    char path[128];
+    char path[384];
 
     field_path(path, sizeof path, prefix, name);
     if (v == NULL) {
@@ -171,7 +174,7 @@ static int parse_methods(json_t *q, const char *prefix, struct co_quota *out,
                          char *err, size_t errlen)
 {
     json_t *arr = json_object_get(q, "methods"), *v;
-    char path[128];
+    char path[384];
     size_t i;
 
     field_path(path, sizeof path, prefix, "methods");
@@ -213,12 +216,102 @@ static int parse_methods(json_t *q, const char *prefix, struct co_quota *out,
     return CO_OK;
 }
 
+static int cmp_override(const void *a, const void *b)
+{
+    return strcmp(((const struct co_override *)a)->key,
+                  ((const struct co_override *)b)->key);
+}
+
+/* The JSON spelling of an override key for an error path, cut to 40 bytes
+ * (on a UTF-8 boundary) so the path fits an error line. */
+static void shown_key(char *buf, size_t len, const char *key, size_t klen)
+{
+    size_t n = klen > 40 ? 40 : klen;
+    json_t *s;
+    char *text;
+
+    while (n > 0 && n < klen && ((unsigned char)key[n] & 0xc0) == 0x80)
+        n--;
+    s = json_stringn(key, n);
+    text = s != NULL ? json_dumps(s, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH)
+                     : NULL;
+    snprintf(buf, len, "%s%s", text != NULL ? text : "\"?\"",
+             n < klen ? "..." : "");
+    free(text);
+    json_decref(s);
+}
+
+/* "overrides": {"<key>": {"limit": N}, ...}: per-key limits, kept sorted
+ * by key for co_quota_limit(). A key is what the edge builds from the
+ * template (1..CO_KEY_MAX bytes, no NUL); its limit may be above or below
+ * the quota's. On failure out->overrides is freed and NULL. */
+static int parse_overrides(json_t *q, const char *prefix,
+                           struct co_quota *out, char *err, size_t errlen)
+{
+    json_t *obj = json_object_get(q, "overrides"), *v;
+    char path[64], sub[384], shown[300];
+    const char *key;
+    size_t klen, i = 0;
+
+    field_path(path, sizeof path, prefix, "overrides");
+    out->n_overrides = 0;
+    out->overrides = NULL;
+    if (obj == NULL)
+        return CO_OK;
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "%s: must be an object of {\"<key>\": "
+                 "{\"limit\": N}}", path);
+        return CO_EINVAL;
+    }
+    if (json_object_size(obj) > CO_OVERRIDES_MAX) {
+        snprintf(err, errlen, "%s: at most %d overrides", path,
+                 CO_OVERRIDES_MAX);
+        return CO_EINVAL;
+    }
+    if (json_object_size(obj) == 0)
+        return CO_OK;
+    out->overrides = calloc(json_object_size(obj), sizeof *out->overrides);
+    if (out->overrides == NULL) {
+        snprintf(err, errlen, "policy: out of memory");
+        return CO_ENOMEM;
+    }
+    json_object_keylen_foreach(obj, key, klen, v) {
+        struct co_override *o = &out->overrides[i++];
+
+        shown_key(shown, sizeof shown, key, klen);
+        snprintf(sub, sizeof sub, "%s[%s]", path, shown);
+        if (klen == 0 || klen > CO_KEY_MAX || memchr(key, '\0', klen)) {
+            snprintf(err, errlen, "%s: a key is 1..%d bytes without NUL",
+                     sub, CO_KEY_MAX);
+            goto fail;
+        }
+        if (!json_is_object(v)) {
+            snprintf(err, errlen, "%s: must be an object {\"limit\": N}",
+                     sub);
+            goto fail;
+        }
+        if (reject_unknown(v, override_fields, sub, err, errlen) != CO_OK ||
+            get_uint(v, sub, "limit", true, 1, CO_COUNT_MAX, 0, &o->limit,
+                     err, errlen) != CO_OK)
+            goto fail;
+        memcpy(o->key, key, klen);
+        o->key[klen] = '\0';
+    }
+    out->n_overrides = i;
+    qsort(out->overrides, i, sizeof *out->overrides, cmp_override);
+    return CO_OK;
+fail:
+    free(out->overrides);
+    out->overrides = NULL;
+    return CO_EINVAL;
+}
+
 /* Validate one quotas[] entry into out. expected_edges feeds the default
  * floor: an edge alone may admit its equal share of the limit. */
 static int parse_quota(json_t *q, size_t idx, uint32_t expected_edges,
                        struct co_quota *out, char *err, size_t errlen)
 {
-    char prefix[32], path[128];
+    char prefix[32], path[384];
     const char *s;
     size_t n;
     uint64_t u, floor_default;
@@ -303,6 +396,7 @@ static int parse_quota(json_t *q, size_t idx, uint32_t expected_edges,
     floor_default = out->limit / expected_edges;
     if (floor_default < 1)
         floor_default = 1;
+    out->floor_set = json_object_get(q, "floor") != NULL;
     if (get_uint(q, prefix, "floor", false, 1, out->limit, floor_default,
                  &out->floor, err, errlen) != CO_OK)
         return CO_EINVAL;
@@ -330,7 +424,13 @@ static int parse_quota(json_t *q, size_t idx, uint32_t expected_edges,
         out->deny_after = d;
         out->deny_after_milli = (uint64_t)(d * 1000.0 + 0.5);
     }
-    return CO_OK;
+
+    /* burst caps what one edge holds of a key; above the quota's limit it
+     * could never bind, so it is refused rather than silently moot. */
+    if (get_uint(q, prefix, "burst", false, 0, out->limit, 0, &out->burst,
+                 err, errlen) != CO_OK)
+        return CO_EINVAL;
+    return parse_overrides(q, prefix, out, err, errlen);
 }
 
 static bool is_header_char(unsigned char c)
@@ -505,8 +605,8 @@ cleanup:
  * with one reference (the caller's): hand it to co_policy_install() or free
  * it with co_policy_release(). On failure err says what and where, and
  * nothing is allocated. */
-int co_policy_parse(const char *json, size_t len, struct co_policy **out,
-                    char *err, size_t errlen)
+static int policy_parse(const char *json, size_t len, uint64_t version,
+                        struct co_policy **out, char *err, size_t errlen)
 {
     json_error_t jerr;
     json_t *root = NULL, *quotas, *q;
@@ -535,9 +635,11 @@ int co_policy_parse(const char *json, size_t len, struct co_policy **out,
         goto cleanup;
     }
     atomic_init(&p->refs, 1);
-    if (get_uint(root, "", "version", true, 1, INT64_MAX, 0, &p->version,
-                 err, errlen) != CO_OK)
+    if (get_uint(root, "", "version", version == 0, 1, INT64_MAX, version,
+                 &p->version, err, errlen) != CO_OK)
         goto cleanup;
+    if (version != 0)
+        p->version = version;
     if (get_uint(root, "", "sync_interval_ms", false, 100, 60000, 1000, &u,
                  err, errlen) != CO_OK)
         goto cleanup;
@@ -595,6 +697,115 @@ cleanup:
     return rc;
 }
 
+int co_policy_parse(const char *json, size_t len, struct co_policy **out,
+                    char *err, size_t errlen)
+{
+    return policy_parse(json, len, 0, out, err, errlen);
+}
+
+/* As co_policy_parse(), for a document whose version the policy store
+ * assigns: a "version" member is checked like any other (a client may
+ * send back what GET gave it) but the policy gets version. */
+int co_policy_parse_as(const char *json, size_t len, uint64_t version,
+                       struct co_policy **out, char *err, size_t errlen)
+{
+    return policy_parse(json, len, version ? version : 1, out, err, errlen);
+}
+
+/* The canonical JSON of one quota, members in a fixed order. floor appears
+ * only when the document set it: a default floor follows expected_edges,
+ * and writing it out would freeze it at the next edit. */
+json_t *co_quota_to_json(const struct co_quota *q)
+{
+    json_t *o = json_object(), *methods = json_array(), *ovr = json_object();
+    bool ok = o != NULL && methods != NULL && ovr != NULL;
+
+    for (unsigned i = 0; ok && i < q->n_methods; i++)
+        ok = json_array_append_new(methods, json_string(q->methods[i])) == 0;
+    for (size_t i = 0; ok && i < q->n_overrides; i++)
+        ok = json_object_set_new(ovr, q->overrides[i].key,
+                                 json_pack("{s:I}", "limit", (json_int_t)
+                                           q->overrides[i].limit)) == 0;
+    ok = ok &&
+        json_object_set_new(o, "name", json_string(q->name)) == 0 &&
+        json_object_set_new(o, "key", json_string(q->key)) == 0 &&
+        json_object_set_new(o, "limit", json_integer((json_int_t)q->limit))
+            == 0 &&
+        json_object_set_new(o, "window_s", json_integer(q->window_s)) == 0 &&
+        json_object_set_new(o, "burst", json_integer((json_int_t)q->burst))
+            == 0 &&
+        json_object_set_new(o, "path_prefix", json_string(q->path_prefix))
+            == 0 &&
+        json_object_set(o, "methods", methods) == 0 &&
+        json_object_set_new(o, "action", json_string(
+            q->action == TOLLGATE__V1__ACTION__ACTION_DENY ? "deny"
+                                                           : "challenge"))
+            == 0 &&
+        (!q->floor_set ||
+         json_object_set_new(o, "floor", json_integer((json_int_t)q->floor))
+            == 0) &&
+        json_object_set_new(o, "shadow", json_boolean(q->shadow)) == 0 &&
+        json_object_set_new(o, "fail_open", json_boolean(q->fail_open))
+            == 0 &&
+        json_object_set_new(o, "deny_after",
+                            q->deny_after == (double)(json_int_t)q->deny_after
+                            ? json_integer((json_int_t)q->deny_after)
+                            : json_real(q->deny_after)) == 0 &&
+        json_object_set_new(o, "require_token",
+                            json_boolean(q->require_token)) == 0 &&
+        json_object_set(o, "overrides", ovr) == 0;
+    json_decref(methods);
+    json_decref(ovr);
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The canonical document of p: "version" first (omitted when version is
+ * 0, the form the store fills in), then the settings, then the quotas in
+ * document order. parse(to_json(p)) gives p back. Returns a new
+ * reference (json_decref) or NULL when out of memory. */
+json_t *co_policy_to_json(const struct co_policy *p, uint64_t version)
+{
+    json_t *doc = json_object(), *quotas = json_array();
+    bool ok = doc != NULL && quotas != NULL;
+
+    if (ok && version != 0)
+        ok = json_object_set_new(doc, "version",
+                                 json_integer((json_int_t)version)) == 0;
+    ok = ok &&
+        json_object_set_new(doc, "sync_interval_ms",
+                            json_integer(p->sync_interval_ms)) == 0 &&
+        json_object_set_new(doc, "clearance_ttl_s",
+                            json_integer(p->clearance_ttl_s)) == 0 &&
+        json_object_set_new(doc, "expected_edges",
+                            json_integer(p->expected_edges)) == 0;
+    for (size_t i = 0; ok && i < p->n_quotas; i++) {
+        json_t *q = co_quota_to_json(&p->quotas[i]);
+
+        ok = q != NULL && json_array_append_new(quotas, q) == 0;
+    }
+    ok = ok && json_object_set(doc, "quotas", quotas) == 0;
+    json_decref(quotas);
+    if (!ok) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* co_policy_to_json() as compact text (free() it), or NULL. */
+char *co_policy_dump(const struct co_policy *p, uint64_t version)
+{
+    json_t *doc = co_policy_to_json(p, version);
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+
+    json_decref(doc);
+    return text;
+}
+
 /* Read and parse a policy file (at most 4 MiB). err is prefixed with
  * nothing: the caller knows the path. Ownership as co_policy_parse(). */
 int co_policy_load_file(const char *path, struct co_policy **out,
@@ -649,12 +860,6 @@ const struct co_quota *co_policy_find(const struct co_policy *p,
     hit = bsearch(&kp, p->by_name, p->n_quotas, sizeof *p->by_name,
                   cmp_quota_name);
     return hit ? *hit : NULL;
-}
-
-static int cmp_override(const void *a, const void *b)
-{
-    return strcmp(((const struct co_override *)a)->key,
-                  ((const struct co_override *)b)->key);
 }
 
 uint64_t co_quota_limit(const struct co_quota *q, const char *key)

@@ -72,6 +72,7 @@
 #define CO_KEY_PARTS_MAX     4       /* parts joined by "+" */
 #define CO_METHODS_MAX       8
 #define CO_QUOTAS_MAX        1024
+#define CO_OVERRIDES_MAX     10000   /* per quota */
 #define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
 #define CO_COUNT_MAX         1000000000000ULL  /* one KeyCount field, 1e12 */
 #define CO_URL_MAX           2048    /* bytes; longer -> 414 */
@@ -293,6 +294,8 @@ struct co_quota {
     char methods[CO_METHODS_MAX][8];
     Tollgate__V1__Action action;     /* CHALLENGE or DENY over the limit */
     uint64_t floor;
+    bool floor_set;                  /* the document gave floor (else it
+                                      * follows limit / expected_edges) */
     bool shadow;
     bool fail_open;
     bool require_token;
@@ -329,8 +332,19 @@ struct co_policy {
 
 int co_policy_parse(const char *json, size_t len, struct co_policy **out,
                     char *err, size_t errlen);
+int co_policy_parse_as(const char *json, size_t len, uint64_t version,
+                       struct co_policy **out, char *err, size_t errlen);
 int co_policy_load_file(const char *path, struct co_policy **out,
                         char *err, size_t errlen);
+/* Canonical JSON (policy.c): new references, json_decref(); NULL when out
+ * of memory. version 0 leaves "version" out (the store's form). The policy
+ * protobuf edges get carries neither burst nor overrides: they act in the
+ * coordinator's lease and limit, so an edge's RateLimit-Policy header
+ * shows the quota's limit. */
+struct json_t;
+struct json_t *co_quota_to_json(const struct co_quota *q);
+struct json_t *co_policy_to_json(const struct co_policy *p, uint64_t version);
+char *co_policy_dump(const struct co_policy *p, uint64_t version);
 int co_key_template_check(const char *t, size_t len, char *err,
                           size_t errlen);
 const struct co_quota *co_policy_find(const struct co_policy *p,

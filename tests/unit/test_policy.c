@@ -181,6 +181,34 @@ static void test_invalid_documents_name_the_field(void **state)
         {DOC("", Q(", \"deny_after\": -1")), "quotas[0].deny_after: must be"},
         {DOC("", Q(", \"deny_after\": 1001")), "quotas[0].deny_after: must be"},
         {DOC("", Q(", \"deny_after\": \"2\"")), "quotas[0].deny_after: must be"},
+        {DOC("", Q(", \"burst\": -1")), "quotas[0].burst: must be >= 0"},
+        {DOC("", Q(", \"burst\": 11")), "quotas[0].burst: must be <= 10"},
+        {DOC("", Q(", \"burst\": 1.5")),
+         "quotas[0].burst: must be an integer"},
+        {DOC("", Q(", \"overrides\": []")),
+         "quotas[0].overrides: must be an object"},
+        {DOC("", Q(", \"overrides\": {\"10.0.0.1\": 5}")),
+         "quotas[0].overrides[\"10.0.0.1\"]: must be an object"},
+        {DOC("", Q("") ", {" QUOTA_BASE ", \"name\": \"q2\", \"limit\": 5, "
+                 "\"overrides\": {\"a\": {\"limit\": 1}, "
+                 "\"10.0.0.1\": {\"limit\": 0}}}"), "line 1"},
+        {DOC("", Q("") ", {\"name\": \"q2\", \"key\": \"ip\", "
+                 "\"window_s\": 60, \"action\": \"deny\", \"limit\": 5, "
+                 "\"overrides\": {\"a\": {\"limit\": 1}, "
+                 "\"10.0.0.1\": {\"limit\": 0}}}"),
+         "quotas[1].overrides[\"10.0.0.1\"].limit: must be > 0"},
+        {DOC("", Q(", \"overrides\": {\"k\": {}}")),
+         "quotas[0].overrides[\"k\"].limit: required"},
+        {DOC("", Q(", \"overrides\": {\"k\": {\"limit\": 1, \"x\": 2}}")),
+         "quotas[0].overrides[\"k\"].x: unknown field"},
+        {DOC("", Q(", \"overrides\": {\"k\": {\"limit\": \"1\"}}")),
+         "quotas[0].overrides[\"k\"].limit: must be an integer"},
+        {DOC("", Q(", \"overrides\": {\"k\": {\"limit\": 1000000000001}}")),
+         "quotas[0].overrides[\"k\"].limit: must be <= 1000000000000"},
+        {DOC("", Q(", \"overrides\": {\"\": {\"limit\": 1}}")),
+         "quotas[0].overrides[\"\"]: a key is 1..256 bytes without NUL"},
+        {DOC("", Q(", \"overrides\": {\"a\\u0000b\": {\"limit\": 1}}")),
+         "line 1 column"},   /* jansson refuses a NUL in a key */
     };
 
     (void)state;
@@ -288,6 +316,150 @@ static void test_protobuf_conversion(void **state)
     co_policy_release(p);
 }
 
+/* burst and overrides land in struct co_quota, overrides sorted for
+ * co_quota_limit(). */
+static void test_burst_and_overrides(void **state)
+{
+    static const char doc[] =
+        "{\"version\": 3, \"quotas\": [{\"name\": \"q\", \"key\": \"ip\","
+        " \"limit\": 100, \"window_s\": 60, \"action\": \"deny\","
+        " \"burst\": 20, \"overrides\": {\"10.0.0.2\": {\"limit\": 5},"
+        " \"10.0.0.1\": {\"limit\": 1000}, \"caf\u00e9\": {\"limit\": 7}}},"
+        " {\"name\": \"r\", \"key\": \"ip\", \"limit\": 9,"
+        "  \"window_s\": 60, \"action\": \"deny\", \"burst\": 0}]}";
+    struct co_policy *p;
+    const struct co_quota *q;
+    char err[256] = "", big[CO_KEY_MAX + 2];
+
+    (void)state;
+    if (co_policy_parse(doc, strlen(doc), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    q = co_policy_find(p, "q");
+    assert_int_equal(q->burst, 20);
+    assert_int_equal(q->n_overrides, 3);
+    assert_string_equal(q->overrides[0].key, "10.0.0.1");
+    assert_string_equal(q->overrides[1].key, "10.0.0.2");
+    assert_string_equal(q->overrides[2].key, "caf\xc3\xa9");
+    assert_int_equal(co_quota_limit(q, "10.0.0.1"), 1000);
+    assert_int_equal(co_quota_limit(q, "10.0.0.2"), 5);
+    assert_int_equal(co_quota_limit(q, "caf\xc3\xa9"), 7);
+    assert_int_equal(co_quota_limit(q, "10.0.0.3"), 100);
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(co_quota_limit(q, big), 100);
+    q = co_policy_find(p, "r");
+    assert_int_equal(q->burst, 0);
+    assert_int_equal(q->n_overrides, 0);
+    assert_null(q->overrides);
+    co_policy_release(p);
+}
+
+/* Field by field: what the serializer must carry. */
+static void assert_same_policy(const struct co_policy *a,
+                               const struct co_policy *b)
+{
+    assert_int_equal(a->sync_interval_ms, b->sync_interval_ms);
+    assert_int_equal(a->clearance_ttl_s, b->clearance_ttl_s);
+    assert_int_equal(a->expected_edges, b->expected_edges);
+    assert_int_equal(a->n_quotas, b->n_quotas);
+    for (size_t i = 0; i < a->n_quotas; i++) {
+        const struct co_quota *x = &a->quotas[i], *y = &b->quotas[i];
+
+        assert_string_equal(x->name, y->name);
+        assert_string_equal(x->key, y->key);
+        assert_int_equal(x->limit, y->limit);
+        assert_int_equal(x->window_s, y->window_s);
+        assert_string_equal(x->path_prefix, y->path_prefix);
+        assert_int_equal(x->n_methods, y->n_methods);
+        for (unsigned m = 0; m < x->n_methods; m++)
+            assert_string_equal(x->methods[m], y->methods[m]);
+        assert_int_equal(x->action, y->action);
+        assert_int_equal(x->floor, y->floor);
+        assert_int_equal(x->floor_set, y->floor_set);
+        assert_int_equal(x->shadow, y->shadow);
+        assert_int_equal(x->fail_open, y->fail_open);
+        assert_int_equal(x->require_token, y->require_token);
+        assert_true(x->deny_after == y->deny_after);
+        assert_int_equal(x->deny_after_milli, y->deny_after_milli);
+        assert_int_equal(x->burst, y->burst);
+        assert_int_equal(x->n_overrides, y->n_overrides);
+        for (size_t o = 0; o < x->n_overrides; o++) {
+            assert_string_equal(x->overrides[o].key, y->overrides[o].key);
+            assert_int_equal(x->overrides[o].limit, y->overrides[o].limit);
+        }
+    }
+    /* the wire form too */
+    assert_int_equal(a->packed_len, b->packed_len);
+    assert_memory_equal(a->packed, b->packed, a->packed_len);
+}
+
+static void test_serializer_round_trip(void **state)
+{
+    static const char doc[] =
+        "{\"version\": 5, \"sync_interval_ms\": 250, \"clearance_ttl_s\": 9,"
+        " \"expected_edges\": 3, \"quotas\": ["
+        " {\"name\": \"z\", \"key\": \"ip+route\", \"limit\": 50,"
+        "  \"window_s\": 7, \"action\": \"deny\", \"shadow\": true,"
+        "  \"fail_open\": false, \"methods\": [\"PUT\", \"PATCH\"],"
+        "  \"path_prefix\": \"/x\", \"deny_after\": 2.5, \"burst\": 9,"
+        "  \"floor\": 4, \"overrides\": {\"b/\\\"q\": {\"limit\": 3},"
+        "  \"a\": {\"limit\": 99}}},"
+        " {\"name\": \"a\", \"key\": \"claim:tenant\", \"limit\": 6,"
+        "  \"window_s\": 8, \"action\": \"challenge\","
+        "  \"require_token\": true, \"deny_after\": 3}]}";
+    static const char want_start[] =
+        "{\"version\":7,\"sync_interval_ms\":250,\"clearance_ttl_s\":9,"
+        "\"expected_edges\":3,\"quotas\":[{\"name\":\"z\",\"key\":"
+        "\"ip+route\",\"limit\":50,\"window_s\":7,\"burst\":9,"
+        "\"path_prefix\":\"/x\",\"methods\":[\"PUT\",\"PATCH\"],"
+        "\"action\":\"deny\",\"floor\":4,\"shadow\":true,"
+        "\"fail_open\":false,\"deny_after\":2.5,\"require_token\":false,"
+        "\"overrides\":{\"a\":{\"limit\":99},\"b/\\\"q\":{\"limit\":3}}},"
+        "{\"name\":\"a\",";
+    struct co_policy *p, *back, *again;
+    char err[256] = "", *text, *text2;
+
+    (void)state;
+    if (co_policy_parse(doc, strlen(doc), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    text = co_policy_dump(p, 7);
+    assert_non_null(text);
+    assert_memory_equal(text, want_start, strlen(want_start));
+    /* the default floor stays a default: it follows expected_edges */
+    assert_null(strstr(strstr(text, "\"name\":\"a\""), "floor"));
+    if (co_policy_parse(text, strlen(text), &back, err, sizeof err) != CO_OK)
+        fail_msg("%s: %s", err, text);
+    assert_int_equal(back->version, 7);
+    assert_int_equal(p->version, 5);
+    p->version = 7;        /* only the version may differ, and did */
+    co_policy_release(p);
+    if (co_policy_parse(doc, strlen(doc), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    /* the store's form: no version; parse_as gives it one */
+    text2 = co_policy_dump(p, 0);
+    assert_int_equal(strncmp(text2, "{\"sync_interval_ms\"", 19), 0);
+    if (co_policy_parse_as(text2, strlen(text2), 5, &again, err,
+                           sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    assert_int_equal(again->version, 5);
+    assert_same_policy(p, again);
+    /* and with a version member, parse_as ignores it */
+    co_policy_release(again);
+    if (co_policy_parse_as(text, strlen(text), 5, &again, err,
+                           sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    assert_int_equal(again->version, 5);
+    assert_same_policy(p, again);
+    /* back differs from p only by version 7 vs 5: same wire minus that */
+    assert_int_equal(back->n_quotas, p->n_quotas);
+    assert_string_equal(back->quotas[0].overrides[1].key, "b/\"q");
+    free(text);
+    free(text2);
+    co_policy_release(again);
+    co_policy_release(back);
+    co_policy_release(p);
+}
+
 static void test_current_policy_is_refcounted(void **state)
 {
     static const char d1[] = "{\"version\": 1, \"quotas\": []}";
@@ -375,6 +547,8 @@ int main(void)
         cmocka_unit_test(test_invalid_documents_name_the_field),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_protobuf_conversion),
+        cmocka_unit_test(test_burst_and_overrides),
+        cmocka_unit_test(test_serializer_round_trip),
         cmocka_unit_test(test_current_policy_is_refcounted),
         cmocka_unit_test(test_key_tag_percent_encoding),
     };
