@@ -827,3 +827,89 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
     freeReplyObject(r);
     return rc;
 }
+
+/* ------------------------------------------------------------ generic
+ * Plain commands and scripts for the policy store and the admin API
+ * (store.c, admin.c): the same per-thread connection, backoff and
+ * one-deadline rule as sync, with a deadline of their own (timeout_ms, 0 =
+ * --redis-timeout-ms): an admin write may move a whole policy document,
+ * which a sync's few-millisecond budget was not sized for. */
+
+/* The public face of percent_decode() (contract there): the router
+ * decodes path parameters with it. */
+int co_percent_decode(const char *s, size_t len, char *out, size_t outlen)
+{
+    return percent_decode(s, len, out, outlen);
+}
+
+static uint64_t deadline_in(unsigned timeout_ms)
+{
+    return co_mono_ms() + (timeout_ms ? timeout_ms : target.timeout_ms);
+}
+
+/* One command on this thread's connection. Returns the reply (the caller
+ * frees it with freeReplyObject; an error reply is a reply) or NULL with
+ * err when Redis is unreachable, backing off or timed out. */
+redisReply *co_redis_command(unsigned timeout_ms, int argc, const char **argv,
+                             const size_t *lens, char *err, size_t errlen)
+{
+    uint64_t deadline = deadline_in(timeout_ms);
+    redisContext *c = thread_conn_by(deadline, err, errlen);
+    redisReply *r;
+
+    if (c == NULL)
+        return NULL;
+    r = command_by(c, deadline, argc, argv, lens, err, errlen);
+    if (r == NULL)
+        thread_drop(err);
+    return r;
+}
+
+/* EVALSHA script (nkeys keys then nargs args in argv/lens); when Redis
+ * answers NOSCRIPT (restart, flush, failover) the script did not run, so
+ * it is sent once more as EVAL, which also caches it. Returns the reply
+ * (freeReplyObject) or NULL with err, as co_redis_command(). */
+redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
+                          size_t nkeys, size_t nargs, const char **argv,
+                          const size_t *lens, char *err, size_t errlen)
+{
+    uint64_t deadline = deadline_in(timeout_ms);
+    size_t argc = 3 + nkeys + nargs;
+    const char **av = malloc(argc * sizeof *av);
+    size_t *al = malloc(argc * sizeof *al);
+    char sha[41], nk[24];
+    redisContext *c;
+    redisReply *r = NULL;
+
+    if (av == NULL || al == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    sha1_hex(script, strlen(script), sha);
+    av[0] = "EVALSHA";
+    al[0] = 7;
+    av[1] = sha;
+    al[1] = 40;
+    av[2] = nk;
+    al[2] = (size_t)snprintf(nk, sizeof nk, "%zu", nkeys);
+    memcpy(av + 3, argv, (nkeys + nargs) * sizeof *av);
+    memcpy(al + 3, lens, (nkeys + nargs) * sizeof *al);
+    c = thread_conn_by(deadline, err, errlen);
+    if (c == NULL)
+        goto done;
+    r = command_by(c, deadline, (int)argc, av, al, err, errlen);
+    if (is_noscript(r)) {
+        freeReplyObject(r);
+        av[0] = "EVAL";
+        al[0] = 4;
+        av[1] = script;
+        al[1] = strlen(script);
+        r = command_by(c, deadline, (int)argc, av, al, err, errlen);
+    }
+    if (r == NULL)
+        thread_drop(err);
+done:
+    free(al);
+    free(av);
+    return r;
+}

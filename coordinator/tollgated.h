@@ -62,6 +62,7 @@
 #define CO_EBADTOKEN (-8)  /* token malformed or signature wrong */
 #define CO_EEXPIRED (-9)   /* token well-formed and signed, but expired */
 #define CO_EIO      (-10)  /* file or socket I/O */
+#define CO_ECONFLICT (-11) /* a write based on a stale version (If-Match) */
 
 /* ------------------------------------------------------------ limits */
 #define CO_EDGE_ID_MAX       64      /* bytes */
@@ -353,6 +354,33 @@ void co_policy_install(struct co_policy *p);
 struct co_policy *co_policy_current(void);
 void co_policy_release(struct co_policy *p);
 
+/* ------------------------------------------------------------ policy store
+ * (store.c; keys and script in its file comment) Every version of the
+ * policy in Redis under the hash tag {policy}, an audit log, and a thread
+ * polling tg:{policy}:current every 250 ms that installs a new version.
+ * Writes install locally at once. expect is the version the write is
+ * based on (If-Match), -1 for "whatever is current". Returns 0,
+ * CO_ECONFLICT (*version = the current version), CO_ENOTFOUND, CO_EREDIS
+ * (unreachable or timed out), CO_EREPLY or CO_ENOMEM, with err. */
+int co_store_start(const struct co_policy *file, unsigned timeout_ms,
+                   char *err, size_t errlen);
+void co_store_stop(void);
+int co_store_put(const char *doc, int64_t expect, const char *who,
+                 const char *action, const char *detail, uint64_t *version,
+                 char *err, size_t errlen);
+int co_store_rollback(uint64_t to, int64_t expect, const char *who,
+                      uint64_t *version, char *err, size_t errlen);
+int co_store_audit_add(const char *who, const char *action,
+                       const char *detail, char *err, size_t errlen);
+/* *doc: malloc'd (free()) canonical JSON of version (0: the current). */
+int co_store_get(uint64_t version, char **doc, size_t *len,
+                 uint64_t *found_version, char *err, size_t errlen);
+/* *out: new JSON references (json_decref), shapes as GET
+ * /v1/policy/versions and GET /v1/audit answer them. */
+int co_store_versions(struct json_t **out, char *err, size_t errlen);
+int co_store_audit(unsigned limit, uint64_t before, struct json_t **out,
+                   char *err, size_t errlen);
+
 /* ------------------------------------------------------------ redis */
 struct co_redis_target {
     char host[256];
@@ -510,6 +538,24 @@ void co_challenge_verify_handle(const struct co_request *req,
 int co_redis_set_px(const char *key, size_t klen, const char *val,
                     size_t vlen, uint64_t ttl_ms, bool only_new, char *err,
                     size_t errlen);
+
+/* Generic commands (end of redis.c) for the policy store and the admin
+ * API: this thread's connection, one deadline of timeout_ms (0 =
+ * --redis-timeout-ms), connect included. They return the reply (free with
+ * freeReplyObject; an error reply is returned as a reply) or NULL with err
+ * when Redis is unreachable, backing off or timed out. co_redis_eval()
+ * sends EVALSHA and falls back to EVAL on NOSCRIPT. */
+struct redisReply;
+struct redisReply *co_redis_command(unsigned timeout_ms, int argc,
+                                    const char **argv, const size_t *lens,
+                                    char *err, size_t errlen);
+struct redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
+                                 size_t nkeys, size_t nargs,
+                                 const char **argv, const size_t *lens,
+                                 char *err, size_t errlen);
+/* %XX-decode s[0..len) into out (NUL-terminated); CO_EINVAL for a bad
+ * escape, a decoded NUL or more than outlen - 1 bytes. */
+int co_percent_decode(const char *s, size_t len, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ encodings
  * (encode.c) base64url without padding, as in JWS; decode is strict (one
