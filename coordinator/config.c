@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tollgated.h"
@@ -126,6 +127,13 @@ static int set_keys(struct co_config *cfg, const char *val,
     return copy_str(cfg->keys_path, sizeof cfg->keys_path, val, err, errlen);
 }
 
+static int set_admin_tokens(struct co_config *cfg, const char *val,
+                            char *err, size_t errlen)
+{
+    return copy_str(cfg->admin_tokens_path, sizeof cfg->admin_tokens_path,
+                    val, err, errlen);
+}
+
 static int set_log_level(struct co_config *cfg, const char *val,
                          char *err, size_t errlen)
 {
@@ -143,7 +151,8 @@ static const struct option_def options[] = {
      "redis://[[user]:password@]host[:port][/db] "
      "(default redis://127.0.0.1:6379)"},
     {"--policy", "TOLLGATE_POLICY", set_policy, "FILE",
-     "policy JSON document (required)"},
+     "policy JSON document (required); seeds the policy store in Redis "
+     "as version 1 when Redis holds no version, and is ignored after"},
     {"--threads", "TOLLGATE_THREADS", set_threads, "N",
      "HTTP worker threads (default 2 x cores, at least 2)"},
     {"--max-body", "TOLLGATE_MAX_BODY", set_max_body, "BYTES",
@@ -155,6 +164,10 @@ static const struct option_def options[] = {
      "key file: challenge, clearance, edge and captcha secrets, one "
      "\"<kind> <id> <hex>\" per line (required; every coordinator must "
      "share the challenge and clearance keys; chmod 600)"},
+    {"--admin-tokens", "TOLLGATE_ADMIN_TOKENS", set_admin_tokens, "FILE",
+     "admin API bearer tokens, one \"<name> <read|admin> <sha256 hex of "
+     "the token>\" per line (without it the admin API answers 401; "
+     "chmod 600)"},
     {"--log-level", "TOLLGATE_LOG_LEVEL", set_log_level, "LEVEL",
      "debug, info, warn or error (default info)"},
 };
@@ -262,4 +275,50 @@ int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
         return CO_EINVAL;
     }
     return CO_CONFIG_RUN;
+}
+
+/* Read the whole file at path (at most max bytes) for a --*-FILE flag.
+ * *buf is malloc'd and NUL-terminated (the caller frees it, cleansing it
+ * first if it held secrets); *exposed says group or others may read it.
+ * Returns 0, or CO_EIO / CO_ETOOBIG / CO_ENOMEM with err. */
+int co_file_read(const char *path, size_t max, char **buf, size_t *len,
+                 bool *exposed, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    int rc = CO_EIO;
+
+    *buf = NULL;
+    if (f == NULL) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        return CO_EIO;
+    }
+    if (fstat(fileno(f), &st) != 0) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        goto done;
+    }
+    if ((size_t)st.st_size > max) {
+        snprintf(err, errlen, "larger than %zu bytes", max);
+        rc = CO_ETOOBIG;
+        goto done;
+    }
+    *exposed = (st.st_mode & (S_IRWXG | S_IRWXO)) != 0;
+    *buf = malloc((size_t)st.st_size + 1);
+    if (*buf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = CO_ENOMEM;
+        goto done;
+    }
+    *len = fread(*buf, 1, (size_t)st.st_size, f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "read error");
+        free(*buf);
+        *buf = NULL;
+        goto done;
+    }
+    (*buf)[*len] = '\0';
+    rc = CO_OK;
+done:
+    fclose(f);
+    return rc;
 }

@@ -46,6 +46,21 @@ static const struct co_route routes[] = {
     {"POST", "/v1/sync", "application/x-protobuf", co_sync_handle},
     {"POST", "/v1/challenge/verify", "application/json",
      co_challenge_verify_handle},
+    {"GET", "/v1/policy", NULL, co_admin_policy_get},
+    {"PUT", "/v1/policy", "application/json", co_admin_policy_put},
+    {"GET", "/v1/policy/versions", NULL, co_admin_versions},
+    {"GET", "/v1/policy/versions/{n}", NULL, co_admin_version_get},
+    {"POST", "/v1/policy/rollback", "application/json", co_admin_rollback},
+    {"GET", "/v1/quotas/{name}", NULL, co_admin_quota_get},
+    {"PUT", "/v1/quotas/{name}", "application/json", co_admin_quota_put},
+    {"DELETE", "/v1/quotas/{name}", NULL, co_admin_quota_delete},
+    {"PUT", "/v1/quotas/{name}/overrides/{key}", "application/json",
+     co_admin_override_put},
+    {"DELETE", "/v1/quotas/{name}/overrides/{key}", NULL,
+     co_admin_override_delete},
+    {"GET", "/v1/keys/{quota}/{key}", NULL, co_admin_key_get},
+    {"DELETE", "/v1/keys/{quota}/{key}", NULL, co_admin_key_reset},
+    {"GET", "/v1/audit", NULL, co_admin_audit},
 };
 
 /* Per-request state, allocated on the first access-handler call and freed
@@ -62,6 +77,7 @@ struct http_ctx {
     unsigned status;
     char method[16];
     char path[128];
+    struct co_route_params params;
 };
 
 const char *co_status_title(unsigned status)
@@ -74,9 +90,11 @@ const char *co_status_title(unsigned status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 428: return "Precondition Required";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default: return "Error";
@@ -137,12 +155,51 @@ void co_response_problem(struct co_response *resp, unsigned status,
                      (uint8_t *)text, text ? strlen(text) : 0);
 }
 
-/* Find the route for (method, path). Returns 0 with *out set; CO_EMETHOD
- * when the path exists but not for this method, with allow holding the
+/* Does path match pattern segment by segment? A "{...}" segment matches
+ * one non-empty segment, percent-decoded into params (when not NULL); one
+ * that does not decode (a bad escape, a NUL, over CO_KEY_MAX bytes) does
+ * not match, so it ends as a 404 like any path naming nothing. */
+static bool path_match(const char *pattern, const char *path,
+                       struct co_route_params *params)
+{
+    struct co_route_params scratch;
+    unsigned n = 0;
+
+    if (params == NULL)
+        params = &scratch;
+    while (*pattern == '/' && *path == '/') {
+        const char *pe, *se;
+
+        pattern++;
+        path++;
+        pe = strchrnul(pattern, '/');
+        se = strchrnul(path, '/');
+        if (*pattern == '{') {
+            if (se == path || n == CO_ROUTE_PARAMS_MAX ||
+                co_percent_decode(path, (size_t)(se - path), params->v[n],
+                                  sizeof params->v[n]) != CO_OK)
+                return false;
+            n++;
+        } else if (pe - pattern != se - path ||
+                   memcmp(pattern, path, (size_t)(pe - pattern)) != 0) {
+            return false;
+        }
+        pattern = pe;
+        path = se;
+    }
+    params->n = n;
+    return *pattern == '\0' && *path == '\0';
+}
+
+/* Find the route for (method, path). Returns 0 with *out set (and the
+ * path's {param} values in params, when not NULL); CO_EMETHOD when the
+ * path exists but not for this method, with allow holding the
  * comma-separated methods it does take (GET implies HEAD); CO_ENOTFOUND
  * otherwise. */
-int co_route_lookup(const char *method, const char *path,
-                    const struct co_route **out, char *allow, size_t allowlen)
+int co_route_match(const char *method, const char *path,
+                   const struct co_route **out,
+                   struct co_route_params *params, char *allow,
+                   size_t allowlen)
 {
     bool path_known = false;
     size_t n = 0;
@@ -153,11 +210,13 @@ int co_route_lookup(const char *method, const char *path,
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const struct co_route *r = &routes[i];
 
-        if (strcmp(r->path, path) != 0)
+        if (!path_match(r->path, path, NULL))
             continue;
         if (strcmp(r->method, method) == 0 ||
             (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)) {
             *out = r;
+            if (params != NULL)
+                path_match(r->path, path, params);
             return CO_OK;
         }
         path_known = true;
@@ -170,6 +229,12 @@ int co_route_lookup(const char *method, const char *path,
         }
     }
     return path_known ? CO_EMETHOD : CO_ENOTFOUND;
+}
+
+int co_route_lookup(const char *method, const char *path,
+                    const struct co_route **out, char *allow, size_t allowlen)
+{
+    return co_route_match(method, path, out, NULL, allow, allowlen);
 }
 
 /* Does the Content-Type header name this media type (case-insensitive,
@@ -289,6 +354,47 @@ static const char *mhd_header(void *conn, const char *name)
     return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind,
+                               const char *key, const char *value)
+{
+    struct co_body *q = cls;
+    size_t max = CO_URL_MAX;
+
+    (void)kind;
+    if ((q->len > 0 && co_body_append(q, "&", 1, max) != CO_OK) ||
+        co_body_append(q, key, strlen(key), max) != CO_OK ||
+        (value != NULL && (co_body_append(q, "=", 1, max) != CO_OK ||
+                           co_body_append(q, value, strlen(value), max) !=
+                           CO_OK)))
+        return MHD_NO;
+    return MHD_YES;
+}
+
+/* The query string as sent (libmicrohttpd splits it into arguments; with
+ * unescaping turned off they are still raw, so joined again they are the
+ * original but for '+', already a space). malloc'd (free()), or NULL. */
+static char *raw_query(struct MHD_Connection *conn)
+{
+    struct co_body q = {0};
+
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_arg, &q);
+    if (q.len == 0 || co_body_append(&q, "", 1, CO_URL_MAX + 1) != CO_OK) {
+        co_body_free(&q);
+        return NULL;
+    }
+    return (char *)q.data;
+}
+
+/* Leave the URL as sent: the router splits the path at '/' before it
+ * decodes a segment, so an encoded "%2F" in a rate-limit key stays part
+ * of the key instead of splitting the path. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(s);
+}
+
 /* Hand resp to libmicrohttpd (which frees the body with free()). */
 static enum MHD_Result send_response(struct MHD_Connection *conn,
                                      struct http_ctx *ctx,
@@ -311,6 +417,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
                                 resp->content_type);
     if (resp->allow[0] != '\0')
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    if (resp->etag[0] != '\0')
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp->etag);
     if (resp->extra.name != NULL && resp->extra.value != NULL)
         MHD_add_response_header(r, resp->extra.name, resp->extra.value);
     if (atomic_load(&co_server.draining))
@@ -345,6 +453,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
                              co_server.max_body, &ctx->route,
                              &resp) != CO_OK)
             return send_response(conn, ctx, &resp);
+        co_route_match(method, url, &ctx->route, &ctx->params, resp.allow,
+                       sizeof resp.allow);
+        resp.allow[0] = '\0';
         return MHD_YES;
     }
     if (*upload_size > 0) {
@@ -386,9 +497,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
                               strlen(ctx->path)));
         co_response_problem(&resp, 500, "out of memory");
     } else {
+        char *query = raw_query(conn);
         struct co_request req = {
             .method = method,
             .path = url,
+            .query = query,
+            .params = &ctx->params,
             .content_type = mhd_header(conn, "Content-Type"),
             .body = ctx->body.data,
             .body_len = ctx->body.len,
@@ -397,6 +511,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
         };
 
         ctx->route->handler(&req, &resp);
+        free(query);
     }
     return send_response(conn, ctx, &resp);
 }
@@ -508,6 +623,7 @@ int co_http_start(const char *listen, unsigned threads,
                          (size_t)CONNECTION_MEMORY,
                          MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
                          MHD_OPTION_END);
     if (d == NULL) {
         snprintf(err, errlen, "cannot serve on %s (address in use or not "

@@ -22,6 +22,9 @@
 #include "tollgated.h"
 
 #define DRAIN_TIMEOUT_MS 5000u
+/* Least time the policy store waits on Redis: a write moves a whole
+ * document, more than a sync's --redis-timeout-ms budget was sized for. */
+#define STORE_TIMEOUT_MS 1000u
 
 static const char *process_env(const char *name)
 {
@@ -82,6 +85,31 @@ static int load_keys(const char *path)
     return 0;
 }
 
+/* Load the admin tokens into co_admin_tokens. No file: the admin API is
+ * off (every route 401), said once here. Returns 0 or -1 after logging. */
+static int load_admin_tokens(const char *path)
+{
+    char err[256], v[300], f[300];
+    size_t admins = 0;
+
+    if (path[0] == '\0') {
+        CO_WARN("msg=admin_api_off detail=\"no --admin-tokens: every admin "
+                "route answers 401\"");
+        return 0;
+    }
+    if (co_tokens_load(path, &co_admin_tokens, err, sizeof err) != CO_OK) {
+        CO_ERROR("msg=admin_tokens_invalid file=%s detail=%s",
+                 co_log_value(f, sizeof f, path, strlen(path)),
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        return -1;
+    }
+    for (size_t i = 0; i < co_admin_tokens.n; i++)
+        admins += co_admin_tokens.tokens[i].admin;
+    CO_INFO("msg=admin_tokens_loaded tokens=%zu admin=%zu",
+            co_admin_tokens.n, admins);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct co_config cfg;
@@ -131,13 +159,11 @@ int main(int argc, char **argv)
                  co_log_value(v, sizeof v, err, strlen(err)));
         return 1;
     }
-    CO_INFO("msg=policy_loaded version=%llu quotas=%zu sync_interval_ms=%u",
-            (unsigned long long)policy->version, policy->n_quotas,
-            policy->sync_interval_ms);
-    co_policy_install(policy);
-    policy = NULL;
+    CO_INFO("msg=policy_loaded quotas=%zu sync_interval_ms=%u",
+            policy->n_quotas, policy->sync_interval_ms);
 
-    if (load_keys(cfg.keys_path) != 0) {
+    if (load_keys(cfg.keys_path) != 0 ||
+        load_admin_tokens(cfg.admin_tokens_path) != 0) {
         rc = 1;
         goto cleanup;
     }
@@ -158,6 +184,19 @@ int main(int argc, char **argv)
                 target.host, target.port,
                 co_log_value(v, sizeof v, err, strlen(err)));
 
+    /* The policy tollgated serves is the store's current version; the
+     * file only seeds an empty store (or stands in while Redis is down). */
+    if (co_store_start(policy, cfg.redis_timeout_ms > STORE_TIMEOUT_MS
+                       ? cfg.redis_timeout_ms : STORE_TIMEOUT_MS, err,
+                       sizeof err) != CO_OK) {
+        CO_ERROR("msg=policy_store_failed detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        rc = 1;
+        goto cleanup;
+    }
+    co_policy_release(policy);
+    policy = NULL;
+
     if (co_http_start(cfg.listen, cfg.threads, &daemon, addr, sizeof addr,
                       err, sizeof err) != CO_OK) {
         CO_ERROR("msg=listen_failed detail=%s",
@@ -174,8 +213,8 @@ int main(int argc, char **argv)
             continue;
         if (sig != SIGHUP)
             break;
-        CO_INFO("msg=sighup_ignored detail=\"policy reload comes with the "
-                "admin API\"");
+        CO_INFO("msg=sighup_ignored detail=\"the policy lives in Redis: "
+                "change it with the admin API (/v1/policy)\"");
     }
     CO_INFO("msg=shutting_down signal=%s drain_ms=%u",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", DRAIN_TIMEOUT_MS);
@@ -183,8 +222,11 @@ int main(int argc, char **argv)
     CO_INFO("msg=stopped");
     rc = 0;
 cleanup:
+    co_store_stop();
     co_redis_shutdown();
+    co_policy_release(policy);
     co_policy_install(NULL);
     co_keys_free(&co_keys);
+    co_tokens_free(&co_admin_tokens);
     return rc;
 }

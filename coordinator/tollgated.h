@@ -123,6 +123,7 @@ struct co_config {
     size_t max_body;            /* bytes */
     unsigned redis_timeout_ms;  /* total Redis wait per request */
     char keys_path[4096];       /* the key file (required) */
+    char admin_tokens_path[4096];   /* "": the admin API answers 401 */
     enum co_log_level log_level;
 };
 
@@ -136,6 +137,8 @@ typedef const char *(*co_getenv_fn)(const char *name);
 int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
                     struct co_config *cfg, char *err, size_t errlen);
 void co_config_usage(FILE *out);
+int co_file_read(const char *path, size_t max, char **buf, size_t *len,
+                 bool *exposed, char *err, size_t errlen);
 
 /* ------------------------------------------------------------ edge auth
  * (auth.c) Every sync is signed by its edge with one of the keys the key
@@ -202,9 +205,19 @@ extern struct co_server co_server;
 /* ------------------------------------------------------------ http layer
  * A handler sees a fully read request and fills a response; it never
  * touches libmicrohttpd, so tests can call it as a plain function. */
+#define CO_ROUTE_PARAMS_MAX 3
+
+/* The {param} segments of a route's path, percent-decoded, in order. */
+struct co_route_params {
+    unsigned n;
+    char v[CO_ROUTE_PARAMS_MAX][CO_KEY_MAX + 1];
+};
+
 struct co_request {
     const char *method;
     const char *path;
+    const char *query;          /* raw, after '?', not decoded; NULL: none */
+    const struct co_route_params *params;   /* NULL: the route has none */
     const char *content_type;   /* NULL when absent */
     const uint8_t *body;        /* NULL when empty */
     size_t body_len;
@@ -220,6 +233,7 @@ struct co_response {
     uint8_t *body;              /* malloc'd; co_response_clear() frees it */
     size_t body_len;
     char allow[64];             /* Allow header for 405, "" otherwise */
+    char etag[32];              /* ETag header value, "" for none */
     struct {                    /* one more header, e.g. WWW-Authenticate */
         const char *name;       /* static strings; NULL: none */
         const char *value;
@@ -231,7 +245,8 @@ typedef void (*co_handler_fn)(const struct co_request *req,
 
 struct co_route {
     const char *method;         /* "GET" routes also answer HEAD */
-    const char *path;           /* exact match */
+    const char *path;           /* literal segments and {param} ones, which
+                                 * match one non-empty segment */
     const char *content_type;   /* required request media type, or NULL */
     co_handler_fn handler;
 };
@@ -246,6 +261,11 @@ struct co_body {
 const char *co_request_header(const struct co_request *req, const char *name);
 int co_route_lookup(const char *method, const char *path,
                     const struct co_route **out, char *allow, size_t allowlen);
+/* As co_route_lookup(), and the path's {param} values into params. */
+int co_route_match(const char *method, const char *path,
+                   const struct co_route **out,
+                   struct co_route_params *params, char *allow,
+                   size_t allowlen);
 int co_http_precheck(const char *method, const char *url,
                      const char *content_type, const char *content_length,
                      size_t max_body, const struct co_route **route,
@@ -272,6 +292,61 @@ void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 void co_health_live(const struct co_request *req, struct co_response *resp);
 void co_health_ready(const struct co_request *req, struct co_response *resp);
 void co_sync_handle(const struct co_request *req, struct co_response *resp);
+
+/* ------------------------------------------------------------ admin API
+ * (admin.c; endpoints and statuses in its file comment) Bearer tokens from
+ * --admin-tokens FILE (tokens.c): "<name> <read|admin> <sha256 hex>" per
+ * line. Without the file every admin route answers 401. */
+#define CO_TOKEN_NAME_MAX 64
+
+struct co_admin_token {
+    char name[CO_TOKEN_NAME_MAX + 1];   /* goes to the audit log */
+    bool admin;                         /* else read only */
+    uint8_t hash[32];                   /* SHA-256 of the token */
+};
+
+struct co_tokens {
+    struct co_admin_token *tokens;      /* malloc'd; co_tokens_free() */
+    size_t n;
+    bool loaded;
+};
+
+/* The tokens tollgated runs with (loaded once at start). */
+extern struct co_tokens co_admin_tokens;
+
+int co_tokens_parse(const char *text, size_t len, struct co_tokens *out,
+                    char *err, size_t errlen);
+int co_tokens_load(const char *path, struct co_tokens *out, char *err,
+                   size_t errlen);
+void co_tokens_free(struct co_tokens *t);
+const struct co_admin_token *co_tokens_check(const struct co_tokens *t,
+                                             const char *authorization);
+
+void co_admin_policy_get(const struct co_request *req,
+                         struct co_response *resp);
+void co_admin_policy_put(const struct co_request *req,
+                         struct co_response *resp);
+void co_admin_versions(const struct co_request *req,
+                       struct co_response *resp);
+void co_admin_version_get(const struct co_request *req,
+                          struct co_response *resp);
+void co_admin_rollback(const struct co_request *req,
+                       struct co_response *resp);
+void co_admin_quota_get(const struct co_request *req,
+                        struct co_response *resp);
+void co_admin_quota_put(const struct co_request *req,
+                        struct co_response *resp);
+void co_admin_quota_delete(const struct co_request *req,
+                           struct co_response *resp);
+void co_admin_override_put(const struct co_request *req,
+                           struct co_response *resp);
+void co_admin_override_delete(const struct co_request *req,
+                              struct co_response *resp);
+void co_admin_key_get(const struct co_request *req,
+                      struct co_response *resp);
+void co_admin_key_reset(const struct co_request *req,
+                        struct co_response *resp);
+void co_admin_audit(const struct co_request *req, struct co_response *resp);
 
 /* auth.c: see "edge auth" above. */
 enum co_auth_reason co_auth_check(const struct co_request *req,
