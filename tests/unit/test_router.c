@@ -1,5 +1,5 @@
 /* test_router.c — the HTTP layer without a socket: route lookup (404, 405 +
- * Allow), the checks made before any body byte is read (414, 413 by
+ * Allow, {param} segments percent-decoded), the checks made before any body byte is read (414, 413 by
  * Content-Length, 415), the body cap for chunked uploads, and the RFC 9457
  * problem-details body.
  */
@@ -269,6 +269,92 @@ static void test_healthz_handler(void **state)
     co_response_clear(&resp);
 }
 
+/* The admin routes: {param} segments match one non-empty segment and
+ * arrive percent-decoded; an encoded '/' stays inside its segment. */
+static void test_lookup_params(void **state)
+{
+    const struct co_route *r;
+    struct co_route_params p;
+    char allow[64];
+
+    (void)state;
+    assert_int_equal(co_route_match("GET", "/v1/policy", &r, &p, allow,
+                                    sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_policy_get);
+    assert_int_equal(p.n, 0);
+    assert_int_equal(co_route_match("PUT", "/v1/policy", &r, &p, allow,
+                                    sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_policy_put);
+    assert_string_equal(r->content_type, "application/json");
+    assert_int_equal(co_route_match("GET", "/v1/policy/versions", &r, &p,
+                                    allow, sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_versions);
+    assert_int_equal(co_route_match("GET", "/v1/policy/versions/12", &r, &p,
+                                    allow, sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_version_get);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.v[0], "12");
+    assert_int_equal(co_route_match("DELETE", "/v1/quotas/per-ip", &r, &p,
+                                    allow, sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_quota_delete);
+    assert_string_equal(p.v[0], "per-ip");
+    assert_int_equal(co_route_match("PUT", "/v1/quotas/q/overrides/"
+                                    "10.0.0.1%2F24%20x", &r, &p, allow,
+                                    sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_override_put);
+    assert_int_equal(p.n, 2);
+    assert_string_equal(p.v[0], "q");
+    assert_string_equal(p.v[1], "10.0.0.1/24 x");
+    assert_int_equal(co_route_match("GET", "/v1/keys/q/%E2%82%AC", &r, &p,
+                                    allow, sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_key_get);
+    assert_string_equal(p.v[1], "\xe2\x82\xac");
+    assert_int_equal(co_route_match("DELETE", "/v1/keys/q/k", &r, &p, allow,
+                                    sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_key_reset);
+    assert_int_equal(co_route_match("POST", "/v1/policy/rollback", &r, &p,
+                                    allow, sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_rollback);
+    assert_int_equal(co_route_match("GET", "/v1/audit", &r, NULL, allow,
+                                    sizeof allow), CO_OK);
+    assert_ptr_equal(r->handler, co_admin_audit);
+}
+
+static void test_lookup_params_404_405(void **state)
+{
+    const struct co_route *r;
+    struct co_route_params p;
+    char allow[64];
+    const char *missing[] = {
+        "/v1/quotas", "/v1/quotas/", "/v1/quotas//overrides/k",
+        "/v1/quotas/q/overrides", "/v1/quotas/q/overrides/",
+        "/v1/quotas/q/overrides/k/x", "/v1/keys/q", "/v1/keys/q/%zz",
+        "/v1/keys/q/a%00b", "/v1/keys/q/%4", "/v1/policy/versions/1/x",
+        "/v1/auditx",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++)
+        if (co_route_match("GET", missing[i], &r, &p, allow,
+                           sizeof allow) != CO_ENOTFOUND)
+            fail_msg("%s: not a 404", missing[i]);
+    assert_int_equal(co_route_match("POST", "/v1/quotas/q", &r, &p, allow,
+                                    sizeof allow), CO_EMETHOD);
+    assert_string_equal(allow, "GET, HEAD, PUT, DELETE");
+    assert_int_equal(co_route_match("GET", "/v1/quotas/q/overrides/k", &r,
+                                    &p, allow, sizeof allow), CO_EMETHOD);
+    assert_string_equal(allow, "PUT, DELETE");
+    assert_int_equal(co_route_match("DELETE", "/v1/policy", &r, &p, allow,
+                                    sizeof allow), CO_EMETHOD);
+    assert_string_equal(allow, "GET, HEAD, PUT");
+    assert_int_equal(co_route_match("PUT", "/v1/audit", &r, &p, allow,
+                                    sizeof allow), CO_EMETHOD);
+    assert_string_equal(allow, "GET, HEAD");
+    assert_int_equal(co_route_match("GET", "/v1/policy/rollback", &r, &p,
+                                    allow, sizeof allow), CO_EMETHOD);
+    assert_string_equal(allow, "POST");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +368,8 @@ int main(void)
         cmocka_unit_test(test_body_cap),
         cmocka_unit_test(test_problem_body_escapes_detail),
         cmocka_unit_test(test_healthz_handler),
+        cmocka_unit_test(test_lookup_params),
+        cmocka_unit_test(test_lookup_params_404_405),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
