@@ -234,10 +234,10 @@ void co_admin_policy_get(const struct co_request *req,
              (unsigned long long)version);
 }
 
-/* Store p's canonical form as the version after expect and answer the new
- * document (full: true) or {"version": n}; or the conflict / error.
- * Returns the store's code so callers may rebuild on CO_ECONFLICT
- * (resp is then untouched unless report_stale). */
+/* Store p's canonical form as the version after expect, with detail (a
+ * JSON object for the audit entry; the reference is stolen). On failure
+ * resp holds the error, except for a conflict when !report_stale: the
+ * caller rebuilds on the new version then. Returns the store's code. */
 static int commit(const struct co_admin_token *t, const struct co_policy *p,
                   int64_t expect, bool report_stale, const char *action,
                   const char *target, json_t *detail, struct co_response *resp,
@@ -247,7 +247,8 @@ static int commit(const struct co_admin_token *t, const struct co_policy *p,
     int rc = CO_ENOMEM;
 
     *version = 0;
-    dt = json_dumps(detail, JSON_COMPACT);
+    dt = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
+    json_decref(detail);
     if (text != NULL && dt != NULL)
         rc = co_store_put(text, expect, t->name, action, dt, version, err,
                           sizeof err);
@@ -545,7 +546,7 @@ static void edit_policy(const struct co_request *req,
     const struct co_admin_token *t = authorize(req, resp, true);
     struct edit e0 = {.name = req->params->v[0]}, *e = &e0;
     int64_t expect;
-    char detail[512], target[400];
+    char detail[512], target[2 * CO_KEY_MAX + 8];
     int rc = CO_ECONFLICT;
     uint64_t version = 0;
 
@@ -695,7 +696,7 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
     struct co_policy *p = NULL;
     const struct co_quota *q;
     char c[CO_KEY_TAG_MAX + 8], e[CO_KEY_TAG_MAX + 8];
-    char clr[16 + CO_QUOTA_NAME_MAX + 33], hex[33], err[256];
+    char clr[16 + CO_KEY_MAX + 1 + 33], hex[33], err[256];
     uint8_t kh[16];
     const char *hm[] = {"HMGET", c, "w", "a", "t", "pa", "pt", "L"};
     const char *zc[] = {"ZCARD", e}, *gc[] = {"GET", clr};
@@ -794,7 +795,7 @@ void co_admin_key_reset(const struct co_request *req,
     }
     answer_json(resp, 200, json_pack("{s:b}", "reset", 1), 0);
     {
-        char target[400];
+        char target[2 * CO_KEY_MAX + 8];
 
         snprintf(target, sizeof target, "%s/%s", quota, key);
         log_write(t, "key.reset", target, 200, 0);

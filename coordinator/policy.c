@@ -233,7 +233,7 @@ static void shown_key(char *buf, size_t len, const char *key, size_t klen)
     while (n > 0 && n < klen && ((unsigned char)key[n] & 0xc0) == 0x80)
         n--;
     s = json_stringn(key, n);
-    text = s != NULL ? json_dumps(s, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH)
+    text = s != NULL ? json_dumps(s, JSON_ENCODE_ANY)
                      : NULL;
     snprintf(buf, len, "%s%s", text != NULL ? text : "\"?\"",
              n < klen ? "..." : "");
