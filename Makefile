@@ -117,6 +117,26 @@ $(BUILD)/libco.a: $(CO_OBJ) $(GEN_OBJ)
 $(BUILD)/tollgated: $(BUILD)/co/main.o $(BUILD)/libco.a
 	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
 
+# ---------------------------------------------------------------- tollgatectl
+# build/tollgatectl, the admin API's command-line client (tools/, hub header
+# tools/tollgatectl.h). libcurl is its own dependency: tollgated does not
+# link it. The version is tollgated's CO_VERSION, so the two never differ.
+CTL_SRC     := $(wildcard tools/*.c)
+CTL_OBJ     := $(CTL_SRC:tools/%.c=$(BUILD)/ctl/%.o)
+CTL_PKGS    := jansson libcurl
+CTL_VERSION  = $(shell sed -n 's/^.define CO_VERSION "\(.*\)"$$/\1/p' coordinator/tollgated.h)
+
+all: $(BUILD)/tollgatectl
+
+$(BUILD)/ctl/%.o: tools/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) -DCTL_VERSION='"$(CTL_VERSION)"' \
+	  $(shell pkg-config --cflags $(CTL_PKGS)) -c $< -o $@
+
+$(BUILD)/tollgatectl: $(CTL_OBJ)
+	$(Q)$(CC) $(LDFLAGS) $^ $(shell pkg-config --libs $(CTL_PKGS)) -o $@
+# ---------------------------------------------------------------- end tollgatectl
+
 # ---------------------------------------------------------------- tests
 # A test may ask for extra link flags (e.g. -Wl,--wrap=co_redis_command)
 # with a line `// test-ldflags: ...` in its source.

@@ -12,7 +12,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 apt_pkgs=(
   build-essential pkg-config make
   libmicrohttpd-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
-  libssl-dev libcmocka-dev libjansson-dev
+  libssl-dev libcmocka-dev libjansson-dev libcurl4-openssl-dev
   redis-server redis-tools
   clang lld binaryen wabt libclang-rt-14-dev
   valgrind wrk
