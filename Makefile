@@ -185,6 +185,19 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(EDGE_SRC) $(wildcard edge-module/src
 	@mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(EDGE_SRC) -o $@
 
+# fuzz_policy: the coordinator's policy JSON parser, built from policy.c and
+# what it links (log, encodings, the generated protobuf-c code, jansson),
+# not from the edge sources.
+FUZZ_POLICY_SRC := coordinator/policy.c coordinator/log.c coordinator/encode.c
+$(BUILD)/fuzz/tollgate.pb-c.o: $(BUILD)/gen/tollgate.pb-c.c
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=address,undefined $(CO_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c $(FUZZ_POLICY_SRC) coordinator/tollgated.h $(BUILD)/fuzz/tollgate.pb-c.o
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(CO_CFLAGS) $< $(FUZZ_POLICY_SRC) $(BUILD)/fuzz/tollgate.pb-c.o \
+	  $(shell pkg-config --libs jansson libprotobuf-c) -lpthread -lm -o $@
+
 fuzz-smoke: $(FUZZ_BIN)
 	$(Q)$(call FUZZ_RUN,-runs=$(FUZZ_RUNS) -seed=1)
 
