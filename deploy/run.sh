@@ -29,6 +29,12 @@ if [ ! -s "$keys" ]; then
     echo "edge edge-local-1 $(secret)"
   } >"$keys")
 fi
+# The admin API's token: generated once into run/admin-token; tollgated only
+# ever sees its SHA-256 (run/admin-tokens).
+if [ ! -s run/admin-token ]; then
+  (umask 077; od -An -vtx1 -N24 /dev/urandom | tr -d ' \n' >run/admin-token)
+fi
+(umask 077; echo "local-admin admin $(tr -d '\n' <run/admin-token | sha256sum | cut -d' ' -f1)" >run/admin-tokens)
 key_of() { awk -v k="$1" -v i="$2" '$1 == k && $2 == i { print $3; exit }' "$keys"; }
 export TOLLGATE_EDGE_KEY=$(key_of edge edge-local-1)
 export TOLLGATE_CLEARANCE_KEY=$(key_of clearance c1)
@@ -61,7 +67,8 @@ done
 redis-cli -p "$redis_port" ping >/dev/null || { echo "make run: redis-server did not start; see run/log/redis.log" >&2; exit 1; }
 
 build/tollgated --listen "127.0.0.1:$co_port" --redis "redis://127.0.0.1:$redis_port" \
-  --policy deploy/example-policy.json --keys "$keys" 2> >(tee run/log/tollgated.log >&2) &
+  --policy deploy/example-policy.json --keys "$keys" --admin-tokens run/admin-tokens \
+  2> >(tee run/log/tollgated.log >&2) &
 pids+=($!)
 for _ in $(seq 50); do
   curl -fsS "http://127.0.0.1:$co_port/healthz" >/dev/null 2>&1 && break
@@ -81,7 +88,9 @@ tollgate is running (logs under run/log/; Ctrl-C stops everything):
   edge (workerd)     http://127.0.0.1:$edge_port/        try: curl -i -H 'X-Forwarded-For: 203.0.113.7' http://127.0.0.1:$edge_port/api/hello
   coordinator        http://127.0.0.1:$co_port/healthz   http://127.0.0.1:$co_port/readyz
   redis              redis://127.0.0.1:$redis_port        (data in run/redis)
-  policy             deploy/example-policy.json
+  policy             deploy/example-policy.json seeds version 1; change it live:
+                     export TOLLGATE_URL=http://127.0.0.1:$co_port TOLLGATE_TOKEN=\$(cat run/admin-token)
+                     build/tollgatectl get; build/tollgatectl quota set per-ip --limit 10
 
 MSG
 wait -n "${pids[@]}" || true

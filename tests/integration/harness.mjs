@@ -199,11 +199,27 @@ export function syncSignature(body, { edgeId, key = TEST_KEYS.edge, ts = Date.no
   return { "tollgate-edge": edgeId, "tollgate-timestamp": String(ts), "tollgate-signature": `v1=${mac}` };
 }
 
+// Admin API bearer tokens (tollgated --admin-tokens): name, role, token.
+export const ADMIN_TOKENS = [
+  { name: "ops-admin", role: "admin", token: "tg-test-admin-token-0123456789" },
+  { name: "ops-viewer", role: "read", token: "tg-test-read-token-0123456789" },
+];
+
+// Writes an admin tokens file (lines "name role sha256hex"); returns its path.
+export function writeAdminTokens(tokens = ADMIN_TOKENS) {
+  const file = path.join(tempDir("tollgate-admin-"), "admin-tokens");
+  writeFileSync(file, tokens.map((t) => `${t.name} ${t.role} ${createHash("sha256").update(t.token).digest("hex")}`).join("\n") + "\n");
+  chmodSync(file, 0o600);
+  return file;
+}
+
 // build/tollgated on an OS-chosen loopback port. policy: an object (written
-// to a temp file) or a path; keys: a key file path (default: writeKeys()).
+// to a temp file) or a path; keys: a key file path (default: writeKeys());
+// adminTokens: a tokens file path (default: writeAdminTokens()).
 // Resolves once it logs the address it bound.
-export async function startTollgated({ redisPort, policy, keys, args = [], env = {} } = {}) {
+export async function startTollgated({ redisPort, policy, keys, adminTokens, port = 0, args = [], env = {} } = {}) {
   const keysPath = keys || writeKeys();
+  const adminPath = adminTokens || writeAdminTokens();
   let policyPath = policy;
   if (policy && typeof policy === "object") {
     policyPath = path.join(tempDir("tollgate-policy-"), "policy.json");
@@ -211,10 +227,11 @@ export async function startTollgated({ redisPort, policy, keys, args = [], env =
   }
   policyPath = policyPath || path.join(ROOT, "deploy/example-policy.json");
   const proc = startProcess(path.join(BUILD, "tollgated"), [
-    "--listen", "127.0.0.1:0",
+    "--listen", `127.0.0.1:${port}`,
     "--redis", `redis://127.0.0.1:${redisPort}`,
     "--policy", policyPath,
     "--keys", keysPath,
+    "--admin-tokens", adminPath,
     ...args,
   ], { env: { ...process.env, ...env } });
   const addr = await waitFor(() => {
@@ -223,7 +240,7 @@ export async function startTollgated({ redisPort, policy, keys, args = [], env =
     return m && Number(m[1]);
   }, { what: "tollgated to listen" });
   return {
-    port: addr, proc, keysPath,
+    port: addr, proc, keysPath, adminPath, policyPath,
     url: `http://127.0.0.1:${addr}`,
     stop: () => stopProcess(proc),
   };
