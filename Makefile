@@ -1,6 +1,7 @@
 # tollgate — one Makefile for the whole tree.
 #
-#   make            build/tollgated, build/tollgate.wasm, build/libtollgate.a
+#   make            build/tollgated, build/tollgatectl, build/tollgate.wasm,
+#                   build/libtollgate.a
 #   make test       install missing deps, then unit tests (plain and with
 #                   ASan+UBSan), the wasm import check, a short fuzz run,
 #                   integration tests
@@ -8,6 +9,7 @@
 #   make run        install missing deps, then redis + tollgated + workerd edge
 #   make bench      benchmarks against the targets: one Markdown table,
 #                   figures in build/bench/*.json (needs wrk and valgrind)
+#   make sim        the accuracy simulator alone (bench/sim/README.md)
 #   make clean      remove build/ and run/
 #
 # Knobs: SANITIZE=address,undefined  BUILD=dir  CC=clang  V=1
