@@ -190,7 +190,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(EDGE_SRC) $(wildcard edge-module/src
 # fuzz_policy: the coordinator's policy JSON parser, built from policy.c and
 # what it links (log, encodings, the generated protobuf-c code, jansson),
 # not from the edge sources.
-FUZZ_POLICY_SRC := coordinator/policy.c coordinator/log.c coordinator/encode.c
+FUZZ_POLICY_SRC := coordinator/policy.c coordinator/log.c coordinator/encode.c coordinator/file.c
 $(BUILD)/fuzz/tollgate.pb-c.o: $(BUILD)/gen/tollgate.pb-c.c
 	@mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=address,undefined $(CO_CFLAGS) -c $< -o $@

@@ -1,10 +1,8 @@
 /* keys.c — the key file: every secret tollgated holds (format in
  * tollgated.h, "keys"). Parsed once at start; a bad line stops the start
  * with the line number, never with the secret. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 
@@ -205,46 +203,20 @@ fail:
 int co_keys_load(const char *path, struct co_keyring *out, char *err,
                  size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    struct stat st;
     char *buf = NULL;
-    size_t n;
-    int rc = CO_EIO;
+    size_t n = 0;
+    bool exposed = false;
+    int rc = co_file_read(path, KEYS_FILE_MAX, &buf, &n, &exposed, err,
+                          errlen);
 
-    if (f == NULL) {
-        snprintf(err, errlen, "%s", strerror(errno));
-        return CO_EIO;
-    }
-    if (fstat(fileno(f), &st) != 0) {
-        snprintf(err, errlen, "%s", strerror(errno));
-        goto done;
-    }
-    if ((size_t)st.st_size > KEYS_FILE_MAX) {
-        snprintf(err, errlen, "larger than %u bytes", KEYS_FILE_MAX);
-        rc = CO_ETOOBIG;
-        goto done;
-    }
-    if (st.st_mode & (S_IRWXG | S_IRWXO))
+    if (rc != CO_OK)
+        return rc;
+    if (exposed)
         CO_WARN("msg=keys_file_permissions detail=\"group or others can "
                 "read the key file; chmod 600 it\"");
-    buf = malloc((size_t)st.st_size + 1);
-    if (buf == NULL) {
-        snprintf(err, errlen, "out of memory");
-        rc = CO_ENOMEM;
-        goto done;
-    }
-    n = fread(buf, 1, (size_t)st.st_size, f);
-    if (ferror(f)) {
-        snprintf(err, errlen, "read error");
-        goto done;
-    }
     rc = co_keys_parse(buf, n, out, err, errlen);
-done:
-    if (buf != NULL) {
-        OPENSSL_cleanse(buf, (size_t)st.st_size);
-        free(buf);
-    }
-    fclose(f);
+    OPENSSL_cleanse(buf, n);
+    free(buf);
     return rc;
 }
 

@@ -811,38 +811,16 @@ char *co_policy_dump(const struct co_policy *p, uint64_t version)
 int co_policy_load_file(const char *path, struct co_policy **out,
                         char *err, size_t errlen)
 {
-    FILE *f = NULL;
     char *buf = NULL;
     size_t n = 0;
-    int rc = CO_EIO;
+    bool exposed;
+    int rc = co_file_read(path, POLICY_FILE_MAX, &buf, &n, &exposed, err,
+                          errlen);
 
     *out = NULL;
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, errlen, "cannot open: %s", strerror(errno));
-        goto cleanup;
-    }
-    buf = malloc(POLICY_FILE_MAX + 1);
-    if (buf == NULL) {
-        rc = CO_ENOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto cleanup;
-    }
-    n = fread(buf, 1, POLICY_FILE_MAX + 1, f);
-    if (ferror(f)) {
-        snprintf(err, errlen, "cannot read: %s", strerror(errno));
-        goto cleanup;
-    }
-    if (n > POLICY_FILE_MAX) {
-        rc = CO_ETOOBIG;
-        snprintf(err, errlen, "larger than %u bytes", POLICY_FILE_MAX);
-        goto cleanup;
-    }
-    rc = co_policy_parse(buf, n, out, err, errlen);
-cleanup:
+    if (rc == CO_OK)
+        rc = co_policy_parse(buf, n, out, err, errlen);
     free(buf);
-    if (f != NULL)
-        fclose(f);
     return rc;
 }
 
