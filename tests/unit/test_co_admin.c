@@ -126,17 +126,12 @@ static json_int_t member_int(const struct co_response *resp, const char *k)
 
 static int setup(void **state)
 {
-    struct co_redis_target t;
     struct co_policy *p;
-    char url[64], err[256];
+    char err[256];
 
     (void)state;
-    if (test_redis_start(&redis) != 0)
+    if (test_redis_start_and_connect(&redis) != 0)
         return -1;
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis.port);
-    if (co_redis_parse_url(url, 1000, &t, err, sizeof err) != CO_OK)
-        return -1;
-    co_redis_init(&t, err, sizeof err);
     if (co_tokens_parse(TOKENS, strlen(TOKENS), &co_admin_tokens, err,
                         sizeof err) != CO_OK ||
         co_policy_parse(DOC, strlen(DOC), &p, err, sizeof err) != CO_OK ||

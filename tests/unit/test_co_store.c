@@ -38,17 +38,8 @@ static struct co_policy *parse(const char *doc)
 
 static int setup(void **state)
 {
-    struct co_redis_target t;
-    char url[64], err[256];
-
     (void)state;
-    if (test_redis_start(&redis) != 0)
-        return -1;
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis.port);
-    if (co_redis_parse_url(url, 1000, &t, err, sizeof err) != CO_OK)
-        return -1;
-    co_redis_init(&t, err, sizeof err);
-    return 0;
+    return test_redis_start_and_connect(&redis);
 }
 
 static int teardown(void **state)

@@ -82,6 +82,24 @@ static int test_redis_start(struct test_redis *t)
     return -1;
 }
 
+/* Start a server and point the coordinator's Redis client at it (1 s
+ * timeout). Returns 0, or -1 after saying why. */
+static inline int test_redis_start_and_connect(struct test_redis *t)
+{
+    struct co_redis_target target;
+    char url[64], err[256];
+
+    if (test_redis_start(t) != 0)
+        return -1;
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", t->port);
+    if (co_redis_parse_url(url, 1000, &target, err, sizeof err) != CO_OK ||
+        co_redis_init(&target, err, sizeof err) != CO_OK) {
+        fprintf(stderr, "redis: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Stop exactly the server this test started; safe to call twice. */
 static void test_redis_stop(struct test_redis *t)
 {
