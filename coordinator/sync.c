@@ -24,6 +24,11 @@
  * signature's 30 s timestamp window still bounds what a replay could do:
  * get a degraded answer.
  *
+ * Each item carries its key's own limit (a per-key override's, else the
+ * quota's: co_quota_limit) and the quota's burst; sync.lua decides, scales
+ * deny_after and caps leases with them, so an override changes nothing for
+ * the quota's other keys. Edges never see overrides.
+ *
  * The script calls are built from a list of items rather than from the
  * whole request, so a Redis Cluster version can group items by hash slot
  * and pipeline one call per slot without touching the rest.
@@ -40,7 +45,7 @@
 #define DEGRADED_SYNC_MS  1000u   /* come back at least this soon */
 #define SYNC_CALL_ITEMS   512     /* items per EVALSHA */
 #define SYNC_HEAD_ARGS    7       /* sync.lua ARGV before the items */
-#define SYNC_ITEM_ARGS    6       /* sync.lua ARGV per item */
+#define SYNC_ITEM_ARGS    7       /* sync.lua ARGV per item */
 #define SYNC_REPLY_HEAD   3       /* sync.lua reply before the items */
 #define SYNC_REPLY_ITEM   4       /* sync.lua reply per item */
 
@@ -176,12 +181,16 @@ static int build_script_call(const struct call_head *h, uint64_t now_ms,
         const struct co_quota *q = items[i]->quota;
         uint64_t over = q->action == TOLLGATE__V1__ACTION__ACTION_DENY ? 2 : 1;
 
-        if (arena_push_u64(a, k++, q->limit) != CO_OK ||
+        /* The key's own limit (its override's, else the quota's): the
+         * script decides, scales deny_after and leases against it. */
+        if (arena_push_u64(a, k++, co_quota_limit(q, items[i]->kc->key)) !=
+                CO_OK ||
             arena_push_u64(a, k++, (uint64_t)q->window_s * 1000u) != CO_OK ||
             arena_push_u64(a, k++, over) != CO_OK ||
             arena_push_u64(a, k++, q->deny_after_milli) != CO_OK ||
             arena_push_u64(a, k++, items[i]->admitted) != CO_OK ||
-            arena_push_u64(a, k++, items[i]->attempts) != CO_OK)
+            arena_push_u64(a, k++, items[i]->attempts) != CO_OK ||
+            arena_push_u64(a, k++, q->burst) != CO_OK)
             goto cleanup;
     }
     for (size_t i = 0; i < total; i++)

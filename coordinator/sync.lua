@@ -29,9 +29,17 @@
 -- KEYS: [1] the replay key, then 2 per item: c, e.
 -- ARGV: [1] now_ms (the coordinator's wall clock), [2] edge_id, [3] seq,
 --   [4] sync_interval_ms, [5] nonce (unique per HTTP request, the same in
---   every call of one batch), [6] replay_ttl_ms, [7] item count n, then 6 per
+--   every call of one batch), [6] replay_ttl_ms, [7] item count n, then 7 per
 --   item: limit, window_ms, over_action (1 challenge, 2 deny),
---   deny_after_milli (deny_after x 1000, 0 = off), admitted, attempts.
+--   deny_after_milli (deny_after x 1000, 0 = off), admitted, attempts,
+--   burst (the most one edge may hold of the key at once, 0 = no cap).
+--   limit is the key's own: a per-key override's when the policy has one
+--   for it, else the quota's (co_quota_limit). Everything below that says
+--   "limit" means that one, so an override moves the key's decisions, its
+--   deny_after threshold (a multiple of it) and its leases, and no other
+--   key's. The edge never sees overrides: its RateLimit-Policy header
+--   shows the quota's limit even for an overridden key, and its floor
+--   (bound (a) below) comes from the quota too.
 -- Returns 3 + 4n integers: status (0 applied, 1 replayed, 2 conflict),
 --   the stored seq and the 1-based item of a conflict (else 0, 0); then per
 --   item action (0 allow, 1 challenge, 2 deny), lease, reset_ms, count
@@ -70,7 +78,8 @@
 --      a time constant of one sync interval; first report: T over one sync
 --      interval) replaces its old rate in D.
 --   4. left = max(0, limit - est), avail = max(0, left - L)
---      lease = min(avail, cap, round(left * r_e / D))
+--      lease = min(avail, cap, burst, round(left * r_e / D))
+--      (burst only when > 0)
 --      The share is of what is left of the limit, not of what the other
 --      edges' leases leave over: with every edge at its share the shares
 --      add up to left and each fits in avail, so the leases follow demand
@@ -104,6 +113,11 @@
 --      limit (an attacker spraying many edges): there the 1s would fill L
 --      sooner and leave no slack for the floor admissions (a) still
 --      arriving, which measurably raised the cold window's overshoot.
+--      burst, when the quota sets it (> 0), is the operator's own cap:
+--      however much demand an edge reports, it holds at most burst of the
+--      key at once, so one edge cannot take a large share of a key's
+--      budget in one grant. It applies last (after the minimum 1, which it
+--      cannot undo: burst >= 1) and, like cap, what it cuts is not carried.
 --   5. L += lease.
 -- Edges silent for the key longer than one window are expired: their lease
 -- leaves L, their rate leaves D. One window, not a few sync intervals,
@@ -112,16 +126,22 @@
 -- budget out twice. The cap keeps what a departed edge pins small.
 --
 -- THE OVERSHOOT BOUND. Every grant is at most avail = limit - est - L at
--- the moment it is made, and then joins L; a lease only leaves L when the
--- edge's next report moves what it admitted out of it into est (or after a
+-- the moment it is made (burst only lowers a grant; the minimum 1 needs
+-- avail >= 1), and then joins L; a lease only leaves L when the edge's
+-- next report moves what it admitted out of it into est (or after a
 -- window, when the edge has stopped using it). So at all times
---   est + L <= limit,
+--   est + L <= limit
+-- for the key's own limit (an override's or the quota's) while it stays
+-- the same; one lowered mid-window, by a new policy, can leave leases
+-- granted under the old one outstanding until each edge's next report
+-- supersedes them,
 -- and since an edge admits through the coordinator only out of its lease,
 --   coordinated admissions in a window <= limit.
 -- What the sum can exceed the limit by is only what edges admit on their
 -- own, outside any lease:
 --   (a) the floor: a key an edge has not been leased yet (a new key, or one
---       whose lease is older than a window) gets the quota's floor;
+--       whose lease is older than a window) gets the quota's floor, even
+--       when the key's override is lower (the edge knows no overrides);
 --   (b) the stale allowance: an edge whose syncs fail grants, on its own,
 --       a decaying allowance starting from its last lease, down to the
 --       floor (degraded answers lease nothing: the same fallback);
@@ -190,13 +210,14 @@ redis.call('SET', KEYS[1], nonce, 'PX', int(replay_ttl))
 for i = 1, n do
   local kc, ke = KEYS[2 * i], KEYS[2 * i + 1]
   local h, prev = state[i].h, state[i].prev
-  local b = 7 + (i - 1) * 6
+  local b = 7 + (i - 1) * 7
   local limit = tonumber(ARGV[b + 1])
   local window = tonumber(ARGV[b + 2])
   local over = tonumber(ARGV[b + 3])
   local deny_milli = tonumber(ARGV[b + 4])
   local admitted = tonumber(ARGV[b + 5])
   local attempts = tonumber(ARGV[b + 6])
+  local burst = tonumber(ARGV[b + 7])
 
   if prev and prev.seq == seq then
     -- A retry: the same answer, nothing added.
@@ -295,6 +316,10 @@ for i = 1, n do
       if lease == 0 and avail >= 1 and est_t < limit then
         lease = 1
         carry = 0
+      end
+      -- burst >= 1 when set, so it never turns a lease into 0.
+      if burst > 0 and lease > burst then
+        lease = burst
       end
       if lease == 0 and est_t >= limit then
         action = over

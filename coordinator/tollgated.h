@@ -27,13 +27,13 @@
  *   One script call: KEYS = replay key, then (c, e) per item; ARGV =
  *   now_ms (co_wall_ms(): time comes from the coordinator, so coordinators
  *   need NTP-synchronised clocks), edge_id, seq, sync_interval_ms, nonce,
- *   replay_ttl_ms, item count, then 6 per item: limit, window_ms,
- *   over_action (1 challenge, 2 deny), deny_after_milli (0 = off),
- *   admitted, attempts. It returns 3 + 4 per item integers: status (0
- *   applied, 1 replayed, 2 conflict), the applied seq and 1-based item of
- *   a conflict; then action, lease, reset_ms, sliding-window estimate of
- *   admitted requests per item. A batch over 512 items is several calls,
- *   pipelined.
+ *   replay_ttl_ms, item count, then 7 per item: limit (the key's own,
+ *   co_quota_limit()), window_ms, over_action (1 challenge, 2 deny),
+ *   deny_after_milli (0 = off), admitted, attempts, burst (0 = no cap).
+ *   It returns 3 + 4 per item integers: status (0 applied, 1 replayed, 2
+ *   conflict), the applied seq and 1-based item of a conflict; then
+ *   action, lease, reset_ms, sliding-window estimate of admitted requests
+ *   per item. A batch over 512 items is several calls, pipelined.
  */
 #ifndef TOLLGATED_H
 #define TOLLGATED_H

@@ -8,8 +8,8 @@
  * a later time, not by waiting. Covered: window arithmetic, leases that
  * follow demand and never add up to more than what is left, expiry of
  * silent edges, idempotent retries, stale seqs, replays, challenge and deny
- * decisions, a batch split into pipelined calls, NOSCRIPT recovery, and the
- * deadline when Redis is gone or paused.
+ * decisions, burst and per-key overrides, a batch split into pipelined
+ * calls, NOSCRIPT recovery, and the deadline when Redis is gone or paused.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -159,7 +159,7 @@ static void admin_ok(const char *fmt, ...)
 
 struct item {
     const char *quota, *key;
-    uint64_t limit, window_ms, over, deny_milli, admitted, attempts;
+    uint64_t limit, window_ms, over, deny_milli, admitted, attempts, burst;
 };
 
 /* One request's script call(s): who, which seq, at what time. */
@@ -195,7 +195,7 @@ static void build(struct built *b, const struct req *r, const char *nonce,
                   const char *replay, const struct item *items, size_t n,
                   long long *out)
 {
-    size_t total = 1 + 2 * n + 7 + 6 * n;
+    size_t total = 1 + 2 * n + 7 + 7 * n;
 
     memset(b, 0, sizeof *b);
     b->s = calloc(total, sizeof *b->s);
@@ -224,9 +224,10 @@ static void build(struct built *b, const struct req *r, const char *nonce,
         put(b, "%llu", (unsigned long long)items[i].deny_milli);
         put(b, "%llu", (unsigned long long)items[i].admitted);
         put(b, "%llu", (unsigned long long)items[i].attempts);
+        put(b, "%llu", (unsigned long long)items[i].burst);
     }
     b->call.nkeys = 1 + 2 * n;
-    b->call.nargs = 7 + 6 * n;
+    b->call.nargs = 7 + 7 * n;
     b->call.argv = b->argv;
     b->call.argvlen = b->lens;
     b->call.out = out;
@@ -292,7 +293,7 @@ static void test_init_loads_script(void **state)
 
 static void test_first_report(void **state)
 {
-    const struct item it = {"per-ip", "10.0.0.1", 100, 60000, 1, 0, 7, 9};
+    const struct item it = {"per-ip", "10.0.0.1", 100, 60000, 1, 0, 7, 9, 0};
     const struct req r = {"e1", 1, T0 + 1000};
     long long out[7];
     long long ttl;
@@ -325,8 +326,8 @@ static void test_first_report(void **state)
 static void test_retry_is_idempotent(void **state)
 {
     const struct item its[2] = {
-        {"idem", "a", 100, HOUR, 1, 0, 10, 12},
-        {"idem", "b", 10, HOUR, 1, 0, 10, 10},
+        {"idem", "a", 100, HOUR, 1, 0, 10, 12, 0},
+        {"idem", "b", 10, HOUR, 1, 0, 10, 10, 0},
     };
     const struct req first = {"e1", 3, T0 + 5000};
     const struct req again = {"e1", 3, T0 + 7000};
@@ -347,10 +348,10 @@ static void test_retry_is_idempotent(void **state)
 /* A seq older than one applied for any key of the call changes nothing. */
 static void test_older_seq_conflicts(void **state)
 {
-    const struct item a = {"old", "a", 100, HOUR, 1, 0, 5, 5};
+    const struct item a = {"old", "a", 100, HOUR, 1, 0, 5, 5, 0};
     const struct item both[2] = {
-        {"old", "fresh", 100, HOUR, 1, 0, 1, 1},
-        {"old", "a", 100, HOUR, 1, 0, 1, 1},
+        {"old", "fresh", 100, HOUR, 1, 0, 1, 1, 0},
+        {"old", "a", 100, HOUR, 1, 0, 1, 1, 0},
     };
     const struct req newer = {"e1", 9, T0 + 1000};
     const struct req older = {"e1", 8, T0 + 2000};
@@ -377,7 +378,7 @@ static void test_older_seq_conflicts(void **state)
 
 static void test_replayed_signature_is_refused(void **state)
 {
-    const struct item it = {"replay", "k", 100, HOUR, 1, 0, 1, 1};
+    const struct item it = {"replay", "k", 100, HOUR, 1, 0, 1, 1, 0};
     const struct req r1 = {"e1", 1, T0}, r2 = {"e1", 2, T0};
     long long out[7];
     struct built b;
@@ -400,8 +401,8 @@ static void test_replayed_signature_is_refused(void **state)
 /* In steady state each edge's lease follows its share of the demand. */
 static void test_leases_follow_demand(void **state)
 {
-    const struct item hi = {"share", "k", 400, HOUR, 1, 0, 0, 300};
-    const struct item lo = {"share", "k", 400, HOUR, 1, 0, 0, 100};
+    const struct item hi = {"share", "k", 400, HOUR, 1, 0, 0, 300, 0};
+    const struct item lo = {"share", "k", 400, HOUR, 1, 0, 0, 100, 0};
     long long a[7], b[7];
     uint64_t now = T0;
 
@@ -433,7 +434,7 @@ static void test_leases_never_exceed_what_is_left(void **state)
         unsigned e = (unsigned)(rng % EDGES);
         char edge[16];
         uint64_t sum = 0, attempts, admitted;
-        struct item it = {"bound", "k", 1000, 60000, 1, 0, 0, 0};
+        struct item it = {"bound", "k", 1000, 60000, 1, 0, 0, 0, 0};
         struct req r;
 
         rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -460,7 +461,7 @@ static void test_leases_never_exceed_what_is_left(void **state)
 /* An edge silent for more than a window gives its lease and demand back. */
 static void test_silent_edges_expire(void **state)
 {
-    const struct item it = {"expire", "k", 1000, 60000, 1, 0, 0, 50};
+    const struct item it = {"expire", "k", 1000, 60000, 1, 0, 0, 50, 0};
     const struct req a = {"edge-a", 1, T0}, b = {"edge-b", 1, T0 + 30000};
     const struct req b2 = {"edge-b", 2, T0 + 60001};
     long long out[7];
@@ -492,7 +493,7 @@ static void test_small_shares_are_carried(void **state)
     for (int round = 0; round < 3; round++) {
         for (int e = 0; e < 40; e++) {
             char edge[16];
-            const struct item it = {"carry", "k", 1000, HOUR, 1, 0, 0, 1};
+            const struct item it = {"carry", "k", 1000, HOUR, 1, 0, 0, 1, 0};
             struct req r = {edge, (uint64_t)round + 1,
                             T0 + (uint64_t)round * SYNC_MS + (uint64_t)e};
 
@@ -523,7 +524,7 @@ static void test_sparse_key_gets_one_while_available(void **state)
              (unsigned long long)(T0 / HOUR));
     for (int e = 0; e < 80; e++) {
         char edge[16];
-        const struct item it = {"sparse", "k", 100, HOUR, 1, 0, 0, 0};
+        const struct item it = {"sparse", "k", 100, HOUR, 1, 0, 0, 0, 0};
         const struct req r = {edge, 1, T0 + (uint64_t)e};
 
         snprintf(edge, sizeof edge, "e%d", e);
@@ -537,7 +538,7 @@ static void test_sparse_key_gets_one_while_available(void **state)
     admin_ok("HSET tg:{sparse|h}:c w %llu a 40 t 100 D 80000",
              (unsigned long long)(T0 / HOUR));
     {
-        const struct item it = {"sparse", "h", 100, HOUR, 1, 0, 0, 0};
+        const struct item it = {"sparse", "h", 100, HOUR, 1, 0, 0, 0, 0};
         const struct req r = {"e0", 1, T0};
 
         assert_int_equal(eval(&r, &it, 1, out), CO_OK);
@@ -549,9 +550,9 @@ static void test_sparse_key_gets_one_while_available(void **state)
 static void test_over_limit_takes_the_quota_action(void **state)
 {
     const struct item batch[3] = {
-        {"chal", "k", 10, HOUR, 1, 0, 10, 10},
-        {"deny", "k", 10, HOUR, 2, 0, 12, 12},
-        {"chal", "k2", 10, HOUR, 1, 0, 9, 9},
+        {"chal", "k", 10, HOUR, 1, 0, 10, 10, 0},
+        {"deny", "k", 10, HOUR, 2, 0, 12, 12, 0},
+        {"chal", "k2", 10, HOUR, 1, 0, 9, 9, 0},
     };
     const struct req r = {"e1", 1, T0};
     long long out[15];
@@ -570,10 +571,10 @@ static void test_over_limit_takes_the_quota_action(void **state)
 /* Nothing left to lease and attempts at the limit: over the quota. */
 static void test_unleasable_and_asked_for_more_is_over(void **state)
 {
-    const struct item a = {"rem", "k", 10, HOUR, 1, 0, 9, 9};
-    const struct item hot = {"rem", "k", 10, HOUR, 1, 0, 0, 5};
-    const struct item quiet = {"rem", "q", 10, HOUR, 1, 0, 9, 9};
-    const struct item quiet_b = {"rem", "q", 10, HOUR, 1, 0, 0, 0};
+    const struct item a = {"rem", "k", 10, HOUR, 1, 0, 9, 9, 0};
+    const struct item hot = {"rem", "k", 10, HOUR, 1, 0, 0, 5, 0};
+    const struct item quiet = {"rem", "q", 10, HOUR, 1, 0, 9, 9, 0};
+    const struct item quiet_b = {"rem", "q", 10, HOUR, 1, 0, 0, 0, 0};
     const struct req ra = {"edge-a", 1, T0}, rb = {"edge-b", 1, T0 + 1};
     long long out[7];
 
@@ -593,9 +594,9 @@ static void test_unleasable_and_asked_for_more_is_over(void **state)
 static void test_deny_after_counts_attempts(void **state)
 {
     /* admitted stays under the limit, attempts pass 3 x limit */
-    const struct item flood = {"flood", "k", 10, HOUR, 1, 3000, 5, 29};
-    const struct item more = {"flood", "k", 10, HOUR, 1, 3000, 0, 1};
-    const struct item off = {"nodeny", "k", 10, HOUR, 1, 0, 5, 1000};
+    const struct item flood = {"flood", "k", 10, HOUR, 1, 3000, 5, 29, 0};
+    const struct item more = {"flood", "k", 10, HOUR, 1, 3000, 0, 1, 0};
+    const struct item off = {"nodeny", "k", 10, HOUR, 1, 0, 5, 1000, 0};
     const struct req r1 = {"e1", 1, T0}, r2 = {"e1", 2, T0 + 1000};
     long long out[7];
 
@@ -610,10 +611,101 @@ static void test_deny_after_counts_attempts(void **state)
     assert_int_equal(LEASE(out, 0), 5);
 }
 
+/* burst caps a lease that demand alone would make larger, at every
+ * report, and L holds only what was granted; a burst above the lease, or
+ * none, changes nothing (18 = 2 x 9/s x 1 s, as in test_first_report). */
+static void test_burst_caps_the_lease(void **state)
+{
+    const struct item batch[3] = {
+        {"burst", "k", 100, 60000, 1, 0, 7, 9, 5},
+        {"burst-wide", "k", 100, 60000, 1, 0, 7, 9, 50},
+        {"burst-off", "k", 100, 60000, 1, 0, 7, 9, 0},
+    };
+    const struct item again = {"burst", "k", 100, 60000, 1, 0, 5, 9, 5};
+    const struct req r1 = {"e1", 1, T0 + 1000}, r2 = {"e1", 2, T0 + 2000};
+    long long out[15];
+
+    (void)state;
+    assert_int_equal(eval(&r1, batch, 3, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 0);
+    assert_int_equal(LEASE(out, 0), 5);
+    assert_int_equal(LEASE(out, 1), 18);
+    assert_int_equal(LEASE(out, 2), 18);
+    assert_int_equal(admin_int("HGET tg:{burst|k}:c L"), 5);
+    assert_int_equal(eval(&r2, &again, 1, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 0);
+    assert_int_equal(LEASE(out, 0), 5);
+    assert_int_equal(admin_int("HGET tg:{burst|k}:c L"), 5);
+}
+
+/* A quota of 20 whose keys "low" and "high" have overrides of 5 and 60:
+ * items get their limits as sync.c computes them. */
+static struct co_override ovr_list[] = {{"high", 60}, {"low", 5}};
+static const struct co_quota ovr_quota = {
+    .name = "ovr", .limit = 20, .n_overrides = 2, .overrides = ovr_list,
+};
+
+/* A lower override challenges its key, then denies it (deny_after 3 x
+ * its own limit), while a sibling under the quota's limit is untouched. */
+static void test_lower_override_challenges_its_key_first(void **state)
+{
+    const uint64_t low = co_quota_limit(&ovr_quota, "low");
+    const uint64_t sib = co_quota_limit(&ovr_quota, "low-sibling");
+    const struct item first[2] = {
+        {"ovr", "low", low, HOUR, 1, 3000, 5, 5, 0},
+        {"ovr", "low-sibling", sib, HOUR, 1, 3000, 5, 5, 0},
+    };
+    const struct item flood[2] = {
+        {"ovr", "low", low, HOUR, 1, 3000, 0, 10, 0},
+        {"ovr", "low-sibling", sib, HOUR, 1, 3000, 0, 10, 0},
+    };
+    const struct req r1 = {"e1", 1, T0}, r2 = {"e1", 2, T0 + 1000};
+    long long out[11];
+
+    (void)state;
+    assert_int_equal(low, 5);
+    assert_int_equal(sib, 20);
+    assert_int_equal(eval(&r1, first, 2, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 1);      /* 5 >= 5: challenge */
+    assert_int_equal(LEASE(out, 0), 0);
+    assert_int_equal(ACTION(out, 1), 0);      /* 5 < 20 */
+    assert_true(LEASE(out, 1) > 0);
+    assert_int_equal(eval(&r2, flood, 2, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 2);      /* 15 attempts >= 3 x 5 */
+    assert_int_equal(ACTION(out, 1), 0);      /* 15 < 3 x 20, 5 < 20 */
+}
+
+/* A higher override lets its key past the quota's limit, leased up to its
+ * own (est + L <= 60), while a sibling at the quota's limit is over. */
+static void test_higher_override_passes_the_quota_limit(void **state)
+{
+    const uint64_t high = co_quota_limit(&ovr_quota, "high");
+    const uint64_t sib = co_quota_limit(&ovr_quota, "high-sibling");
+    const struct item batch[2] = {
+        {"ovr", "high", high, HOUR, 1, 0, 20, 20, 0},
+        {"ovr", "high-sibling", sib, HOUR, 1, 0, 20, 20, 0},
+    };
+    const struct req r = {"e1", 1, T0};
+    long long out[11];
+
+    (void)state;
+    assert_int_equal(high, 60);
+    assert_int_equal(sib, 20);
+    assert_int_equal(eval(&r, batch, 2, out), CO_OK);
+    assert_int_equal(ACTION(out, 0), 0);
+    assert_int_equal(COUNT(out, 0), 20);
+    /* 40 left, all of it this edge's share: the cap 2 x 20/s x 1 s */
+    assert_int_equal(LEASE(out, 0), 40);
+    assert_int_equal(admin_int("HGET tg:{ovr|high}:c L") + COUNT(out, 0),
+                     60);
+    assert_int_equal(ACTION(out, 1), 1);      /* 20 >= 20: challenge */
+    assert_int_equal(LEASE(out, 1), 0);
+}
+
 static void test_window_roll_with_pinned_time(void **state)
 {
     const uint64_t w = 60000;
-    const struct item it = {"roll", "k", 1000000, 60000, 1, 0, 3, 4};
+    const struct item it = {"roll", "k", 1000000, 60000, 1, 0, 3, 4, 0};
     long long out[7];
     struct req r = {"e1", 1, T0 + 10};
 
@@ -649,8 +741,8 @@ static void test_window_roll_with_pinned_time(void **state)
 static void test_special_keys_stay_separate(void **state)
 {
     const struct item batch[2] = {
-        {"q", "a|b", 100, HOUR, 1, 0, 1, 1},
-        {"q|a", "b", 100, HOUR, 1, 0, 2, 2},
+        {"q", "a|b", 100, HOUR, 1, 0, 1, 1, 0},
+        {"q|a", "b", 100, HOUR, 1, 0, 2, 2, 0},
     };
     const struct req r = {"e1", 1, T0};
     long long out[11];
@@ -681,7 +773,7 @@ static void test_batch_split_and_pipelined(void **state)
     for (size_t i = 0; i < N; i++) {
         snprintf(keys[i], sizeof keys[i], "k%zu", i);
         items[i] = (struct item){"split", keys[i], 100, HOUR, 1, 0,
-                                 i % 7, i % 7};
+                                 i % 7, i % 7, 0};
     }
     admin_ok("SCRIPT FLUSH");
     for (size_t c = 0; c < 3; c++) {
@@ -709,7 +801,7 @@ static void test_batch_split_and_pipelined(void **state)
 
 static void test_noscript_is_recovered(void **state)
 {
-    const struct item it = {"noscript", "k", 100, 60000, 1, 0, 1, 1};
+    const struct item it = {"noscript", "k", 100, 60000, 1, 0, 1, 1, 0};
     const struct req r = {"e1", 1, T0};
     long long out[7];
     redisReply *rep;
@@ -728,7 +820,7 @@ static void test_noscript_is_recovered(void **state)
  * the next ones must not touch the socket at all. */
 static void test_paused_redis_meets_the_deadline(void **state)
 {
-    const struct item it = {"paused", "k", 100, 60000, 1, 0, 1, 1};
+    const struct item it = {"paused", "k", 100, 60000, 1, 0, 1, 1, 0};
     const struct req r = {"e1", 1, T0};
     long long out[7];
     char err[256];
@@ -759,7 +851,7 @@ static void test_paused_redis_meets_the_deadline(void **state)
 
 static void test_redis_gone_fails_fast(void **state)
 {
-    const struct item it = {"gone", "k", 100, 60000, 1, 0, 1, 1};
+    const struct item it = {"gone", "k", 100, 60000, 1, 0, 1, 1, 0};
     const struct req r = {"e1", 1, T0};
     long long out[7];
     char err[256];
@@ -799,6 +891,9 @@ int main(void)
         cmocka_unit_test(test_over_limit_takes_the_quota_action),
         cmocka_unit_test(test_unleasable_and_asked_for_more_is_over),
         cmocka_unit_test(test_deny_after_counts_attempts),
+        cmocka_unit_test(test_burst_caps_the_lease),
+        cmocka_unit_test(test_lower_override_challenges_its_key_first),
+        cmocka_unit_test(test_higher_override_passes_the_quota_limit),
         cmocka_unit_test(test_window_roll_with_pinned_time),
         cmocka_unit_test(test_special_keys_stay_separate),
         cmocka_unit_test(test_batch_split_and_pipelined),

@@ -5,7 +5,7 @@
  * protobuf-c), the 401s of edge authentication and the degraded answer.
  * The last group passes the Redis call through to a real redis-server this
  * test starts, for what only the script can decide: retries, stale seqs,
- * replayed signatures.
+ * replayed signatures, a per-key override and burst end to end.
  */
 // test-ldflags: -Wl,--wrap=co_redis_eval_sync -Wl,--wrap=co_wall_ms
 #include <setjmp.h>
@@ -30,6 +30,19 @@ static const char policy_json[] =
     " \"expected_edges\": 4, \"quotas\": ["
     "  {\"name\": \"per-ip\", \"key\": \"ip\", \"limit\": 100,"
     "   \"window_s\": 60, \"action\": \"challenge\", \"floor\": 10},"
+    "  {\"name\": \"login\", \"key\": \"ip\", \"limit\": 10, \"window_s\": 30,"
+    "   \"path_prefix\": \"/login\", \"methods\": [\"POST\"],"
+    "   \"action\": \"deny\", \"deny_after\": 3, \"fail_open\": false}]}";
+
+/* policy_json with a burst and two per-key overrides on per-ip: one under
+ * its limit of 100, one over it. */
+static const char policy_overrides_json[] =
+    "{\"version\": 3, \"sync_interval_ms\": 5000, \"clearance_ttl_s\": 60,"
+    " \"expected_edges\": 4, \"quotas\": ["
+    "  {\"name\": \"per-ip\", \"key\": \"ip\", \"limit\": 100,"
+    "   \"window_s\": 60, \"action\": \"challenge\", \"floor\": 10,"
+    "   \"burst\": 25, \"overrides\": {\"2.2.2.2\": {\"limit\": 500},"
+    "                                 \"10.0.0.9\": {\"limit\": 7}}},"
     "  {\"name\": \"login\", \"key\": \"ip\", \"limit\": 10, \"window_s\": 30,"
     "   \"path_prefix\": \"/login\", \"methods\": [\"POST\"],"
     "   \"action\": \"deny\", \"deny_after\": 3, \"fail_open\": false}]}";
@@ -287,6 +300,17 @@ static int reset_mock(void **state)
     return 0;
 }
 
+/* Parse json and make it the current policy. */
+static void install_json(const char *json)
+{
+    struct co_policy *p;
+    char err[256];
+
+    if (co_policy_parse(json, strlen(json), &p, err, sizeof err) != CO_OK)
+        fail_msg("policy: %s", err);
+    co_policy_install(p);
+}
+
 /* ------------------------------------------------------------ tests */
 static void test_malformed_protobuf_is_400(void **state)
 {
@@ -382,8 +406,8 @@ static void test_batch_reaches_redis_as_one_call(void **state)
         "tg:{per-ip|1.2.3.4}:c", "tg:{per-ip|1.2.3.4}:e",
         "tg:{login|a%7Bb%7D%7Cc%25d}:c", "tg:{login|a%7Bb%7D%7Cc%25d}:e",
         "1700000000123", "edge-7", "7", "5000", "*", "65000", "2",
-        "100", "60000", "1", "0", "5", "8",
-        "10", "30000", "2", "3000", "2", "5",
+        "100", "60000", "1", "0", "5", "8", "0",
+        "10", "30000", "2", "3000", "2", "5", "0",
     };
     const long long reply[] = {0, 40, 30000, 55, 2, 0, 1234, 12};
     Tollgate__V1__SyncResponse *r;
@@ -394,7 +418,7 @@ static void test_batch_reaches_redis_as_one_call(void **state)
     assert_int_equal(seen.calls, 1);
     assert_int_equal(seen.ncalls, 1);
     assert_int_equal(seen.nkeys, 5);
-    assert_int_equal(seen.nargs, 19);
+    assert_int_equal(seen.nargs, 21);
     assert_int_equal(seen.nout, 11);
     assert_int_equal(strlen(seen.argv[0]), strlen("tg:{edge|edge-7}:sig:") +
                                            32);
@@ -424,6 +448,40 @@ static void test_batch_reaches_redis_as_one_call(void **state)
                  TOLLGATE__V1__ACTION__ACTION_DENY, 0, 1234, 12);
     assert_string_equal(r->states[2]->challenge_token, "");
     tollgate__v1__sync_response__free_unpacked(r, NULL);
+}
+
+/* Each item carries its key's own limit: the override's for an
+ * overridden key, the quota's for its siblings and for the same key under
+ * another quota; and its quota's burst. */
+static void test_overrides_reach_redis_per_key(void **state)
+{
+    const struct kc_spec kcs[] = {
+        {"per-ip", "1.2.3.4", 1, 0, 0},
+        {"per-ip", "10.0.0.9", 1, 0, 0},
+        {"login", "10.0.0.9", 1, 0, 0},
+        {"per-ip", "2.2.2.2", 1, 0, 0},
+    };
+    const char *limit[] = {"100", "7", "10", "500"};
+    const char *burst[] = {"25", "25", "0", "25"};
+    Tollgate__V1__SyncResponse *r;
+
+    (void)state;
+    install_json(policy_overrides_json);
+    r = run_ok("e1", 1, 3, kcs, 4);
+    assert_int_equal(seen.nkeys, 1 + 2 * 4);
+    assert_int_equal(seen.nargs, 7 + 7 * 4);
+    for (size_t i = 0; i < 4; i++) {
+        const char *const *item = (const char *const *)seen.argv +
+                                  seen.nkeys + 7 + 7 * i;
+
+        if (strcmp(item[0], limit[i]) != 0)
+            fail_msg("item %zu: limit %s, want %s", i, item[0], limit[i]);
+        assert_string_equal(item[1], i == 2 ? "30000" : "60000");
+        if (strcmp(item[6], burst[i]) != 0)
+            fail_msg("item %zu: burst %s, want %s", i, item[6], burst[i]);
+    }
+    tollgate__v1__sync_response__free_unpacked(r, NULL);
+    install_json(policy_json);
 }
 
 static void test_policy_sent_only_when_versions_differ(void **state)
@@ -804,6 +862,35 @@ static void test_same_key_twice_is_merged(void **state)
     tollgate__v1__sync_response__free_unpacked(b, NULL);
 }
 
+/* End to end: a key that admitted all its override allows is challenged,
+ * a sibling with as many is not; a busy sibling, whose demand would earn
+ * it 50, is leased the quota's burst. */
+static void test_override_and_burst_through_the_handler(void **state)
+{
+    const struct kc_spec kcs[] = {
+        {"per-ip", "10.0.0.9", 7, 0, 0},     /* override 7 */
+        {"per-ip", "10.0.0.10", 7, 0, 0},    /* the quota's 100 */
+        {"per-ip", "10.0.0.11", 50, 0, 0},   /* 50 left, all its share */
+    };
+    Tollgate__V1__SyncResponse *r;
+
+    (void)state;
+    install_json(policy_overrides_json);
+    r = run_ok("e1", 31, 3, kcs, 3);
+    assert_int_equal(r->states[0]->action,
+                     TOLLGATE__V1__ACTION__ACTION_CHALLENGE);
+    assert_int_equal(r->states[0]->lease, 0);
+    assert_true(strlen(r->states[0]->challenge_token) > 20);
+    assert_int_equal(r->states[1]->action,
+                     TOLLGATE__V1__ACTION__ACTION_ALLOW);
+    assert_true(r->states[1]->lease > 0);
+    assert_int_equal(r->states[2]->action,
+                     TOLLGATE__V1__ACTION__ACTION_ALLOW);
+    assert_int_equal(r->states[2]->lease, 25);
+    tollgate__v1__sync_response__free_unpacked(r, NULL);
+    install_json(policy_json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -811,6 +898,8 @@ int main(void)
         cmocka_unit_test_setup(test_invalid_fields_are_400, reset_mock),
         cmocka_unit_test_setup(test_too_many_counts_is_400, reset_mock),
         cmocka_unit_test_setup(test_batch_reaches_redis_as_one_call,
+                               reset_mock),
+        cmocka_unit_test_setup(test_overrides_reach_redis_per_key,
                                reset_mock),
         cmocka_unit_test_setup(test_policy_sent_only_when_versions_differ,
                                reset_mock),
@@ -832,6 +921,8 @@ int main(void)
         cmocka_unit_test_setup(test_retry_same_answer_older_seq_409,
                                reset_mock),
         cmocka_unit_test_setup(test_same_key_twice_is_merged, reset_mock),
+        cmocka_unit_test_setup(test_override_and_burst_through_the_handler,
+                               reset_mock),
     };
     int failed = cmocka_run_group_tests_name("mocked", tests, setup,
                                              teardown);
