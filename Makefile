@@ -236,6 +236,19 @@ $(BUILD)/bench/verify_driver: bench/verify_driver.c $(BUILD)/libtollgate.a $(BUI
 bench: all $(BUILD)/bench/verify_driver
 	$(Q)node bench/run.mjs
 
+# ---------------------------------------------------------------- bench/peer
+# bench/peer measures rate-limiter-flexible (with ioredis), npm
+# devDependencies pinned in package-lock.json: installed with `npm install`
+# when the lockfile is newer than node_modules, as deploy/install-deps.sh
+# does (TOLLGATE_SKIP_DEPS=1 skips it).
+node_modules/.package-lock.json: package.json package-lock.json
+	$(Q)if [ "$${TOLLGATE_SKIP_DEPS:-0}" != 1 ]; then \
+	  echo "bench: npm install (versions pinned by package-lock.json)" >&2; \
+	  npm install --no-audit --no-fund --loglevel=error && touch $@; fi
+
+bench: node_modules/.package-lock.json
+# ---------------------------------------------------------------- end bench/peer
+
 # ---------------------------------------------------------------- bench/sim
 # The accuracy simulator (owner: bench/sim/). build/bench-sim runs the real
 # edge core against build/tollgated-sim (tollgated whose co_wall_ms() reads

@@ -5,10 +5,14 @@
 //   node bench/run.mjs verify workerd  only the steps named (any suite)
 //
 // A suite is a list of files under bench/, each exporting measure() (see
-// lib.mjs). The coordinator's benchmarks join as another suite here. A step
-// that throws becomes an error row; the exit status is then 1.
+// lib.mjs). A step that throws becomes an error row; the exit status is
+// then 1. The peer suite reads edge.json and sim.json, so edge and accuracy
+// run before it. After the table: one line per PNG (bench/plot.mjs).
 
 import { table, errorRow, progress, writeJson } from "./lib.mjs";
+import { plot, plotLines } from "./plot.mjs";
+
+const startedAt = Date.now();
 
 const SUITES = {
   edge: [
@@ -23,6 +27,10 @@ const SUITES = {
   accuracy: [
     ["sim", () => import("./sim/measure.mjs")],
   ],
+  // Coordinator throughput against redis-benchmark (owner: bench/coordinator/).
+  coordinator: [["throughput", () => import("./coordinator/measure.mjs")]],
+  // rate-limiter-flexible beside tollgate's figures above (bench/peer/).
+  peer: [["peer", () => import("./peer/measure.mjs")]],
 };
 
 const only = new Set(process.argv.slice(2));
@@ -52,5 +60,12 @@ for (const [suite, steps] of Object.entries(SUITES)) {
   all.push(...rows);
 }
 
-process.stdout.write(table(all) + "\n");
+let plotOut = [];
+try {
+  plotOut = plotLines(plot({ since: startedAt }));
+} catch (e) {
+  progress(`plots failed: ${e.stack || e}`);
+}
+for (const line of plotOut) progress(line);
+process.stdout.write(table(all) + "\n" + (plotOut.length ? "\n" + plotOut.join("\n") + "\n" : ""));
 process.exit(all.some((r) => r.error) ? 1 : 0);
