@@ -21,6 +21,9 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------- progress
 
 const started = Date.now();
+// When this process started (ms epoch): a build/bench file older than this
+// comes from an earlier run.
+export const STARTED = started;
 
 // One line per step on stderr, so stdout stays the table.
 export function progress(msg) {

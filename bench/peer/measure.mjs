@@ -27,7 +27,7 @@
 
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
-import { OUT, bounded, isMain, progress, row, runAlone, sleep } from "../lib.mjs";
+import { OUT, STARTED, bounded, isMain, progress, row, runAlone, sleep } from "../lib.mjs";
 import { redisCommand, startRedis } from "../../tests/integration/harness.mjs";
 
 const IN_FLIGHT = 64;
@@ -45,7 +45,6 @@ const SPRAY_X = 10;
 const SPRAY_WINDOWS = 3;
 const SPRAY_GRACE_MS = 5000;    // for answers still in flight at the end
 
-const started = Date.now();
 
 async function loadPeer() {
   try {
@@ -239,7 +238,7 @@ function readOut(name) {
   if (!existsSync(file)) return { why: `no build/bench/${name} (its suite has not run)` };
   try {
     const data = JSON.parse(readFileSync(file, "utf8"));
-    const stale = statSync(file).mtimeMs < started;
+    const stale = statSync(file).mtimeMs < STARTED;
     return { data, note: stale ? `from build/bench/${name} of ${new Date(statSync(file).mtimeMs).toISOString().slice(0, 16)}Z` : `from build/bench/${name}` };
   } catch (e) {
     return { why: `build/bench/${name} unreadable: ${e.message}` };
