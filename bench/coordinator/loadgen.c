@@ -85,25 +85,6 @@ struct worker {
     uint64_t n_lat;
 };
 
-/* bench/sim/http.c calls this (it lives in bench/sim/procs.c, which this
- * binary does not link): all of buf to the socket, never SIGPIPE. */
-int sim_send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static uint64_t mono_ns(void)
 {
     struct timespec t;

@@ -131,6 +131,24 @@ static ssize_t read_some(int fd, void *dst, size_t cap,
     return n < 0 ? -1 : n;
 }
 
+/* Writes all of buf to the socket fd (never SIGPIPE). Returns 0 or -1. */
+int sim_send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* One exchange on the current connection. Returns the status, -2 when
  * the connection was found closed before any answer (a kept-alive
  * connection the server had dropped: safe to resend), -1 otherwise. */

@@ -213,24 +213,6 @@ int sim_wait_port(int port, pid_t pid, int timeout_ms)
 
 /* ---------------------------------------------------------------- RESP */
 
-/* Writes all of buf to the socket fd (never SIGPIPE). Returns 0 or -1. */
-int sim_send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Length of one complete RESP value at buf[0..len), 0 if incomplete, -1 if
  * malformed. */
 static long resp_complete(const char *buf, size_t len)
