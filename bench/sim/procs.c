@@ -361,6 +361,18 @@ static struct {
     uint64_t commands, roundtrips;   /* atomics */
 } proxy = {.lfd = -1};
 
+/* Consumes what is left of a bulk body (its bytes and CRLF) from the
+ * n-byte buffer at position *i, leaving *i on the last byte taken (the
+ * scan loops' i++ moves past it). True when the body is complete. */
+static bool skip_body(long *skip, size_t n, size_t *i)
+{
+    size_t take = n - *i < (size_t)*skip ? n - *i : (size_t)*skip;
+
+    *skip -= (long)take;
+    *i += take - 1;
+    return *skip == 0;
+}
+
 static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -396,12 +408,8 @@ static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
                 }
             }
             break;
-        case 3: {
-            size_t take = n - i < (size_t)s->skip ? n - i : (size_t)s->skip;
-
-            s->skip -= (long)take;
-            i += take - 1;
-            if (s->skip == 0) {
+        case 3:
+            if (skip_body(&s->skip, n, &i)) {
                 s->num = 0;
                 if (--s->items == 0) {
                     __atomic_add_fetch(&proxy.commands, 1, __ATOMIC_RELAXED);
@@ -411,7 +419,6 @@ static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
                 }
             }
             break;
-        }
         case 4:
             if (ch == '\n') {
                 __atomic_add_fetch(&proxy.commands, 1, __ATOMIC_RELAXED);
@@ -474,17 +481,12 @@ static void scan_replies(struct reply_scan *s, const char *p, size_t n)
                 }
             }
             break;
-        case 3: {
-            size_t take = n - i < (size_t)s->skip ? n - i : (size_t)s->skip;
-
-            s->skip -= (long)take;
-            i += take - 1;
-            if (s->skip == 0) {
+        case 3:
+            if (skip_body(&s->skip, n, &i)) {
                 s->state = 0;
                 reply_done(s);
             }
             break;
-        }
         }
     }
 }
