@@ -43,6 +43,7 @@ struct co_server co_server = {
 static const struct co_route routes[] = {
     {"GET", "/healthz", NULL, co_health_live},
     {"GET", "/readyz", NULL, co_health_ready},
+    {"GET", "/metrics", NULL, co_metrics_handle},
     {"POST", "/v1/sync", "application/x-protobuf", co_sync_handle},
     {"POST", "/v1/challenge/verify", "application/json",
      co_challenge_verify_handle},

@@ -193,6 +193,7 @@ static int exchange(redisContext *c, uint64_t deadline, redisReply **replies,
         snprintf(why, sizeof why, "set timeout: %s", c->errstr);
         goto fail;
     }
+    atomic_store_explicit(&co_metrics.redis_up, true, memory_order_relaxed);
     return CO_OK;
 io:
     snprintf(why, sizeof why, "%s", io_error(c, target.timeout_ms, tmo,
@@ -442,6 +443,9 @@ static void conn_failed(struct conn *s, const char *why)
                     : s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                     : s->backoff_ms * 2;
     s->next_try_ms = co_mono_ms() + s->backoff_ms;
+    atomic_fetch_add_explicit(&co_metrics.redis_errors, 1,
+                              memory_order_relaxed);
+    atomic_store_explicit(&co_metrics.redis_up, false, memory_order_relaxed);
     if (!s->down)
         CO_WARN("msg=redis_down addr=%s:%d detail=%s retry_ms=%u",
                 target.host, target.port,

@@ -412,6 +412,8 @@ static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
             return;
         }
         st->challenge_token = tok;
+        atomic_fetch_add_explicit(&co_metrics.challenges_issued, 1,
+                                  memory_order_relaxed);
     }
 }
 
@@ -433,11 +435,40 @@ static int make_nonce(char out[33])
     return CO_OK;
 }
 
+/* For /metrics, after the answer is ready (metrics.c): the decisions of
+ * the KeyCounts of calls that were not retries, and est/limit of every key
+ * the script answered. */
+static void record_metrics(const struct sync_item *items, size_t n,
+                           const long long *reply, uint64_t now_ms)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct sync_item *it = &items[i];
+        const struct co_quota *q = it->quota;
+        size_t k = it->same->slot, c = k / SYNC_CALL_ITEMS;
+        const long long *h = reply + SYNC_REPLY_HEAD * c +
+                             SYNC_REPLY_ITEM * c * SYNC_CALL_ITEMS;
+        const long long *r = reply + SYNC_REPLY_HEAD * (c + 1) +
+                             SYNC_REPLY_ITEM * k;
+
+        if (q == NULL)
+            continue;
+        /* h[2]: items of the call answered as retries (sync.lua). */
+        if (h[2] == 0)
+            co_metrics_decisions(q->name, q->shadow, it->kc->admitted,
+                                 it->kc->denied, it->kc->challenged);
+        if (it->same == it)
+            co_metrics_overshoot(q->name, (uint64_t)q->window_s * 1000u,
+                                 now_ms, (uint64_t)r[3],
+                                 co_quota_limit(q, it->kc->key));
+    }
+}
+
 /* The handler. Contract in the file comment; the status is 200 for every
  * well-formed, authentic request (degraded or not), 401 for a request not
  * signed by a known edge or replayed, 400 for a malformed or invalid one,
  * 409 for a seq older than one applied, 500 only when memory runs out. */
-void co_sync_handle(const struct co_request *req, struct co_response *resp)
+static void sync_handle(const struct co_request *req,
+                        struct co_response *resp, bool *was_degraded)
 {
     uint64_t t0 = co_mono_us();
     Tollgate__V1__SyncRequest *in = NULL;
@@ -489,6 +520,7 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
         co_auth_reject(resp, CO_AUTH_EDGE_MISMATCH, auth.edge_id);
         goto cleanup;
     }
+    co_metrics_edge_seen(in->edge_id, in->sent_at_ms, co_wall_ms());
     pol = co_policy_current();
     if (pol == NULL) {
         CO_ERROR("msg=sync_no_policy");
@@ -598,6 +630,7 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
         }
     }
     degraded = rc != CO_OK;
+    *was_degraded = degraded;
     redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
 
     now_s = co_wall_ms() / 1000u;
@@ -639,6 +672,8 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
     }
     co_response_take(resp, 200, "application/x-protobuf", packed, plen);
     packed = NULL;
+    if (!degraded)
+        record_metrics(items, n, reply, now_ms);
 
     if (degraded)
         CO_WARN("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s "
@@ -675,4 +710,23 @@ cleanup:
     co_policy_release(pol);
     if (in != NULL)
         tollgate__v1__sync_request__free_unpacked(in, NULL);
+}
+
+void co_sync_handle(const struct co_request *req, struct co_response *resp)
+{
+    uint64_t t0 = co_mono_us();
+    bool degraded = false;
+    enum co_sync_result result;
+
+    sync_handle(req, resp, &degraded);
+    switch (resp->status) {
+    case 200:
+        result = degraded ? CO_SYNC_RESULT_DEGRADED : CO_SYNC_RESULT_OK;
+        break;
+    case 400: result = CO_SYNC_RESULT_BAD_REQUEST; break;
+    case 401: result = CO_SYNC_RESULT_UNAUTHORIZED; break;
+    case 409: result = CO_SYNC_RESULT_CONFLICT; break;
+    default: result = CO_SYNC_RESULT_ERROR; break;
+    }
+    co_metrics_sync_done(result, co_mono_us() - t0);
 }

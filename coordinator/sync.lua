@@ -41,7 +41,8 @@
 --   shows the quota's limit even for an overridden key, and its floor
 --   (bound (a) below) comes from the quota too.
 -- Returns 3 + 4n integers: status (0 applied, 1 replayed, 2 conflict),
---   the stored seq and the 1-based item of a conflict (else 0, 0); then per
+--   the stored seq and the 1-based item of a conflict (applied: 0 and the
+--   number of items answered as retries, see below; for /metrics); then per
 --   item action (0 allow, 1 challenge, 2 deny), lease, reset_ms, count
 --   (zeros unless applied).
 --
@@ -221,6 +222,7 @@ for i = 1, n do
 
   if prev and prev.seq == seq then
     -- A retry: the same answer, nothing added.
+    out[3] = out[3] + 1
     out[#out + 1] = prev.action
     out[#out + 1] = prev.lease
     out[#out + 1] = prev.reset

@@ -31,7 +31,8 @@
  *   co_quota_limit()), window_ms, over_action (1 challenge, 2 deny),
  *   deny_after_milli (0 = off), admitted, attempts, burst (0 = no cap).
  *   It returns 3 + 4 per item integers: status (0 applied, 1 replayed, 2
- *   conflict), the applied seq and 1-based item of a conflict; then
+ *   conflict), the applied seq and 1-based item of a conflict (applied:
+ *   0 and the number of items answered as retries); then
  *   action, lease, reset_ms, sliding-window estimate of admitted requests
  *   per item. A batch over 512 items is several calls, pipelined.
  */
@@ -201,6 +202,59 @@ struct co_server {
 };
 
 extern struct co_server co_server;
+
+/* ------------------------------------------------------------ metrics
+ * (metrics.c) GET /metrics in the Prometheus text format 0.0.4, no auth.
+ * Process-wide counters are plain atomics (relaxed); per-quota series live
+ * in a table of at most CO_QUOTAS_MAX names (lock-free once a name is in
+ * it); distinct edges in a table of CO_METRICS_EDGES hashed ids. Labels are
+ * quota names and fixed words only, never keys or edge ids. */
+enum co_sync_result {
+    CO_SYNC_RESULT_OK = 0,
+    CO_SYNC_RESULT_DEGRADED,
+    CO_SYNC_RESULT_BAD_REQUEST,
+    CO_SYNC_RESULT_UNAUTHORIZED,
+    CO_SYNC_RESULT_CONFLICT,
+    CO_SYNC_RESULT_ERROR,
+    CO_SYNC_RESULTS
+};
+
+#define CO_METRICS_BUCKETS    11      /* finite sync duration buckets */
+#define CO_METRICS_EDGES      4096    /* edge ids tracked at once */
+#define CO_METRICS_EDGE_TTL_MS 60000u /* "active": synced this recently */
+
+struct co_metrics {
+    atomic_ullong sync_requests[CO_SYNC_RESULTS];
+    /* per bucket, not cumulative; [CO_METRICS_BUCKETS] is (1 s, +Inf) */
+    atomic_ullong sync_duration_buckets[CO_METRICS_BUCKETS + 1];
+    atomic_ullong sync_duration_sum_us;
+    atomic_ullong challenges_issued;   /* tokens signed in sync answers */
+    atomic_ullong redis_errors;        /* I/O errors, timeouts, refusals */
+    atomic_bool redis_up;              /* the last Redis exchange worked */
+};
+
+extern struct co_metrics co_metrics;
+extern const char *const co_sync_result_names[CO_SYNC_RESULTS];
+
+void co_metrics_sync_done(enum co_sync_result result, uint64_t dur_us);
+/* An authenticated sync of edge_id (sent_at_ms 0: unknown, lag 0). */
+void co_metrics_edge_seen(const char *edge_id, uint64_t sent_at_ms,
+                          uint64_t now_ms);
+/* One applied KeyCount of quota (a shadow quota's go to "shadow"). */
+void co_metrics_decisions(const char *quota, bool shadow, uint64_t admitted,
+                          uint64_t denied, uint64_t challenged);
+/* est/limit of one key of quota in a sync reply, at now_ms. */
+void co_metrics_overshoot(const char *quota, uint64_t window_ms,
+                          uint64_t now_ms, uint64_t est, uint64_t limit);
+/* The exposition at now_ms (policy_version: the current one); *out is
+ * malloc'd. Returns 0 or CO_ENOMEM. */
+int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
+                      size_t *len);
+void co_metrics_reset(void);   /* tests: zero everything */
+struct co_request;
+struct co_response;
+void co_metrics_handle(const struct co_request *req,
+                       struct co_response *resp);
 
 /* ------------------------------------------------------------ http layer
  * A handler sees a fully read request and fills a response; it never

@@ -316,10 +316,10 @@ const pbKey = (field, wt) => pbVarint((field << 3) | wt);
 const pbBytes = (field, b) => Buffer.concat([pbKey(field, 2), pbVarint(b.length), b]);
 const pbUint = (field, v) => (v ? Buffer.concat([pbKey(field, 0), pbVarint(v)]) : Buffer.alloc(0));
 
-// SyncRequest { edge_id, seq, policy_version, counts: [{ quota, key,
+// SyncRequest { edge_id, seq, sent_at_ms, policy_version, counts: [{ quota, key,
 // admitted, denied, challenged }] } as bytes.
-export function encodeSync({ edgeId, seq, policyVersion = 0, counts = [] }) {
-  const parts = [pbBytes(1, Buffer.from(edgeId)), pbUint(2, seq), pbUint(4, policyVersion)];
+export function encodeSync({ edgeId, seq, policyVersion = 0, sentAtMs = 0, counts = [] }) {
+  const parts = [pbBytes(1, Buffer.from(edgeId)), pbUint(2, seq), pbUint(3, sentAtMs), pbUint(4, policyVersion)];
   for (const c of counts) {
     parts.push(pbBytes(6, Buffer.concat([pbBytes(1, Buffer.from(c.quota)), pbBytes(2, Buffer.from(c.key)),
       pbUint(3, c.admitted || 0), pbUint(4, c.denied || 0), pbUint(5, c.challenged || 0)])));

@@ -338,6 +338,9 @@ static void test_retry_is_idempotent(void **state)
     assert_int_equal(out[0], 0);
     assert_int_equal(ACTION(out, 1), 1);      /* b is at its limit */
     assert_int_equal(eval(&again, its, 2, out2), CO_OK);
+    assert_int_equal(out[2], 0);              /* no item was a retry */
+    assert_int_equal(out2[2], 2);             /* both were (for /metrics) */
+    out2[2] = 0;
     assert_memory_equal(out, out2, sizeof out);
     assert_int_equal(admin_int("HGET tg:{idem|a}:c a"), 10);
     assert_int_equal(admin_int("HGET tg:{idem|a}:c t"), 12);

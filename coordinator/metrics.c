@@ -1,0 +1,488 @@
+/* metrics.c — GET /metrics: Prometheus text exposition format 0.0.4.
+ *
+ * No auth, like /healthz: Prometheus scrapes it, and nothing in it names a
+ * client key or an edge id (labels are quota names and fixed words only, so
+ * cardinality is bounded by the policy). Every figure is this
+ * coordinator's own; sum or max them across coordinators.
+ *
+ * Cost on the sync path: process-wide counters are relaxed atomics. Per
+ * quota there is a slot in a table of at most CO_QUOTAS_MAX names (open
+ * addressing, names only ever added): a lookup is lock-free once the name
+ * is in it; the mutex is taken to add a name, and for the overshoot gauge
+ * only when a key beats the quota's maximum or its window turns. Edges go
+ * to a table of CO_METRICS_EDGES slots of 64-bit hashed ids under one
+ * mutex, taken once per authenticated sync; a slot whose edge was silent
+ * for CO_METRICS_EDGE_TTL_MS is reused, and when the 64 slots an id may
+ * live in are all active the id is not tracked (tollgate_edges_active
+ * then saturates; more than 4096 active edges per coordinator is far past
+ * any deployment this was sized for).
+ */
+#include <inttypes.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tollgated.h"
+
+#define QUOTA_SLOTS  (2 * CO_QUOTAS_MAX)   /* power of two */
+#define EDGE_PROBES  64
+
+struct co_metrics co_metrics;
+
+const char *const co_sync_result_names[CO_SYNC_RESULTS] = {
+    [CO_SYNC_RESULT_OK] = "ok",
+    [CO_SYNC_RESULT_DEGRADED] = "degraded",
+    [CO_SYNC_RESULT_BAD_REQUEST] = "bad_request",
+    [CO_SYNC_RESULT_UNAUTHORIZED] = "unauthorized",
+    [CO_SYNC_RESULT_CONFLICT] = "conflict",
+    [CO_SYNC_RESULT_ERROR] = "error",
+};
+
+/* Upper bounds in microseconds and as printed (le). */
+static const uint64_t bucket_us[CO_METRICS_BUCKETS] = {
+    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000,
+};
+static const char *const bucket_le[CO_METRICS_BUCKETS] = {
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25", "0.5", "1",
+};
+
+enum { OUT_ALLOWED, OUT_DENIED, OUT_CHALLENGED, OUT_SHADOW, OUTCOMES };
+static const char *const outcome_names[OUTCOMES] = {
+    "allowed", "denied", "challenged", "shadow",
+};
+
+struct quota_slot {
+    atomic_bool ready;                 /* name is set (release/acquire) */
+    char name[CO_QUOTA_NAME_MAX + 1];
+    atomic_ullong decisions[OUTCOMES];
+    /* overshoot: written under mu, read without it */
+    atomic_ullong window_ms;
+    atomic_ullong window_idx;
+    atomic_ullong max_milli;           /* est/limit x 1e6, rounded up */
+};
+
+struct edge_slot {
+    uint64_t hash;                     /* 0: never used */
+    uint64_t last_ms;
+    uint64_t lag_ms;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct quota_slot quotas[QUOTA_SLOTS];
+static size_t n_quotas;                /* under mu */
+static struct edge_slot edges[CO_METRICS_EDGES];
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h != 0 ? h : 1;
+}
+
+/* The slot of quota name, added when new; NULL when the table is full
+ * (more names than CO_QUOTAS_MAX over the process's life) or the name is
+ * too long. */
+static struct quota_slot *quota_slot(const char *name)
+{
+    size_t len = strlen(name), start, i;
+
+    if (len == 0 || len > CO_QUOTA_NAME_MAX)
+        return NULL;
+    start = (size_t)fnv1a(name) & (QUOTA_SLOTS - 1);
+    for (i = 0; i < QUOTA_SLOTS; i++) {
+        struct quota_slot *s = &quotas[(start + i) & (QUOTA_SLOTS - 1)];
+
+        if (!atomic_load_explicit(&s->ready, memory_order_acquire))
+            break;
+        if (strcmp(s->name, name) == 0)
+            return s;
+    }
+    /* Not there: add it under the lock (another thread may have). */
+    pthread_mutex_lock(&mu);
+    for (i = 0; i < QUOTA_SLOTS; i++) {
+        struct quota_slot *s = &quotas[(start + i) & (QUOTA_SLOTS - 1)];
+
+        if (!atomic_load_explicit(&s->ready, memory_order_acquire)) {
+            if (n_quotas >= CO_QUOTAS_MAX)
+                break;
+            memcpy(s->name, name, len + 1);
+            n_quotas++;
+            atomic_store_explicit(&s->ready, true, memory_order_release);
+            pthread_mutex_unlock(&mu);
+            return s;
+        }
+        if (strcmp(s->name, name) == 0) {
+            pthread_mutex_unlock(&mu);
+            return s;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    return NULL;
+}
+
+static void add(atomic_ullong *c, uint64_t v)
+{
+    if (v != 0)
+        atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+void co_metrics_sync_done(enum co_sync_result result, uint64_t dur_us)
+{
+    size_t b = 0;
+
+    if ((unsigned)result >= CO_SYNC_RESULTS)
+        result = CO_SYNC_RESULT_ERROR;
+    add(&co_metrics.sync_requests[result], 1);
+    while (b < CO_METRICS_BUCKETS && dur_us > bucket_us[b])
+        b++;
+    add(&co_metrics.sync_duration_buckets[b], 1);
+    add(&co_metrics.sync_duration_sum_us, dur_us);
+}
+
+void co_metrics_edge_seen(const char *edge_id, uint64_t sent_at_ms,
+                          uint64_t now_ms)
+{
+    uint64_t h = fnv1a(edge_id);
+    uint64_t lag = sent_at_ms != 0 && now_ms > sent_at_ms ? now_ms - sent_at_ms
+                                                          : 0;
+    struct edge_slot *reuse = NULL;
+
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < EDGE_PROBES; i++) {
+        struct edge_slot *s = &edges[(h + i) & (CO_METRICS_EDGES - 1)];
+
+        /* Slots are never emptied, so an id lives within its first
+         * EDGE_PROBES slots and the walk below always finds it. */
+        if (s->hash == h || s->hash == 0) {
+            reuse = s;
+            break;
+        }
+        if (reuse == NULL && s->last_ms + CO_METRICS_EDGE_TTL_MS < now_ms)
+            reuse = s;
+    }
+    if (reuse != NULL) {
+        reuse->hash = h;
+        reuse->last_ms = now_ms;
+        reuse->lag_ms = lag;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+void co_metrics_decisions(const char *quota, bool shadow, uint64_t admitted,
+                          uint64_t denied, uint64_t challenged)
+{
+    struct quota_slot *s = quota_slot(quota);
+
+    if (s == NULL)
+        return;
+    if (shadow) {
+        add(&s->decisions[OUT_SHADOW], admitted + denied + challenged);
+        return;
+    }
+    add(&s->decisions[OUT_ALLOWED], admitted);
+    add(&s->decisions[OUT_DENIED], denied);
+    add(&s->decisions[OUT_CHALLENGED], challenged);
+}
+
+void co_metrics_overshoot(const char *quota, uint64_t window_ms,
+                          uint64_t now_ms, uint64_t est, uint64_t limit)
+{
+    struct quota_slot *s;
+    uint64_t idx, milli;
+
+    if (window_ms == 0 || limit == 0)
+        return;
+    s = quota_slot(quota);
+    if (s == NULL)
+        return;
+    idx = now_ms / window_ms;
+    /* est <= ~1e16 (counts are capped at 1e12 per field, 1e4 per batch) */
+    milli = (uint64_t)(((unsigned __int128)est * 1000000u + limit - 1) /
+                       limit);
+    if (atomic_load_explicit(&s->window_idx, memory_order_relaxed) == idx &&
+        atomic_load_explicit(&s->window_ms, memory_order_relaxed) ==
+            window_ms &&
+        atomic_load_explicit(&s->max_milli, memory_order_relaxed) >= milli)
+        return;
+    pthread_mutex_lock(&mu);
+    if (atomic_load_explicit(&s->window_idx, memory_order_relaxed) != idx ||
+        atomic_load_explicit(&s->window_ms, memory_order_relaxed) !=
+            window_ms) {
+        atomic_store_explicit(&s->window_ms, window_ms, memory_order_relaxed);
+        atomic_store_explicit(&s->window_idx, idx, memory_order_relaxed);
+        atomic_store_explicit(&s->max_milli, milli, memory_order_relaxed);
+    } else if (atomic_load_explicit(&s->max_milli, memory_order_relaxed) <
+               milli) {
+        atomic_store_explicit(&s->max_milli, milli, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+void co_metrics_reset(void)
+{
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < QUOTA_SLOTS; i++) {
+        atomic_store(&quotas[i].ready, false);
+        quotas[i].name[0] = '\0';
+        for (size_t k = 0; k < OUTCOMES; k++)
+            atomic_store(&quotas[i].decisions[k], 0);
+        atomic_store(&quotas[i].window_ms, 0);
+        atomic_store(&quotas[i].window_idx, 0);
+        atomic_store(&quotas[i].max_milli, 0);
+    }
+    n_quotas = 0;
+    memset(edges, 0, sizeof edges);
+    for (size_t i = 0; i < CO_SYNC_RESULTS; i++)
+        atomic_store(&co_metrics.sync_requests[i], 0);
+    for (size_t i = 0; i <= CO_METRICS_BUCKETS; i++)
+        atomic_store(&co_metrics.sync_duration_buckets[i], 0);
+    atomic_store(&co_metrics.sync_duration_sum_us, 0);
+    atomic_store(&co_metrics.challenges_issued, 0);
+    atomic_store(&co_metrics.redis_errors, 0);
+    atomic_store(&co_metrics.redis_up, false);
+    pthread_mutex_unlock(&mu);
+}
+
+/* ------------------------------------------------------------ rendering */
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static void bprintf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void bprintf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->failed)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n;
+        char *p = realloc(b->p, cap);
+
+        if (p == NULL) {
+            b->failed = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+static void family(struct buf *b, const char *name, const char *type,
+                   const char *help)
+{
+    bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value with \, " and newline escaped. Quota names are
+ * [A-Za-z0-9._-] by policy, so this is belt and braces. */
+static const char *label_value(const char *s, char *out, size_t outlen)
+{
+    size_t k = 0;
+
+    for (; *s != '\0' && k + 3 < outlen; s++) {
+        if (*s == '\\' || *s == '"') {
+            out[k++] = '\\';
+            out[k++] = *s;
+        } else if (*s == '\n') {
+            out[k++] = '\\';
+            out[k++] = 'n';
+        } else {
+            out[k++] = *s;
+        }
+    }
+    out[k] = '\0';
+    return out;
+}
+
+static uint64_t load(atomic_ullong *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
+                      size_t *len)
+{
+    struct buf b = {.p = malloc(8192), .cap = 8192};
+    uint64_t cum = 0, active = 0, lag_ms = 0;
+    char lv[2 * CO_QUOTA_NAME_MAX + 3];
+    static const struct {
+        const char *name;
+        size_t off;
+    } fails[] = {
+        {"invalid", offsetof(struct co_server, challenges_failed_invalid)},
+        {"expired", offsetof(struct co_server, challenges_failed_expired)},
+        {"captcha_failed",
+         offsetof(struct co_server, challenges_failed_captcha)},
+        {"reused", offsetof(struct co_server, challenges_failed_reused)},
+        {"unavailable",
+         offsetof(struct co_server, challenges_failed_unavailable)},
+    };
+
+    if (b.p == NULL)
+        return CO_ENOMEM;
+    b.p[0] = '\0';
+
+    family(&b, "tollgate_sync_requests_total", "counter",
+           "POST /v1/sync requests answered by this coordinator, by result.");
+    for (size_t i = 0; i < CO_SYNC_RESULTS; i++)
+        bprintf(&b, "tollgate_sync_requests_total{result=\"%s\"} %" PRIu64
+                "\n", co_sync_result_names[i],
+                load(&co_metrics.sync_requests[i]));
+
+    family(&b, "tollgate_sync_duration_seconds", "histogram",
+           "Time to answer POST /v1/sync, auth to response, in seconds.");
+    for (size_t i = 0; i < CO_METRICS_BUCKETS; i++) {
+        cum += load(&co_metrics.sync_duration_buckets[i]);
+        bprintf(&b, "tollgate_sync_duration_seconds_bucket{le=\"%s\"} %"
+                PRIu64 "\n", bucket_le[i], cum);
+    }
+    cum += load(&co_metrics.sync_duration_buckets[CO_METRICS_BUCKETS]);
+    bprintf(&b, "tollgate_sync_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64
+            "\n", cum);
+    {
+        uint64_t us = load(&co_metrics.sync_duration_sum_us);
+
+        bprintf(&b, "tollgate_sync_duration_seconds_sum %" PRIu64 ".%06"
+                PRIu64 "\n", us / 1000000u, us % 1000000u);
+    }
+    bprintf(&b, "tollgate_sync_duration_seconds_count %" PRIu64 "\n", cum);
+
+    family(&b, "tollgate_decisions_total", "counter",
+           "Edge decisions reported in applied (not degraded, not retried) "
+           "syncs, per quota: allowed, denied, challenged; a shadow "
+           "quota's decisions (all three summed) count as shadow only.");
+    for (size_t i = 0; i < QUOTA_SLOTS; i++) {
+        struct quota_slot *s = &quotas[i];
+
+        if (!atomic_load_explicit(&s->ready, memory_order_acquire))
+            continue;
+        label_value(s->name, lv, sizeof lv);
+        for (size_t k = 0; k < OUTCOMES; k++)
+            bprintf(&b, "tollgate_decisions_total{quota=\"%s\","
+                    "outcome=\"%s\"} %" PRIu64 "\n", lv, outcome_names[k],
+                    load(&s->decisions[k]));
+    }
+    family(&b, "tollgate_quota_overshoot_ratio", "gauge",
+           "Largest est/limit measured by this coordinator in sync replies "
+           "for any key of the quota during the quota's current window; "
+           "resets when the window turns.");
+    for (size_t i = 0; i < QUOTA_SLOTS; i++) {
+        struct quota_slot *s = &quotas[i];
+        uint64_t wms, m = 0;
+
+        if (!atomic_load_explicit(&s->ready, memory_order_acquire))
+            continue;
+        wms = load(&s->window_ms);
+        if (wms != 0 && load(&s->window_idx) == now_ms / wms)
+            m = load(&s->max_milli);
+        label_value(s->name, lv, sizeof lv);
+        bprintf(&b, "tollgate_quota_overshoot_ratio{quota=\"%s\"} %" PRIu64
+                ".%06" PRIu64 "\n", lv, m / 1000000u, m % 1000000u);
+    }
+
+    family(&b, "tollgate_challenges_issued_total", "counter",
+           "Challenge tokens signed into sync answers.");
+    bprintf(&b, "tollgate_challenges_issued_total %" PRIu64 "\n",
+            load(&co_metrics.challenges_issued));
+    family(&b, "tollgate_challenges_solved_total", "counter",
+           "POST /v1/challenge/verify calls that issued a clearance.");
+    bprintf(&b, "tollgate_challenges_solved_total %" PRIu64 "\n",
+            load(&co_server.challenges_verified_ok));
+    family(&b, "tollgate_challenge_failures_total", "counter",
+           "POST /v1/challenge/verify calls refused, by reason.");
+    for (size_t i = 0; i < sizeof fails / sizeof fails[0]; i++)
+        bprintf(&b, "tollgate_challenge_failures_total{reason=\"%s\"} %"
+                PRIu64 "\n", fails[i].name,
+                load((atomic_ullong *)((char *)&co_server + fails[i].off)));
+    family(&b, "tollgate_sync_auth_failures_total", "counter",
+           "Syncs refused with 401, by reason.");
+    for (size_t i = CO_AUTH_OK + 1; i < CO_AUTH_REASONS; i++)
+        bprintf(&b, "tollgate_sync_auth_failures_total{reason=\"%s\"} %"
+                PRIu64 "\n", co_auth_reason_names[i],
+                load(&co_server.auth_failures[i]));
+
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < CO_METRICS_EDGES; i++) {
+        const struct edge_slot *s = &edges[i];
+
+        if (s->hash == 0 || s->last_ms + CO_METRICS_EDGE_TTL_MS < now_ms)
+            continue;
+        active++;
+        if (s->lag_ms > lag_ms)
+            lag_ms = s->lag_ms;
+    }
+    pthread_mutex_unlock(&mu);
+    family(&b, "tollgate_edges_active", "gauge",
+           "Distinct edge ids that synced with this coordinator in the last "
+           "60 s (at most 4096 tracked).");
+    bprintf(&b, "tollgate_edges_active %" PRIu64 "\n", active);
+    family(&b, "tollgate_edge_sync_lag_seconds", "gauge",
+           "Largest server time minus sent_at_ms over active edges at their "
+           "last sync, floored at 0.");
+    bprintf(&b, "tollgate_edge_sync_lag_seconds %" PRIu64 ".%03" PRIu64 "\n",
+            lag_ms / 1000u, lag_ms % 1000u);
+
+    family(&b, "tollgate_redis_errors_total", "counter",
+           "Redis connection failures, I/O errors and timeouts.");
+    bprintf(&b, "tollgate_redis_errors_total %" PRIu64 "\n",
+            load(&co_metrics.redis_errors));
+    family(&b, "tollgate_redis_up", "gauge",
+           "1 when the last Redis exchange of any worker succeeded, else 0.");
+    bprintf(&b, "tollgate_redis_up %d\n",
+            atomic_load_explicit(&co_metrics.redis_up, memory_order_relaxed)
+                ? 1 : 0);
+    family(&b, "tollgate_policy_version", "gauge",
+           "Version of the policy this coordinator enforces.");
+    bprintf(&b, "tollgate_policy_version %" PRIu64 "\n", policy_version);
+
+    if (b.failed) {
+        free(b.p);
+        return CO_ENOMEM;
+    }
+    *out = b.p;
+    *len = b.len;
+    return CO_OK;
+}
+
+void co_metrics_handle(const struct co_request *req, struct co_response *resp)
+{
+    struct co_policy *pol = co_policy_current();
+    uint64_t version = pol != NULL ? pol->version : 0;
+    char *text;
+    size_t len;
+
+    (void)req;
+    co_policy_release(pol);
+    if (co_metrics_render(co_wall_ms(), version, &text, &len) != CO_OK) {
+        co_response_take(resp, 500, "text/plain", NULL, 0);
+        return;
+    }
+    co_response_take(resp, 200, "text/plain; version=0.0.4; charset=utf-8",
+                     (uint8_t *)text, len);
+}
