@@ -4,7 +4,9 @@
 // the Prometheus text exposition format 0.0.4 and a few values are read.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { encodeSync, postSync, startRedis, startTollgated, syncStates } from "./harness.mjs";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { ROOT, encodeSync, postSync, startRedis, startTollgated, syncStates } from "./harness.mjs";
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -223,6 +225,16 @@ test("GET /metrics is strict exposition format and counts what the syncs did", a
   assert.ok(v("tollgate_edge_sync_lag_seconds{}") >= 1.9);
   assert.equal(v("tollgate_redis_up{}"), 1);
   assert.equal(v("tollgate_policy_version{}"), 1);
+
+  // Every metric the shipped Grafana dashboard queries exists.
+  const dash = readFileSync(path.join(ROOT, "deploy/grafana/tollgate.json"), "utf8");
+  const used = new Set(dash.match(/tollgate_[a-z_]+/g));
+  assert.ok(used.size >= 10, `the dashboard queries ${used.size} metrics`);
+  for (const name of used) {
+    const family = name.replace(/_(bucket|sum|count)$/, "");
+    assert.ok(families.has(name) || (families.get(family)?.type === "histogram"),
+      `deploy/grafana/tollgate.json queries ${name}, which /metrics does not expose`);
+  }
 
   // No auth needed, and HEAD works like the other GET routes.
   const head = await fetch(`${co.url}/metrics`, { method: "HEAD" });
