@@ -696,7 +696,7 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
     struct co_policy *p = NULL;
     const struct co_quota *q;
     char c[CO_KEY_TAG_MAX + 8], e[CO_KEY_TAG_MAX + 8];
-    char clr[16 + CO_KEY_MAX + 1 + 33], hex[33], err[256];
+    char clr[CO_CLEARANCE_KEY_MAX], err[256];
     uint8_t kh[16];
     const char *hm[] = {"HMGET", c, "w", "a", "t", "pa", "pt", "L"};
     const char *zc[] = {"ZCARD", e}, *gc[] = {"GET", clr};
@@ -715,8 +715,7 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
     key_name(quota, key, "c", c, sizeof c);
     key_name(quota, key, "e", e, sizeof e);
     co_challenge_key_hash(quota, key, strlen(key), kh);
-    co_hex_encode(kh, sizeof kh, hex, sizeof hex);
-    snprintf(clr, sizeof clr, "tg:{clr|%s|%s}", quota, hex);
+    co_clearance_key(quota, kh, clr, sizeof clr);
     if ((rh = co_redis_command(0, 8, hm, NULL, err, sizeof err)) == NULL ||
         (rz = co_redis_command(0, 2, zc, NULL, err, sizeof err)) == NULL ||
         (rg = co_redis_command(0, 2, gc, NULL, err, sizeof err)) == NULL) {

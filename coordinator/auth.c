@@ -105,10 +105,7 @@ static bool parse_signature(const char *s, uint8_t mac[32])
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
             return false;
     }
-    for (size_t i = 0; i < 32; i++)
-        mac[i] = (uint8_t)(co_hex_digit(s[p + 2 * i]) << 4 |
-                           co_hex_digit(s[p + 2 * i + 1]));
-    return true;
+    return co_hex_decode(s + p, 64, mac, 32) == 32;
 }
 
 /* Decimal digits only, 1..TIMESTAMP_MAX of them. */

@@ -110,3 +110,17 @@ long co_hex_encode(const uint8_t *in, size_t len, char *out, size_t outlen)
     out[2 * len] = '\0';
     return (long)(2 * len);
 }
+
+long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen)
+{
+    if (len % 2 != 0 || len / 2 > outlen)
+        return -1;
+    for (size_t i = 0; i < len / 2; i++) {
+        int hi = co_hex_digit(in[2 * i]), lo = co_hex_digit(in[2 * i + 1]);
+
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return (long)(len / 2);
+}

@@ -53,3 +53,30 @@ done:
     fclose(f);
     return rc;
 }
+
+/* Splits line[0..n) at blanks (space, tab, CR) into at most max fields:
+ * their count, or max + 1 when the line holds more. The key file and the
+ * admin tokens file are lines of such fields. */
+size_t co_split_fields(const char *line, size_t n, const char **f, size_t *fl,
+                     size_t max)
+{
+    size_t nf = 0, i = 0;
+
+    while (i < n) {
+        size_t j;
+
+        while (i < n && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+            i++;
+        if (i >= n)
+            break;
+        j = i;
+        while (j < n && line[j] != ' ' && line[j] != '\t' && line[j] != '\r')
+            j++;
+        if (nf == max)
+            return max + 1;
+        f[nf] = line + i;
+        fl[nf++] = j - i;
+        i = j;
+    }
+    return nf;
+}

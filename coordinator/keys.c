@@ -24,42 +24,15 @@ static bool id_ok(const char *s, size_t n)
 
 static int hex_secret(const char *s, size_t n, struct co_key *k)
 {
-    if (n % 2 != 0 || n < 2 * CO_SECRET_MIN || n > 2 * CO_SECRET_MAX)
+    long got;
+
+    if (n < 2 * CO_SECRET_MIN)
         return CO_EINVAL;
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = co_hex_digit(s[2 * i]), lo = co_hex_digit(s[2 * i + 1]);
-
-        if (hi < 0 || lo < 0)
-            return CO_EINVAL;
-        k->secret[i] = (uint8_t)(hi << 4 | lo);
-    }
-    k->len = n / 2;
+    got = co_hex_decode(s, n, k->secret, sizeof k->secret);
+    if (got < 0)
+        return CO_EINVAL;
+    k->len = (size_t)got;
     return CO_OK;
-}
-
-/* Splits line[0..n) at spaces/tabs into at most max fields. */
-static size_t fields(const char *line, size_t n, const char **f, size_t *fl,
-                     size_t max)
-{
-    size_t nf = 0, i = 0;
-
-    while (i < n) {
-        size_t j;
-
-        while (i < n && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
-            i++;
-        if (i >= n)
-            break;
-        j = i;
-        while (j < n && line[j] != ' ' && line[j] != '\t' && line[j] != '\r')
-            j++;
-        if (nf == max)
-            return max + 1;
-        f[nf] = line + i;
-        fl[nf++] = j - i;
-        i = j;
-    }
-    return nf;
 }
 
 static bool field_is(const char *f, size_t n, const char *lit)
@@ -90,7 +63,7 @@ int co_keys_parse(const char *text, size_t len, struct co_keyring *out,
 
         pos += n + (nl != NULL);
         lineno++;
-        nf = fields(line, n, f, fl, 3);
+        nf = co_split_fields(line, n, f, fl, 3);
         if (nf == 0 || f[0][0] == '#')
             continue;
         if (nf != 3) {

@@ -468,9 +468,9 @@ static void record_metrics(const struct sync_item *items, size_t n,
  * signed by a known edge or replayed, 400 for a malformed or invalid one,
  * 409 for a seq older than one applied, 500 only when memory runs out. */
 static void sync_handle(const struct co_request *req,
-                        struct co_response *resp, bool *was_degraded)
+                        struct co_response *resp, uint64_t t0,
+                        bool *was_degraded)
 {
-    uint64_t t0 = co_mono_us();
     Tollgate__V1__SyncRequest *in = NULL;
     Tollgate__V1__SyncResponse out = TOLLGATE__V1__SYNC_RESPONSE__INIT;
     Tollgate__V1__KeyState *states = NULL, **state_ptrs = NULL;
@@ -718,7 +718,7 @@ void co_sync_handle(const struct co_request *req, struct co_response *resp)
     bool degraded = false;
     enum co_sync_result result;
 
-    sync_handle(req, resp, &degraded);
+    sync_handle(req, resp, t0, &degraded);
     switch (resp->status) {
     case 200:
         result = degraded ? CO_SYNC_RESULT_DEGRADED : CO_SYNC_RESULT_OK;

@@ -45,24 +45,13 @@ int co_tokens_parse(const char *text, size_t len, struct co_tokens *out,
     while (pos < len) {
         const char *line = text + pos, *nl = memchr(line, '\n', len - pos);
         size_t n = nl ? (size_t)(nl - line) : len - pos;
-        const char *w[4];
-        size_t wl[4], nw = 0, i = 0;
+        const char *w[3];
+        size_t wl[3], nw;
         struct co_admin_token *t;
 
         pos += n + (nl != NULL);
         lineno++;
-        /* words separated by blanks; a fourth word is an error */
-        while (i < n && nw < 4) {
-            while (i < n && strchr(" \t\r", line[i]) != NULL)
-                i++;
-            if (i == n)
-                break;
-            w[nw] = line + i;
-            while (i < n && strchr(" \t\r", line[i]) == NULL)
-                i++;
-            wl[nw] = (size_t)(line + i - w[nw]);
-            nw++;
-        }
+        nw = co_split_fields(line, n, w, wl, 3);
         if (nw == 0 || w[0][0] == '#')
             continue;
         if (nw != 3) {
@@ -98,16 +87,8 @@ int co_tokens_parse(const char *text, size_t len, struct co_tokens *out,
                      lineno);
             goto fail;
         }
-        for (size_t k = 0; k < 32 && wl[2] == 64; k++) {
-            int hi = co_hex_digit(w[2][2 * k]), lo = co_hex_digit(w[2][2 * k + 1]);
-
-            if (hi < 0 || lo < 0) {
-                wl[2] = 0;
-                break;
-            }
-            t->hash[k] = (uint8_t)(hi << 4 | lo);
-        }
-        if (wl[2] != 64) {
+        if (wl[2] != 64 ||
+            co_hex_decode(w[2], 64, t->hash, sizeof t->hash) != 32) {
             snprintf(err, errlen, "line %zu: the hash must be 64 hex digits "
                      "(sha256sum of the token)", lineno);
             goto fail;

@@ -138,6 +138,8 @@ typedef const char *(*co_getenv_fn)(const char *name);
 int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
                     struct co_config *cfg, char *err, size_t errlen);
 void co_config_usage(FILE *out);
+size_t co_split_fields(const char *line, size_t n, const char **f,
+                       size_t *fl, size_t max);
 int co_file_read(const char *path, size_t max, char **buf, size_t *len,
                  bool *exposed, char *err, size_t errlen);
 
@@ -621,6 +623,12 @@ int co_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
                    size_t len, uint8_t out[32]);
 void co_challenge_key_hash(const char *quota, const char *key, size_t klen,
                            uint8_t out[16]);
+/* The Redis key marking (quota, key hash) cleared, tg:{clr|<quota>|<kh
+ * hex>}, into out (CO_CLEARANCE_KEY_MAX bytes suffice); returns its
+ * length. Written by the verify endpoint, read by key inspect. */
+#define CO_CLEARANCE_KEY_MAX (16 + CO_QUOTA_NAME_MAX + 33)
+int co_clearance_key(const char *quota, const uint8_t kh[16], char *out,
+                     size_t outlen);
 int co_challenge_issue(const struct co_key *k, const char *quota,
                        const char *key, size_t klen, uint64_t now_s,
                        uint32_t ttl_s, char *out, size_t outlen);
@@ -694,6 +702,9 @@ long co_b64url_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
 long co_b64url_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
 int co_hex_digit(char c);  /* 0..15, or -1 */
 long co_hex_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
+/* Hex digits (either case, an even number of them) to bytes: the count,
+ * or -1 when in is not hex or out is too small. */
+long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
 
 /* ------------------------------------------------------------ clock
  * The only place that reads clocks, so tests can pin time with --wrap. */

@@ -145,11 +145,9 @@ static int mark_cleared(const struct co_challenge_claims *c,
                         uint64_t expires_s, uint32_t ttl_s, char *err,
                         size_t errlen)
 {
-    char key[16 + CO_QUOTA_NAME_MAX + 33], hex[33], val[24];
-    int n, vn, rc;
+    char key[CO_CLEARANCE_KEY_MAX], val[24];
+    int n = co_clearance_key(c->quota, c->key_hash, key, sizeof key), vn, rc;
 
-    co_hex_encode(c->key_hash, sizeof c->key_hash, hex, sizeof hex);
-    n = snprintf(key, sizeof key, "tg:{clr|%s|%s}", c->quota, hex);
     vn = snprintf(val, sizeof val, "%llu", (unsigned long long)expires_s);
     rc = co_redis_set_px(key, (size_t)n, val, (size_t)vn,
                          (uint64_t)ttl_s * 1000, false, err, errlen);
