@@ -47,7 +47,11 @@ EDGE_OBJ  := $(EDGE_SRC:edge-module/src/%.c=$(BUILD)/edge/%.o)
 WASM_OBJ  := $(EDGE_SRC:edge-module/src/%.c=$(BUILD)/wasm/%.o) $(BUILD)/wasm/wasm.o
 CO_SRC    := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
 CO_OBJ    := $(CO_SRC:coordinator/%.c=$(BUILD)/co/%.o)
-GEN_OBJ   := $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/gen/sync_lua.o
+LUA_SRC   := $(wildcard coordinator/*.lua)
+DASH_SRC  := $(wildcard coordinator/dashboard/*)
+GEN_OBJ   := $(BUILD)/gen/tollgate.pb-c.o \
+	$(LUA_SRC:coordinator/%.lua=$(BUILD)/gen/%_lua.o) \
+	$(DASH_SRC:coordinator/dashboard/%=$(BUILD)/gen/dashboard_%.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -94,15 +98,25 @@ $(BUILD)/gen/tollgate.pb-c.c $(BUILD)/gen/tollgate.pb-c.h: proto/tollgate.proto
 	@mkdir -p $(@D)
 	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/gen tollgate.proto
 
-# The Lua script is compiled into the binary so a deploy is one file.
-$(BUILD)/gen/sync_lua.c: coordinator/sync.lua
+# Lua scripts and the dashboard's files are compiled into the binary so a
+# deploy is one file. EMBED writes a C file defining `const char SYM[]`
+# (the file's bytes plus a NUL) and `const size_t SYM_len` (without it).
+define EMBED
 	@mkdir -p $(@D)
 	$(Q){ echo '/* generated from $< */'; \
 	  echo '#include <stddef.h>'; \
-	  echo 'const char co_sync_lua[] = {'; \
+	  echo 'const char $(1)[] = {'; \
 	  od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
 	  echo '0x00 };'; \
-	  echo 'const size_t co_sync_lua_len = sizeof co_sync_lua - 1;'; } > $@
+	  echo 'const size_t $(1)_len = sizeof $(1) - 1;'; } > $@
+endef
+
+$(BUILD)/gen/%_lua.c: coordinator/%.lua
+	$(call EMBED,co_$*_lua)
+
+# coordinator/dashboard/NAME.EXT -> co_dashboard_NAME_EXT (dashboard.c)
+$(BUILD)/gen/dashboard_%.c: coordinator/dashboard/%
+	$(call EMBED,co_dashboard_$(subst .,_,$*))
 
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(Q)$(CC) $(filter-out $(WARN),$(CFLAGS)) $(CO_CFLAGS) -c $< -o $@

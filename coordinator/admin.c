@@ -55,10 +55,10 @@
 static const char BEARER_CHALLENGE[] = "Bearer realm=\"tollgate\"";
 
 /* The caller's token if it may do this (write: admin role), else NULL
- * with resp holding the 401 / 403. */
-static const struct co_admin_token *authorize(const struct co_request *req,
-                                              struct co_response *resp,
-                                              bool write)
+ * with resp holding the 401 / 403. Also GET /v1/stats's (stats.c). */
+const struct co_admin_token *co_admin_authorize(const struct co_request *req,
+                                                struct co_response *resp,
+                                                bool write)
 {
     const struct co_admin_token *t =
         co_tokens_check(&co_admin_tokens,
@@ -222,7 +222,7 @@ void co_admin_policy_get(const struct co_request *req,
     size_t len = 0;
     int rc;
 
-    if (authorize(req, resp, false) == NULL)
+    if (co_admin_authorize(req, resp, false) == NULL)
         return;
     rc = co_store_get(0, &doc, &len, &version, err, sizeof err);
     if (rc != CO_OK) {
@@ -267,7 +267,7 @@ static int commit(const struct co_admin_token *t, const struct co_policy *p,
 void co_admin_policy_put(const struct co_request *req,
                          struct co_response *resp)
 {
-    const struct co_admin_token *t = authorize(req, resp, true);
+    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
     struct co_policy *p = NULL;
     char err[512];
     int64_t expect;
@@ -300,7 +300,7 @@ void co_admin_versions(const struct co_request *req,
     char err[256];
     int rc;
 
-    if (authorize(req, resp, false) == NULL)
+    if (co_admin_authorize(req, resp, false) == NULL)
         return;
     rc = co_store_versions(&out, err, sizeof err);
     if (rc != CO_OK)
@@ -332,7 +332,7 @@ void co_admin_version_get(const struct co_request *req,
     size_t len = 0;
     int rc;
 
-    if (authorize(req, resp, false) == NULL)
+    if (co_admin_authorize(req, resp, false) == NULL)
         return;
     want = parse_version(req->params->v[0]);
     if (want == 0) {
@@ -356,7 +356,7 @@ void co_admin_version_get(const struct co_request *req,
 void co_admin_rollback(const struct co_request *req,
                        struct co_response *resp)
 {
-    const struct co_admin_token *t = authorize(req, resp, true);
+    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
     json_t *body = NULL, *to;
     const char *name;
     json_t *v;
@@ -417,8 +417,8 @@ void co_admin_quota_get(const struct co_request *req,
     struct co_policy *p;
     const struct co_quota *q;
 
-    if (authorize(req, resp, false) == NULL || (p = load_current(resp)) ==
-        NULL)
+    if (co_admin_authorize(req, resp, false) == NULL ||
+        (p = load_current(resp)) == NULL)
         return;
     q = co_policy_find(p, req->params->v[0]);
     if (q == NULL)
@@ -543,7 +543,7 @@ static void edit_policy(const struct co_request *req,
                         struct co_response *resp, edit_fn fn,
                         const char *action, bool full)
 {
-    const struct co_admin_token *t = authorize(req, resp, true);
+    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
     struct edit e0 = {.name = req->params->v[0]}, *e = &e0;
     int64_t expect;
     char detail[512], target[2 * CO_KEY_MAX + 8];
@@ -704,7 +704,7 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
     uint64_t now = co_wall_ms(), window_ms, idx, w, count, attempts, limit;
     bool have_w;
 
-    if (authorize(req, resp, false) == NULL)
+    if (co_admin_authorize(req, resp, false) == NULL)
         return;
     p = co_policy_current();
     q = p != NULL ? co_policy_find(p, quota) : NULL;
@@ -761,7 +761,7 @@ done:
 void co_admin_key_reset(const struct co_request *req,
                         struct co_response *resp)
 {
-    const struct co_admin_token *t = authorize(req, resp, true);
+    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
     const char *quota = req->params->v[0], *key = req->params->v[1];
     struct co_policy *p = NULL;
     char c[CO_KEY_TAG_MAX + 8], e[CO_KEY_TAG_MAX + 8], err[256], *dt = NULL;
@@ -851,7 +851,7 @@ void co_admin_audit(const struct co_request *req, struct co_response *resp)
     char err[256];
     int rc;
 
-    if (authorize(req, resp, false) == NULL ||
+    if (co_admin_authorize(req, resp, false) == NULL ||
         !query_uint(req, resp, "limit", 1, AUDIT_LIMIT_MAX, AUDIT_DEFAULT,
                     &limit) ||
         !query_uint(req, resp, "before", 1, INT64_MAX, 0, &before))

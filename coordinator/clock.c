@@ -32,3 +32,14 @@ uint64_t co_mono_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
+
+/* The absolute time ms from now on the monotonic clock (a condition
+ * variable set to it) or the wall clock (pthread_mutex_timedlock). */
+void co_timespec_after(bool monotonic, unsigned ms, struct timespec *out)
+{
+    clock_gettime(monotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME, out);
+    out->tv_sec += ms / 1000u;
+    out->tv_nsec += (long)(ms % 1000u) * 1000000L;
+    out->tv_sec += out->tv_nsec / 1000000000L;
+    out->tv_nsec %= 1000000000L;
+}

@@ -62,6 +62,7 @@ static const struct co_route routes[] = {
     {"GET", "/v1/keys/{quota}/{key}", NULL, co_admin_key_get},
     {"DELETE", "/v1/keys/{quota}/{key}", NULL, co_admin_key_reset},
     {"GET", "/v1/audit", NULL, co_admin_audit},
+    {"GET", "/v1/stats", NULL, co_stats_handle},
 };
 
 /* Per-request state, allocated on the first access-handler call and freed
@@ -422,6 +423,9 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
         MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp->etag);
     if (resp->extra.name != NULL && resp->extra.value != NULL)
         MHD_add_response_header(r, resp->extra.name, resp->extra.value);
+    for (const char *const *h = resp->headers; h != NULL && h[0] != NULL;
+         h += 2)
+        MHD_add_response_header(r, h[0], h[1]);
     if (atomic_load(&co_server.draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ok = MHD_queue_response(conn, resp->status, r);

@@ -196,6 +196,12 @@ int main(int argc, char **argv)
     }
     co_policy_release(policy);
     policy = NULL;
+    if (co_stats_start(cfg.redis_timeout_ms, err, sizeof err) != CO_OK) {
+        CO_ERROR("msg=stats_start_failed detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        rc = 1;
+        goto cleanup;
+    }
 
     if (co_http_start(cfg.listen, cfg.threads, &daemon, addr, sizeof addr,
                       err, sizeof err) != CO_OK) {
@@ -222,6 +228,7 @@ int main(int argc, char **argv)
     CO_INFO("msg=stopped");
     rc = 0;
 cleanup:
+    co_stats_stop();
     co_store_stop();
     co_redis_shutdown();
     co_policy_release(policy);

@@ -77,7 +77,7 @@ static struct quota_slot quotas[QUOTA_SLOTS];
 static size_t n_quotas;                /* under mu */
 static struct edge_slot edges[CO_METRICS_EDGES];
 
-static uint64_t fnv1a(const char *s)
+uint64_t co_name_hash(const char *s)
 {
     uint64_t h = 14695981039346656037ULL;
 
@@ -97,7 +97,7 @@ static struct quota_slot *quota_slot(const char *name)
 
     if (len == 0 || len > CO_QUOTA_NAME_MAX)
         return NULL;
-    start = (size_t)fnv1a(name) & (QUOTA_SLOTS - 1);
+    start = (size_t)co_name_hash(name) & (QUOTA_SLOTS - 1);
     for (i = 0; i < QUOTA_SLOTS; i++) {
         struct quota_slot *s = &quotas[(start + i) & (QUOTA_SLOTS - 1)];
 
@@ -151,7 +151,7 @@ void co_metrics_sync_done(enum co_sync_result result, uint64_t dur_us)
 void co_metrics_edge_seen(const char *edge_id, uint64_t sent_at_ms,
                           uint64_t now_ms)
 {
-    uint64_t h = fnv1a(edge_id);
+    uint64_t h = co_name_hash(edge_id);
     uint64_t lag = sent_at_ms != 0 && now_ms > sent_at_ms ? now_ms - sent_at_ms
                                                           : 0;
     struct edge_slot *reuse = NULL;

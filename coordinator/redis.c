@@ -846,6 +846,19 @@ int co_percent_decode(const char *s, size_t len, char *out, size_t outlen)
     return percent_decode(s, len, out, outlen);
 }
 
+/* The public face of tag_encode() (contract in tollgated.h): stats.c
+ * names Redis keys after quotas with it. */
+int co_percent_encode(const char *s, size_t len, char *out, size_t outlen)
+{
+    size_t n;
+
+    if (outlen < 3 * len + 1)
+        return CO_ETOOBIG;
+    n = tag_encode(s, len, out);
+    out[n] = '\0';
+    return (int)n;
+}
+
 static uint64_t deadline_in(unsigned timeout_ms)
 {
     return co_mono_ms() + (timeout_ms ? timeout_ms : target.timeout_ms);

@@ -32,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <hiredis.h>
 #include <jansson.h>
@@ -106,13 +105,11 @@ static const char AUDIT_PAGE_LUA[] =
 
 static struct {
     pthread_mutex_t lock;        /* installs, and the fields below */
-    pthread_cond_t wake;         /* stop */
     uint64_t installed;          /* version installed from the store */
     bool from_store;             /* false: the --policy file, degraded */
     char *seed;                  /* canonical text still to seed, or NULL */
     unsigned timeout_ms;
-    bool running, stop;
-    pthread_t thread;
+    struct co_ticker poll;       /* poll_once() every STORE_POLL_MS */
 } st = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .timeout_ms = 1000,
@@ -519,29 +516,6 @@ out:
                 co_log_value(ev, sizeof ev, err, strlen(err)));
 }
 
-static void *poll_thread(void *arg)
-{
-    struct timespec until;
-
-    (void)arg;
-    pthread_mutex_lock(&st.lock);
-    while (!st.stop) {
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (long)STORE_POLL_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&st.wake, &st.lock, &until);
-        if (st.stop)
-            break;
-        pthread_mutex_unlock(&st.lock);
-        poll_once();
-        pthread_mutex_lock(&st.lock);
-    }
-    pthread_mutex_unlock(&st.lock);
-    co_redis_shutdown();
-    return NULL;
-}
-
 /* Start the store: seed version 1 from file (the --policy document) when
  * Redis holds no version, install the current version, and start the
  * poll thread. When Redis cannot be reached, file's policy is installed
@@ -552,14 +526,12 @@ static void *poll_thread(void *arg)
 int co_store_start(const struct co_policy *file, unsigned timeout_ms,
                    char *err, size_t errlen)
 {
-    pthread_condattr_t ca;
     char why[256], v[300];
     int rc;
 
     st.timeout_ms = timeout_ms;
     st.installed = 0;
     st.from_store = false;
-    st.stop = false;
     st.seed = co_policy_dump(file, 0);
     if (st.seed == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -577,31 +549,16 @@ int co_store_start(const struct co_policy *file, unsigned timeout_ms,
             return CO_EINVAL;
         co_policy_install(p);
     }
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&st.wake, &ca);
-    pthread_condattr_destroy(&ca);
-    if (pthread_create(&st.thread, NULL, poll_thread, NULL) != 0) {
-        snprintf(err, errlen, "cannot start the policy poll thread");
-        return CO_EIO;
-    }
-    st.running = true;
-    return CO_OK;
+    st.poll.tick = poll_once;
+    st.poll.period_ms = STORE_POLL_MS;
+    return co_ticker_start(&st.poll, err, errlen);
 }
 
 /* Stop the poll thread (it finishes a Redis wait in progress, bounded by
  * the store's timeout) and forget the store's state. */
 void co_store_stop(void)
 {
-    if (st.running) {
-        pthread_mutex_lock(&st.lock);
-        st.stop = true;
-        pthread_cond_signal(&st.wake);
-        pthread_mutex_unlock(&st.lock);
-        pthread_join(st.thread, NULL);
-        pthread_cond_destroy(&st.wake);
-        st.running = false;
-    }
+    co_ticker_stop(&st.poll);
     free(st.seed);
     st.seed = NULL;
 }

@@ -383,9 +383,11 @@ static bool reply_ok(const long long *r)
 }
 
 /* Fill state i from the script's 4 integers (NULL: unknown quota, or
- * degraded: ALLOW, lease 0). */
+ * degraded: ALLOW, lease 0). A challenge token counts for /metrics and
+ * /v1/stats (which edge got it). */
 static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
-                       const long long *r, uint64_t now_s, bool *token_failed)
+                       const long long *r, uint64_t now_ms,
+                       const char *edge_id, bool *token_failed)
 {
     Tollgate__V1__KeyState init = TOLLGATE__V1__KEY_STATE__INIT;
 
@@ -405,7 +407,7 @@ static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
 
         if (tok == NULL ||
             co_challenge_token(it->kc->quota, it->kc->key,
-                               strlen(it->kc->key), now_s,
+                               strlen(it->kc->key), now_ms / 1000u,
                                CO_CHALLENGE_TTL_S, tok, CO_TOKEN_MAX) < 0) {
             free(tok);
             *token_failed = true;
@@ -414,6 +416,8 @@ static void fill_state(Tollgate__V1__KeyState *st, const struct sync_item *it,
         st->challenge_token = tok;
         atomic_fetch_add_explicit(&co_metrics.challenges_issued, 1,
                                   memory_order_relaxed);
+        co_stats_challenge_issued(it->kc->quota, it->kc->key,
+                                  strlen(it->kc->key), edge_id, now_ms);
     }
 }
 
@@ -435,11 +439,14 @@ static int make_nonce(char out[33])
     return CO_OK;
 }
 
-/* For /metrics, after the answer is ready (metrics.c): the decisions of
- * the KeyCounts of calls that were not retries, and est/limit of every key
+/* For /metrics and /v1/stats, after the answer is ready (metrics.c,
+ * stats.c): the decisions of the KeyCounts of calls that were not retries
+ * (summed into dec per outcome for /v1/stats), and est/limit of every key
  * the script answered. */
-static void record_metrics(const struct sync_item *items, size_t n,
-                           const long long *reply, uint64_t now_ms)
+static void record_metrics(const struct co_policy *pol,
+                           const struct sync_item *items, size_t n,
+                           const long long *reply, uint64_t now_ms,
+                           uint64_t dec[CO_STATS_OUTCOMES])
 {
     for (size_t i = 0; i < n; i++) {
         const struct sync_item *it = &items[i];
@@ -453,14 +460,45 @@ static void record_metrics(const struct sync_item *items, size_t n,
         if (q == NULL)
             continue;
         /* h[2]: items of the call answered as retries (sync.lua). */
-        if (h[2] == 0)
+        if (h[2] == 0) {
             co_metrics_decisions(q->name, q->shadow, it->kc->admitted,
                                  it->kc->denied, it->kc->challenged);
-        if (it->same == it)
+            if (q->shadow) {
+                dec[CO_STATS_SHADOW] += it->kc->admitted + it->kc->denied +
+                                        it->kc->challenged;
+            } else {
+                dec[CO_STATS_ALLOWED] += it->kc->admitted;
+                dec[CO_STATS_DENIED] += it->kc->denied;
+                dec[CO_STATS_CHALLENGED] += it->kc->challenged;
+            }
+        }
+        if (it->same == it) {
             co_metrics_overshoot(q->name, (uint64_t)q->window_s * 1000u,
                                  now_ms, (uint64_t)r[3],
                                  co_quota_limit(q, it->kc->key));
+            co_stats_top_key(pol, q, it->kc->key, (uint64_t)r[3], now_ms);
+        }
     }
+}
+
+/* /v1/stats: the edge's sync and, when applied, its decisions. */
+static void record_stats(const Tollgate__V1__SyncRequest *in,
+                         const struct co_policy *pol,
+                         const struct sync_item *items, size_t n,
+                         const long long *reply, uint64_t now_ms,
+                         bool degraded)
+{
+    struct co_stats_sync s = {
+        .edge_id = in->edge_id,
+        .module_version = in->module_version,
+        .sent_at_ms = in->sent_at_ms,
+        .policy_version = in->policy_version,
+        .degraded = degraded,
+    };
+
+    if (!degraded)
+        record_metrics(pol, items, n, reply, now_ms, s.decisions);
+    co_stats_sync_seen(&s, now_ms);
 }
 
 /* The handler. Contract in the file comment; the status is 200 for every
@@ -488,7 +526,7 @@ static void sync_handle(const struct co_request *req,
     char detail[300], err[256] = "", v1[96], v2[300];
     char replay_key[CO_REPLAY_KEY_MAX];
     bool degraded = false, token_failed = false;
-    uint64_t now_ms, now_s;
+    uint64_t now_ms, now_answer_ms;
     int rc;
 
     why = co_auth_check(req, &auth);
@@ -633,7 +671,7 @@ static void sync_handle(const struct co_request *req,
     *was_degraded = degraded;
     redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
 
-    now_s = co_wall_ms() / 1000u;
+    now_answer_ms = co_wall_ms();
     for (size_t i = 0; i < n; i++) {
         const long long *r = NULL;
         size_t k = items[i].same->slot;
@@ -641,7 +679,8 @@ static void sync_handle(const struct co_request *req,
         if (items[i].quota != NULL && !degraded)
             r = reply + SYNC_REPLY_HEAD * (k / SYNC_CALL_ITEMS + 1) +
                 SYNC_REPLY_ITEM * k;
-        fill_state(&states[i], &items[i], r, now_s, &token_failed);
+        fill_state(&states[i], &items[i], r, now_answer_ms, in->edge_id,
+                   &token_failed);
         state_ptrs[i] = &states[i];
     }
     if (token_failed)
@@ -672,8 +711,7 @@ static void sync_handle(const struct co_request *req,
     }
     co_response_take(resp, 200, "application/x-protobuf", packed, plen);
     packed = NULL;
-    if (!degraded)
-        record_metrics(items, n, reply, now_ms);
+    record_stats(in, pol, items, n, reply, now_ms, degraded);
 
     if (degraded)
         CO_WARN("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s "

@@ -39,6 +39,7 @@
 #ifndef TOLLGATED_H
 #define TOLLGATED_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -253,10 +254,99 @@ void co_metrics_overshoot(const char *quota, uint64_t window_ms,
 int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                       size_t *len);
 void co_metrics_reset(void);   /* tests: zero everything */
+/* FNV-1a of a NUL-terminated name, never 0 (0 marks a free slot). */
+uint64_t co_name_hash(const char *s);
 struct co_request;
 struct co_response;
 void co_metrics_handle(const struct co_request *req,
                        struct co_response *resp);
+
+/* ------------------------------------------------------------ tickers
+ * (ticker.c) A thread calling tick() every period_ms until stopped (and
+ * once more after stop when final); store.c and stats.c each run one.
+ * The caller fills tick, period_ms and final; the rest is the ticker's. */
+struct co_ticker {
+    void (*tick)(void);
+    unsigned period_ms;
+    bool final;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    bool running, stop;
+};
+
+/* Returns 0 or CO_EIO with err (no thread). */
+int co_ticker_start(struct co_ticker *t, char *err, size_t errlen);
+/* Wakes the thread, waits for it (the tick in progress, and the final
+ * one); safe when not running. */
+void co_ticker_stop(struct co_ticker *t);
+
+/* ------------------------------------------------------------ stats
+ * (stats.c: the document; stats.lua: the Redis keys and script)
+ * GET /v1/stats, the dashboard's one call: decisions per second over the
+ * last 15 minutes, the edges seen in the last 10, the top keys of each
+ * quota's current window and the recent challenges, merged across
+ * coordinators through Redis. Each coordinator records locally (one mutex
+ * acquisition per sync; top keys below a quota's K-th count take none) and
+ * a thread flushes what Redis lacks once a second in one script call; a
+ * read adds what is not flushed yet, and answers from local state alone
+ * when Redis fails ("merged": false). Bearer token of any role. */
+enum co_stats_outcome {
+    CO_STATS_ALLOWED = 0,
+    CO_STATS_DENIED,
+    CO_STATS_CHALLENGED,
+    CO_STATS_SHADOW,              /* a shadow quota's, all three summed */
+    CO_STATS_OUTCOMES
+};
+
+#define CO_STATS_TOP_K 10         /* keys per quota */
+
+struct co_admin_token;
+struct co_quota;
+struct json_t;
+
+/* One authenticated, well-formed sync answered 200 (degraded or not). */
+struct co_stats_sync {
+    const char *edge_id;
+    const char *module_version;   /* the SyncRequest's, as sent */
+    uint64_t sent_at_ms;          /* 0: unknown (lag 0) */
+    uint64_t policy_version;      /* what the edge says it enforces */
+    bool degraded;                /* the answer was */
+    /* applied (not degraded, not retried) decisions, attributed as
+     * co_metrics_decisions() does */
+    uint64_t decisions[CO_STATS_OUTCOMES];
+};
+
+void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms);
+/* est: the sliding-window estimate sync.lua answered for key of q, the
+ * quota at its index in pol (the policy the sync ran with). */
+void co_stats_top_key(const struct co_policy *pol, const struct co_quota *q,
+                      const char *key, uint64_t est, uint64_t now_ms);
+/* A challenge token for (quota, key) went to edge_id in a sync answer. */
+void co_stats_challenge_issued(const char *quota, const char *key,
+                               size_t klen, const char *edge_id,
+                               uint64_t now_ms);
+/* POST /v1/challenge/verify succeeded for (quota, key hash). */
+void co_stats_challenge_solved(const char *quota, const uint8_t kh[16],
+                               uint64_t now_ms);
+/* The flush thread (every second; a last flush at stop); timeout_ms
+ * (--redis-timeout-ms) bounds each Redis exchange of the module, a
+ * GET /v1/stats included. Returns 0 or CO_EIO with err. */
+int co_stats_start(unsigned timeout_ms, char *err, size_t errlen);
+void co_stats_stop(void);
+/* One flush now, on the calling thread's Redis connection. Returns 0,
+ * CO_EREDIS / CO_EREPLY (nothing marked flushed) or CO_ENOMEM, with err. */
+int co_stats_flush(char *err, size_t errlen);
+/* The /v1/stats document at now_ms for viewer: *out is a new reference
+ * (json_decref). Returns 0 or CO_ENOMEM; Redis failing is not an error. */
+int co_stats_render(const struct co_admin_token *viewer, uint64_t now_ms,
+                    struct json_t **out);
+void co_stats_reset(void);   /* tests: forget everything local */
+void co_stats_handle(const struct co_request *req, struct co_response *resp);
+
+/* Generated from coordinator/stats.lua by the Makefile. */
+extern const char co_stats_lua[];
+extern const size_t co_stats_lua_len;
 
 /* ------------------------------------------------------------ http layer
  * A handler sees a fully read request and fills a response; it never
@@ -294,6 +384,7 @@ struct co_response {
         const char *name;       /* static strings; NULL: none */
         const char *value;
     } extra;
+    const char *const *headers; /* more: static name, value, ..., NULL */
 };
 
 typedef void (*co_handler_fn)(const struct co_request *req,
@@ -378,6 +469,11 @@ void co_tokens_free(struct co_tokens *t);
 const struct co_admin_token *co_tokens_check(const struct co_tokens *t,
                                              const char *authorization);
 
+/* The caller's bearer token if it may read (write: and write), else NULL
+ * with resp holding the 401 (and WWW-Authenticate) or 403. */
+const struct co_admin_token *co_admin_authorize(const struct co_request *req,
+                                                struct co_response *resp,
+                                                bool write);
 void co_admin_policy_get(const struct co_request *req,
                          struct co_response *resp);
 void co_admin_policy_put(const struct co_request *req,
@@ -693,6 +789,10 @@ struct redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
 /* %XX-decode s[0..len) into out (NUL-terminated); CO_EINVAL for a bad
  * escape, a decoded NUL or more than outlen - 1 bytes. */
 int co_percent_decode(const char *s, size_t len, char *out, size_t outlen);
+/* s[0..len) %XX-encoded outside [A-Za-z0-9._:-], as in co_key_tag(), into
+ * out (NUL-terminated); returns the length, or CO_ETOOBIG when out has
+ * fewer than 3 * len + 1 bytes. */
+int co_percent_encode(const char *s, size_t len, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ encodings
  * (encode.c) base64url without padding, as in JWS; decode is strict (one
@@ -711,5 +811,7 @@ long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
 uint64_t co_wall_ms(void);
 uint64_t co_mono_ms(void);
 uint64_t co_mono_us(void);
+struct timespec;
+void co_timespec_after(bool monotonic, unsigned ms, struct timespec *out);
 
 #endif

@@ -268,6 +268,7 @@ void co_challenge_verify(const struct co_keyring *k,
         goto done;
     }
     o = OUT_OK;
+    co_stats_challenge_solved(c.quota, c.key_hash, co_wall_ms());
     /* The clearance is already valid at every edge; the mark is
      * bookkeeping, so losing it is a warning, not the client's loss. */
     if (mark_cleared(&c, expires_s, ttl_s, err, sizeof err) != CO_OK)

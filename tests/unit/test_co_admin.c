@@ -14,14 +14,8 @@
 #include <jansson.h>
 
 #include "tollgated.h"
+#include "test_admin_tokens.h"
 #include "test_redis_server.h"
-
-/* SHA-256 of "abc" and of FIPS 180-2 B.2's message: the two tokens. */
-#define ADMIN_TOKEN "abc"
-#define READ_TOKEN "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
-static const char TOKENS[] =
-    "root admin ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
-    "viewer read 248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1\n";
 
 static const char DOC[] =
     "{\"version\": 1, \"quotas\": [{\"name\": \"per-ip\", \"key\": \"ip\","

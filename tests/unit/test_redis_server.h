@@ -38,16 +38,17 @@ static int test_redis_spare_port(void)
     return port;
 }
 
-/* Start redis-server and wait (at most ~5 s) until it answers PING on
- * t->admin. Returns 0, or -1 with a line on stderr. */
-static int test_redis_start(struct test_redis *t)
+/* Start redis-server on t->port (a restart after test_redis_stop() keeps
+ * the port, as a restarted production Redis would) and wait (at most
+ * ~5 s) until it answers PING on t->admin. It starts empty. Returns 0, or
+ * -1 with a line on stderr. */
+static inline int test_redis_start_on(struct test_redis *t)
 {
     char port[16];
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
 
     t->pid = -1;
     t->admin = NULL;
-    t->port = test_redis_spare_port();
     if (t->port <= 0)
         return -1;
     snprintf(port, sizeof port, "%d", t->port);
@@ -80,6 +81,13 @@ static int test_redis_start(struct test_redis *t)
     }
     fprintf(stderr, "redis-server did not start on port %d\n", t->port);
     return -1;
+}
+
+/* Start redis-server on a spare port: test_redis_start_on(). */
+static int test_redis_start(struct test_redis *t)
+{
+    t->port = test_redis_spare_port();
+    return test_redis_start_on(t);
 }
 
 /* Start a server and point the coordinator's Redis client at it (1 s
