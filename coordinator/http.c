@@ -63,6 +63,8 @@ static const struct co_route routes[] = {
     {"DELETE", "/v1/keys/{quota}/{key}", NULL, co_admin_key_reset},
     {"GET", "/v1/audit", NULL, co_admin_audit},
     {"GET", "/v1/stats", NULL, co_stats_handle},
+    {"GET", "/dashboard", NULL, co_dashboard_handle},
+    {"GET", "/dashboard/{file}", NULL, co_dashboard_handle},
 };
 
 /* Per-request state, allocated on the first access-handler call and freed

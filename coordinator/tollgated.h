@@ -439,6 +439,10 @@ void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 void co_health_live(const struct co_request *req, struct co_response *resp);
 void co_health_ready(const struct co_request *req, struct co_response *resp);
 void co_sync_handle(const struct co_request *req, struct co_response *resp);
+/* GET /dashboard and /dashboard/{file} (dashboard.c): the ops page and its
+ * script and style, embedded at build time from coordinator/dashboard/. */
+void co_dashboard_handle(const struct co_request *req,
+                         struct co_response *resp);
 
 /* ------------------------------------------------------------ admin API
  * (admin.c; endpoints and statuses in its file comment) Bearer tokens from

@@ -2,7 +2,9 @@
 # Installs what tollgate needs to build, test and run, and nothing else.
 # Idempotent: packages already present are left alone, so `make test` and
 # `make run` can call it every time at the cost of one dpkg query.
-#   deploy/install-deps.sh          apt packages + npm packages (workerd)
+#   deploy/install-deps.sh          apt packages (chromium for the dashboard's
+#                                   browser test) + npm packages (workerd,
+#                                   playwright-core)
 #   TOLLGATE_SKIP_DEPS=1            skip everything (offline, packaged builds)
 set -euo pipefail
 
@@ -17,6 +19,7 @@ apt_pkgs=(
   clang lld binaryen wabt libclang-rt-14-dev
   valgrind wrk
   gnuplot-nox
+  chromium
   nodejs npm curl
 )
 
@@ -41,7 +44,8 @@ fi
 # A Debian redis-server package starts a system instance on :6379; tollgate
 # never uses it (tests and `make run` start private ones), so leave it be.
 
-if [ ! -x "$top/node_modules/.bin/workerd" ] || [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then
+if [ ! -x "$top/node_modules/.bin/workerd" ] || [ ! -d "$top/node_modules/playwright-core" ] ||
+   [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then
   # `npm install`, not `npm ci`: the lockfile pins versions and integrity,
   # but a registry mirror may lack the other platforms' optional workerd
   # binaries, which `npm ci` insists on finding in the lockfile.

@@ -175,7 +175,7 @@ export const TEST_KEYS = {
 // Every edge name the tests use; each gets TEST_KEYS.edge.
 export const TEST_EDGES = ["edge", "edge-a", "edge-b", "e1", "e2", "node-decisions",
   "wd-edge-a", "wd-edge-b", "wd-guard", "wd-decisions", "spray", "engine",
-  "bench-workerd", "bench-decide"];
+  "bench-workerd", "bench-decide", "edge-local-1"];
 
 // Writes a key file (tollgated --keys) into a fresh temp dir; returns its path.
 export function writeKeys({ edges = TEST_EDGES, keys = TEST_KEYS } = {}) {

@@ -1,0 +1,271 @@
+// The ops dashboard in a real browser: Debian's chromium driven by
+// playwright-core, against a real redis-server and tollgated, with traffic
+// through two real edges in workerd (deploy/workerd/worker.js, the example
+// edge `make run` serves). Checks: no console error; what the page shows is
+// the /v1/stats answer it fetched, and equals /v1/stats read by the test in
+// the same second; the rollback button moves the policy version; a read
+// token sees it disabled; banners for stale edges and for Redis down; the
+// page fits a phone's width. Screenshots go to build/dashboard*.png.
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+import {
+  ADMIN_TOKENS, BUILD, ROOT, TEST_KEYS, freePort, removeDir, sleep, startProcess, startRedis,
+  startTollgated, stopProcess, tempDir, waitFor,
+} from "./harness.mjs";
+
+const CHROMIUM = process.env.TOLLGATE_CHROMIUM || "/usr/bin/chromium";
+const WORKERD = path.join(ROOT, "node_modules/.bin/workerd");
+const ADMIN = ADMIN_TOKENS.find((t) => t.role === "admin");
+const READER = ADMIN_TOKENS.find((t) => t.role === "read");
+const HOT = "203.0.113.7";
+const OUTCOMES = ["allowed", "denied", "challenged", "shadow"];
+
+let redis, co, browser;
+const edges = [];
+const dirs = [];
+
+// One workerd process serving the example edge on a spare port: `make
+// run`'s own config (deploy/workerd/config.capnp) with its ports moved and
+// its files named relative to the copy; the keys come from the environment as
+// deploy/run.sh passes them.
+async function startEdge(coPort) {
+  const dir = tempDir("tollgate-dash-edge-");
+  dirs.push(dir);
+  const port = await freePort();
+  const deployed = readFileSync(path.join(ROOT, "deploy/workerd/config.capnp"), "utf8");
+  const config = deployed
+    .replace('address = "127.0.0.1:8787"', `address = "127.0.0.1:${port}"`)
+    .replace('address = "127.0.0.1:8080"', `address = "127.0.0.1:${coPort}"`)
+    .replace(/embed "([^"]+)"/g, (_, f) => `embed "${path.relative(dir, path.resolve(ROOT, "deploy/workerd", f))}"`);
+  assert.ok(config.includes(`127.0.0.1:${port}`) && config.includes(`127.0.0.1:${coPort}`),
+    "deploy/workerd/config.capnp still listens on 8787 and calls 8080");
+  writeFileSync(path.join(dir, "config.capnp"), config);
+  const env = { ...process.env, TOLLGATE_EDGE_KEY: TEST_KEYS.edge, TOLLGATE_CLEARANCE_KEY: TEST_KEYS.clearance[0].secret };
+  const proc = startProcess(WORKERD, ["serve", path.join(dir, "config.capnp")], { env });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => {
+    if (proc.exitCode !== null) throw new Error(`workerd exited ${proc.exitCode}:\n${proc.logs}`);
+    try { return (await fetch(`${url}/`)).ok; } catch { return false; }
+  }, { what: "workerd edge", timeoutMs: 20000 });
+  const edge = { proc, url, status: {} };
+  edges.push(edge);
+  return edge;
+}
+
+async function hit(edge, client) {
+  const res = await fetch(`${edge.url}/api/hello`, { headers: { "X-Forwarded-For": client } });
+  await res.arrayBuffer();
+  edge.status[res.status] = (edge.status[res.status] || 0) + 1;
+  return res.status;
+}
+
+async function stats(token = ADMIN.token) {
+  const res = await fetch(`${co.url}/v1/stats`, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(res.status, 200, await res.clone().text());
+  return res.json();
+}
+
+const lastMinuteTotal = (series) => series.slice(0, -1).slice(-60).reduce((a, b) => a + b, 0);
+
+// What the page shows, read from the DOM.
+function readPage(page) {
+  return page.evaluate(() => {
+    const text = (root, sel) => root.querySelector(sel).textContent;
+    return {
+      nowMs: Number(document.body.dataset.statsNowMs),
+      policyVersion: text(document, "#policy-version"),
+      edgeCount: text(document, "#edge-count"),
+      edges: [...document.querySelectorAll("#edges tbody tr")].map((r) => ({
+        id: r.dataset.edge, module: text(r, ".module"), policy: text(r, ".policy"),
+      })),
+      topKeys: [...document.querySelectorAll("#top-keys .quota")].map((q) => ({
+        quota: q.dataset.quota,
+        keys: [...q.querySelectorAll(".bar-row")].map((b) => ({ key: b.dataset.key, count: text(b, ".count") })),
+      })),
+      challenges: [...document.querySelectorAll("#challenges tbody tr")].map((r) => ({
+        quota: r.cells[0].textContent, key: r.cells[1].textContent,
+        issued: text(r, ".issued"), solved: text(r, ".solved"),
+      })),
+      totals: Object.fromEntries(["allowed", "denied", "challenged", "shadow"].map(
+        (o) => [o, Number(document.getElementById(`rate-${o}`).dataset.total)])),
+      banners: [...document.querySelectorAll("#banners .banner")].map((b) => b.textContent),
+    };
+  });
+}
+
+// The same shape, computed from a /v1/stats answer.
+function expected(s) {
+  return {
+    nowMs: s.now_ms,
+    policyVersion: String(s.policy.version),
+    edgeCount: String(s.edges.length),
+    edges: s.edges.map((e) => ({ id: e.id, module: e.module_version || "–", policy: String(e.policy_version) })),
+    topKeys: s.top_keys.map((q) => ({ quota: q.quota, keys: q.keys.map((k) => ({ key: k.key, count: `${k.count} / ${k.limit}` })) })),
+    challenges: s.challenges.map((c) => ({ quota: c.quota, key: c.key, issued: String(c.issued), solved: String(c.solved) })),
+    totals: Object.fromEntries(OUTCOMES.map((o) => [o, lastMinuteTotal(s.decisions[o])])),
+  };
+}
+
+// Opens the dashboard with token; collects console errors and page errors.
+async function openDashboard(token, viewport = { width: 1280, height: 900 }, extra = {}) {
+  const context = await browser.newContext({ viewport, ...extra });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  const first = page.waitForResponse((r) => r.url() === `${co.url}/v1/stats`);
+  await page.goto(`${co.url}/dashboard#token=${encodeURIComponent(token)}`);
+  await first;
+  await page.waitForFunction(() => document.body.dataset.statsNowMs !== undefined);
+  assert.ok(!page.url().includes("token"), "the token is taken out of the address bar");
+  return { context, page, errors };
+}
+
+// The next /v1/stats answer the page fetches, once it is on screen.
+async function nextRendered(page) {
+  const res = await page.waitForResponse((r) => r.url() === `${co.url}/v1/stats`, { timeout: 10000 });
+  const s = await res.json();
+  await page.waitForFunction((now) => document.body.dataset.statsNowMs === String(now), s.now_ms);
+  return s;
+}
+
+before(async () => {
+  redis = await startRedis();
+  co = await startTollgated({ redisPort: redis.port });
+  await startEdge(co.port);
+  await startEdge(co.port);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    chromiumSandbox: false,
+    args: ["--disable-background-networking", "--disable-component-update", "--no-first-run",
+      "--disable-dev-shm-usage"],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  for (const e of edges) await stopProcess(e.proc);
+  if (co) await co.stop();
+  if (redis) await redis.stop();
+  for (const d of dirs) removeDir(d);
+});
+
+test("dashboard: shows /v1/stats as read in the same second, rolls back for admin only", async () => {
+  // Traffic: a hot client over its limit of 100 on both edges, and a few
+  // quiet ones. Each edge syncs at most once a second, on a request.
+  const [a, b] = edges;
+  for (let i = 0; i < 130; i++) await hit(i % 2 ? b : a, HOT);
+  for (let c = 1; c <= 4; c++) for (let i = 0; i < 5 * c; i++) await hit(i % 2 ? a : b, `198.51.100.${c}`);
+  let s;
+  await waitFor(async () => {
+    await hit(a, HOT);
+    await hit(b, HOT);
+    s = await stats();
+    return s.edges.length === 2 && s.challenges.some((c) => c.key === HOT) &&
+      s.top_keys[0].keys.some((k) => k.key === HOT && k.count >= 100);
+  }, { what: "both edges synced and the hot client challenged", timeoutMs: 15000, stepMs: 300 });
+  assert.ok(a.status[429] > 0 || b.status[429] > 0, "an edge challenged the hot client");
+  assert.equal(s.viewer.role, "admin");
+  assert.equal(s.redis.up, true);
+  assert.equal(s.merged, true);
+  assert.equal(s.decisions.points, 900);
+
+  // A second policy version to roll back from (limit 100 -> 120).
+  const quota = await (await fetch(`${co.url}/v1/quotas/per-ip`, { headers: { Authorization: `Bearer ${ADMIN.token}` } })).json();
+  const put = await fetch(`${co.url}/v1/quotas/per-ip`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${ADMIN.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ ...quota, limit: 120 }),
+  });
+  assert.equal(put.status, 200, await put.clone().text());
+  assert.equal((await put.json()).version, 2);
+  await sleep(1200);    // let the edges' last syncs land: the figures then stand still
+
+  const { context, page, errors } = await openDashboard(ADMIN.token);
+  // What the page shows is the answer it fetched, and that answer equals
+  // /v1/stats read by the test in the same second.
+  let compared = false;
+  for (let attempt = 0; attempt < 5 && !compared; attempt++) {
+    const shown = await nextRendered(page);
+    const mine = await stats();
+    const dom = await readPage(page);
+    assert.deepEqual({ ...dom, banners: undefined }, { ...expected(shown), banners: undefined });
+    if (Math.floor(mine.now_ms / 1000) !== Math.floor(shown.now_ms / 1000)) continue;
+    const want = expected(mine);
+    for (const k of ["policyVersion", "edgeCount", "edges", "topKeys", "challenges", "totals"]) {
+      assert.deepEqual(dom[k], want[k], `${k}: the page and /v1/stats read in the same second`);
+    }
+    compared = true;
+  }
+  assert.ok(compared, "a page refresh and a /v1/stats read fell in the same second");
+  const dom = await readPage(page);
+  assert.equal(dom.policyVersion, "2");
+  assert.equal(dom.edges.length, 2);
+  assert.ok(dom.topKeys[0].keys[0].key === HOT, "the hot client heads the top keys");
+  assert.ok(dom.challenges.some((c) => c.key === HOT && Number(c.issued) > 0));
+  assert.ok(dom.totals.allowed >= 100, `allowed in the last minute: ${dom.totals.allowed}`);
+
+  // The chart's decisions agree with the coordinator's own counters.
+  const metrics = await (await fetch(`${co.url}/metrics`)).text();
+  const mine = await stats();
+  for (const o of OUTCOMES) {
+    const sum = [...metrics.matchAll(new RegExp(`^tollgate_decisions_total\\{quota="[^"]*",outcome="${o}"\\} (\\d+)$`, "gm"))]
+      .reduce((acc, m) => acc + Number(m[1]), 0);
+    assert.equal(mine.decisions[o].reduce((x, y) => x + y, 0), sum, `${o}: /v1/stats and /metrics`);
+  }
+
+  // Rollback to version 1 with the admin token: a new version 3 with
+  // version 1's content, shown by the page and served by the API.
+  assert.equal(await page.isEnabled("#rollback"), true);
+  await page.selectOption("#rollback-to", "1");
+  page.once("dialog", (d) => d.accept());
+  await page.click("#rollback");
+  await page.waitForFunction(() => document.getElementById("policy-version").textContent === "3", null, { timeout: 10000 });
+  await page.waitForSelector('#versions tr[data-version="3"]');
+  const pol = await (await fetch(`${co.url}/v1/policy`, { headers: { Authorization: `Bearer ${READER.token}` } })).json();
+  assert.equal(pol.version, 3);
+  assert.equal(pol.quotas.find((q) => q.name === "per-ip").limit, 100);
+  assert.match(await page.textContent("#rollback-result"), /Version 3 now enforces version 1/);
+
+  mkdirSync(BUILD, { recursive: true });
+  await page.screenshot({ path: path.join(BUILD, "dashboard.png"), fullPage: true });
+  assert.deepEqual(errors, [], "no console error on the admin's page");
+  await context.close();
+
+  // A read token: everything shown, the rollback button disabled.
+  const reader = await openDashboard(READER.token, { width: 390, height: 844 }, { isMobile: true, hasTouch: true });
+  await reader.page.waitForSelector("#versions tbody tr");
+  assert.equal(await reader.page.isDisabled("#rollback"), true);
+  assert.match(await reader.page.textContent("#rollback-why"), /needs an admin token/);
+  assert.match(await reader.page.textContent("#viewer"), /ops-viewer \(read\)/);
+  const overflow = await reader.page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the page fits a phone's width (overflow ${overflow}px)`);
+  await reader.page.screenshot({ path: path.join(BUILD, "dashboard-phone.png"), fullPage: true });
+  assert.deepEqual(reader.errors, [], "no console error on the reader's page");
+  await reader.context.close();
+});
+
+test("dashboard: banners for stale edges and for Redis down", async () => {
+  const { context, page, errors } = await openDashboard(READER.token);
+  // No traffic since the last test: edges sync only while they serve, so
+  // both go stale after edges_stale_after_ms.
+  const s = await stats(READER.token);
+  await page.waitForFunction(() => [...document.querySelectorAll("#banners .banner.warn")]
+    .some((b) => /2 edges stale/.test(b.textContent)), null, { timeout: s.edges_stale_after_ms + 10000 });
+  assert.equal((await readPage(page)).edges.length, 2);
+
+  await redis.stop();
+  await page.waitForFunction(() => [...document.querySelectorAll("#banners .banner.bad")]
+    .some((b) => /Redis is unreachable/.test(b.textContent)), null, { timeout: 15000 });
+  const down = await stats(READER.token);
+  assert.equal(down.redis.up, false);
+  assert.equal(down.merged, false);
+  assert.equal(await page.textContent("#redis-state"), "down");
+  await page.screenshot({ path: path.join(BUILD, "dashboard-redis-down.png"), fullPage: true });
+  assert.deepEqual(errors, [], "no console error while Redis is down");
+  await context.close();
+});
