@@ -86,7 +86,9 @@ cat <<MSG
 
 tollgate is running (logs under run/log/; Ctrl-C stops everything):
   edge (workerd)     http://127.0.0.1:$edge_port/        try: curl -i -H 'X-Forwarded-For: 203.0.113.7' http://127.0.0.1:$edge_port/api/hello
-  coordinator        http://127.0.0.1:$co_port/healthz   http://127.0.0.1:$co_port/readyz
+  coordinator        http://127.0.0.1:$co_port/healthz   http://127.0.0.1:$co_port/readyz   http://127.0.0.1:$co_port/metrics
+  dashboard          http://127.0.0.1:$co_port/dashboard#token=$(cat run/admin-token)
+                     (signed in as local-admin; the token after # never leaves the browser)
   redis              redis://127.0.0.1:$redis_port        (data in run/redis)
   policy             deploy/example-policy.json seeds version 1; change it live:
                      export TOLLGATE_URL=http://127.0.0.1:$co_port TOLLGATE_TOKEN=\$(cat run/admin-token)
