@@ -9,13 +9,9 @@
  * quota there is a slot in a table of at most CO_QUOTAS_MAX names (open
  * addressing, names only ever added): a lookup is lock-free once the name
  * is in it; the mutex is taken to add a name, and for the overshoot gauge
- * only when a key beats the quota's maximum or its window turns. Edges go
- * to a table of CO_METRICS_EDGES slots of 64-bit hashed ids under one
- * mutex, taken once per authenticated sync; a slot whose edge was silent
- * for CO_METRICS_EDGE_TTL_MS is reused, and when the 64 slots an id may
- * live in are all active the id is not tracked (tollgate_edges_active
- * then saturates; more than 4096 active edges per coordinator is far past
- * any deployment this was sized for).
+ * only when a key beats the quota's maximum or its window turns. The
+ * edge gauges are read from the edge table /v1/stats keeps (stats.c,
+ * co_stats_edges_active()), so a sync updates one table, not two.
  */
 #include <inttypes.h>
 #include <stddef.h>
@@ -28,7 +24,6 @@
 #include "tollgated.h"
 
 #define QUOTA_SLOTS  (2 * CO_QUOTAS_MAX)   /* power of two */
-#define EDGE_PROBES  64
 
 struct co_metrics co_metrics;
 
@@ -66,16 +61,9 @@ struct quota_slot {
     atomic_ullong max_milli;           /* est/limit x 1e6, rounded up */
 };
 
-struct edge_slot {
-    uint64_t hash;                     /* 0: never used */
-    uint64_t last_ms;
-    uint64_t lag_ms;
-};
-
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct quota_slot quotas[QUOTA_SLOTS];
 static size_t n_quotas;                /* under mu */
-static struct edge_slot edges[CO_METRICS_EDGES];
 
 uint64_t co_name_hash(const char *s)
 {
@@ -148,34 +136,6 @@ void co_metrics_sync_done(enum co_sync_result result, uint64_t dur_us)
     add(&co_metrics.sync_duration_sum_us, dur_us);
 }
 
-void co_metrics_edge_seen(const char *edge_id, uint64_t sent_at_ms,
-                          uint64_t now_ms)
-{
-    uint64_t h = co_name_hash(edge_id);
-    uint64_t lag = sent_at_ms != 0 && now_ms > sent_at_ms ? now_ms - sent_at_ms
-                                                          : 0;
-    struct edge_slot *reuse = NULL;
-
-    pthread_mutex_lock(&mu);
-    for (size_t i = 0; i < EDGE_PROBES; i++) {
-        struct edge_slot *s = &edges[(h + i) & (CO_METRICS_EDGES - 1)];
-
-        /* Slots are never emptied, so an id lives within its first
-         * EDGE_PROBES slots and the walk below always finds it. */
-        if (s->hash == h || s->hash == 0) {
-            reuse = s;
-            break;
-        }
-        if (reuse == NULL && s->last_ms + CO_METRICS_EDGE_TTL_MS < now_ms)
-            reuse = s;
-    }
-    if (reuse != NULL) {
-        reuse->hash = h;
-        reuse->last_ms = now_ms;
-        reuse->lag_ms = lag;
-    }
-    pthread_mutex_unlock(&mu);
-}
 
 void co_metrics_decisions(const char *quota, bool shadow, uint64_t admitted,
                           uint64_t denied, uint64_t challenged)
@@ -240,7 +200,6 @@ void co_metrics_reset(void)
         atomic_store(&quotas[i].max_milli, 0);
     }
     n_quotas = 0;
-    memset(edges, 0, sizeof edges);
     for (size_t i = 0; i < CO_SYNC_RESULTS; i++)
         atomic_store(&co_metrics.sync_requests[i], 0);
     for (size_t i = 0; i <= CO_METRICS_BUCKETS; i++)
@@ -427,17 +386,7 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                 PRIu64 "\n", co_auth_reason_names[i],
                 load(&co_server.auth_failures[i]));
 
-    pthread_mutex_lock(&mu);
-    for (size_t i = 0; i < CO_METRICS_EDGES; i++) {
-        const struct edge_slot *s = &edges[i];
-
-        if (s->hash == 0 || s->last_ms + CO_METRICS_EDGE_TTL_MS < now_ms)
-            continue;
-        active++;
-        if (s->lag_ms > lag_ms)
-            lag_ms = s->lag_ms;
-    }
-    pthread_mutex_unlock(&mu);
+    co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms);
     family(&b, "tollgate_edges_active", "gauge",
            "Distinct edge ids that synced with this coordinator in the last "
            "60 s (at most 4096 tracked).");

@@ -253,6 +253,24 @@ void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms)
     pthread_mutex_unlock(&st.mu);
 }
 
+void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
+                           uint64_t *active, uint64_t *max_lag_ms)
+{
+    *active = 0;
+    *max_lag_ms = 0;
+    pthread_mutex_lock(&st.mu);
+    for (size_t i = 0; i < EDGES_MAX; i++) {
+        const struct edge_row *e = &st.edges[i];
+
+        if (e->id[0] == '\0' || e->last_ms + ttl_ms < now_ms)
+            continue;
+        (*active)++;
+        if (e->lag_ms > *max_lag_ms)
+            *max_lag_ms = e->lag_ms;
+    }
+    pthread_mutex_unlock(&st.mu);
+}
+
 static uint64_t top_tag(const char *name, uint64_t window_ms)
 {
     return co_name_hash(name) ^ (window_ms * 0x9e3779b97f4a7c15ULL);

@@ -481,7 +481,8 @@ static void record_metrics(const struct co_policy *pol,
     }
 }
 
-/* /v1/stats: the edge's sync and, when applied, its decisions. */
+/* /v1/stats and the edge gauges of /metrics: the edge's sync and, when
+ * applied, its decisions (n = 0: none). */
 static void record_stats(const Tollgate__V1__SyncRequest *in,
                          const struct co_policy *pol,
                          const struct sync_item *items, size_t n,
@@ -558,7 +559,6 @@ static void sync_handle(const struct co_request *req,
         co_auth_reject(resp, CO_AUTH_EDGE_MISMATCH, auth.edge_id);
         goto cleanup;
     }
-    co_metrics_edge_seen(in->edge_id, in->sent_at_ms, co_wall_ms());
     pol = co_policy_current();
     if (pol == NULL) {
         CO_ERROR("msg=sync_no_policy");
@@ -646,6 +646,7 @@ static void sync_handle(const struct co_request *req,
                      "%lld already applied for edge %s",
                      (unsigned long long)in->seq, h[1], in->edge_id);
             co_response_problem(resp, 409, detail);
+            record_stats(in, pol, items, 0, reply, now_ms, false);
             goto cleanup;
         }
         if (h[0] != SCRIPT_APPLIED) {

@@ -210,8 +210,9 @@ extern struct co_server co_server;
  * (metrics.c) GET /metrics in the Prometheus text format 0.0.4, no auth.
  * Process-wide counters are plain atomics (relaxed); per-quota series live
  * in a table of at most CO_QUOTAS_MAX names (lock-free once a name is in
- * it); distinct edges in a table of CO_METRICS_EDGES hashed ids. Labels are
- * quota names and fixed words only, never keys or edge ids. */
+ * it); the edge gauges come from the edge table of /v1/stats
+ * (co_stats_edges_active). Labels are quota names and fixed words only,
+ * never keys or edge ids. */
 enum co_sync_result {
     CO_SYNC_RESULT_OK = 0,
     CO_SYNC_RESULT_DEGRADED,
@@ -223,7 +224,6 @@ enum co_sync_result {
 };
 
 #define CO_METRICS_BUCKETS    11      /* finite sync duration buckets */
-#define CO_METRICS_EDGES      4096    /* edge ids tracked at once */
 #define CO_METRICS_EDGE_TTL_MS 60000u /* "active": synced this recently */
 
 struct co_metrics {
@@ -240,9 +240,6 @@ extern struct co_metrics co_metrics;
 extern const char *const co_sync_result_names[CO_SYNC_RESULTS];
 
 void co_metrics_sync_done(enum co_sync_result result, uint64_t dur_us);
-/* An authenticated sync of edge_id (sent_at_ms 0: unknown, lag 0). */
-void co_metrics_edge_seen(const char *edge_id, uint64_t sent_at_ms,
-                          uint64_t now_ms);
 /* One applied KeyCount of quota (a shadow quota's go to "shadow"). */
 void co_metrics_decisions(const char *quota, bool shadow, uint64_t admitted,
                           uint64_t denied, uint64_t challenged);
@@ -305,7 +302,8 @@ struct co_admin_token;
 struct co_quota;
 struct json_t;
 
-/* One authenticated, well-formed sync answered 200 (degraded or not). */
+/* One authenticated, well-formed sync answered 200 (degraded or not) or
+ * 409 (an older seq: the edge is alive, nothing was applied). */
 struct co_stats_sync {
     const char *edge_id;
     const char *module_version;   /* the SyncRequest's, as sent */
@@ -318,6 +316,10 @@ struct co_stats_sync {
 };
 
 void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms);
+/* Edges of this coordinator's table that synced within ttl_ms of now_ms,
+ * and the largest lag among them (for /metrics). */
+void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
+                           uint64_t *active, uint64_t *max_lag_ms);
 /* est: the sliding-window estimate sync.lua answered for key of q, the
  * quota at its index in pol (the policy the sync ran with). */
 void co_stats_top_key(const struct co_policy *pol, const struct co_quota *q,

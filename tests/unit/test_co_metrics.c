@@ -45,7 +45,16 @@ static int reset(void **state)
 {
     (void)state;
     co_metrics_reset();
+    co_stats_reset();           /* the edge gauges read its edge table */
     return 0;
+}
+
+/* A sync of edge id answered at now_ms, as sync.c records it. */
+static void edge_seen(const char *id, uint64_t sent_at_ms, uint64_t now_ms)
+{
+    struct co_stats_sync s = {.edge_id = id, .sent_at_ms = sent_at_ms};
+
+    co_stats_sync_seen(&s, now_ms);
 }
 
 static void test_sync_requests_and_histogram(void **state)
@@ -127,10 +136,10 @@ static void test_edges_and_fixed_families(void **state)
     char *t;
 
     (void)state;
-    co_metrics_edge_seen("fra-1/a", NOW_MS - 250, NOW_MS);
-    co_metrics_edge_seen("fra-1/b", 0, NOW_MS);           /* lag unknown */
-    co_metrics_edge_seen("fra-1/a", NOW_MS - 1500, NOW_MS + 10);
-    co_metrics_edge_seen("ams-2/c", NOW_MS + 5000, NOW_MS); /* ahead: 0 */
+    edge_seen("fra-1/a", NOW_MS - 250, NOW_MS);
+    edge_seen("fra-1/b", 0, NOW_MS);                /* lag unknown */
+    edge_seen("fra-1/a", NOW_MS - 1500, NOW_MS + 10);
+    edge_seen("ams-2/c", NOW_MS + 5000, NOW_MS);    /* ahead: 0 */
     atomic_fetch_add(&co_metrics.challenges_issued, 3);
     atomic_fetch_add(&co_metrics.redis_errors, 2);
     atomic_store(&co_metrics.redis_up, true);
