@@ -46,6 +46,8 @@
 #define ROUNDS_MAX        16       /* redirections / retries of one call */
 #define PAUSE_FIRST_MS    2u
 #define PAUSE_MAX_MS      100u
+#define DOWN_FIRST_MS     100u     /* a node that refused a connect ... */
+#define DOWN_MAX_MS       2000u    /* ... is left alone this long, doubling */
 
 struct node {
     char host[HOST_MAX];
@@ -55,6 +57,8 @@ struct node {
     size_t *queue;
     size_t nqueue, queue_cap;
     bool unreachable;        /* a connect failed this round */
+    uint64_t down_until_ms;  /* no connect attempt before (monotonic) */
+    unsigned backoff_ms;     /* 0 after a successful connect */
 };
 
 struct co_cluster {
@@ -227,6 +231,12 @@ static redisContext *node_conn(struct co_cluster *cc, struct node *n,
 
     if (n->ctx != NULL)
         return n->ctx;
+    if (now < n->down_until_ms) {
+        snprintf(err, errlen, "connect %.100s:%d: failed, next try in "
+                 "%llu ms", n->host, n->port,
+                 (unsigned long long)(n->down_until_ms - now));
+        return NULL;
+    }
     if (now >= deadline) {
         snprintf(err, errlen, "connect %.100s:%d: timed out", n->host, n->port);
         return NULL;
@@ -243,8 +253,16 @@ static redisContext *node_conn(struct co_cluster *cc, struct node *n,
         snprintf(err, errlen, "connect %.100s:%d: %s", n->host, n->port,
                  n->ctx->errstr);
         node_drop(n);
+        /* A dead or unreachable node must not cost every batch (or every
+         * refresh, which asks known masters first) a connect timeout. */
+        n->backoff_ms = n->backoff_ms == 0 ? DOWN_FIRST_MS
+                        : n->backoff_ms * 2 > DOWN_MAX_MS ? DOWN_MAX_MS
+                        : n->backoff_ms * 2;
+        n->down_until_ms = co_mono_ms() + n->backoff_ms;
         return NULL;
     }
+    n->backoff_ms = 0;
+    n->down_until_ms = 0;
     redisEnableKeepAlive(n->ctx);
     if (cc->password[0] != '\0') {
         const char *a[] = {"AUTH", cc->user, cc->password};
