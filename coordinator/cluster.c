@@ -653,8 +653,9 @@ static int redirect_target(struct co_cluster *cc, const redisReply *r,
     return node_index(cc, host, port);
 }
 
-/* Append call's EVALSHA (after ASKING when asking) to c's buffer. argv
- * and lens are scratch space for 3 + nkeys + nargs entries. */
+/* Append call's EVALSHA, or its plain command, (after ASKING when
+ * asking) to c's buffer. argv and lens are scratch space for 3 + nkeys +
+ * nargs entries. */
 static int append_call(redisContext *c, const struct co_cluster_call *call,
                        bool asking, const char **argv, size_t *lens)
 {
@@ -663,6 +664,10 @@ static int append_call(redisContext *c, const struct co_cluster_call *call,
 
     if (asking && redisAppendCommand(c, "ASKING") != REDIS_OK)
         return CO_EREDIS;
+    if (call->sha == NULL)
+        return redisAppendCommandArgv(c, (int)call->nargs, call->argv,
+                                      call->argvlen) == REDIS_OK
+                   ? CO_OK : CO_EREDIS;
     argv[0] = "EVALSHA";
     lens[0] = 7;
     argv[1] = call->sha;
@@ -759,17 +764,20 @@ static int plan(const struct co_cluster_call *calls, size_t ncalls,
     *maxargc = 1;
     for (size_t i = 0; i < ncalls; i++) {
         const struct co_cluster_call *c = &calls[i];
-        size_t argc = 3 + c->nkeys + c->nargs;
+        bool plain = c->sha == NULL;
+        size_t argc = plain ? c->nargs : 3 + c->nkeys + c->nargs;
+        size_t k0 = plain ? 1 : 0;   /* where the keys start in argv */
 
-        if (c->nkeys == 0 || c->sha == NULL || c->script == NULL ||
-            argc > INT_MAX) {
-            snprintf(err, errlen, "call %zu: no keys, no script or too "
-                     "many arguments", i);
+        if (c->nkeys == 0 || (!plain && c->script == NULL) ||
+            (plain && c->nargs < 1 + c->nkeys) || argc > INT_MAX) {
+            snprintf(err, errlen, "call %zu: no keys, no script or a bad "
+                     "argument count", i);
             return CO_EINVAL;
         }
-        ctl[i].slot = co_cluster_keyslot(c->argv[0], c->argvlen[0]);
+        ctl[i].slot = co_cluster_keyslot(c->argv[k0], c->argvlen[k0]);
         for (size_t k = 1; k < c->nkeys; k++) {
-            unsigned s = co_cluster_keyslot(c->argv[k], c->argvlen[k]);
+            unsigned s = co_cluster_keyslot(c->argv[k0 + k],
+                                            c->argvlen[k0 + k]);
 
             if (s != ctl[i].slot) {
                 snprintf(err, errlen, "call %zu: CROSSSLOT: key 0 in slot "
@@ -841,7 +849,7 @@ static bool classify(struct co_cluster *cc, struct co_cluster_call *call,
         freeReplyObject(r);
         return false;
     }
-    if (is_error(r, "NOSCRIPT")) {
+    if (is_error(r, "NOSCRIPT") && call->sha != NULL) {
         freeReplyObject(r);
         return true;
     }

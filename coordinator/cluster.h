@@ -61,7 +61,9 @@ void co_cluster_free(struct co_cluster *cc);
 /* One script call. KEYS (argv[0..nkeys)) must all hash to one slot and
  * nkeys must be >= 1; ARGV follows. sha is the script's SHA1 in hex and
  * script its body, loaded with SCRIPT LOAD on a node that answers
- * NOSCRIPT. reply is set by co_cluster_run(): the final reply (which may
+ * NOSCRIPT. With sha NULL the call is a plain command instead: argv holds
+ * all of it (nargs entries, the name first) and its keys are
+ * argv[1..1+nkeys) (SET, GET, HGETALL, ZADD, ...). reply is set by co_cluster_run(): the final reply (which may
  * be an error reply such as a script error or OOM: the call reached its
  * master and the answer is the script's), freed by the caller with
  * freeReplyObject(); NULL when the call has no answer (see the return

@@ -54,7 +54,7 @@ struct fake {
     bool garbage;            /* EVALSHA -> bytes that are not RESP */
     bool silent;             /* EVALSHA -> nothing at all */
     /* what it saw */
-    int n_slots, n_evalsha, n_asking, n_load, n_info;
+    int n_slots, n_evalsha, n_get, n_asking, n_load, n_info;
     char last_key[128];
 };
 
@@ -131,11 +131,16 @@ static void handle(struct client *c, const redisReply *r)
         sha1_hex(r->element[2]->str, r->element[2]->len, h);
         return say(c->fd, "$40\r\n%s\r\n", h);
     }
-    if (is(r->element[0], "EVALSHA") && r->elements >= 4) {
-        const redisReply *key = r->element[3];
+    if ((is(r->element[0], "EVALSHA") && r->elements >= 4) ||
+        (is(r->element[0], "GET") && r->elements == 2)) {
+        bool eval = is(r->element[0], "EVALSHA");
+        const redisReply *key = r->element[eval ? 3 : 1];
         unsigned slot = co_cluster_keyslot(key->str, key->len);
 
-        f->n_evalsha++;
+        if (eval)
+            f->n_evalsha++;
+        else
+            f->n_get++;
         snprintf(f->last_key, sizeof f->last_key, "%s", key->str);
         if (f->garbage)
             return say(c->fd, "hello there\r\n");
@@ -154,10 +159,11 @@ static void handle(struct client *c, const redisReply *r)
             return say(c->fd, "-ASK %u %s\r\n", slot, f->ask_to);
         if (f->need_asking && !asking)
             return say(c->fd, "-MOVED %u 127.0.0.1:1\r\n", slot);
-        if (f->noscript)
+        if (f->noscript && eval)
             return say(c->fd, "-NOSCRIPT No matching script. Please use "
                        "EVAL.\r\n");
-        return say(c->fd, "*1\r\n:%d\r\n", f->port);
+        return say(c->fd, eval ? "*1\r\n:%d\r\n" : "$5\r\n%d\r\n",
+                   f->port);
     }
     say(c->fd, "-ERR unknown command\r\n");
 }
@@ -565,6 +571,35 @@ static void test_ask(void **state)
     co_cluster_free(cc);
 }
 
+/* A plain command (sha NULL) is routed by its key, argv[1], and
+ * follows MOVED and ASK like a script call. */
+static void test_plain_command(void **state)
+{
+    struct co_cluster *cc = router(0);
+    const char *argv[] = {"GET", "k11"};
+    size_t lens[] = {3, 3};
+    struct co_cluster_call call = {.nkeys = 1, .nargs = 2, .argv = argv,
+                                   .argvlen = lens};
+    char err[512];
+
+    (void)state;
+    snprintf(fakes[0].moved_to, sizeof fakes[0].moved_to, "127.0.0.1:%d",
+             fakes[1].port);
+    fakes[1].noscript = true;      /* not a script: never reloaded */
+    assert_int_equal(co_cluster_run(cc, &call, 1, co_mono_ms() + 2000, err,
+                                    sizeof err), CO_OK);
+    assert_int_equal(call.reply->type, REDIS_REPLY_STRING);
+    assert_int_equal(atoi(call.reply->str), fakes[1].port);
+    freeReplyObject(call.reply);
+    assert_int_equal(peek(&fakes[0].n_get), 1);
+    assert_int_equal(peek(&fakes[1].n_get), 1);
+    assert_int_equal(peek(&fakes[1].n_load), 0);
+    call.nargs = 1;                /* no room for its key */
+    assert_int_equal(co_cluster_run(cc, &call, 1, co_mono_ms() + 2000, err,
+                                    sizeof err), CO_EINVAL);
+    co_cluster_free(cc);
+}
+
 /* TRYAGAIN: retried after a pause until it clears. */
 static void test_tryagain(void **state)
 {
@@ -777,6 +812,7 @@ int main(void)
         cmocka_unit_test_setup(test_crossslot_refused, reset),
         cmocka_unit_test_setup(test_moved, reset),
         cmocka_unit_test_setup(test_ask, reset),
+        cmocka_unit_test_setup(test_plain_command, reset),
         cmocka_unit_test_setup(test_tryagain, reset),
         cmocka_unit_test_setup(test_clusterdown_bounded, reset),
         cmocka_unit_test_setup(test_noscript, reset),

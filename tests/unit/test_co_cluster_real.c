@@ -4,7 +4,8 @@
  *
  * Covered: the key slot against CLUSTER KEYSLOT; calls with keys in every
  * master's slots landing on the master that owns them (checked on each
- * master with DBSIZE and GET, not through the router); a slot migrated by
+ * master with DBSIZE and GET, not through the router), and plain GETs
+ * through the router reading them back; a slot migrated by
  * hand (MIGRATING/IMPORTING, MIGRATE) while calls run, so the router must
  * follow ASK, then MOVED; `redis-cli --cluster reshard` moving 500 slots
  * while batches run; `CLUSTER FAILOVER` on a replica whose script cache is
@@ -291,6 +292,30 @@ static void test_routes_to_masters(void **state)
     for (int i = 0; i < NKEYS; i++)
         assert_int_equal(value_of(keys[i]), 3);
     assert_map_matches(cc);
+    /* plain commands, routed by their key, in one batch */
+    {
+        static struct co_cluster_call gets[NKEYS];
+        static const char *argv[NKEYS][2];
+        static size_t lens[NKEYS][2];
+        char err[600];
+
+        for (int i = 0; i < NKEYS; i++) {
+            argv[i][0] = "GET";
+            lens[i][0] = 3;
+            argv[i][1] = keys[i];
+            lens[i][1] = strlen(keys[i]);
+            gets[i] = (struct co_cluster_call){.nkeys = 1, .nargs = 2,
+                                               .argv = argv[i],
+                                               .argvlen = lens[i]};
+        }
+        assert_int_equal(co_cluster_run(cc, gets, NKEYS, co_mono_ms() + 5000,
+                                        err, sizeof err), CO_OK);
+        for (int i = 0; i < NKEYS; i++) {
+            assert_int_equal(gets[i].reply->type, REDIS_REPLY_STRING);
+            assert_string_equal(gets[i].reply->str, "3");
+            freeReplyObject(gets[i].reply);
+        }
+    }
     co_cluster_free(cc);
 }
 
