@@ -252,9 +252,16 @@ static redisContext *node_conn(struct co_cluster *cc, struct node *n,
     if (n->ctx->err) {
         snprintf(err, errlen, "connect %.100s:%d: %s", n->host, n->port,
                  n->ctx->errstr);
-        node_drop(n);
         /* A dead or unreachable node must not cost every batch (or every
-         * refresh, which asks known masters first) a connect timeout. */
+         * refresh, which asks known masters first) a connect timeout; but
+         * a connect cut short by the caller's nearly spent deadline says
+         * nothing about the node. */
+        if (left < cc->connect_timeout_ms &&
+            strstr(n->ctx->errstr, "timed out") != NULL) {
+            node_drop(n);
+            return NULL;
+        }
+        node_drop(n);
         n->backoff_ms = n->backoff_ms == 0 ? DOWN_FIRST_MS
                         : n->backoff_ms * 2 > DOWN_MAX_MS ? DOWN_MAX_MS
                         : n->backoff_ms * 2;
