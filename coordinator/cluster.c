@@ -222,8 +222,8 @@ static redisReply *node_command(struct node *n, uint64_t deadline, int argc,
 }
 
 /* n's live connection, opened (and authenticated) before deadline, the
- * connect itself bounded by connect_ms too. NULL with err: nothing was
- * sent. */
+ * connect itself bounded by connect_timeout_ms too. NULL with err:
+ * nothing was sent. */
 static redisContext *node_conn(struct co_cluster *cc, struct node *n,
                                uint64_t deadline, char *err, size_t errlen)
 {
@@ -250,22 +250,22 @@ static redisContext *node_conn(struct co_cluster *cc, struct node *n,
         return NULL;
     }
     if (n->ctx->err) {
-        snprintf(err, errlen, "connect %.100s:%d: %s", n->host, n->port,
-                 n->ctx->errstr);
         /* A dead or unreachable node must not cost every batch (or every
          * refresh, which asks known masters first) a connect timeout; but
          * a connect cut short by the caller's nearly spent deadline says
          * nothing about the node. */
-        if (left < cc->connect_timeout_ms &&
-            strstr(n->ctx->errstr, "timed out") != NULL) {
-            node_drop(n);
-            return NULL;
-        }
+        bool cut_short = left < cc->connect_timeout_ms &&
+                         strstr(n->ctx->errstr, "timed out") != NULL;
+
+        snprintf(err, errlen, "connect %.100s:%d: %s", n->host, n->port,
+                 n->ctx->errstr);
         node_drop(n);
-        n->backoff_ms = n->backoff_ms == 0 ? DOWN_FIRST_MS
-                        : n->backoff_ms * 2 > DOWN_MAX_MS ? DOWN_MAX_MS
-                        : n->backoff_ms * 2;
-        n->down_until_ms = co_mono_ms() + n->backoff_ms;
+        if (!cut_short) {
+            n->backoff_ms = n->backoff_ms == 0 ? DOWN_FIRST_MS
+                            : n->backoff_ms * 2 > DOWN_MAX_MS ? DOWN_MAX_MS
+                            : n->backoff_ms * 2;
+            n->down_until_ms = co_mono_ms() + n->backoff_ms;
+        }
         return NULL;
     }
     n->backoff_ms = 0;
