@@ -26,10 +26,12 @@ function slotRanges(reply) {
 // seeds ("127.0.0.1:port" of every node), urls (redis://... of every
 // node), command(port, ...args), masters(), replicaOf(masterPort),
 // ownerOf(slot), keyslot(key), waitOk({ timeoutMs }), stop().
-export async function startCluster({ masters = 3, replicas = 1, nodeTimeoutMs = NODE_TIMEOUT_MS } = {}) {
+// ports: the nodes' client ports, chosen beforehand (a test that points
+// tollgated at a cluster before it exists); spare ones by default.
+export async function startCluster({ masters = 3, replicas = 1, nodeTimeoutMs = NODE_TIMEOUT_MS, ports = [] } = {}) {
   const dir = tempDir("tollgate-cluster-");
   const count = masters * (1 + replicas);
-  const used = new Set();
+  const used = new Set(ports);
   const spare = async () => {
     for (;;) {
       const p = await freePort();
@@ -89,7 +91,7 @@ export async function startCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 
   };
   try {
     for (let i = 0; i < count; i++) {
-      const port = await spare();
+      const port = ports[i] ?? await spare();
       const busPort = await spare();
       const ndir = path.join(dir, String(port));
       mkdirSync(ndir);
