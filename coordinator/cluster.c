@@ -59,6 +59,7 @@ struct node {
     bool unreachable;        /* a connect failed this round */
     uint64_t down_until_ms;  /* no connect attempt before (monotonic) */
     unsigned backoff_ms;     /* 0 after a successful connect */
+    char down_why[128];      /* why that connect failed */
 };
 
 struct co_cluster {
@@ -232,8 +233,8 @@ static redisContext *node_conn(struct co_cluster *cc, struct node *n,
     if (n->ctx != NULL)
         return n->ctx;
     if (now < n->down_until_ms) {
-        snprintf(err, errlen, "connect %.100s:%d: failed, next try in "
-                 "%llu ms", n->host, n->port,
+        snprintf(err, errlen, "connect %.100s:%d: %s (next try in %llu ms)",
+                 n->host, n->port, n->down_why,
                  (unsigned long long)(n->down_until_ms - now));
         return NULL;
     }
@@ -259,6 +260,7 @@ static redisContext *node_conn(struct co_cluster *cc, struct node *n,
 
         snprintf(err, errlen, "connect %.100s:%d: %s", n->host, n->port,
                  n->ctx->errstr);
+        snprintf(n->down_why, sizeof n->down_why, "%s", n->ctx->errstr);
         node_drop(n);
         if (!cut_short) {
             n->backoff_ms = n->backoff_ms == 0 ? DOWN_FIRST_MS
