@@ -649,16 +649,6 @@ void co_admin_override_delete(const struct co_request *req,
 
 /* ------------------------------------------------------------ keys */
 
-/* "tg:{q|k}:<suffix>" for (quota, key). */
-static void key_name(const char *quota, const char *key, const char *suffix,
-                     char *out, size_t outlen)
-{
-    char tag[CO_KEY_TAG_MAX];
-
-    co_key_tag(quota, strlen(quota), key, strlen(key), tag, sizeof tag);
-    snprintf(out, outlen, "tg:%s:%s", tag, suffix);
-}
-
 static uint64_t reply_u64(const redisReply *r)
 {
     return r != NULL && r->type == REDIS_REPLY_STRING
@@ -695,7 +685,7 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
     const char *quota = req->params->v[0], *key = req->params->v[1];
     struct co_policy *p = NULL;
     const struct co_quota *q;
-    char c[CO_KEY_TAG_MAX + 8], e[CO_KEY_TAG_MAX + 8];
+    char c[CO_RKEY_COUNTERS_MAX], e[CO_RKEY_COUNTERS_MAX];
     char clr[CO_CLEARANCE_KEY_MAX], err[256];
     uint8_t kh[16];
     const char *hm[] = {"HMGET", c, "w", "a", "t", "pa", "pt", "L"};
@@ -712,10 +702,9 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
         co_response_problem(resp, 404, "no such quota");
         goto done;
     }
-    key_name(quota, key, "c", c, sizeof c);
-    key_name(quota, key, "e", e, sizeof e);
+    co_rkey_counters(quota, strlen(quota), key, strlen(key), c, e, sizeof c);
     co_challenge_key_hash(quota, key, strlen(key), kh);
-    co_clearance_key(quota, kh, clr, sizeof clr);
+    co_rkey_clearance(quota, kh, clr, sizeof clr);
     if ((rh = co_redis_command(0, 8, hm, NULL, err, sizeof err)) == NULL ||
         (rz = co_redis_command(0, 2, zc, NULL, err, sizeof err)) == NULL ||
         (rg = co_redis_command(0, 2, gc, NULL, err, sizeof err)) == NULL) {
@@ -764,7 +753,8 @@ void co_admin_key_reset(const struct co_request *req,
     const struct co_admin_token *t = co_admin_authorize(req, resp, true);
     const char *quota = req->params->v[0], *key = req->params->v[1];
     struct co_policy *p = NULL;
-    char c[CO_KEY_TAG_MAX + 8], e[CO_KEY_TAG_MAX + 8], err[256], *dt = NULL;
+    char c[CO_RKEY_COUNTERS_MAX], e[CO_RKEY_COUNTERS_MAX], err[256];
+    char *dt = NULL;
     const char *del[] = {"DEL", c, e};
     redisReply *r = NULL;
     json_t *detail = NULL;
@@ -777,8 +767,7 @@ void co_admin_key_reset(const struct co_request *req,
         co_response_problem(resp, 404, "no such quota");
         goto done;
     }
-    key_name(quota, key, "c", c, sizeof c);
-    key_name(quota, key, "e", e, sizeof e);
+    co_rkey_counters(quota, strlen(quota), key, strlen(key), c, e, sizeof c);
     r = co_redis_command(0, 3, del, NULL, err, sizeof err);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         answer_store_error(resp, r == NULL ? CO_EREDIS : CO_EREPLY, err);

@@ -195,20 +195,3 @@ void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
     resp->extra.name = "WWW-Authenticate";
     resp->extra.value = CO_AUTH_SCHEME;
 }
-
-/* The Redis key that remembers a's signature was used:
- * tg:{edge|<edge_id, encoded as co_key_tag does>}:sig:<first 32 hex>.
- * 128 bits of an HMAC do not collide by chance. Returns its length or
- * CO_ETOOBIG / CO_EINVAL. */
-int co_auth_replay_key(const struct co_auth *a, char *out, size_t outlen)
-{
-    char tag[CO_KEY_TAG_MAX];
-    int tl = co_key_tag("edge", 4, a->edge_id, strlen(a->edge_id), tag,
-                        sizeof tag);
-    int n;
-
-    if (tl < 0)
-        return tl;
-    n = snprintf(out, outlen, "tg:%s:sig:%.32s", tag, a->sig_hex);
-    return n < 0 || (size_t)n >= outlen ? CO_ETOOBIG : n;
-}

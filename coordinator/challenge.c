@@ -317,12 +317,3 @@ cleanup:
     json_decref(header);
     return n;
 }
-
-int co_clearance_key(const char *quota, const uint8_t kh[16], char *out,
-                     size_t outlen)
-{
-    char hex[33];
-
-    co_hex_encode(kh, 16, hex, sizeof hex);
-    return snprintf(out, outlen, "tg:{clr|%s|%s}", quota, hex);
-}

@@ -124,3 +124,65 @@ long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen)
     }
     return (long)(len / 2);
 }
+
+/* Decode %XX escapes of s[0..len) into out (NUL-terminated); refuses a
+ * truncated escape, a decoded NUL and anything longer than outlen - 1.
+ * The router decodes path parameters with it, the Redis URL parser its
+ * credentials. */
+int co_percent_decode(const char *s, size_t len, char *out, size_t outlen)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+
+        if (c == '%') {
+            int hi, lo;
+
+            if (i + 2 >= len)
+                return CO_EINVAL;
+            hi = co_hex_digit(s[i + 1]);
+            lo = co_hex_digit(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return CO_EINVAL;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (o + 1 >= outlen || c == '\0')
+            return CO_EINVAL;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return CO_OK;
+}
+
+static bool percent_plain(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+           c == '-';
+}
+
+/* Redis key names (redis_keys.c) and stats.lua's quota parts are encoded
+ * with it, so '{', '}', '|' and '%' never appear raw in a hash tag. */
+int co_percent_encode(const char *s, size_t len, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    if (outlen < 3 * len + 1)
+        return CO_ETOOBIG;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (percent_plain(c)) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return (int)o;
+}

@@ -99,11 +99,7 @@
 #define ROW_MAX         128      /* an edge's row in Redis */
 #define CH_ID_MAX       (32 + 1 + CO_QUOTA_NAME_MAX + 1)
 
-static const char *const KEYS[] = {
-    "tg:{stats}:edges", "tg:{stats}:edgez", "tg:{stats}:ch",
-    "tg:{stats}:chz",
-};
-#define NKEYS 4
+#define NKEYS 5    /* stats.lua's KEYS: edges, edgez, ch, chz, prefix */
 
 static const char *const outcome_names[CO_STATS_OUTCOMES] = {
     "allowed", "denied", "challenged", "shadow",
@@ -505,55 +501,17 @@ static struct snapshot *snapshot_take(uint64_t now_ms)
  * KEYS and ARGV of one stats.lua call: strings borrowed from the caller
  * (they must outlive the call), numbers formatted into the list's own
  * slots. Sized once, so borrowed pointers into nums never move. */
-struct args {
-    const char **v;
-    size_t *len;
-    char (*nums)[24];
-    size_t n, cap;
-};
-
-static int args_init(struct args *a, size_t cap)
+/* stats.lua's KEYS (redis_keys.c names them; the prefix is what the
+ * script builds its minute and top keys from). */
+static void call_keys(struct co_script_call *c)
 {
-    a->v = malloc(cap * sizeof *a->v);
-    a->len = malloc(cap * sizeof *a->len);
-    a->nums = malloc(cap * sizeof *a->nums);
-    a->n = 0;
-    a->cap = cap;
-    return a->v != NULL && a->len != NULL && a->nums != NULL ? CO_OK
-                                                             : CO_ENOMEM;
-}
+    const char *const keys[NKEYS] = {
+        co_rkeys.stats_edges, co_rkeys.stats_edgez, co_rkeys.stats_ch,
+        co_rkeys.stats_chz, co_rkeys.stats_prefix,
+    };
 
-static void args_free(struct args *a)
-{
-    free(a->v);
-    free(a->len);
-    free(a->nums);
-}
-
-static void arg_mem(struct args *a, const char *s, size_t len)
-{
-    if (a->n >= a->cap)     /* the caller sized it: a bug if reached */
-        abort();
-    a->v[a->n] = s;
-    a->len[a->n++] = len;
-}
-
-static void arg_str(struct args *a, const char *s)
-{
-    arg_mem(a, s, strlen(s));
-}
-
-static void arg_u64(struct args *a, uint64_t x)
-{
-    int n = snprintf(a->nums[a->n], sizeof a->nums[a->n], "%" PRIu64, x);
-
-    arg_mem(a, a->nums[a->n], (size_t)n);
-}
-
-static void arg_keys(struct args *a)
-{
     for (size_t i = 0; i < NKEYS; i++)
-        arg_str(a, KEYS[i]);
+        co_call_key(c, keys[i], strlen(keys[i]));
 }
 
 /* ------------------------------------------------------------ flush */
@@ -640,31 +598,31 @@ static int flush_plan(const struct snapshot *sn, uint64_t now_ms,
 }
 
 static void flush_args(const struct snapshot *sn, const struct flush_plan *p,
-                       uint64_t now_ms, struct args *a)
+                       uint64_t now_ms, struct co_script_call *a)
 {
-    arg_keys(a);
-    arg_str(a, "flush");
-    arg_u64(a, now_ms);
-    arg_u64(a, CO_STATS_TOP_K);
-    arg_u64(a, p->n_secs);
-    arg_u64(a, p->n_edges);
-    arg_u64(a, p->n_tops);
-    arg_u64(a, p->n_ch);
+    call_keys(a);
+    co_call_arg_str(a, "flush");
+    co_call_arg_u64(a, now_ms);
+    co_call_arg_u64(a, CO_STATS_TOP_K);
+    co_call_arg_u64(a, p->n_secs);
+    co_call_arg_u64(a, p->n_edges);
+    co_call_arg_u64(a, p->n_tops);
+    co_call_arg_u64(a, p->n_ch);
     for (size_t i = 0; i < POINTS; i++) {
         const struct bucket *b = &sn->ring[i];
 
         if (!bucket_due(b, now_ms / 1000u))
             continue;
-        arg_u64(a, b->sec);
+        co_call_arg_u64(a, b->sec);
         for (size_t k = 0; k < CO_STATS_OUTCOMES; k++)
-            arg_u64(a, b->n[k] - b->sent[k]);
+            co_call_arg_u64(a, b->n[k] - b->sent[k]);
     }
     for (size_t i = 0; i < sn->n_edges; i++) {
         if (!sn->edges[i].dirty)
             continue;
-        arg_str(a, sn->edges[i].id);
-        arg_u64(a, sn->edges[i].last_ms);
-        arg_str(a, p->rows[i]);
+        co_call_arg_str(a, sn->edges[i].id);
+        co_call_arg_u64(a, sn->edges[i].last_ms);
+        co_call_arg_str(a, p->rows[i]);
     }
     for (size_t i = 0; i < sn->n_tops; i++) {
         const struct top_copy *t = &sn->tops[i];
@@ -672,11 +630,11 @@ static void flush_args(const struct snapshot *sn, const struct flush_plan *p,
         for (size_t k = 0; k < CO_STATS_TOP_K; k++) {
             if (!top_due(t, &t->e[k], now_ms))
                 continue;
-            arg_str(a, p->qenc[i]);
-            arg_u64(a, t->window_ms);
-            arg_u64(a, t->e[k].idx);
-            arg_str(a, t->e[k].key);
-            arg_u64(a, t->e[k].est);
+            co_call_arg_str(a, p->qenc[i]);
+            co_call_arg_u64(a, t->window_ms);
+            co_call_arg_u64(a, t->e[k].idx);
+            co_call_arg_str(a, t->e[k].key);
+            co_call_arg_u64(a, t->e[k].est);
         }
     }
     for (size_t i = 0; i < CH_LOCAL; i++) {
@@ -684,13 +642,13 @@ static void flush_args(const struct snapshot *sn, const struct flush_plan *p,
 
         if (!ch_due(c))
             continue;
-        arg_str(a, p->ch_id[i]);
-        arg_u64(a, c->first_ms);
-        arg_u64(a, c->last_ms);
-        arg_u64(a, c->issued - c->sent_issued);
-        arg_u64(a, c->solved - c->sent_solved);
-        arg_str(a, c->edge);
-        arg_str(a, c->key);
+        co_call_arg_str(a, p->ch_id[i]);
+        co_call_arg_u64(a, c->first_ms);
+        co_call_arg_u64(a, c->last_ms);
+        co_call_arg_u64(a, c->issued - c->sent_issued);
+        co_call_arg_u64(a, c->solved - c->sent_solved);
+        co_call_arg_str(a, c->edge);
+        co_call_arg_str(a, c->key);
     }
 }
 
@@ -755,7 +713,7 @@ static int flush_locked(uint64_t now_ms, char *err, size_t errlen)
 {
     struct snapshot *sn = snapshot_take(now_ms);
     struct flush_plan p = {0};
-    struct args a = {0};
+    struct co_script_call a = {0};
     redisReply *r;
     int rc = CO_ENOMEM;
 
@@ -764,13 +722,13 @@ static int flush_locked(uint64_t now_ms, char *err, size_t errlen)
     rc = CO_OK;
     if (p.n_secs + p.n_edges + p.n_tops + p.n_ch == 0)
         goto done;
-    rc = args_init(&a, NKEYS + 8 + 5 * p.n_secs + 3 * p.n_edges +
-                   5 * p.n_tops + 7 * p.n_ch);
+    co_call_init(&a, co_script(CO_SCRIPT_STATS), NKEYS + 7 +
+                 5 * p.n_secs + 3 * p.n_edges + 5 * p.n_tops + 7 * p.n_ch);
+    flush_args(sn, &p, now_ms, &a);
+    rc = co_call_seal(&a);
     if (rc != CO_OK)
         goto done;
-    flush_args(sn, &p, now_ms, &a);
-    r = co_redis_eval(st.timeout_ms, co_stats_lua, NKEYS, a.n - NKEYS, a.v,
-                      a.len, err, errlen);
+    r = co_redis_eval(st.timeout_ms, &a, err, errlen);
     if (r == NULL) {
         rc = CO_EREDIS;
         goto done;
@@ -785,7 +743,7 @@ static int flush_locked(uint64_t now_ms, char *err, size_t errlen)
 done:
     if (rc == CO_ENOMEM)
         snprintf(err, errlen, "out of memory");
-    args_free(&a);
+    co_call_free(&a);
     free(p.rows);
     free(p.qenc);
     if (sn != NULL)
@@ -862,34 +820,38 @@ static int read_redis(const struct co_policy *pol, uint64_t now_ms,
     size_t nq = pol != NULL ? pol->n_quotas : 0;
     char (*qenc)[3 * CO_QUOTA_NAME_MAX + 1] = malloc((nq ? nq : 1) *
                                                      sizeof *qenc);
-    struct args a = {0};
+    struct co_script_call a;
     redisReply *r;
     int rc = CO_ENOMEM;
 
-    if (qenc == NULL || args_init(&a, NKEYS + 8 + 3 * nq) != CO_OK) {
+    co_call_init(&a, co_script(CO_SCRIPT_STATS), NKEYS + 8 + 3 * nq);
+    if (qenc == NULL) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    arg_keys(&a);
-    arg_str(&a, "read");
-    arg_u64(&a, now_ms);
-    arg_u64(&a, now_ms / 1000u - (POINTS - 1));
-    arg_u64(&a, POINTS);
-    arg_u64(&a, EDGES_SHOWN);
-    arg_u64(&a, CH_KEPT);
-    arg_u64(&a, CO_STATS_TOP_K);
-    arg_u64(&a, nq);
+    call_keys(&a);
+    co_call_arg_str(&a, "read");
+    co_call_arg_u64(&a, now_ms);
+    co_call_arg_u64(&a, now_ms / 1000u - (POINTS - 1));
+    co_call_arg_u64(&a, POINTS);
+    co_call_arg_u64(&a, EDGES_SHOWN);
+    co_call_arg_u64(&a, CH_KEPT);
+    co_call_arg_u64(&a, CO_STATS_TOP_K);
+    co_call_arg_u64(&a, nq);
     for (size_t i = 0; i < nq; i++) {
         const struct co_quota *q = &pol->quotas[i];
         uint64_t wms = (uint64_t)q->window_s * 1000u;
 
         co_percent_encode(q->name, strlen(q->name), qenc[i], sizeof qenc[i]);
-        arg_str(&a, qenc[i]);
-        arg_u64(&a, wms);
-        arg_u64(&a, wms != 0 ? now_ms / wms : 0);
+        co_call_arg_str(&a, qenc[i]);
+        co_call_arg_u64(&a, wms);
+        co_call_arg_u64(&a, wms != 0 ? now_ms / wms : 0);
     }
-    r = co_redis_eval(timeout_ms, co_stats_lua, NKEYS, a.n - NKEYS, a.v,
-                      a.len, err, errlen);
+    if (co_call_seal(&a) != CO_OK) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    r = co_redis_eval(timeout_ms, &a, err, errlen);
     rc = CO_EREDIS;
     if (r == NULL)
         goto done;
@@ -899,7 +861,7 @@ static int read_redis(const struct co_policy *pol, uint64_t now_ms,
         v->r = NULL;
     }
 done:
-    args_free(&a);
+    co_call_free(&a);
     free(qenc);
     return rc;
 }

@@ -74,138 +74,54 @@ struct call_head {
     char nonce[33];
 };
 
-/* A co_script_call and the memory behind it. */
-struct script_args {
-    struct co_script_call call;
-    const char **argv;
-    size_t *lens;
-    size_t *offs;
-    char *arena;
-    size_t arena_len;
-    size_t arena_cap;
-};
-
-static void script_args_free(struct script_args *a)
-{
-    free(a->argv);
-    free(a->lens);
-    free(a->offs);
-    free(a->arena);
-    memset(a, 0, sizeof *a);
-}
-
-/* Append one argument to the arena, remembering its offset: pointers are
- * only fixed once the arena stops moving. */
-static int arena_push(struct script_args *a, size_t idx, const char *s,
-                      size_t n)
-{
-    if (a->arena == NULL || a->arena_len + n > a->arena_cap) {
-        size_t cap = a->arena_cap ? a->arena_cap : 4096;
-        char *p;
-
-        while (cap < a->arena_len + n)
-            cap *= 2;
-        p = realloc(a->arena, cap);
-        if (p == NULL)
-            return CO_ENOMEM;
-        a->arena = p;
-        a->arena_cap = cap;
-    }
-    memcpy(a->arena + a->arena_len, s, n);
-    a->offs[idx] = a->arena_len;
-    a->lens[idx] = n;
-    a->arena_len += n;
-    return CO_OK;
-}
-
-static int arena_push_u64(struct script_args *a, size_t idx, uint64_t v)
-{
-    char num[24];
-    int n = snprintf(num, sizeof num, "%llu", (unsigned long long)v);
-
-    return arena_push(a, idx, num, (size_t)n);
-}
-
-static int arena_push_str(struct script_args *a, size_t idx, const char *s)
-{
-    return arena_push(a, idx, s, strlen(s));
-}
-
-/* Build KEYS and ARGV of one sync.lua call (layout in sync.lua and
- * tollgated.h) for items[0..n), now_ms being the coordinator's clock. The
- * reply will go to out (SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n integers).
- * On success a->call is ready for co_redis_eval_sync() and stays valid
- * until script_args_free(a). Returns 0 or CO_ENOMEM / CO_EINVAL. */
+/* Build KEYS and ARGV of one sync.lua call (layout in sync.lua's header)
+ * for items[0..n), now_ms being the coordinator's clock, into c. The reply
+ * will go to out (SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n integers). On
+ * success c is ready for co_redis_eval_ints() until co_call_free(c) (also
+ * owed on failure). Returns 0 or CO_ENOMEM / CO_EINVAL. */
 static int build_script_call(const struct call_head *h, uint64_t now_ms,
                              struct sync_item *const *items, size_t n,
-                             long long *out, struct script_args *a)
+                             long long *out, struct co_script_call *c)
 {
-    size_t nkeys = 1 + 2 * n, nargs = SYNC_HEAD_ARGS + SYNC_ITEM_ARGS * n;
-    size_t total = nkeys + nargs, k = 0;
-    char tag[CO_KEY_TAG_MAX], key[CO_KEY_TAG_MAX + 8];
-    int rc = CO_ENOMEM;
+    size_t total = 1 + 2 * n + SYNC_HEAD_ARGS + SYNC_ITEM_ARGS * n;
+    char kc[CO_RKEY_COUNTERS_MAX], ke[CO_RKEY_COUNTERS_MAX];
 
-    memset(a, 0, sizeof *a);
-    a->argv = malloc(total * sizeof *a->argv);
-    a->lens = malloc(total * sizeof *a->lens);
-    a->offs = malloc(total * sizeof *a->offs);
-    if (a->argv == NULL || a->lens == NULL || a->offs == NULL)
-        goto cleanup;
-    if (arena_push_str(a, k++, h->replay_key) != CO_OK)
-        goto cleanup;
+    co_call_init(c, co_script(CO_SCRIPT_SYNC), total);
+    co_call_key(c, h->replay_key, strlen(h->replay_key));
     for (size_t i = 0; i < n; i++) {
-        const Tollgate__V1__KeyCount *kc = items[i]->kc;
-        int tl = co_key_tag(kc->quota, strlen(kc->quota), kc->key,
-                            strlen(kc->key), tag, sizeof tag);
+        const Tollgate__V1__KeyCount *k = items[i]->kc;
+        int kl = co_rkey_counters(k->quota, strlen(k->quota), k->key,
+                                  strlen(k->key), kc, ke, sizeof kc);
 
-        if (tl < 0) {
-            rc = CO_EINVAL;   /* validated before: a bug if reached */
-            goto cleanup;
-        }
-        snprintf(key, sizeof key, "tg:%s:c", tag);
-        if (arena_push(a, k++, key, (size_t)tl + 5) != CO_OK)
-            goto cleanup;
-        key[tl + 4] = 'e';
-        if (arena_push(a, k++, key, (size_t)tl + 5) != CO_OK)
-            goto cleanup;
+        if (kl < 0)
+            return CO_EINVAL;   /* validated before: a bug if reached */
+        co_call_key(c, kc, (size_t)kl);
+        co_call_key(c, ke, (size_t)kl);
     }
-    if (arena_push_u64(a, k++, now_ms) != CO_OK ||
-        arena_push_str(a, k++, h->edge_id) != CO_OK ||
-        arena_push_u64(a, k++, h->seq) != CO_OK ||
-        arena_push_u64(a, k++, h->sync_interval_ms) != CO_OK ||
-        arena_push_str(a, k++, h->nonce) != CO_OK ||
-        arena_push_u64(a, k++, CO_AUTH_REPLAY_TTL_MS) != CO_OK ||
-        arena_push_u64(a, k++, n) != CO_OK)
-        goto cleanup;
+    co_call_arg_u64(c, now_ms);
+    co_call_arg_str(c, h->edge_id);
+    co_call_arg_u64(c, h->seq);
+    co_call_arg_u64(c, h->sync_interval_ms);
+    co_call_arg_str(c, h->nonce);
+    co_call_arg_u64(c, CO_AUTH_REPLAY_TTL_MS);
+    co_call_arg_u64(c, n);
     for (size_t i = 0; i < n; i++) {
         const struct co_quota *q = items[i]->quota;
         uint64_t over = q->action == TOLLGATE__V1__ACTION__ACTION_DENY ? 2 : 1;
 
         /* The key's own limit (its override's, else the quota's): the
          * script decides, scales deny_after and leases against it. */
-        if (arena_push_u64(a, k++, co_quota_limit(q, items[i]->kc->key)) !=
-                CO_OK ||
-            arena_push_u64(a, k++, (uint64_t)q->window_s * 1000u) != CO_OK ||
-            arena_push_u64(a, k++, over) != CO_OK ||
-            arena_push_u64(a, k++, q->deny_after_milli) != CO_OK ||
-            arena_push_u64(a, k++, items[i]->admitted) != CO_OK ||
-            arena_push_u64(a, k++, items[i]->attempts) != CO_OK ||
-            arena_push_u64(a, k++, q->burst) != CO_OK)
-            goto cleanup;
+        co_call_arg_u64(c, co_quota_limit(q, items[i]->kc->key));
+        co_call_arg_u64(c, (uint64_t)q->window_s * 1000u);
+        co_call_arg_u64(c, over);
+        co_call_arg_u64(c, q->deny_after_milli);
+        co_call_arg_u64(c, items[i]->admitted);
+        co_call_arg_u64(c, items[i]->attempts);
+        co_call_arg_u64(c, q->burst);
     }
-    for (size_t i = 0; i < total; i++)
-        a->argv[i] = a->arena + a->offs[i];
-    a->call.nkeys = nkeys;
-    a->call.nargs = nargs;
-    a->call.argv = a->argv;
-    a->call.argvlen = a->lens;
-    a->call.out = out;
-    a->call.nout = SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n;
-    rc = CO_OK;
-cleanup:
-    if (rc != CO_OK)
-        script_args_free(a);
-    return rc;
+    c->out = out;
+    c->nout = SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n;
+    return co_call_seal(c);
 }
 
 static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
@@ -515,7 +431,6 @@ static void sync_handle(const struct co_request *req,
     Tollgate__V1__KeyState *states = NULL, **state_ptrs = NULL;
     struct co_policy *pol = NULL;
     struct sync_item *items = NULL, **known = NULL;
-    struct script_args *args = NULL;
     struct co_script_call *calls = NULL;
     struct call_head head;
     struct co_auth auth;
@@ -591,7 +506,8 @@ static void sync_handle(const struct co_request *req,
 
     /* Even a batch with nothing to count goes to Redis: the replay check
      * lives there. */
-    if (co_auth_replay_key(&auth, replay_key, sizeof replay_key) < 0 ||
+    if (co_rkey_replay(auth.edge_id, auth.sig_hex, replay_key,
+                       sizeof replay_key) < 0 ||
         make_nonce(head.nonce) != CO_OK) {
         CO_ERROR("msg=sync_build_failed detail=\"replay key or nonce\"");
         co_response_problem(resp, 500, "internal error");
@@ -603,11 +519,10 @@ static void sync_handle(const struct co_request *req,
     head.sync_interval_ms = pol->sync_interval_ms;
     n_calls = n_known == 0 ? 1 : (n_known + SYNC_CALL_ITEMS - 1) /
                                  SYNC_CALL_ITEMS;
-    args = calloc(n_calls, sizeof *args);
     calls = calloc(n_calls, sizeof *calls);
     reply = calloc(SYNC_REPLY_HEAD * n_calls + SYNC_REPLY_ITEM * n_known,
                    sizeof *reply);
-    if (args == NULL || calls == NULL || reply == NULL)
+    if (calls == NULL || reply == NULL)
         goto oom;
     now_ms = co_wall_ms();
     for (size_t c = 0; c < n_calls; c++) {
@@ -616,7 +531,7 @@ static void sync_handle(const struct co_request *req,
                                                     : SYNC_CALL_ITEMS;
         long long *o = reply + SYNC_REPLY_HEAD * c + SYNC_REPLY_ITEM * lo;
 
-        rc = build_script_call(&head, now_ms, known + lo, cnt, o, &args[c]);
+        rc = build_script_call(&head, now_ms, known + lo, cnt, o, &calls[c]);
         if (rc == CO_EINVAL) {
             CO_ERROR("msg=sync_build_failed detail=\"key over its cap "
                      "after validation\"");
@@ -625,9 +540,8 @@ static void sync_handle(const struct co_request *req,
         }
         if (rc != CO_OK)
             goto oom;
-        calls[c] = args[c].call;
     }
-    rc = co_redis_eval_sync(calls, n_calls, err, sizeof err);
+    rc = co_redis_eval_ints(calls, n_calls, err, sizeof err);
     if (rc == CO_ENOMEM)
         goto oom;
     for (size_t c = 0; c < n_calls && rc == CO_OK; c++) {
@@ -738,9 +652,8 @@ cleanup:
             free(states[i].challenge_token);
     free(packed);
     free(reply);
-    for (size_t c = 0; args != NULL && c < n_calls; c++)
-        script_args_free(&args[c]);
-    free(args);
+    for (size_t c = 0; calls != NULL && c < n_calls; c++)
+        co_call_free(&calls[c]);
     free(calls);
     free(state_ptrs);
     free(states);

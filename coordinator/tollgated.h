@@ -6,35 +6,9 @@
  * coordinator/ includes this header: the global state, status codes, log
  * macros and all cross-file prototypes live here, grouped by subsystem.
  *
- * Redis data model (the contract of coordinator/sync.lua, whose header
- * has the lease rule and the overshoot bound):
- *   For each (quota, key) the hash tag is "{<quota>|<key>}", both parts
- *   percent-encoded outside [A-Za-z0-9._:-] so '{', '}', '|' and '%' never
- *   appear raw and the tag is injective; a Redis Cluster shards on it.
- *     tg:{q|k}:c  HASH  w  = current window index (floor(now_ms / window_ms))
- *                       a  = admitted in the current window
- *                       t  = attempts (admitted + denied + challenged)
- *                       pa, pt = the same for the previous window
- *                       L  = sum of the leases outstanding
- *                       D  = sum of the edges' demand rates (milli-req/s)
- *                       e:<edge_id> = "seq lease rate last_ms action
- *                            reset_ms count carry", the edge's last report
- *                            and answer (idempotency on (edge_id, seq))
- *     tg:{q|k}:e  ZSET  edge_id -> last report time (ms); edges silent for
- *                       a window are expired (lease and rate given back)
- *   Both expire after 2 x window. Per edge, tg:{edge|<edge_id>}:sig:<32 hex>
- *   remembers a used signature for CO_AUTH_REPLAY_TTL_MS.
- *   One script call: KEYS = replay key, then (c, e) per item; ARGV =
- *   now_ms (co_wall_ms(): time comes from the coordinator, so coordinators
- *   need NTP-synchronised clocks), edge_id, seq, sync_interval_ms, nonce,
- *   replay_ttl_ms, item count, then 7 per item: limit (the key's own,
- *   co_quota_limit()), window_ms, over_action (1 challenge, 2 deny),
- *   deny_after_milli (0 = off), admitted, attempts, burst (0 = no cap).
- *   It returns 3 + 4 per item integers: status (0 applied, 1 replayed, 2
- *   conflict), the applied seq and 1-based item of a conflict (applied:
- *   0 and the number of items answered as retries); then
- *   action, lease, reset_ms, sliding-window estimate of admitted requests
- *   per item. A batch over 512 items is several calls, pipelined.
+ * The Redis data model (every key, what it holds, how long it lives) is
+ * written once, in the header of coordinator/sync.lua; redis_keys.c
+ * builds the names and script.c the script calls.
  */
 #ifndef TOLLGATED_H
 #define TOLLGATED_H
@@ -79,8 +53,6 @@
 #define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
 #define CO_COUNT_MAX         1000000000000ULL  /* one KeyCount field, 1e12 */
 #define CO_URL_MAX           2048    /* bytes; longer -> 414 */
-/* "{" + 3 bytes per encoded byte of quota and key + "|" + "}" + NUL */
-#define CO_KEY_TAG_MAX       (3 + 3 * CO_QUOTA_NAME_MAX + 3 * CO_KEY_MAX + 1)
 #define CO_CHALLENGE_TTL_S   300
 #define CO_TOKEN_MAX         320     /* bytes of a challenge token, NUL incl. */
 #define CO_SECRET_MIN        32      /* bytes of a key file secret */
@@ -160,8 +132,6 @@ int co_file_read(const char *path, size_t max, char **buf, size_t *len,
 #define CO_AUTH_SCHEME        "Tollgate-HMAC-SHA256"
 #define CO_AUTH_SKEW_MS       30000u
 #define CO_AUTH_REPLAY_TTL_MS 65000u
-/* "tg:" tag ":sig:" + 32 hex + NUL */
-#define CO_REPLAY_KEY_MAX     (3 + CO_KEY_TAG_MAX + 5 + 32 + 1)
 
 enum co_auth_reason {
     CO_AUTH_OK = 0,
@@ -346,9 +316,6 @@ int co_stats_render(const struct co_admin_token *viewer, uint64_t now_ms,
 void co_stats_reset(void);   /* tests: forget everything local */
 void co_stats_handle(const struct co_request *req, struct co_response *resp);
 
-/* Generated from coordinator/stats.lua by the Makefile. */
-extern const char co_stats_lua[];
-extern const size_t co_stats_lua_len;
 
 /* ------------------------------------------------------------ http layer
  * A handler sees a fully read request and fills a response; it never
@@ -514,7 +481,6 @@ int co_auth_sign(const uint8_t *secret, size_t secret_len,
                  const uint8_t *body, size_t body_len, uint8_t mac[32]);
 void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
                     const char *edge_id);
-int co_auth_replay_key(const struct co_auth *a, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ policy
  * The policy is immutable once built; readers hold a reference. */
@@ -614,7 +580,9 @@ int co_store_versions(struct json_t **out, char *err, size_t errlen);
 int co_store_audit(unsigned limit, uint64_t before, struct json_t **out,
                    char *err, size_t errlen);
 
-/* ------------------------------------------------------------ redis */
+/* ------------------------------------------------------------ redis
+ * (redis.c) One blocking connection per thread, one deadline per exchange.
+ */
 struct co_redis_target {
     char host[256];
     int port;
@@ -624,32 +592,133 @@ struct co_redis_target {
     unsigned timeout_ms;
 };
 
-/* One EVALSHA of the sync script. argv holds nkeys keys then nargs args,
- * each with its length (keys and args may contain any byte); the flat
- * integer reply (nout integers) lands in out. */
-struct co_script_call {
-    size_t nkeys;
-    size_t nargs;
-    const char **argv;
-    const size_t *argvlen;
-    long long *out;
-    size_t nout;
-};
-
 int co_redis_parse_url(const char *url, unsigned timeout_ms,
                        struct co_redis_target *t, char *err, size_t errlen);
 int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
 void co_redis_shutdown(void);
+/* The SHA1 of the sync script (static storage), for the startup log. */
 const char *co_redis_script_sha(void);
 int co_redis_ping(char *err, size_t errlen);
-int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
-                       char *err, size_t errlen);
+
+/* ------------------------------------------------------------ redis keys
+ * (redis_keys.c) Every Redis key name, built in one place; the data model
+ * (what each key holds) is in the header of coordinator/sync.lua. The
+ * builders write a NUL-terminated name into out and return its length, or
+ * CO_ETOOBIG / CO_EINVAL. */
+struct co_rkeys {
+    const char *policy_current, *policy_seq, *policy_meta, *policy_audit,
+        *policy_audit_seq;
+    const char *policy_version_prefix;   /* + n: version n */
+    const char *stats_edges, *stats_edgez, *stats_ch, *stats_chz;
+    const char *stats_prefix;            /* stats.lua's computed keys */
+};
+extern const struct co_rkeys co_rkeys;
+
+/* "{" + 3 bytes per encoded byte of quota and key + "|" + "}" + NUL */
+#define CO_KEY_TAG_MAX       (3 + 3 * CO_QUOTA_NAME_MAX + 3 * CO_KEY_MAX + 1)
+/* "tg:" tag ":c" + NUL */
+#define CO_RKEY_COUNTERS_MAX (3 + CO_KEY_TAG_MAX + 2)
+/* "tg:" tag ":sig:" + 32 hex + NUL */
+#define CO_REPLAY_KEY_MAX    (3 + CO_KEY_TAG_MAX + 5 + 32 + 1)
+#define CO_RKEY_NONCE_MAX    (3 + 8 + 32 + 2)
+#define CO_CLEARANCE_KEY_MAX (16 + CO_QUOTA_NAME_MAX + 33)
+
 int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
                char *out, size_t outlen);
+/* tg:{q|k}:c and tg:{q|k}:e (sync.lua's counters of (quota, key)) into c
+ * and e, outlen bytes each. */
+int co_rkey_counters(const char *quota, size_t qlen, const char *key,
+                     size_t klen, char *c, char *e, size_t outlen);
+/* The mark of a used sync signature (sync.lua checks and sets it). */
+int co_rkey_replay(const char *edge_id, const char *sig_hex, char *out,
+                   size_t outlen);
+/* The mark of a burnt challenge nonce (challenge verify). */
+int co_rkey_nonce(const uint8_t nonce[16], char *out, size_t outlen);
+/* (quota, key hash) cleared: written by challenge verify, read by key
+ * inspect. */
+int co_rkey_clearance(const char *quota, const uint8_t kh[16], char *out,
+                      size_t outlen);
+int co_rkey_policy_version(uint64_t version, char *out, size_t outlen);
 
-/* Generated from coordinator/sync.lua by the Makefile. */
-extern const char co_sync_lua[];
-extern const size_t co_sync_lua_len;
+/* ------------------------------------------------------------ scripts
+ * (script.c) The Lua scripts, embedded from coordinator/<name>.lua, and
+ * the builder of one call. A call holds nkeys keys then nargs args in one
+ * arena (any bytes, each with its length); co_redis_eval() and
+ * co_redis_eval_ints() send it. */
+enum co_script_id {
+    CO_SCRIPT_SYNC = 0,          /* sync.lua */
+    CO_SCRIPT_STATS,             /* stats.lua */
+    CO_SCRIPT_POLICY_WRITE,      /* policy_write.lua */
+    CO_SCRIPT_POLICY_AUDIT,      /* policy_audit.lua */
+    CO_SCRIPTS
+};
+
+struct co_script {
+    const char *name;            /* "sync", ... for logs */
+    const char *src;             /* the Lua source, NUL-terminated */
+    size_t len;
+    char sha[41];                /* SHA1 hex: what EVALSHA names it by */
+};
+
+/* Static storage, never freed. */
+const struct co_script *co_script(enum co_script_id id);
+
+struct co_script_call {
+    const struct co_script *script;
+    size_t nkeys;
+    size_t nargs;
+    const char **argv;           /* keys then args, after co_call_seal() */
+    size_t *argvlen;
+    long long *out;              /* co_redis_eval_ints(): the flat integer */
+    size_t nout;                 /* reply, nout integers */
+    /* the builder's */
+    size_t cap;
+    size_t *offs;
+    char *arena;
+    size_t arena_len, arena_cap;
+    int rc;                      /* first error, sticky */
+};
+
+/* Memory for cap keys and args: co_call_free() releases it (and the
+ * arena), also after a failed build. */
+void co_call_init(struct co_script_call *c, const struct co_script *s,
+                  size_t cap);
+/* Append a key (before any arg) or an arg; errors are kept for seal. */
+void co_call_key(struct co_script_call *c, const char *key, size_t n);
+void co_call_arg(struct co_script_call *c, const char *s, size_t n);
+void co_call_arg_str(struct co_script_call *c, const char *s);
+void co_call_arg_u64(struct co_script_call *c, uint64_t v);
+/* Fix argv once building is over. Returns 0, CO_ENOMEM, or CO_EINVAL (a
+ * key after an arg, more than cap entries: a bug in the builder). */
+int co_call_seal(struct co_script_call *c);
+void co_call_free(struct co_script_call *c);
+/* The hash tag all keys of c share (*tag points into c), for a Redis
+ * Cluster router; CO_EINVAL when they do not share one. */
+int co_call_tag(const struct co_script_call *c, const char **tag,
+                size_t *len);
+
+/* Send calls[0..ncalls), pipelined in one round trip on this thread's
+ * connection, each reply a flat array of calls[i].nout integers copied to
+ * calls[i].out. One deadline of --redis-timeout-ms, connect and NOSCRIPT
+ * reload included. Returns 0; CO_EREDIS when Redis is unreachable, timed
+ * out or the socket failed (some calls may have run); CO_EREPLY for an
+ * error reply or a reply of the wrong shape; CO_EINVAL; CO_ENOMEM. */
+int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
+                       char *err, size_t errlen);
+
+/* Generic commands for the policy store, stats and the admin API: this
+ * thread's connection, one deadline of timeout_ms (0 = --redis-timeout-ms),
+ * connect included. They return the reply (free with freeReplyObject; an
+ * error reply is returned as a reply) or NULL with err when Redis is
+ * unreachable, backing off or timed out. co_redis_eval() sends EVALSHA
+ * and falls back to EVAL on NOSCRIPT. */
+struct redisReply;
+struct redisReply *co_redis_command(unsigned timeout_ms, int argc,
+                                    const char **argv, const size_t *lens,
+                                    char *err, size_t errlen);
+struct redisReply *co_redis_eval(unsigned timeout_ms,
+                                 const struct co_script_call *call,
+                                 char *err, size_t errlen);
 
 /* ------------------------------------------------------------ keys
  * Every secret tollgated holds comes from one key file (--keys FILE), never
@@ -725,12 +794,6 @@ int co_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
                    size_t len, uint8_t out[32]);
 void co_challenge_key_hash(const char *quota, const char *key, size_t klen,
                            uint8_t out[16]);
-/* The Redis key marking (quota, key hash) cleared, tg:{clr|<quota>|<kh
- * hex>}, into out (CO_CLEARANCE_KEY_MAX bytes suffice); returns its
- * length. Written by the verify endpoint, read by key inspect. */
-#define CO_CLEARANCE_KEY_MAX (16 + CO_QUOTA_NAME_MAX + 33)
-int co_clearance_key(const char *quota, const uint8_t kh[16], char *out,
-                     size_t outlen);
 int co_challenge_issue(const struct co_key *k, const char *quota,
                        const char *key, size_t klen, uint64_t now_s,
                        uint32_t ttl_s, char *out, size_t outlen);
@@ -778,28 +841,6 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
                     size_t vlen, uint64_t ttl_ms, bool only_new, char *err,
                     size_t errlen);
 
-/* Generic commands (end of redis.c) for the policy store and the admin
- * API: this thread's connection, one deadline of timeout_ms (0 =
- * --redis-timeout-ms), connect included. They return the reply (free with
- * freeReplyObject; an error reply is returned as a reply) or NULL with err
- * when Redis is unreachable, backing off or timed out. co_redis_eval()
- * sends EVALSHA and falls back to EVAL on NOSCRIPT. */
-struct redisReply;
-struct redisReply *co_redis_command(unsigned timeout_ms, int argc,
-                                    const char **argv, const size_t *lens,
-                                    char *err, size_t errlen);
-struct redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
-                                 size_t nkeys, size_t nargs,
-                                 const char **argv, const size_t *lens,
-                                 char *err, size_t errlen);
-/* %XX-decode s[0..len) into out (NUL-terminated); CO_EINVAL for a bad
- * escape, a decoded NUL or more than outlen - 1 bytes. */
-int co_percent_decode(const char *s, size_t len, char *out, size_t outlen);
-/* s[0..len) %XX-encoded outside [A-Za-z0-9._:-], as in co_key_tag(), into
- * out (NUL-terminated); returns the length, or CO_ETOOBIG when out has
- * fewer than 3 * len + 1 bytes. */
-int co_percent_encode(const char *s, size_t len, char *out, size_t outlen);
-
 /* ------------------------------------------------------------ encodings
  * (encode.c) base64url without padding, as in JWS; decode is strict (one
  * spelling per value). Both return the length written, or -1 when the
@@ -811,6 +852,13 @@ long co_hex_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
 /* Hex digits (either case, an even number of them) to bytes: the count,
  * or -1 when in is not hex or out is too small. */
 long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
+/* %XX-decode s[0..len) into out (NUL-terminated); CO_EINVAL for a bad
+ * escape, a decoded NUL or more than outlen - 1 bytes. */
+int co_percent_decode(const char *s, size_t len, char *out, size_t outlen);
+/* s[0..len) %XX-encoded outside [A-Za-z0-9._:-] into out (NUL-terminated);
+ * returns the length, or CO_ETOOBIG when out has fewer than 3 * len + 1
+ * bytes. */
+int co_percent_encode(const char *s, size_t len, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ clock
  * The only place that reads clocks, so tests can pin time with --wrap. */

@@ -292,11 +292,12 @@ static void test_replay_key(void **state)
 
     (void)state;
     memcpy(a.sig_hex, vector_sig + 3, 65);
-    assert_int_equal(co_auth_replay_key(&a, key, sizeof key),
+    assert_int_equal(co_rkey_replay(a.edge_id, a.sig_hex, key, sizeof key),
                      (int)strlen("tg:{edge|fra-1%2F9f3a07}:sig:") + 32);
     assert_string_equal(key, "tg:{edge|fra-1%2F9f3a07}:sig:"
                              "04e4e0d8e886ebc90812f45b26060c21");
-    assert_int_equal(co_auth_replay_key(&a, key, 20), CO_ETOOBIG);
+    assert_int_equal(co_rkey_replay(a.edge_id, a.sig_hex, key, 20),
+                     CO_ETOOBIG);
 }
 
 int main(void)
