@@ -127,8 +127,9 @@ $(BUILD)/co/%.o: coordinator/%.c
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(CO_CFLAGS) -c $< -o $@
 
+# Rebuilt whole: `ar r` would keep the object of a renamed source.
 $(BUILD)/libco.a: $(CO_OBJ) $(GEN_OBJ)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/tollgated: $(BUILD)/co/main.o $(BUILD)/libco.a
 	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@

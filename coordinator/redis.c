@@ -709,8 +709,8 @@ cleanup:
 }
 
 /* ------------------------------------------------------------ challenges
- * Plain commands for the challenge verify endpoint (verify.c): the same
- * per-thread connection and backoff as sync, one --redis-timeout-ms
+ * Plain commands for the challenge verify endpoint (challenge_verify.c):
+ * the same per-thread connection and backoff as sync, one --redis-timeout-ms
  * deadline per call (connect included), and the same rule that a
  * connection in reconnect backoff fails at once. */
 

@@ -34,7 +34,7 @@
 --   tg:{edge|<id>}:sig:<32 hex>  STRING  the nonce of the request that
 --                     first used this signature; lives replay_ttl_ms
 --
--- Challenges (coordinator/verify.c, plain SETs):
+-- Challenges (coordinator/challenge_verify.c, plain SETs):
 --   tg:{nonce|<32 hex>}  STRING  "1": this challenge token's nonce is
 --                     burnt (SET NX); lives until the token expires plus
 --                     a margin for clocks that disagree

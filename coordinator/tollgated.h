@@ -165,7 +165,7 @@ struct co_server {
     atomic_bool draining;              /* SIGTERM seen: close keep-alives */
     atomic_uint inflight;              /* requests between first callback
                                         * and completion */
-    /* POST /v1/challenge/verify outcomes (verify.c), for /metrics */
+    /* POST /v1/challenge/verify outcomes (challenge_verify.c), for /metrics */
     atomic_ullong challenges_verified_ok;
     atomic_ullong challenges_failed_invalid;     /* bad or forged token */
     atomic_ullong challenges_failed_expired;
@@ -415,7 +415,7 @@ void co_dashboard_handle(const struct co_request *req,
 
 /* ------------------------------------------------------------ admin API
  * (admin.c; endpoints and statuses in its file comment) Bearer tokens from
- * --admin-tokens FILE (tokens.c): "<name> <read|admin> <sha256 hex>" per
+ * --admin-tokens FILE (admin_tokens.c): "<name> <read|admin> <sha256 hex>" per
  * line. Without the file every admin route answers 401. */
 #define CO_TOKEN_NAME_MAX 64
 
@@ -472,6 +472,28 @@ void co_admin_key_get(const struct co_request *req,
 void co_admin_key_reset(const struct co_request *req,
                         struct co_response *resp);
 void co_admin_audit(const struct co_request *req, struct co_response *resp);
+
+/* Shared by the admin_*.c endpoint files (admin.c). answer_json steals
+ * v (json_decref'd here); the others leave resp holding the error answer
+ * when they fail. co_admin_body_object returns a new reference
+ * (json_decref) or NULL; co_admin_load_current a policy the caller
+ * releases (co_policy_release) or NULL. co_admin_commit steals detail. */
+void co_admin_answer_json(struct co_response *resp, unsigned status,
+                          struct json_t *v, uint64_t etag_version);
+void co_admin_store_error(struct co_response *resp, int rc, const char *err);
+bool co_admin_if_match(const struct co_request *req,
+                       struct co_response *resp, int64_t *expect);
+void co_admin_stale(struct co_response *resp, uint64_t current);
+struct json_t *co_admin_body_object(const struct co_request *req,
+                                    struct co_response *resp);
+void co_admin_log_write(const struct co_admin_token *t, const char *action,
+                        const char *what, unsigned status, uint64_t version);
+struct co_policy *co_admin_load_current(struct co_response *resp);
+int co_admin_commit(const struct co_admin_token *t, const struct co_policy *p,
+                    int64_t expect, bool report_stale, const char *action,
+                    const char *target, struct json_t *detail,
+                    struct co_response *resp, uint64_t *version);
+uint64_t co_admin_parse_version(const char *s);
 
 /* auth.c: see "edge auth" above. */
 enum co_auth_reason co_auth_check(const struct co_request *req,
@@ -777,7 +799,7 @@ const struct co_key *co_keys_find(const struct co_key *keys, size_t n,
                                   const char *id, size_t idlen);
 
 /* ------------------------------------------------------------ challenge
- * Challenge tokens (format in challenge.c) and the clearance tokens edges
+ * Challenge tokens (format in challenge_token.c) and the clearance tokens edges
  * verify. Tokens and secrets are never logged. */
 #define CO_CLEARANCE_MAX 768         /* bytes of a clearance JWS, NUL incl. */
 
@@ -811,7 +833,7 @@ int co_clearance_issue(const struct co_key *k, const char *quota,
                        char *out, size_t outlen);
 
 /* ------------------------------------------------------------ verifier
- * Captcha verifiers (verifier.c). verify() returns 0 when response solves
+ * Captcha verifiers (captcha.c). verify() returns 0 when response solves
  * the captcha bound to the challenge token, CO_EBADTOKEN when it does not,
  * CO_EIO when the provider could not be asked (err says why; never the
  * response). remote_ip may be NULL. */
@@ -826,7 +848,7 @@ struct co_verifier {
 int co_verifier_open(const struct co_keyring *k, struct co_verifier *out,
                      char *err, size_t errlen);
 
-/* POST /v1/challenge/verify (verify.c); contract in that file. */
+/* POST /v1/challenge/verify (challenge_verify.c); contract in that file. */
 void co_challenge_verify(const struct co_keyring *k,
                          const struct co_request *req,
                          struct co_response *resp);

@@ -1,4 +1,4 @@
-/* verify.c — POST /v1/challenge/verify: a solved challenge buys a
+/* challenge_verify.c — POST /v1/challenge/verify: a solved challenge buys a
  * clearance.
  *
  * Request: Content-Type application/json, body

@@ -1,5 +1,5 @@
-/* challenge.c — signed challenge tokens for keys over their quota, and the
- * clearance tokens that solving one earns.
+/* challenge_token.c — signed challenge tokens for keys over their quota,
+ * and the clearance tokens that solving one earns.
  *
  * A challenge token is base64url(payload) "." base64url(HMAC-SHA256(challenge
  * key secret, payload)), both without padding. The payload is binary,

@@ -1,9 +1,9 @@
-/* test_co_verify.c — POST /v1/challenge/verify, the handler called as a
- * plain function, against a real redis-server this test starts on a spare
- * loopback port and stops by PID. The clearance it returns is handed to
- * the native edge core (libtollgate.a), which must turn that key's
- * CHALLENGE into Allow, and must not for a clearance of another key or
- * one signed under a kid it was not given.
+/* test_co_challenge_verify.c — POST /v1/challenge/verify, the handler called
+ * as a plain function, against a real redis-server this test starts on a
+ * spare loopback port and stops by PID. The clearance it returns is handed
+ * to the native edge core (libtollgate.a), which must turn that key's
+ * CHALLENGE into Allow, and must not for a clearance of another key or one
+ * signed under a kid it was not given.
  *
  * The wall clock is pinned (--wrap=co_wall_ms) so token dates are exact;
  * Redis TTLs run on Redis's own clock and are only checked for presence
