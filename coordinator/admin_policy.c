@@ -14,24 +14,33 @@
 #define AUDIT_DEFAULT    50
 #define AUDIT_LIMIT_MAX  200
 
-void co_admin_policy_get(const struct co_request *req,
-                         struct co_response *resp)
+/* Answer the stored document of version (0: the current one) with its
+ * version as ETag. notfound: the 404 detail for a missing version (NULL:
+ * a store error). Returns the store's code. */
+static int answer_doc(struct co_response *resp, uint64_t version,
+                      const char *notfound)
 {
     char *doc = NULL, err[256];
-    uint64_t version = 0;
     size_t len = 0;
-    int rc;
+    int rc = co_store_get(version, &doc, &len, &version, err, sizeof err);
 
-    if (co_admin_authorize(req, resp, false) == NULL)
-        return;
-    rc = co_store_get(0, &doc, &len, &version, err, sizeof err);
-    if (rc != CO_OK) {
+    if (rc == CO_ENOTFOUND && notfound != NULL)
+        co_response_problem(resp, 404, notfound);
+    else if (rc != CO_OK)
         co_admin_store_error(resp, rc, err);
-        return;
-    }
+    if (rc != CO_OK)
+        return rc;
     co_response_take(resp, 200, "application/json", (uint8_t *)doc, len);
     snprintf(resp->etag, sizeof resp->etag, "\"%llu\"",
              (unsigned long long)version);
+    return CO_OK;
+}
+
+void co_admin_policy_get(const struct co_request *req,
+                         struct co_response *resp)
+{
+    if (co_admin_authorize(req, resp, false) != NULL)
+        answer_doc(resp, 0, NULL);
 }
 
 void co_admin_policy_put(const struct co_request *req,
@@ -82,30 +91,15 @@ void co_admin_versions(const struct co_request *req,
 void co_admin_version_get(const struct co_request *req,
                           struct co_response *resp)
 {
-    uint64_t want, version;
-    char *doc = NULL, err[256];
-    size_t len = 0;
-    int rc;
+    uint64_t want;
 
     if (co_admin_authorize(req, resp, false) == NULL)
         return;
     want = co_admin_parse_version(req->params->v[0]);
-    if (want == 0) {
+    if (want == 0)
         co_response_problem(resp, 404, "no such version");
-        return;
-    }
-    rc = co_store_get(want, &doc, &len, &version, err, sizeof err);
-    if (rc == CO_ENOTFOUND) {
-        co_response_problem(resp, 404, "no such version");
-        return;
-    }
-    if (rc != CO_OK) {
-        co_admin_store_error(resp, rc, err);
-        return;
-    }
-    co_response_take(resp, 200, "application/json", (uint8_t *)doc, len);
-    snprintf(resp->etag, sizeof resp->etag, "\"%llu\"",
-             (unsigned long long)version);
+    else
+        answer_doc(resp, want, "no such version");
 }
 
 void co_admin_rollback(const struct co_request *req,
@@ -148,20 +142,8 @@ void co_admin_rollback(const struct co_request *req,
         co_admin_store_error(resp, rc, err);
     co_admin_log_write(t, "policy.rollback", target,
                        rc == CO_OK ? 200 : resp->status, version);
-    if (rc == CO_OK) {
-        char *doc = NULL;
-        size_t len = 0;
-
-        rc = co_store_get(version, &doc, &len, &version, err, sizeof err);
-        if (rc != CO_OK) {
-            co_admin_store_error(resp, rc, err);
-            goto done;
-        }
-        co_response_take(resp, 200, "application/json", (uint8_t *)doc,
-                         len);
-        snprintf(resp->etag, sizeof resp->etag, "\"%llu\"",
-                 (unsigned long long)version);
-    }
+    if (rc == CO_OK)
+        answer_doc(resp, version, NULL);
 done:
     json_decref(body);
 }

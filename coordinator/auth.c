@@ -184,7 +184,7 @@ void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
 
     if (reason <= CO_AUTH_OK || reason >= CO_AUTH_REASONS)
         reason = CO_AUTH_BAD_SIGNATURE;       /* a caller's bug: refuse */
-    atomic_fetch_add_explicit(&co_server.auth_failures[reason], 1,
+    atomic_fetch_add_explicit(&co_metrics.auth_failures[reason], 1,
                               memory_order_relaxed);
     CO_INFO("msg=sync_auth_failed reason=%s edge=%s",
             co_auth_reason_names[reason],

@@ -56,17 +56,17 @@ static const char *const outcome_names[] = {
     "unavailable",
 };
 
-/* The co_server counter of an outcome; NULL for a malformed request, which
+/* The co_metrics counter of an outcome; NULL for a malformed request, which
  * is no verification at all. */
 static atomic_ullong *outcome_counter(enum outcome o)
 {
     switch (o) {
-    case OUT_OK: return &co_server.challenges_verified_ok;
-    case OUT_INVALID: return &co_server.challenges_failed_invalid;
-    case OUT_EXPIRED: return &co_server.challenges_failed_expired;
-    case OUT_CAPTCHA_FAILED: return &co_server.challenges_failed_captcha;
-    case OUT_REUSED: return &co_server.challenges_failed_reused;
-    case OUT_UNAVAILABLE: return &co_server.challenges_failed_unavailable;
+    case OUT_OK: return &co_metrics.challenges_verified_ok;
+    case OUT_INVALID: return &co_metrics.challenges_failed_invalid;
+    case OUT_EXPIRED: return &co_metrics.challenges_failed_expired;
+    case OUT_CAPTCHA_FAILED: return &co_metrics.challenges_failed_captcha;
+    case OUT_REUSED: return &co_metrics.challenges_failed_reused;
+    case OUT_UNAVAILABLE: return &co_metrics.challenges_failed_unavailable;
     default: return NULL;
     }
 }

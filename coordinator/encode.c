@@ -1,5 +1,6 @@
 /* encode.c — the text encodings several subsystems share: base64url for
- * tokens, hex for secrets and percent-escapes. Pure functions, no state. */
+ * tokens, hex for secrets, percent-escapes for URLs and Redis key names,
+ * and the name hash of the in-memory tables. Pure functions, no state. */
 #include "tollgated.h"
 
 static const char b64url[] =
@@ -185,4 +186,18 @@ int co_percent_encode(const char *s, size_t len, char *out, size_t outlen)
     }
     out[o] = '\0';
     return (int)o;
+}
+
+/* FNV-1a, 64 bits: fast on short names and spread well enough for the
+ * open-addressing tables of metrics.c (quotas) and stats.c (edges, top
+ * slots), whose sizes are powers of two. */
+uint64_t co_name_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h != 0 ? h : 1;
 }

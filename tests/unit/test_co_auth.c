@@ -264,7 +264,7 @@ static void test_reject_answers_401_and_counts(void **state)
 
     (void)state;
     for (int r = CO_AUTH_MISSING_SIGNATURE; r < CO_AUTH_REASONS; r++) {
-        before = atomic_load(&co_server.auth_failures[r]);
+        before = atomic_load(&co_metrics.auth_failures[r]);
         co_auth_reject(&resp, (enum co_auth_reason)r, "fra-1/x y");
         assert_int_equal(resp.status, 401);
         assert_string_equal(resp.content_type, "application/problem+json");
@@ -280,7 +280,7 @@ static void test_reject_answers_401_and_counts(void **state)
                             "Unauthorized");
         json_decref(doc);
         co_response_clear(&resp);
-        assert_int_equal(atomic_load(&co_server.auth_failures[r]),
+        assert_int_equal(atomic_load(&co_metrics.auth_failures[r]),
                          before + 1);
     }
 }

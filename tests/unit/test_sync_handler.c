@@ -674,7 +674,7 @@ static void test_unsigned_or_forged_is_401(void **state)
     uint8_t *body;
     size_t len = pack_request("e1", 1, 0, &kc, 1, &body);
     unsigned long long before =
-        atomic_load(&co_server.auth_failures[CO_AUTH_MISSING_SIGNATURE]);
+        atomic_load(&co_metrics.auth_failures[CO_AUTH_MISSING_SIGNATURE]);
 
     (void)state;
     run_with(NULL, garbage, sizeof garbage, &resp);
@@ -682,7 +682,7 @@ static void test_unsigned_or_forged_is_401(void **state)
     assert_string_equal(resp.extra.name, "WWW-Authenticate");
     assert_string_equal(resp.extra.value, "Tollgate-HMAC-SHA256");
     co_response_clear(&resp);
-    assert_int_equal(atomic_load(&co_server.auth_failures[
+    assert_int_equal(atomic_load(&co_metrics.auth_failures[
                          CO_AUTH_MISSING_SIGNATURE]), before + 1);
     /* signed for another body */
     sign(&h, "e1", NOW_MS, garbage, sizeof garbage);
