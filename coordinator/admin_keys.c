@@ -21,7 +21,11 @@ static uint64_t reply_u64(const redisReply *r)
 }
 
 /* What sync.lua would estimate now for one window's pair (prev, cur) of
- * the hash's w (window index) at idx: the two-window approximation. */
+ * the hash's w (window index) at idx: the two-window approximation,
+ * rolling the hash in its head as sync.lua would before counting. It is
+ * computed here because asking sync.lua would write (a report rolls the
+ * hash and records an edge); test_co_admin.c checks the two agree on the
+ * same data at the same instants, across window boundaries and clocks. */
 static uint64_t estimate(uint64_t w, bool have_w, uint64_t idx,
                          uint64_t cur, uint64_t prev, uint64_t window_ms,
                          uint64_t now_ms)
