@@ -12,6 +12,57 @@
 
 #include "tollgated.h"
 
+static void test_key_tag_percent_encoding(void **state)
+{
+    static const struct {
+        const char *quota, *key;
+        size_t klen;
+        const char *tag;
+    } cases[] = {
+        {"per-ip", "1.2.3.4", 7, "{per-ip|1.2.3.4}"},
+        {"per-ip", "2001:db8::1", 11, "{per-ip|2001:db8::1}"},
+        {"q_1.x", "AZaz09._:-", 10, "{q_1.x|AZaz09._:-}"},
+        {"per-ip", "", 0, "{per-ip|}"},
+        {"per-ip", "{x}", 3, "{per-ip|%7Bx%7D}"},
+        {"per-ip", "a|b", 3, "{per-ip|a%7Cb}"},
+        {"per-ip", "100%", 4, "{per-ip|100%25}"},
+        {"per-ip", "a b/c", 5, "{per-ip|a%20b%2Fc}"},
+        {"per-ip", "\x00\xff", 2, "{per-ip|%00%FF}"},
+        {"per-ip", "caf\xc3\xa9", 5, "{per-ip|caf%C3%A9}"},
+    };
+    char out[CO_KEY_TAG_MAX];
+    char big_key[CO_KEY_MAX + 1];
+    char big_quota[CO_QUOTA_NAME_MAX + 1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int n = co_key_tag(cases[i].quota, strlen(cases[i].quota),
+                           cases[i].key, cases[i].klen, out, sizeof out);
+
+        assert_int_equal(n, (int)strlen(cases[i].tag));
+        assert_string_equal(out, cases[i].tag);
+    }
+    /* the worst case fits CO_KEY_TAG_MAX exactly */
+    memset(big_key, '{', sizeof big_key);
+    memset(big_quota, '%', sizeof big_quota);
+    assert_int_equal(co_key_tag(big_quota, CO_QUOTA_NAME_MAX, big_key,
+                                CO_KEY_MAX, out, sizeof out),
+                     CO_KEY_TAG_MAX - 1);
+    assert_int_equal(co_key_tag(big_quota, CO_QUOTA_NAME_MAX, big_key,
+                                CO_KEY_MAX, out, sizeof out - 1),
+                     CO_ETOOBIG);
+    assert_int_equal(co_key_tag("q", 1, big_key, CO_KEY_MAX + 1, out,
+                                sizeof out), CO_EINVAL);
+    /* distinct pairs give distinct tags (the separator is always encoded) */
+    co_key_tag("a", 1, "b|c", 3, out, sizeof out);
+    {
+        char other[CO_KEY_TAG_MAX];
+
+        co_key_tag("a|b", 3, "c", 1, other, sizeof other);
+        assert_string_not_equal(out, other);
+    }
+}
+
 static void test_counter_keys(void **state)
 {
     char c[CO_RKEY_COUNTERS_MAX], e[CO_RKEY_COUNTERS_MAX];
@@ -103,6 +154,7 @@ static void test_store_and_stats_keys_share_their_tags(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_tag_percent_encoding),
         cmocka_unit_test(test_counter_keys),
         cmocka_unit_test(test_challenge_keys),
         cmocka_unit_test(test_store_and_stats_keys_share_their_tags),

@@ -1,11 +1,11 @@
-/* test_sync_handler.c — POST /v1/sync as a function: request bytes and
+/* test_co_sync.c — (sync.c) POST /v1/sync as a function: request bytes and
  * headers in, status and response bytes out. Most tests replace the Redis
- * call and the wall clock by mocks (-Wl,--wrap) and check what reaches
- * Redis (KEYS/ARGV exactly), what the edge gets back (decoded with
- * protobuf-c), the 401s of edge authentication and the degraded answer.
- * The last group passes the Redis call through to a real redis-server this
- * test starts, for what only the script can decide: retries, stale seqs,
- * replayed signatures, a per-key override and burst end to end.
+ * call and the wall clock by mocks (-Wl,--wrap) and check what reaches Redis
+ * (KEYS/ARGV exactly), what the edge gets back (decoded with protobuf-c),
+ * the 401s of edge authentication and the degraded answer. The last group
+ * passes the Redis call through to a real redis-server this test starts, for
+ * what only the script can decide: retries, stale seqs, replayed signatures,
+ * a per-key override and burst end to end.
  */
 // test-ldflags: -Wl,--wrap=co_redis_eval_ints -Wl,--wrap=co_wall_ms
 #include <setjmp.h>
