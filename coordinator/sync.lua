@@ -220,6 +220,17 @@ local function reach(N, n)
   return math.max(n, N / hi)
 end
 
+-- The slack s (at most left / (4n)) cut to left / (4 * reach(N, n)). The
+-- common case, a key seen steadily, keeps all of s: reach <= left / (4s)
+-- exactly when x = 4sN / left has (1 - exp(-x)) / x >= n/N (the same
+-- decreasing function), one exp instead of the bisection.
+local function reach_slack(left, N, n, s)
+  if n >= N then return 0 end
+  local x = 4 * s * N / left
+  if (1 - math.exp(-x)) / x >= n / N then return s end
+  return math.min(s, math.floor(left / (4 * reach(N, n))))
+end
+
 -- An edge's record, or nil.
 local function record(s)
   if not s then return nil end
@@ -363,13 +374,13 @@ for i = 1, n do
       -- sparse key (a fraction of a request per edge per interval) then
       -- does not empty its bucket at every admission and pull the edge's
       -- next sync forward; near the limit, or over many edges, it changes
-      -- nothing. reach() only when the slack would matter (it is 0 or
+      -- nothing. reach only when the slack would matter (it is 0 or
       -- within the demand cap otherwise).
       local edges = redis.call('ZCARD', ke) + (prev and 0 or 1)
       local need = math.ceil(2 * rate * interval / 1000000)
       local slack = math.min(SLACK_CAP, math.floor(left / (4 * edges)))
       if slack > need then
-        slack = math.min(slack, math.floor(left / (4 * reach(est_t, edges))))
+        slack = reach_slack(left, est_t, edges, slack)
       end
       local cap = math.max(1, slack, need)
       local x = left * rate / D + carry / 1000
