@@ -99,21 +99,21 @@
 --      80 Redis round trips per 1,000 decisions in the simulator; with the
 --      slack, 2.9 and 11.7 (at 6000/min: 5.0 -> 1.9 syncs, 9.96 -> 3.83
 --      round trips). Near the limit or over many edges the slack is 0.
---      reach is how many edges the key will reach, not how many have
---      reported it so far (see reach() below): n edges reported it within
---      a window, its attempts estimate is N, and N attempts thrown
---      uniformly at reach edges land on n distinct ones on average; while
---      no attempt has met an edge that already had the key (N <= n),
---      reach is unbounded and the slack 0. Dividing by n alone held only
---      once every edge had reported: a key spread thin over many edges
---      grows its n for a whole window, so its first edges, finding n
---      small, took 8 each (about 250 of 600 for a client at half its limit
---      over 280 edges), pinned it for a minute (they see the key once a
---      minute), and the edges reached later found avail 0 and refused the
---      client's next request there (95.3% admitted, 89.8% in the window
---      after the first). With reach: 100%. A key the edges see steadily
---      (fleet20: 20 edges, each seeing it every few seconds) has N >> n
---      within seconds, reach = n, and the slack it had.
+--      reach is how many edges the key will reach, not how many have reported
+--      it so far (reach() and reach_slack() below): n edges reported it
+--      within a window, its attempts estimate is N, and N attempts thrown
+--      uniformly at reach edges land on n distinct ones on average; while no
+--      attempt has met an edge that already had the key (N <= n), reach is
+--      unbounded and the slack 0. Dividing by n alone held only once every
+--      edge had reported: a key spread thin over many edges grows its n for a
+--      whole window, so its first edges, finding n small, took 8 each (about
+--      250 of 600 for a client at half its limit over 280 edges), pinned it
+--      for a minute (they see the key once a minute), and the edges reached
+--      later found avail 0 and refused the client's next request there (95.3%
+--      admitted, 89.8% in the window after the first). With reach: 100%. A
+--      key the edges see steadily (fleet20: 20 edges, each seeing it every
+--      few seconds) has N >> n within seconds, reach = n, and the slack it
+--      had.
 --      The rounding diffuses
 --      its error: the remainder is carried to e's next share of this key, so
 --      an edge whose share is 0.3 gets 1 every third sync instead of never.
@@ -189,7 +189,11 @@
 -- limit sits: the slack of all the key's edges together is at most about
 -- E * left / (4 * reach) ~ left / 4 once reach ~ E, instead of growing
 -- with every edge that joins, which leaves avail for the minimum 1 of the
--- edges a sparse key reaches next.
+-- edges a sparse key reaches next. The bound, not the measured figure:
+-- budget the old slack pinned and left unused now goes to demand, so
+-- where E * f nears the limit, a cold window shows more of O(W) (bench/sim
+-- spray280 --edges 500 at 600/min, floor 1: 13% -> 24% over; within the
+-- 280 edges the design targets, 0.17%).
 --
 -- Redis truncates Lua numbers in replies to integers, so every value is
 -- rounded explicitly, and numbers sent to redis.call are formatted as
