@@ -441,6 +441,15 @@ void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 void co_health_live(const struct co_request *req, struct co_response *resp);
 void co_health_ready(const struct co_request *req, struct co_response *resp);
 void co_sync_handle(const struct co_request *req, struct co_response *resp);
+/* What sync.lua estimates at now_ms for a key whose counts were last
+ * written in window w (cur: that window's, prev: the one before's):
+ * Cloudflare's two-window approximation, ceil(prev x time left in the
+ * window / window) + cur. A key not written since the previous window
+ * has its cur as prev and 0 as cur; one older estimates 0; a w ahead of
+ * now (a clock behind the writer's) is taken as now's window, as sync.lua
+ * does. (sync.c; also admin.c's key inspect and stats.c's top keys.) */
+uint64_t co_window_estimate(uint64_t w, uint64_t cur, uint64_t prev,
+                            uint64_t window_ms, uint64_t now_ms);
 /* GET /dashboard and /dashboard/{file} (dashboard.c): the ops page and its
  * script and style, embedded at build time from coordinator/dashboard/. */
 void co_dashboard_handle(const struct co_request *req,
