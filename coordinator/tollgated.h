@@ -282,7 +282,8 @@ void co_ticker_stop(struct co_ticker *t);
  * (stats.c: the document; stats.lua: the Redis keys and script)
  * GET /v1/stats, the dashboard's one call: decisions per second over the
  * last 15 minutes, the edges seen in the last 10, the top keys of each
- * quota's current window and the recent challenges, merged across
+ * quota by sliding-window estimate (carried, decaying, over the window's
+ * turn) and the recent challenges, merged across
  * coordinators through Redis. Each coordinator records locally (one mutex
  * acquisition per sync; top keys below a quota's K-th count take none) and
  * a thread flushes what Redis lacks once a second in one script call; a
