@@ -325,8 +325,6 @@ static void test_top_keys(void **state)
     assert_true(json_is_true(json_object_get(k, "shadow")));
     assert_int_equal(num(json_array_get(quota_top(doc, 1), 0), "count"), 3);
     json_decref(doc);
-
-    json_decref(doc);
 }
 
 /* keys[i] of quota 0 is (key, count). */
