@@ -201,9 +201,12 @@ test("dashboard: shows the /v1/stats it fetched, agreeing with a later read, rol
     await hit(a, HOT);
     await hit(b, HOT);
     s = await stats();
-    return s.edges.length === 2 && s.challenges.some((c) => c.key === HOT) &&
-      s.top_keys[0].keys.some((k) => k.key === HOT && k.count >= 100);
-  }, { what: "both edges synced and the hot client challenged", timeoutMs: 15000, stepMs: 300 });
+    const hot = s.top_keys[0].keys.find((k) => k.key === HOT);
+    if (s.edges.length === 2 && s.challenges.some((c) => c.key === HOT) && hot?.count >= 100) return true;
+    // what is missing, for the timeout's message
+    throw new Error(`edges ${s.edges.length}, challenged ${JSON.stringify(s.challenges.map((c) => c.key))}, ` +
+      `hot ${JSON.stringify(hot)}, merged ${s.merged}, edge answers ${JSON.stringify(edges.map((e) => e.status))}`);
+  }, { what: "both edges synced and the hot client challenged", timeoutMs: 30000, stepMs: 300 });
   assert.ok(a.status[429] > 0 || b.status[429] > 0, "an edge challenged the hot client");
   assert.equal(s.viewer.role, "admin");
   assert.equal(s.redis.up, true);
@@ -307,6 +310,10 @@ test("dashboard: banners for stale edges and for Redis down", async () => {
   await page.waitForFunction(() => [...document.querySelectorAll("#banners .banner.warn")]
     .some((b) => /2 edges stale/.test(b.textContent)), null, { timeout: s.edges_stale_after_ms + 10000 });
   assert.equal((await readPage(page)).edges.length, 2);
+  // The page's first load is complete (the policy versions, which need
+  // Redis, are on screen) before Redis goes: a 503 from them would be a
+  // console error that only says when the test stopped Redis.
+  await page.waitForSelector("#versions tbody tr");
 
   await redis.stop();
   await page.waitForFunction(() => [...document.querySelectorAll("#banners .banner.bad")]
