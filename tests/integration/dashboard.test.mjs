@@ -170,7 +170,11 @@ async function nextRendered(page) {
 
 before(async () => {
   redis = await startRedis();
-  co = await startTollgated({ redisPort: redis.port });
+  // A Redis exchange may take more than the default 50 ms on a loaded test
+  // machine; the page would then show a 503 from a Redis-backed endpoint
+  // (a console error) that says nothing about the page. Redis stopped
+  // still fails at once (connection refused).
+  co = await startTollgated({ redisPort: redis.port, args: ["--redis-timeout-ms", "1000"] });
   await startEdge(co.port);
   await startEdge(co.port);
   browser = await chromium.launch({
