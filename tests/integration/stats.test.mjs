@@ -26,6 +26,10 @@ const policy = {
 };
 
 const READ = ADMIN_TOKENS.find((t) => t.role === "read");
+// A Redis reply may take more than the default 50 ms on a loaded test
+// machine; the sync would then be answered degraded (nothing counted), which
+// is not what these tests are about.
+const SLOW_REDIS_OK = ["--redis-timeout-ms", "1000"];
 
 // A SyncRequest that also carries module_version (field 5).
 function syncBody({ moduleVersion, ...req }) {
@@ -53,8 +57,8 @@ const total = (s, outcome) => s.decisions[outcome].reduce((a, b) => a + b, 0);
 test("/v1/stats merges two coordinators' figures through Redis", async (t) => {
   const redis = await startRedis();
   const [co1, co2] = await Promise.all([
-    startTollgated({ redisPort: redis.port, policy }),
-    startTollgated({ redisPort: redis.port, policy }),
+    startTollgated({ redisPort: redis.port, policy, args: SLOW_REDIS_OK }),
+    startTollgated({ redisPort: redis.port, policy, args: SLOW_REDIS_OK }),
   ]);
   t.after(async () => { await Promise.all([co1.stop(), co2.stop()]); await redis.stop(); });
 
@@ -165,8 +169,8 @@ test("/v1/stats carries the top keys over the window turn, decaying", async (t) 
   };
   const redis = await startRedis();
   const [co1, co2] = await Promise.all([
-    startTollgated({ redisPort: redis.port, policy: fast }),
-    startTollgated({ redisPort: redis.port, policy: fast }),
+    startTollgated({ redisPort: redis.port, policy: fast, args: SLOW_REDIS_OK }),
+    startTollgated({ redisPort: redis.port, policy: fast, args: SLOW_REDIS_OK }),
   ]);
   t.after(async () => { await Promise.all([co1.stop(), co2.stop()]); await redis.stop(); });
 
