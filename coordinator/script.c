@@ -20,7 +20,8 @@
  * builder checks once. A call keeps its keys apart from its arguments
  * (KEYS then ARGV) so a Redis Cluster router can read them, find the
  * slot (co_call_tag()) and send the call there without knowing the
- * script.
+ * script. co_window_estimate() is sync.lua's sliding-window estimate for
+ * the readers that must not run the script (key inspect, stats).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -222,4 +223,32 @@ int co_call_tag(const struct co_script_call *c, const char **tag,
             return CO_EINVAL;
     }
     return CO_OK;
+}
+
+/* ------------------------------------------------------------ estimate */
+
+/* Contract in tollgated.h. The product is taken in 128 bits: a count
+ * near 1e12 times a day's window in ms does not fit in 64. */
+uint64_t co_window_estimate(uint64_t w, uint64_t cur, uint64_t prev,
+                            uint64_t window_ms, uint64_t now_ms)
+{
+    uint64_t idx, remaining;
+
+    if (window_ms == 0)
+        return 0;
+    idx = now_ms / window_ms;
+    if (w + 1 < idx)
+        return 0;
+    if (w + 1 == idx) {
+        prev = cur;
+        cur = 0;
+    } else if (w > idx) {
+        idx = w;
+    }
+    remaining = (idx + 1) * window_ms > now_ms ? (idx + 1) * window_ms - now_ms
+                                               : 0;
+    if (remaining > window_ms)
+        remaining = window_ms;
+    return (uint64_t)(((unsigned __int128)prev * remaining + window_ms - 1) /
+                      window_ms) + cur;
 }

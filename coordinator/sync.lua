@@ -71,7 +71,9 @@
 --                           ZSET  key -> the largest sliding-window estimate
 --                                 a sync answered in that window; the top K
 --                                 kept; expires a window after its own
---                                 window ends. <quota> is percent-encoded
+--                                 window ends (a read carries the previous
+--                                 window's keys, decayed, over the turn).
+--                                 <quota> is percent-encoded
 --   tg:{stats}:ch           HASH  "<key hash hex>:<quota>" -> "first_ms
 --                                 last_ms issued solved last_edge key"
 --                                 (key: the rest of the value, any bytes;

@@ -523,6 +523,16 @@ int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
 struct redisReply *co_redis_eval(unsigned timeout_ms,
                                  const struct co_script_call *call,
                                  char *err, size_t errlen);
+/* What sync.lua estimates at now_ms for a key whose counts were last
+ * written in window w (cur: that window's, prev: the one before's):
+ * Cloudflare's two-window approximation, ceil(prev x time left in the
+ * window / window) + cur. A key not written since the previous window
+ * has its cur as prev and 0 as cur; one older estimates 0; a w ahead of
+ * now (a clock behind the writer's) is taken as now's window, as sync.lua
+ * does. (script.c; for admin_keys.c's key inspect and stats.c's top keys,
+ * checked against sync.lua in test_co_admin.c.) */
+uint64_t co_window_estimate(uint64_t w, uint64_t cur, uint64_t prev,
+                            uint64_t window_ms, uint64_t now_ms);
 
 /* ------------------------------------------------------------ policy
  * (policy.c) The policy is immutable once built; readers hold a
@@ -683,7 +693,8 @@ void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
  * (stats.c: the document; stats.lua: the Redis keys and script)
  * GET /v1/stats, the dashboard's one call: decisions per second over the
  * last 15 minutes, the edges seen in the last 10, the top keys of each
- * quota's current window and the recent challenges, merged across
+ * quota by sliding-window estimate (carried, decaying, over the window's
+ * turn) and the recent challenges, merged across
  * coordinators through Redis. Each coordinator records locally (one mutex
  * acquisition per sync; top keys below a quota's K-th count take none) and
  * a thread flushes what Redis lacks once a second in one script call; a
