@@ -690,7 +690,8 @@ void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
                     const char *edge_id);
 
 /* ------------------------------------------------------------ stats
- * (stats.c: the document; stats.lua: the Redis keys and script)
+ * (stats.c records and flushes; stats_read.c reads, merges and renders
+ * the document; stats.lua is the script both call)
  * GET /v1/stats, the dashboard's one call: decisions per second over the
  * last 15 minutes, the edges seen in the last 10, the top keys of each
  * quota by sliding-window estimate (carried, decaying, over the window's
