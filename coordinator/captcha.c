@@ -1,4 +1,4 @@
-/* verifier.c — captcha verifiers behind one interface.
+/* captcha.c — captcha verifiers behind one interface.
  *
  * The verify endpoint asks "did the client solve the captcha bound to this
  * challenge token?" through struct co_verifier and never knows which
