@@ -147,9 +147,11 @@ static int set_log_level(struct co_config *cfg, const char *val,
 static const struct option_def options[] = {
     {"--listen", "TOLLGATE_LISTEN", set_listen, "HOST:PORT",
      "address to serve HTTP on (default 127.0.0.1:8080; port 0 = any)"},
-    {"--redis", "TOLLGATE_REDIS", set_redis, "URL",
-     "redis://[[user]:password@]host[:port][/db] "
-     "(default redis://127.0.0.1:6379)"},
+    {"--redis", "TOLLGATE_REDIS", set_redis, "URL[,URL...]",
+     "redis://[[user]:password@]host[:port][/db] (default "
+     "redis://127.0.0.1:6379); several comma-separated URLs are seed "
+     "nodes of a Redis Cluster (detected with CLUSTER SLOTS, also from "
+     "one URL; no /db then)"},
     {"--policy", "TOLLGATE_POLICY", set_policy, "FILE",
      "policy JSON document (required); seeds the policy store in Redis "
      "as version 1 when Redis holds no version, and is ignored after"},

@@ -146,7 +146,7 @@ size_t co_split_fields(const char *line, size_t n, const char **f,
  * Flags and TOLLGATE_* environment variables (the flag wins). */
 struct co_config {
     char listen[256];           /* host:port */
-    char redis_url[512];
+    char redis_url[2048];       /* one URL, or seeds, comma-separated */
     char policy_path[4096];
     unsigned threads;           /* MHD worker threads */
     size_t max_body;            /* bytes */
@@ -391,6 +391,25 @@ struct co_redis_target {
 int co_redis_parse_url(const char *url, unsigned timeout_ms,
                        struct co_redis_target *t, char *err, size_t errlen);
 int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
+
+/* --redis takes one URL or several (comma-separated): seeds of a Redis
+ * Cluster. co_redis_parse_seeds() splits and parses the list into
+ * out[0..*n). co_redis_init_seeds() asks the seeds CLUSTER SLOTS: a
+ * node without cluster support means single-node mode (the first seed,
+ * co_redis_init()); a cluster means every call below is routed by
+ * cluster.c. Returns 0 when ready; CO_EREDIS with err when Redis (or the
+ * cluster) is not answering or not ready yet: tollgated serves degraded
+ * and the mode is decided by the first call that finds a seed answering;
+ * CO_EINVAL (a database number in cluster mode); CO_ENOMEM. */
+#define CO_REDIS_SEEDS_MAX 16
+int co_redis_parse_seeds(const char *list, unsigned timeout_ms,
+                         struct co_redis_target *out, size_t max, size_t *n,
+                         char *err, size_t errlen);
+int co_redis_init_seeds(const struct co_redis_target *seeds, size_t n,
+                        char *err, size_t errlen);
+/* Whether the calls below go to a Redis Cluster (sync groups its items
+ * per hash slot then). */
+bool co_redis_is_cluster(void);
 void co_redis_shutdown(void);
 /* The SHA1 of the sync script (static storage), for the startup log. */
 const char *co_redis_script_sha(void);
@@ -444,6 +463,11 @@ int co_rkey_counters(const char *quota, size_t qlen, const char *key,
 /* The mark of a used sync signature (sync.lua checks and sets it). */
 int co_rkey_replay(const char *edge_id, const char *sig_hex, char *out,
                    size_t outlen);
+/* The same mark in Redis Cluster mode, one per sync call, in the slot of
+ * the call's items (quota, key). */
+#define CO_REPLAY_AT_KEY_MAX (CO_REPLAY_KEY_MAX + 3 * CO_KEY_MAX + 1)
+int co_rkey_replay_at(const char *quota, const char *key, const char *edge_id,
+                      const char *sig_hex, char *out, size_t outlen);
 /* The mark of a burnt challenge nonce (challenge verify). */
 int co_rkey_nonce(const uint8_t nonce[16], char *out, size_t outlen);
 /* (quota, key hash) cleared: written by challenge verify, read by key
