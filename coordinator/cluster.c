@@ -39,7 +39,8 @@
 
 #include <hiredis.h>
 
-#include "cluster.h"
+#include "tollgated.h"
+
 
 #define HOST_MAX          256
 #define REFRESH_DEFAULT_MS 10000u
@@ -239,7 +240,8 @@ static redisContext *node_conn(struct co_cluster *cc, struct node *n,
         return NULL;
     }
     if (now >= deadline) {
-        snprintf(err, errlen, "connect %.100s:%d: timed out", n->host, n->port);
+        snprintf(err, errlen, "connect %.100s:%d: timed out", n->host,
+                 n->port);
         return NULL;
     }
     left = deadline - now;
@@ -479,8 +481,8 @@ static int parse_slots(struct co_cluster *cc, const redisReply *r,
     }
     return CO_OK;
 bad:
-    snprintf(err, errlen, "CLUSTER SLOTS %.100s:%d: malformed reply", from->host,
-             from->port);
+    snprintf(err, errlen, "CLUSTER SLOTS %.100s:%d: malformed reply",
+             from->host, from->port);
     return CO_EREDIS;
 }
 
@@ -551,7 +553,7 @@ done:
     return rc;
 }
 
-/* Contract in cluster.h. Known masters are asked first (they are the
+/* Contract in tollgated.h. Known masters are asked first (they are the
  * cluster as we last saw it), then the seeds; the first well-formed
  * answer wins. err keeps the first node's reason and how many more
  * failed, so one line says what is wrong. */
@@ -964,7 +966,7 @@ static int run_round(struct co_cluster *cc, struct co_cluster_call *calls,
     return CO_OK;
 }
 
-/* Contract in cluster.h. The map is refreshed before the batch when it
+/* Contract in tollgated.h. The map is refreshed before the batch when it
  * is missing, due (MOVED, a failure) or old; during the batch only when
  * a node could not be reached or said CLUSTERDOWN (a failover in
  * progress: the next map may name the new master). */
@@ -1048,7 +1050,7 @@ cleanup:
 
 /* ------------------------------------------------------------ detect */
 
-/* Contract in cluster.h. */
+/* Contract in tollgated.h. */
 int co_cluster_detect(const struct co_cluster_config *cfg, char *err,
                       size_t errlen)
 {
@@ -1113,7 +1115,7 @@ next:
 
 /* ------------------------------------------------------------ readiness */
 
-/* Contract in cluster.h. */
+/* Contract in tollgated.h. */
 int co_cluster_check(struct co_cluster *cc, uint64_t deadline, char *err,
                      size_t errlen)
 {

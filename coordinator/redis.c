@@ -25,7 +25,6 @@
 
 #include <hiredis.h>
 
-#include "cluster.h"
 #include "tollgated.h"
 
 #define BACKOFF_FIRST_MS 100u

@@ -39,7 +39,6 @@
 
 #include <openssl/rand.h>
 
-#include "cluster.h"
 #include "tollgated.h"
 
 #define SYNC_COUNTS_FIELD 6       /* SyncRequest.counts in the .proto */

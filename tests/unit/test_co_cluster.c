@@ -30,7 +30,7 @@
 #include <hiredis.h>
 #include <openssl/evp.h>
 
-#include "cluster.h"
+#include "tollgated.h"
 #include "test_redis_server.h"
 
 #define NFAKES    3

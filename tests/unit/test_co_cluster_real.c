@@ -27,7 +27,7 @@
 #include <hiredis.h>
 #include <openssl/evp.h>
 
-#include "cluster.h"
+#include "tollgated.h"
 #include "test_redis_server.h"
 #include "test_redis_cluster.h"
 

@@ -10,7 +10,6 @@
 
 #include <cmocka.h>
 
-#include "cluster.h"
 #include "tollgated.h"
 
 static void test_key_tag_percent_encoding(void **state)
