@@ -602,6 +602,9 @@ struct co_script {
 
 /* Static storage, never freed. */
 const struct co_script *co_script(enum co_script_id id);
+/* The SHA1 of data[0..len) in lowercase hex (what EVALSHA names a script
+ * by) into out; "" when OpenSSL cannot hash. */
+void co_sha1_hex(const char *data, size_t len, char out[41]);
 
 struct co_script_call {
     const struct co_script *script;

@@ -28,7 +28,6 @@
 
 #include <cmocka.h>
 #include <hiredis.h>
-#include <openssl/evp.h>
 
 #include "tollgated.h"
 #include "test_redis_server.h"
@@ -70,16 +69,6 @@ static struct client clients[NCLIENTS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t server;
 static int stop_pipe[2];
-
-static void sha1_hex(const char *s, size_t len, char out[41])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-
-    EVP_Digest(s, len, md, &n, EVP_sha1(), NULL);
-    for (unsigned i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
 
 static void say(int fd, const char *fmt, ...)
 {
@@ -128,7 +117,7 @@ static void handle(struct client *c, const redisReply *r)
 
         f->n_load++;
         f->noscript = false;
-        sha1_hex(r->element[2]->str, r->element[2]->len, h);
+        co_sha1_hex(r->element[2]->str, r->element[2]->len, h);
         return say(c->fd, "$40\r\n%s\r\n", h);
     }
     if ((is(r->element[0], "EVALSHA") && r->elements >= 4) ||
@@ -269,7 +258,7 @@ static int reset(void **state)
 
 static int start_fakes(void **state)
 {
-    sha1_hex(script, strlen(script), sha);
+    co_sha1_hex(script, strlen(script), sha);
     for (int i = 0; i < NCLIENTS; i++)
         clients[i].fd = -1;
     for (int i = 0; i < NFAKES; i++) {

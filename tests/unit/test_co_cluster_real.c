@@ -25,7 +25,6 @@
 
 #include <cmocka.h>
 #include <hiredis.h>
-#include <openssl/evp.h>
 
 #include "tollgated.h"
 #include "test_redis_server.h"
@@ -38,20 +37,10 @@ static const char incr_lua[] =
     "return redis.call('INCRBY', KEYS[1], ARGV[1])";
 static char incr_sha[41];
 
-static void sha1_hex(const char *s, size_t len, char out[41])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-
-    EVP_Digest(s, len, md, &n, EVP_sha1(), NULL);
-    for (unsigned i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 static int cluster_up(void **state)
 {
     (void)state;
-    sha1_hex(incr_lua, strlen(incr_lua), incr_sha);
+    co_sha1_hex(incr_lua, strlen(incr_lua), incr_sha);
     return test_cluster_start(&tc);
 }
 
