@@ -546,6 +546,11 @@ static void sync_handle(const struct co_request *req,
         reject(resp, detail);
         goto cleanup;
     }
+    if (co_input_protobuf(&tollgate__v1__sync_request__descriptor, req->body,
+                          req->body_len, detail, sizeof detail) != CO_OK) {
+        reject(resp, detail);
+        goto cleanup;
+    }
     in = tollgate__v1__sync_request__unpack(NULL, req->body_len, req->body);
     if (in == NULL) {
         reject(resp, "malformed protobuf: not a SyncRequest");

@@ -117,6 +117,14 @@ const char *co_log_value(char *buf, size_t buflen, const char *s, size_t len);
 
 /* ------------------------------------------------------------ config
  * Flags and TOLLGATE_* environment variables (the flag wins). */
+/* Connection limits (flags --max-connections, --max-conns-per-ip,
+ * --request-timeout-ms; http.c's file comment says what each achieves). */
+struct co_http_limits {
+    unsigned max_conns;             /* open connections in all */
+    unsigned max_conns_per_ip;      /* from one client address; 0 = off */
+    unsigned request_timeout_ms;    /* head and body of one request */
+};
+
 struct co_config {
     char listen[256];           /* host:port */
     char redis_url[512];
@@ -127,6 +135,7 @@ struct co_config {
     char keys_path[4096];       /* the key file (required) */
     char admin_tokens_path[4096];   /* "": the admin API answers 401 */
     enum co_log_level log_level;
+    struct co_http_limits http;     /* connection limits */
 };
 
 /* What co_config_parse() asks the caller to do besides running. */
@@ -202,6 +211,11 @@ struct co_server {
     atomic_ullong challenges_failed_captcha;     /* captcha not solved */
     atomic_ullong challenges_failed_reused;      /* nonce already burnt */
     atomic_ullong challenges_failed_unavailable; /* Redis, verifier, config */
+    /* HTTP connections (http.c), for /metrics */
+    atomic_uint http_connections;      /* open now */
+    atomic_ullong http_closed_limit;   /* refused at accept: a cap */
+    atomic_ullong http_closed_deadline;/* request not in by its deadline */
+    atomic_ullong http_closed_tls;     /* TLS hello on the plain port */
 };
 
 extern struct co_server co_server;
@@ -433,9 +447,20 @@ const char *co_status_title(unsigned status);
 
 struct MHD_Daemon;
 int co_http_start(const char *listen, unsigned threads,
-                  struct MHD_Daemon **out, char *addr, size_t addrlen,
-                  char *err, size_t errlen);
+                  const struct co_http_limits *lim, struct MHD_Daemon **out,
+                  char *addr, size_t addrlen, char *err, size_t errlen);
 void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
+
+/* ------------------------------------------------------------ input
+ * (input.c) Strings from outside hold no NUL byte: a field holding one is
+ * refused with 400 where the request is decoded. Both return 0 or
+ * CO_EINVAL with detail ("<field>: holds a NUL byte"). */
+int co_input_text(const char *field, const void *s, size_t len,
+                  char *detail, size_t detaillen);
+/* Every string field of a protobuf message of type desc, on the wire. */
+int co_input_protobuf(const ProtobufCMessageDescriptor *desc,
+                      const uint8_t *buf, size_t len, char *detail,
+                      size_t detaillen);
 
 /* ------------------------------------------------------------ endpoints */
 void co_health_live(const struct co_request *req, struct co_response *resp);
