@@ -214,6 +214,30 @@ $(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c $(FUZZ_POLICY_SRC) coordinat
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(CO_CFLAGS) $< $(FUZZ_POLICY_SRC) $(BUILD)/fuzz/tollgate.pb-c.o \
 	  $(shell pkg-config --libs jansson libprotobuf-c) -lpthread -lm -o $@
 
+# The coordinator's targets for what comes off the network: fuzz_sync (POST
+# /v1/sync after the signature: unpack, validation, the answer),
+# fuzz_admin (the admin API's JSON routes), fuzz_challenge (challenge
+# tokens and POST /v1/challenge/verify). They link every coordinator file
+# built with the fuzzer's instrumentation ($(BUILD)/fuzz/libco.a) and stand
+# in for Redis and the captcha provider with -Wl,--wrap, asked for by a
+# line `// fuzz-ldflags: ...` in the target's source.
+FUZZ_CO_NAMES := sync admin challenge
+FUZZ_CO_OBJ   := $(CO_SRC:coordinator/%.c=$(BUILD)/fuzz/co/%.o)
+$(BUILD)/fuzz/co/%.o: coordinator/%.c $(BUILD)/gen/tollgate.pb-c.h
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP \
+	  -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+	  $(CO_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/libco.a: $(FUZZ_CO_OBJ) $(GEN_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(FUZZ_CO_NAMES:%=$(BUILD)/fuzz/fuzz_%): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/fuzz/libco.a
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(CO_CFLAGS) $< \
+	  $(shell sed -n 's|^// fuzz-ldflags: ||p' tests/fuzz/fuzz_$*.c) \
+	  $(BUILD)/fuzz/libco.a $(PKG_LIBS) -lm -o $@
+
 fuzz-smoke: $(FUZZ_BIN)
 	$(Q)$(call FUZZ_RUN,-runs=$(FUZZ_RUNS) -seed=1)
 

@@ -554,7 +554,8 @@ static void conn_phase(struct conn_rec *rec, enum conn_phase phase)
  * since the last line, so a flood of connections is not a flood of logs. */
 static void note_refused(void)
 {
-    uint64_t now = co_mono_ms(), last = atomic_load(&guard.refused_logged_ms);
+    unsigned long long now = co_mono_ms(),
+                       last = atomic_load(&guard.refused_logged_ms);
     unsigned long long total =
         atomic_fetch_add(&co_server.http_closed_limit, 1) + 1;
 

@@ -606,6 +606,8 @@ struct json_t *co_policy_to_json(const struct co_policy *p, uint64_t version);
 char *co_policy_dump(const struct co_policy *p, uint64_t version);
 int co_key_template_check(const char *t, size_t len, char *err,
                           size_t errlen);
+/* Is s (n bytes) a quota name: 1..CO_QUOTA_NAME_MAX of [A-Za-z0-9._-]? */
+bool co_quota_name_ok(const void *s, size_t n);
 const struct co_quota *co_policy_find(const struct co_policy *p,
                                       const char *name);
 void co_policy_install(struct co_policy *p);
