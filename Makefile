@@ -6,6 +6,7 @@
 #                   ASan+UBSan), the wasm import check, a short fuzz run,
 #                   integration tests
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (300)
+#   make soak       SOAK_S (600) seconds of mixed traffic: RSS/fd growth
 #   make run        install missing deps, then redis + tollgated + workerd edge
 #   make bench      benchmarks against the targets: one Markdown table,
 #                   figures in build/bench/*.json (needs wrk and valgrind)
@@ -174,6 +175,15 @@ wasm-check: $(BUILD)/tollgate.wasm
 
 integration: all $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 	$(Q)node --test tests/integration/*.test.mjs
+
+# make soak: tests/soak/soak.mjs, SOAK_S seconds (default 600) of mixed
+# traffic through two workerd edges, with a coordinator restart and a Redis
+# pause; fails when the coordinator's RSS or fds grow over 10 % (report in
+# $(BUILD)/soak/report.json).
+SOAK_S ?= 600
+.PHONY: soak
+soak: all
+	$(Q)SOAK_S=$(SOAK_S) node tests/soak/soak.mjs
 
 # ---------------------------------------------------------------- fuzz
 # libFuzzer targets tests/fuzz/fuzz_<name>.c, built with clang and ASan+UBSan
