@@ -835,7 +835,11 @@ static void on_mhd_log(void *cls, const char *fm, va_list ap)
     n = (int)strlen(text);
     while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
         text[--n] = '\0';
-    CO_WARN("msg=mhd detail=%s", co_log_value(v, sizeof v, text, (size_t)n));
+    /* A client hanging up mid-request, or a connection the guard shut
+     * down, is the client's doing and comes once per connection: debug. */
+    CO_LOG(strncmp(text, "Connection socket is closed", 27) == 0
+           ? CO_LOG_DEBUG : CO_LOG_WARN, "msg=mhd detail=%s",
+           co_log_value(v, sizeof v, text, (size_t)n));
 }
 
 /* Resolve "host:port" / "[v6]:port" to one socket address. */
