@@ -89,9 +89,10 @@ static const struct co_route routes[] = {
     {"GET", "/dashboard/{file}", NULL, co_dashboard_handle},
 };
 
-/* Per-request state, allocated on the first access-handler call and freed
- * only in the completion callback (libmicrohttpd may call the handler many
- * times per request, and not at all after an early error). */
+/* Per-request state, allocated when the request line is in (the URI log
+ * callback, on_uri) and freed only in the completion callback
+ * (libmicrohttpd may call the handler many times per request, and not at
+ * all after an early error). */
 struct conn_rec;
 
 struct http_ctx {
