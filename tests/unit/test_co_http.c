@@ -1,10 +1,10 @@
 /* test_co_http.c — the HTTP server itself, on a loopback socket: the
  * request-head rules of RFC 9112 (Host on HTTP/1.1, one Content-Length,
  * the URL cap over path and query), NUL bytes refused in paths and in a
- * sync's strings, and the connection guard (a cap per client address, a
+ * sync's strings and JSON bodies, and the connection guard (a cap per client address, a
  * deadline for a request's head and body that trickling cannot stretch, a
  * TLS ClientHello closed at accept). Raw sockets, so every byte on the
- * wire is the test's; clients bind 127.0.0.2-5 to be distinct addresses.
+ * wire is the test's; clients bind 127.0.0.3-5 to be distinct addresses.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +26,7 @@
 #include <microhttpd.h>
 
 #include "tollgated.h"
+#include "test_admin_tokens.h"
 #include "test_sync_sign.h"
 
 #define PER_IP     4
@@ -172,6 +173,8 @@ static int setup(void **state)
     atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);
     if (co_keys_parse(keys_text, strlen(keys_text), &co_keys, err,
                       sizeof err) != CO_OK ||
+        co_tokens_parse(TOKENS, strlen(TOKENS), &co_admin_tokens, err,
+                        sizeof err) != CO_OK ||
         co_http_start("127.0.0.1:0", 2, &lim, &daemon_, addr, sizeof addr,
                       err, sizeof err) != CO_OK) {
         fprintf(stderr, "setup: %s\n", err);
@@ -186,6 +189,7 @@ static int teardown(void **state)
     (void)state;
     co_http_drain_and_stop(daemon_, 1000);
     co_keys_free(&co_keys);
+    co_tokens_free(&co_admin_tokens);
     return 0;
 }
 
@@ -327,6 +331,32 @@ static void test_nul_in_sync_strings_is_400(void **state)
     settle();
 }
 
+/* JSON bodies: jansson refuses "\u0000" (no JSON_ALLOW_NUL anywhere), so
+ * an admin write or a challenge answer holding one is a 400 too. */
+static void test_nul_in_json_bodies_is_400(void **state)
+{
+    static const char quota[] =
+        "{\"key\": \"ip\", \"limit\": 5, \"window_s\": 60, "
+        "\"action\": \"deny\", \"path_prefix\": \"/a\\u0000b\"}";
+    static const char verify[] = "{\"token\": \"a\\u0000b\", \"response\": \"r\"}";
+    char raw[1024], body[512];
+
+    (void)state;
+    snprintf(raw, sizeof raw, "PUT /v1/quotas/q HTTP/1.1\r\nHost: a\r\n"
+             "Authorization: Bearer " ADMIN_TOKEN "\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+             "Connection: close\r\n\r\n%s", sizeof quota - 1, quota);
+    assert_int_equal(request(raw, body, sizeof body), 400);
+    assert_non_null(strstr(body, "NUL"));
+    snprintf(raw, sizeof raw, "POST /v1/challenge/verify HTTP/1.1\r\n"
+             "Host: a\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             sizeof verify - 1, verify);
+    assert_int_equal(request(raw, body, sizeof body), 400);
+    assert_non_null(strstr(body, "NUL"));
+    settle();
+}
+
 static void test_input_protobuf_walk(void **state)
 {
     static const uint8_t ok[] =
@@ -443,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_url_cap_covers_path_and_query),
         cmocka_unit_test(test_nul_in_path_is_400),
         cmocka_unit_test(test_nul_in_sync_strings_is_400),
+        cmocka_unit_test(test_nul_in_json_bodies_is_400),
         cmocka_unit_test(test_input_protobuf_walk),
         cmocka_unit_test(test_per_address_cap),
         cmocka_unit_test(test_trickled_head_hits_the_deadline),
