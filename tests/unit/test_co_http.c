@@ -1,9 +1,9 @@
 /* test_co_http.c — the HTTP server itself, on a loopback socket: the
  * request-head rules of RFC 9112 (Host on HTTP/1.1, one Content-Length,
- * the URL cap over path and query), NUL bytes refused in paths and in a
- * sync's strings and JSON bodies, and the connection guard (a cap per client address, a
- * deadline for a request's head and body that trickling cannot stretch, a
- * TLS ClientHello closed at accept). Raw sockets, so every byte on the
+ * the URL cap over path and query), NUL bytes refused in paths, in a
+ * sync's strings and in JSON bodies, and the connection guard (a cap per
+ * client address, a deadline for a request's head and body that trickling
+ * cannot stretch, a TLS ClientHello closed at accept). Raw sockets, so every byte on the
  * wire is the test's; clients bind 127.0.0.3-5 to be distinct addresses.
  */
 #include <setjmp.h>
