@@ -174,15 +174,30 @@ int co_response_set(struct co_response *resp, unsigned status,
 }
 
 /* Fill resp with an RFC 9457 problem: type about:blank, the status's
- * standard title, and detail (for the client: what to fix). Out of memory
- * leaves a correct status with an empty body. */
+ * standard title, and detail (for the client: what to fix). A detail
+ * that is not UTF-8 (it may quote the client's bytes, cut anywhere) goes
+ * out with '?' for every byte over 0x7f rather than not at all. Out of
+ * memory leaves a correct status with an empty body. */
 void co_response_problem(struct co_response *resp, unsigned status,
                          const char *detail)
 {
     json_t *doc = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank",
                             "title", co_status_title(status),
                             "status", (int)status, "detail", detail);
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    char *text;
+
+    if (doc == NULL) {
+        char ascii[512];
+        size_t i;
+
+        for (i = 0; detail[i] != '\0' && i < sizeof ascii - 1; i++)
+            ascii[i] = (unsigned char)detail[i] > 0x7f ? '?' : detail[i];
+        ascii[i] = '\0';
+        doc = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank",
+                        "title", co_status_title(status), "status",
+                        (int)status, "detail", ascii);
+    }
+    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 
     json_decref(doc);
     co_response_take(resp, status, "application/problem+json",

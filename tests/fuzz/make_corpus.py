@@ -210,6 +210,10 @@ CO_ADMIN = {
     "rollback_bad": (5, {"to": "x"}),
     "nul_in_json": (1, b'{"key": "ip\\u0000", "limit": 5, "window_s": 60}'),
     "not_json": (1, b"{"),
+    # regression: a 400 whose detail quoted the body's bytes cut inside a
+    # UTF-8 sequence went out with no body (fuzz_admin, 10M run)
+    "detail_cut_utf8": (1, b'{"key":"claim:dove-aa.aode-adv.a.aroiveeendav\xd2\x9e\xd2\xa7'
+                           b'a.droivec_eseiovl+"}'),
 }
 
 
@@ -235,6 +239,9 @@ CO_CHALLENGE = {
                                    "response": "x"}).encode()),
     "body_extra": (0, b'{"token": "a.b", "response": "r", "x": 1}'),
     "body_types": (0, b'{"token": 1, "response": null}'),
+    # regression: jansson's error text quoting bytes that are not UTF-8
+    # made the 400 bodiless (fuzz_challenge, 10M run)
+    "body_bad_utf8": (2, b'{"tok\\\xd3\xb8\xcb\xfd\x7f\x00\x00en": trueA__", "response":""}'),
 }
 
 

@@ -253,6 +253,12 @@ static void test_problem_body_escapes_detail(void **state)
     co_response_clear(&resp);
     assert_null(resp.body);
     assert_int_equal(resp.status, 0);
+    /* a detail quoting the client's bytes cut inside a UTF-8 sequence
+     * (found by fuzz_admin and fuzz_challenge: the 400 had no body) */
+    co_response_problem(&resp, 400, "key: \"ab\xd2\" is not a template");
+    assert_problem(&resp, 400, "Bad Request",
+                   "key: \"ab?\" is not a template");
+    co_response_clear(&resp);
 }
 
 static void test_healthz_handler(void **state)
