@@ -52,8 +52,8 @@
 /* Seconds the kernel holds a new connection until its first bytes arrive
  * (TCP_DEFER_ACCEPT), so the accept can look at them. */
 #define DEFER_ACCEPT_S      1
-/* At most one log line per this many ms for refused connections. */
-#define REFUSED_LOG_MS      10000u
+/* At most one log line per this many ms per reason for closing. */
+#define CLOSE_LOG_MS        10000u
 
 /* The global state (tollgated.h). It lives here, not in main.c, so the
  * unit tests that link libco.a without main() get it too. */
@@ -453,9 +453,41 @@ static struct {
     bool running;               /* one daemon per process */
     atomic_bool stop;
     unsigned timeout_ms;        /* --request-timeout-ms */
-    atomic_ullong refused_logged_ms;    /* last "refused" log line */
-    atomic_ullong refused_at_log;       /* refusals counted by then */
 } guard = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Connections closed for one reason: counted for /metrics (a co_server
+ * counter) and logged one line per CLOSE_LOG_MS at most, with how many
+ * since the last line, so a flood of connections is not a flood of log
+ * lines (what follows the last line shows in the counter, and in the
+ * next line if any). */
+struct close_log {
+    const char *msg, *detail;
+    atomic_ullong *counter;
+    atomic_ullong logged_ms;            /* last line */
+    atomic_ullong at_log;               /* counter at the last line */
+};
+
+static struct close_log closed_limit = {
+    "connections_refused", "over --max-connections or --max-conns-per-ip",
+    &co_server.http_closed_limit, 0, 0};
+static struct close_log closed_deadline = {
+    "request_deadline_missed", "a request's head and body not in within "
+    "--request-timeout-ms", &co_server.http_closed_deadline, 0, 0};
+static struct close_log closed_tls = {
+    "tls_on_plain_port", "a TLS handshake sent to the plain-HTTP port",
+    &co_server.http_closed_tls, 0, 0};
+
+static void note_closed(struct close_log *l)
+{
+    unsigned long long now = co_mono_ms(), last = atomic_load(&l->logged_ms);
+    unsigned long long total = atomic_fetch_add(l->counter, 1) + 1;
+
+    if ((last != 0 && now - last < CLOSE_LOG_MS) ||
+        !atomic_compare_exchange_strong(&l->logged_ms, &last, now))
+        return;
+    CO_WARN("msg=%s count=%llu detail=\"%s\"", l->msg,
+            total - atomic_exchange(&l->at_log, total), l->detail);
+}
 
 /* Does the connection open with a TLS handshake record? Peeks at what has
  * arrived (TCP_DEFER_ACCEPT makes that the first bytes for every client
@@ -498,10 +530,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
         return;
     if (tls_hello(ci->connect_fd)) {
         /* A TLS client sent to the plain port: it waits for a ServerHello
-         * that never comes, holding the slot; close now. Logged at debug,
-         * counted in tollgate_http_connections_closed_total{reason="tls"}. */
-        atomic_fetch_add(&co_server.http_closed_tls, 1);
-        CO_DEBUG("msg=tls_on_plain_port detail=\"closed at accept\"");
+         * that never comes, holding the slot; close now. */
+        note_closed(&closed_tls);
         shutdown(ci->connect_fd, SHUT_RDWR);
         return;
     }
@@ -528,7 +558,6 @@ static void *reaper_main(void *arg)
         struct timespec tick = {.tv_sec = 0,
                                 .tv_nsec = REAPER_TICK_MS * 1000000L};
         uint64_t now;
-        unsigned reaped = 0;
 
         nanosleep(&tick, NULL);
         pthread_mutex_lock(&guard.lock);
@@ -542,15 +571,10 @@ static void *reaper_main(void *arg)
                 !atomic_compare_exchange_strong(&r->phase, &receiving,
                                                 CONN_REAPED))
                 continue;
-            atomic_fetch_add(&co_server.http_closed_deadline, 1);
+            note_closed(&closed_deadline);
             shutdown(r->fd, SHUT_RDWR);
-            reaped++;
         }
         pthread_mutex_unlock(&guard.lock);
-        if (reaped > 0) {
-            CO_DEBUG("msg=request_deadline closed=%u timeout_ms=%u", reaped,
-                     guard.timeout_ms);
-        }
     }
     return NULL;
 }
@@ -562,26 +586,6 @@ static void conn_phase(struct conn_rec *rec, enum conn_phase phase)
     if (phase == CONN_RECEIVING)
         atomic_store(&rec->since_ms, co_mono_ms());
     atomic_store(&rec->phase, phase);
-}
-
-/* libmicrohttpd refused a connection over --max-connections or
- * --max-conns-per-ip (it says so through its logger, once per connection):
- * count it, and log one line per REFUSED_LOG_MS at most, with how many
- * since the last line, so a flood of connections is not a flood of logs. */
-static void note_refused(void)
-{
-    unsigned long long now = co_mono_ms(),
-                       last = atomic_load(&guard.refused_logged_ms);
-    unsigned long long total =
-        atomic_fetch_add(&co_server.http_closed_limit, 1) + 1;
-
-    if ((last != 0 && now - last < REFUSED_LOG_MS) ||
-        !atomic_compare_exchange_strong(&guard.refused_logged_ms, &last,
-                                        now))
-        return;
-    CO_WARN("msg=connections_refused count=%llu detail=\"over "
-            "--max-connections or --max-conns-per-ip\"",
-            total - atomic_exchange(&guard.refused_at_log, total));
 }
 
 /* ------------------------------------------------------------ requests */
@@ -844,8 +848,10 @@ static void on_mhd_log(void *cls, const char *fm, va_list ap)
     n = vsnprintf(text, sizeof text, fm, ap);
     if (n < 0)
         return;
+    /* libmicrohttpd's word for a connection over either cap, once per
+     * connection */
     if (strncmp(text, "Server reached connection limit", 31) == 0) {
-        note_refused();
+        note_closed(&closed_limit);
         return;
     }
     n = (int)strlen(text);

@@ -87,6 +87,7 @@ test("one address trickling request heads does not starve other clients", async 
   }, { what: "127.0.0.1 served again" });
   // said in the log, but not once per connection
   assert.match(co.proc.logs, /msg=connections_refused count=\d+/);
+  assert.match(co.proc.logs, /msg=request_deadline_missed count=\d+/);
   const warnings = co.proc.logs.split("\n").filter((l) => /level=(warn|error)/.test(l));
   assert.ok(warnings.length < 10, `log flooded:\n${warnings.slice(0, 20).join("\n")}`);
 });
@@ -110,6 +111,7 @@ test("a TLS ClientHello on the plain port is closed at once, not held", async (t
   await waitFor(() => closed, { what: "the TLS connection to be closed", timeoutMs: 10000 });
   assert.equal(data, 0, "nothing answered to a TLS client");
   assert.equal(await metric(co.port, 'tollgate_http_connections_closed_total{reason="tls"}'), 1);
+  assert.match(co.proc.logs, /level=warn msg=tls_on_plain_port count=1 /);
   const r = await fetch(`${co.url}/healthz`);
   assert.equal(r.status, 200);
   await r.text();
