@@ -6,6 +6,7 @@
 #                   ASan+UBSan), the wasm import check, a short fuzz run,
 #                   integration tests
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (300)
+#   make soak       SOAK_S (600) seconds of mixed traffic: RSS/fd growth
 #   make run        install missing deps, then redis + tollgated + workerd edge
 #   make bench      benchmarks against the targets: one Markdown table,
 #                   figures in build/bench/*.json (needs wrk and valgrind)
@@ -176,6 +177,15 @@ wasm-check: $(BUILD)/tollgate.wasm
 integration: all $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 	$(Q)node --test tests/integration/*.test.mjs
 
+# make soak: tests/soak/soak.mjs, SOAK_S seconds (default 600) of mixed
+# traffic through two workerd edges, with a coordinator restart and a Redis
+# pause; fails when the coordinator's RSS or fds grow over 10 % (report in
+# $(BUILD)/soak/report.json).
+SOAK_S ?= 600
+.PHONY: soak
+soak: all
+	$(Q)SOAK_S=$(SOAK_S) node tests/soak/soak.mjs
+
 # ---------------------------------------------------------------- fuzz
 # libFuzzer targets tests/fuzz/fuzz_<name>.c, built with clang and ASan+UBSan
 # straight from the edge sources (not the wasm). Seeds are committed in
@@ -214,6 +224,30 @@ $(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c $(FUZZ_POLICY_SRC) coordinat
 	@mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(CO_CFLAGS) $< $(FUZZ_POLICY_SRC) $(BUILD)/fuzz/tollgate.pb-c.o \
 	  $(shell pkg-config --libs jansson libprotobuf-c) -lpthread -lm -o $@
+
+# The coordinator's targets for what comes off the network: fuzz_sync (POST
+# /v1/sync after the signature: unpack, validation, the answer),
+# fuzz_admin (the admin API's JSON routes), fuzz_challenge (challenge
+# tokens and POST /v1/challenge/verify). They link every coordinator file
+# built with the fuzzer's instrumentation ($(BUILD)/fuzz/libco.a) and stand
+# in for Redis and the captcha provider with -Wl,--wrap, asked for by a
+# line `// fuzz-ldflags: ...` in the target's source.
+FUZZ_CO_NAMES := sync admin challenge
+FUZZ_CO_OBJ   := $(CO_SRC:coordinator/%.c=$(BUILD)/fuzz/co/%.o)
+$(BUILD)/fuzz/co/%.o: coordinator/%.c $(BUILD)/gen/tollgate.pb-c.h
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP \
+	  -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+	  $(CO_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/libco.a: $(FUZZ_CO_OBJ) $(GEN_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(FUZZ_CO_NAMES:%=$(BUILD)/fuzz/fuzz_%): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/fuzz/libco.a
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(CO_CFLAGS) $< \
+	  $(shell sed -n 's|^// fuzz-ldflags: ||p' tests/fuzz/fuzz_$*.c) \
+	  $(BUILD)/fuzz/libco.a $(PKG_LIBS) -lm -o $@
 
 fuzz-smoke: $(FUZZ_BIN)
 	$(Q)$(call FUZZ_RUN,-runs=$(FUZZ_RUNS) -seed=1)
