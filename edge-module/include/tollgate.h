@@ -131,6 +131,10 @@ typedef enum tg_kind {
     TG_CHALLENGE = 2
 } tg_kind;
 
+/* The kinds' names, each NUL-terminated, in enum order. */
+#define TG_KIND_COUNT 3
+#define TG_KIND_NAMES "allow\0deny\0challenge"
+
 /* Stable reason set; tg_reason_name() gives the wire/log spelling. The
  * numbers never change; new reasons are appended. */
 typedef enum tg_reason {
@@ -142,6 +146,14 @@ typedef enum tg_reason {
     TG_REASON_MISSING_TOKEN = 5, /* 401: a matching quota requires a token */
     TG_REASON_BAD_REQUEST = 6    /* 400: features the edge cannot key on */
 } tg_reason;
+
+/* The reasons' names (tg_reason_name()), each NUL-terminated, in enum
+ * order: the one spelling of the set, which wasm hosts read from the
+ * module (src/wasm.c) instead of copying it. */
+#define TG_REASON_COUNT 7
+#define TG_REASON_NAMES                                                                   \
+    "none\0rate_limited\0blocked\0invalid_token\0token_expired\0missing_token\0"          \
+    "bad_request"
 
 typedef struct tg_decision {
     tg_kind kind;

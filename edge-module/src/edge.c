@@ -478,14 +478,11 @@ uint64_t tg_last_sync_ok_ms(const tg_edge *e)
 
 const char *tg_reason_name(tg_reason r)
 {
-    switch (r) {
-    case TG_REASON_NONE: return "none";
-    case TG_REASON_RATE_LIMITED: return "rate_limited";
-    case TG_REASON_BLOCKED: return "blocked";
-    case TG_REASON_INVALID_TOKEN: return "invalid_token";
-    case TG_REASON_TOKEN_EXPIRED: return "token_expired";
-    case TG_REASON_MISSING_TOKEN: return "missing_token";
-    case TG_REASON_BAD_REQUEST: return "bad_request";
-    }
-    return "unknown";
+    const char *s = TG_REASON_NAMES;
+    if ((unsigned)r >= TG_REASON_COUNT)
+        return "unknown";
+    for (unsigned i = 0; i < (unsigned)r; i++)
+        while (*s++)
+            ;
+    return s;
 }
