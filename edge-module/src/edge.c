@@ -46,7 +46,7 @@ int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out)
     if (cfg->edge_id.len)
         tg__memcpy(e->edge_id, cfg->edge_id.p, cfg->edge_id.len);
     e->id_hash = tg__key_hash(cfg->edge_id, (tg_str){"", 0});
-    e->cfg_interval_ms = cfg->sync_interval_ms ? tg__sync_clamp_interval(cfg->sync_interval_ms)
+    e->cfg_interval_ms = cfg->sync_interval_ms ? tg__clamp_interval(cfg->sync_interval_ms)
                                                : TG__DEFAULT_INTERVAL_MS;
     e->base_interval_ms = e->cfg_interval_ms;
     e->interval_ms = e->cfg_interval_ms;

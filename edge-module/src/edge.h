@@ -80,6 +80,16 @@ static inline const tg__policy *tg__policy_cur(const tg_edge *e)
     return &e->pol[e->cur];
 }
 
+/* A sync interval (configured, the policy's or the coordinator's) clamped
+ * to [TG__MIN_INTERVAL_MS, TG__MAX_INTERVAL_MS]. Here rather than in
+ * sync.c so that policy.c, which sync.c calls, calls nothing back. */
+static inline uint32_t tg__clamp_interval(uint32_t ms)
+{
+    if (ms < TG__MIN_INTERVAL_MS)
+        return TG__MIN_INTERVAL_MS;
+    return ms > TG__MAX_INTERVAL_MS ? TG__MAX_INTERVAL_MS : ms;
+}
+
 /* ---------------------------------------------------------------- policy.c */
 
 /* Installs the staging policy pol[!cur] decoded from a response. Returns 0
@@ -95,8 +105,5 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms);
 /* Whole seconds until the host will next sync (>= 1): the Retry-After of a
  * request denied because its local allowance ran out. */
 uint32_t tg__sync_wait_s(const tg_edge *e, uint64_t now_ms);
-
-/* Clamps a sync interval to [TG__MIN_INTERVAL_MS, TG__MAX_INTERVAL_MS]. */
-uint32_t tg__sync_clamp_interval(uint32_t ms);
 
 #endif /* TG_EDGE_H */

@@ -147,7 +147,7 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
     if (!e->policy_at_ms)
         e->policy_at_ms = now_ms;
     tg__jwt_flush(&e->jwt);
-    e->base_interval_ms = nw->sync_interval_ms ? tg__sync_clamp_interval(nw->sync_interval_ms)
+    e->base_interval_ms = nw->sync_interval_ms ? tg__clamp_interval(nw->sync_interval_ms)
                                                : e->cfg_interval_ms;
     return 0;
 }

@@ -6,13 +6,6 @@
 #include "mem.h"
 #include "wire.h"
 
-uint32_t tg__sync_clamp_interval(uint32_t ms)
-{
-    if (ms < TG__MIN_INTERVAL_MS)
-        return TG__MIN_INTERVAL_MS;
-    return ms > TG__MAX_INTERVAL_MS ? TG__MAX_INTERVAL_MS : ms;
-}
-
 /* When the next sync is due, outstanding requests aside. After a failure
  * only the backoff counts; its last quarter is trimmed by a per-edge
  * amount so edges that failed together do not retry in lockstep. A key
@@ -335,7 +328,7 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
         if (en)
             apply_state(e, en, &ks, now_ms);
     }
-    e->interval_ms = r.next_sync_ms ? tg__sync_clamp_interval(r.next_sync_ms)
+    e->interval_ms = r.next_sync_ms ? tg__clamp_interval(r.next_sync_ms)
                                     : e->base_interval_ms;
     if (acked)
         e->last_ok_ms = now_ms;
