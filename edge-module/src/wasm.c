@@ -33,8 +33,8 @@
 #include "mem.h"
 #include "tollgate.h"
 
-#define IO_SIZE 65536
-#define PAGE 65536
+#define IO_SIZE      65536
+#define PAGE         65536
 #define EXPORT(name) __attribute__((export_name(name)))
 
 extern unsigned char __heap_base;
@@ -43,26 +43,29 @@ static uint8_t io_in[IO_SIZE];
 static uint8_t io_out[IO_SIZE];
 static tg_edge *edge;
 
-#define IN_FIELDS 6    /* method, path, host, client_ip, authorization, cookie */
-#define OUT_WORDS 6    /* kind, reason, status, retry_after_s, token_len, headers_len */
+/* verify's input fields: method, path, host, client_ip, authorization,
+ * cookie; its output words: kind, reason, status, retry_after_s,
+ * token_len, headers_len. */
+#define IN_FIELDS 6
+#define OUT_WORDS 6
 
 static const char names[] = TG_KIND_NAMES "\0" TG_REASON_NAMES;
 
 enum {
-    ABI_VERSION,       /* 1 */
-    ABI_WORDS,         /* words in this table */
-    ABI_IN,            /* address of the in buffer */
-    ABI_OUT,           /* address of the out buffer */
-    ABI_IO_SIZE,       /* bytes of each */
-    ABI_IN_FIELDS,     /* verify: byte-string fields before n_headers */
-    ABI_MAX_HEADERS,   /* verify: most header pairs */
-    ABI_OUT_WORDS,     /* verify: u32 words before the token */
-    ABI_KEY_JWT,       /* add_key kinds */
+    ABI_VERSION,     /* 1 */
+    ABI_WORDS,       /* words in this table */
+    ABI_IN,          /* address of the in buffer */
+    ABI_OUT,         /* address of the out buffer */
+    ABI_IO_SIZE,     /* bytes of each */
+    ABI_IN_FIELDS,   /* verify: byte-string fields before n_headers */
+    ABI_MAX_HEADERS, /* verify: most header pairs */
+    ABI_OUT_WORDS,   /* verify: u32 words before the token */
+    ABI_KEY_JWT,     /* add_key kinds */
     ABI_KEY_CLEARANCE,
-    ABI_KINDS,         /* number of kind names */
-    ABI_REASONS,       /* number of reason names */
-    ABI_NAMES,         /* address of the names */
-    ABI_NAMES_LEN,     /* their bytes, the last NUL included */
+    ABI_KINDS,     /* number of kind names */
+    ABI_REASONS,   /* number of reason names */
+    ABI_NAMES,     /* address of the names */
+    ABI_NAMES_LEN, /* their bytes, the last NUL included */
     ABI_N
 };
 
@@ -84,20 +87,27 @@ static const uint32_t abi[ABI_N] = {
 };
 
 EXPORT("tg_abi") const uint32_t *tg_wasm_abi(void);
-EXPORT("init") int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
-                                    uint32_t sync_interval_ms);
-EXPORT("add_key") int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len);
-EXPORT("jwt_config") int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
-                                                uint32_t audience_len, uint32_t max_token_bytes);
+EXPORT("init")
+int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
+                     uint32_t sync_interval_ms);
+EXPORT("add_key")
+int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len);
+EXPORT("jwt_config")
+int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
+                           uint32_t audience_len, uint32_t max_token_bytes);
 EXPORT("header_names") int32_t tg_wasm_header_names(void);
 EXPORT("verify") int32_t tg_wasm_verify(double now_ms);
 EXPORT("sync_due") int32_t tg_wasm_sync_due(double now_ms);
 EXPORT("sync_request") int32_t tg_wasm_sync_request(double now_ms);
-EXPORT("sync_response") int32_t tg_wasm_sync_response(double now_ms, uint32_t len);
+EXPORT("sync_response")
+int32_t tg_wasm_sync_response(double now_ms, uint32_t len);
 EXPORT("sync_failed") void tg_wasm_sync_failed(double now_ms);
 EXPORT("policy_version") double tg_wasm_policy_version(void);
 
-const uint32_t *tg_wasm_abi(void) { return abi; }
+const uint32_t *tg_wasm_abi(void)
+{
+    return abi;
+}
 
 /* Milliseconds as JS hands them: finite, non-negative, within 2^53
  * (where doubles stop being exact integers). */
@@ -111,7 +121,8 @@ static int ms_from(double d, uint64_t *ms)
 
 static uint32_t get_u32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -124,7 +135,8 @@ static void put_u32(uint8_t *p, uint32_t v)
 
 /* Re-initialising replaces the edge (a fresh one, same memory). On any
  * failure there is no edge until the next successful init. */
-int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys, uint32_t sync_interval_ms)
+int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
+                     uint32_t sync_interval_ms)
 {
     tg_config cfg;
     uintptr_t base = ((uintptr_t)&__heap_base + 7) & ~(uintptr_t)7;
@@ -141,7 +153,8 @@ int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys, uint32_t sync_inte
         return TG_EINVAL;
     size_t have = __builtin_wasm_memory_size(0) * PAGE;
     if (base + need > have &&
-        __builtin_wasm_memory_grow(0, (base + need - have + PAGE - 1) / PAGE) == SIZE_MAX)
+        __builtin_wasm_memory_grow(0, (base + need - have + PAGE - 1) / PAGE) ==
+            SIZE_MAX)
         return TG_ENOSPC;
     return tg_edge_init((void *)base, need, &cfg, &edge);
 }
@@ -152,12 +165,12 @@ int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len)
         return TG_ESTATE;
     if (kid_len > IO_SIZE || secret_len > IO_SIZE - kid_len)
         return TG_EINVAL;
-    return tg_add_key(edge, (int)kind, (tg_str){(const char *)io_in, kid_len}, io_in + kid_len,
-                      secret_len);
+    return tg_add_key(edge, (int)kind, (tg_str){(const char *)io_in, kid_len},
+                      io_in + kid_len, secret_len);
 }
 
-int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len, uint32_t audience_len,
-                           uint32_t max_token_bytes)
+int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
+                           uint32_t audience_len, uint32_t max_token_bytes)
 {
     tg_jwt_options o;
     if (!edge)
@@ -197,9 +210,9 @@ int32_t tg_wasm_verify(double now_ms)
         return TG_EINVAL;
     total = 4 * (IN_FIELDS + 1) + 8 * nh;
     for (uint32_t i = 0; i < IN_FIELDS + 2 * nh; i++) {
-        tg_str *s = i < IN_FIELDS               ? &f[i]
-                    : ((i - IN_FIELDS) & 1)     ? &hs[(i - IN_FIELDS) / 2].value
-                                                : &hs[(i - IN_FIELDS) / 2].name;
+        tg_str *s = i < IN_FIELDS           ? &f[i]
+                    : ((i - IN_FIELDS) & 1) ? &hs[(i - IN_FIELDS) / 2].value
+                                            : &hs[(i - IN_FIELDS) / 2].name;
         s->len = get_u32(io_in + (i < IN_FIELDS ? 4 * i : 4 + 4 * i));
         s->p = (const char *)io_in + total;
         if (s->len > IO_SIZE - total)
@@ -228,7 +241,8 @@ int32_t tg_wasm_verify(double now_ms)
     if (d.token.len)
         tg__memcpy(io_out + 4 * OUT_WORDS, d.token.p, d.token.len);
     if (d.headers.len)
-        tg__memcpy(io_out + 4 * OUT_WORDS + d.token.len, d.headers.p, d.headers.len);
+        tg__memcpy(io_out + 4 * OUT_WORDS + d.token.len, d.headers.p,
+                   d.headers.len);
     return (int32_t)d.kind;
 }
 
