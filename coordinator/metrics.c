@@ -6,7 +6,7 @@
  * coordinator's own; sum or max them across coordinators.
  *
  * Cost on the sync path: process-wide counters are relaxed atomics. Per
- * quota there is a slot in a table of at most CO_QUOTAS_MAX names (open
+ * quota there is a slot in a table of at most CO_QUOTA_NAMES_SEEN names (open
  * addressing, names only ever added): a lookup is lock-free once the name
  * is in it; the mutex is taken to add a name, and for the overshoot gauge
  * only when a key beats the quota's maximum or its window turns. The
@@ -23,7 +23,7 @@
 
 #include "tollgated.h"
 
-#define QUOTA_SLOTS  (2 * CO_QUOTAS_MAX)   /* power of two */
+#define QUOTA_SLOTS  (2 * CO_QUOTA_NAMES_SEEN)   /* power of two */
 
 struct co_metrics co_metrics;
 
@@ -66,7 +66,7 @@ static struct quota_slot quotas[QUOTA_SLOTS];
 static size_t n_quotas;                /* under mu */
 
 /* The slot of quota name, added when new; NULL when the table is full
- * (more names than CO_QUOTAS_MAX over the process's life) or the name is
+ * (more names than CO_QUOTA_NAMES_SEEN over the process's life) or the name is
  * too long. */
 static struct quota_slot *quota_slot(const char *name)
 {
@@ -89,7 +89,7 @@ static struct quota_slot *quota_slot(const char *name)
         struct quota_slot *s = &quotas[(start + i) & (QUOTA_SLOTS - 1)];
 
         if (!atomic_load_explicit(&s->ready, memory_order_acquire)) {
-            if (n_quotas >= CO_QUOTAS_MAX)
+            if (n_quotas >= CO_QUOTA_NAMES_SEEN)
                 break;
             memcpy(s->name, name, len + 1);
             n_quotas++;

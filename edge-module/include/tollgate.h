@@ -80,6 +80,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tollgate_caps.h"
+
 #define TG_MODULE_VERSION "0.2.0"
 
 /* Error codes (negative returns). */
@@ -108,7 +110,7 @@ typedef struct tg_header {
     tg_str value;
 } tg_header;
 
-#define TG_MAX_HEADERS 16       /* headers a request may carry */
+#define TG_MAX_HEADERS TG_CAP_HEADERS /* headers a request may carry */
 
 /* The request features the host extracts. Any may be empty. */
 typedef struct tg_request {

@@ -50,7 +50,7 @@ struct tg_edge {
      * under the pseudo-key TG__OVERFLOW_KEY. ovf_batch: bit q set when
      * overflow[q] is in the batch in flight. */
     tg__counts overflow[TG__MAX_QUOTAS];
-    uint32_t ovf_batch;
+    uint64_t ovf_batch;
 
     tg__table tab;
 

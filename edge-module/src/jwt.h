@@ -33,9 +33,9 @@
 #define TG__TOKEN_DEFAULT 8192
 #define TG__TOKEN_MAX 16384     /* largest max_token_bytes */
 #define TG__LEEWAY_DEFAULT 60
-#define TG__MAX_CLAIMS 8        /* distinct claim names a policy may key on */
-#define TG__PART_NAME_CAP 64    /* bytes of a claim or header name */
-#define TG__CLAIM_CAP 96        /* bytes of one claim value kept in a view */
+#define TG__MAX_CLAIMS TG_CAP_CLAIMS        /* distinct claim names a policy may key on */
+#define TG__PART_NAME_CAP TG_CAP_PART_NAME  /* bytes of a claim or header name */
+#define TG__CLAIM_CAP TG_CAP_CLAIM_BYTES    /* bytes of one claim value kept in a view */
 #define TG__CACHE_JWT 256       /* cache slots, powers of two */
 #define TG__CACHE_CLEARANCE 64
 #define TG__MAX_NUMERIC_DATE 9007199254740992ull /* 2^53 */

@@ -95,7 +95,7 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
     tg__policy *old = &e->pol[e->cur], *nw = &e->pol[!e->cur];
     int map[TG__MAX_QUOTAS];
     tg__counts ovf[TG__MAX_QUOTAS];
-    uint32_t ovf_batch = 0;
+    uint64_t ovf_batch = 0;
 
     if (tg__policy_validate(nw))
         return nw->refused;
@@ -139,7 +139,7 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
             continue;
         ovf[map[i]] = e->overflow[i];
         if (e->ovf_batch >> i & 1)
-            ovf_batch |= 1u << map[i];
+            ovf_batch |= 1ull << map[i];
     }
     tg__memcpy(e->overflow, ovf, sizeof ovf);
     e->ovf_batch = ovf_batch;

@@ -107,7 +107,8 @@ static int freeze(tg_edge *e, size_t cap)
     tg__reqhead h = head(e, e->seq + 1, UINT64_MAX);
     h.policy_version = UINT64_MAX;
     size_t size = tg__wire_head_size(&h);
-    uint32_t start = e->scan_start & e->tab.mask, stop = start, ovf_bits = 0;
+    uint32_t start = e->scan_start & e->tab.mask, stop = start;
+    uint64_t ovf_bits = 0;
     bool full = false, any = false;
 
     if (size > cap)
@@ -122,7 +123,7 @@ static int freeze(tg_edge *e, size_t cap)
             break;
         }
         size += s;
-        ovf_bits |= 1u << qi;
+        ovf_bits |= 1ull << qi;
         any = true;
     }
     for (uint32_t i = 0; i < e->tab.n_spill && !full; i++) {
