@@ -172,8 +172,6 @@ void co_admin_invalid(struct co_response *resp, const char *err)
     size_t n = colon != NULL ? (size_t)(colon - err) : 0, o = 0;
     bool whole = n == 10 && strncmp(err, "(document)", 10) == 0;
     char ptr[256];
-    json_t *doc;
-    char *text;
 
     if (!whole && (n == 0 || n >= sizeof ptr / 2 ||
                    strspn(err, path_chars) < n)) {
@@ -187,14 +185,8 @@ void co_admin_invalid(struct co_response *resp, const char *err)
             ptr[o++] = err[i];
     }
     ptr[o] = '\0';
-    doc = json_pack("{s:s, s:s, s:i, s:s, s:[{s:s, s:s}]}", "type",
-                    "about:blank", "title", co_status_title(400), "status",
-                    400, "detail", err, "errors", "pointer", ptr, "detail",
-                    colon + 2);
-    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    co_response_take(resp, 400, "application/problem+json", (uint8_t *)text,
-                     text ? strlen(text) : 0);
+    co_response_problem_with(resp, 400, err, json_pack(
+        "{s:[{s:s, s:s}]}", "errors", "pointer", ptr, "detail", colon + 2));
 }
 
 /* The body as a JSON object, or NULL with a 400 in resp. */

@@ -277,7 +277,7 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                       size_t *len)
 {
     struct buf b = {.p = malloc(8192), .cap = 8192};
-    uint64_t cum = 0, active = 0, lag_ms = 0;
+    uint64_t cum = 0, active = 0, lag_ms = 0, refused = 0;
     char lv[2 * CO_QUOTA_NAME_MAX + 3];
     static const struct {
         const char *name;
@@ -375,7 +375,8 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                 PRIu64 "\n", co_auth_reason_names[i],
                 load(&co_metrics.auth_failures[i]));
 
-    co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms);
+    co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms,
+                          &refused);
     family(&b, "tollgate_edges_active", "gauge",
            "Distinct edge ids that synced with this coordinator in the last "
            "60 s (at most 4096 tracked).");
@@ -385,6 +386,10 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
            "last sync, floored at 0.");
     bprintf(&b, "tollgate_edge_sync_lag_seconds %" PRIu64 ".%03" PRIu64 "\n",
             lag_ms / 1000u, lag_ms % 1000u);
+    family(&b, "tollgate_edges_policy_refused", "gauge",
+           "Active edges whose last sync reported a policy they could not "
+           "install (they enforce an older one; see /v1/stats).");
+    bprintf(&b, "tollgate_edges_policy_refused %" PRIu64 "\n", refused);
 
     family(&b, "tollgate_redis_errors_total", "counter",
            "Redis connection failures, I/O errors and timeouts.");

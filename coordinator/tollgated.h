@@ -252,6 +252,10 @@ int co_body_append(struct co_body *b, const void *data, size_t len,
 void co_body_free(struct co_body *b);
 void co_response_problem(struct co_response *resp, unsigned status,
                          const char *detail);
+/* As co_response_problem, with the extension members of the JSON object
+ * members (stolen: json_decref'd here; NULL: none). */
+void co_response_problem_with(struct co_response *resp, unsigned status,
+                              const char *detail, struct json_t *members);
 /* co_response_set copies body; co_response_take takes body (malloc'd):
  * either way co_response_clear() frees the response's copy. */
 int co_response_set(struct co_response *resp, unsigned status,
@@ -727,6 +731,9 @@ struct co_stats_sync {
     const char *module_version;   /* the SyncRequest's, as sent */
     uint64_t sent_at_ms;          /* 0: unknown (lag 0) */
     uint64_t policy_version;      /* what the edge says it enforces */
+    uint64_t refused_version;     /* the policy it could not install (0:
+                                   * none), and why (PolicyRefusal) */
+    unsigned refused_reason;
     bool degraded;                /* the answer was */
     /* applied (not degraded, not retried) decisions, attributed as
      * co_metrics_decisions() does */
@@ -735,9 +742,14 @@ struct co_stats_sync {
 
 void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms);
 /* Edges of this coordinator's table that synced within ttl_ms of now_ms,
- * and the largest lag among them (for /metrics). */
+ * the largest lag among them, and how many of them report a policy they
+ * could not install (for /metrics). */
 void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
-                           uint64_t *active, uint64_t *max_lag_ms);
+                           uint64_t *active, uint64_t *max_lag_ms,
+                           uint64_t *refused);
+/* The wire name of a PolicyRefusal ("too_many_quotas", ...; "unknown"
+ * past the known ones), static storage. */
+const char *co_policy_refusal_name(unsigned reason);
 /* est: the sliding-window estimate sync.lua answered for key of q, the
  * quota at its index in pol (the policy the sync ran with). */
 void co_stats_top_key(const struct co_policy *pol, const struct co_quota *q,

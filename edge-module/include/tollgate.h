@@ -215,6 +215,19 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
  * with the same seq, and back off. */
 void tg_sync_failed(tg_edge *e, uint64_t now_ms);
 
+/* The coordinator answered the batch in flight with 409: a key already
+ * holds a record of applied_seq (the problem's "applied_seq" member),
+ * newer than this batch's seq. That is an edge restarted under the same
+ * edge_id: the earlier instance's records outlive it (two windows). The
+ * batch was not applied, so it is renumbered applied_seq + 1, kept whole,
+ * and due again at once; a key with a still newer record answers 409
+ * again, with that seq. Counted once, nothing lost, provided the batch
+ * went in one script call (at most 512 counts: see coordinator/sync.c).
+ * Returns 0, or TG_ESTATE when no batch is in flight or applied_seq is
+ * not newer than its seq (no restart explains that 409: treat it as a
+ * failed sync). */
+int tg_sync_conflict(tg_edge *e, uint64_t now_ms, uint64_t applied_seq);
+
 /* The distinct header names the enforced policy's key templates use, each
  * followed by "\n", into buf: what the host must pass in
  * tg_request.headers. Returns the length (0: none), or TG_ENOSPC. */

@@ -69,6 +69,9 @@ struct tg_edge {
     uint64_t last_ok_ms;
     uint64_t policy_at_ms;      /* first policy installed: staleness counts
                                    from here until a sync succeeds */
+    uint64_t refused_version;   /* the last policy refused since the last
+                                   install, reported with every sync */
+    uint8_t refused_reason;     /* its TG__POLICY_* (0: none) */
 
     char hdr[TG__HDR_CAP];      /* tg_decision.headers points here */
 
@@ -83,7 +86,7 @@ static inline const tg__policy *tg__policy_cur(const tg_edge *e)
 /* ---------------------------------------------------------------- policy.c */
 
 /* Installs the staging policy pol[!cur] decoded from a response. Returns 0
- * when installed, the TG__POLICY_* reason when refused, or 1 when deferred:
+ * when installed, the TG__POLICY_* reason when refused, or -1 when deferred:
  * the policy drops a quota that has entries in the batch in flight, and
  * dropping them would change what a retry of that batch sends. The
  * coordinator resends the policy with every response until the edge

@@ -105,16 +105,16 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
         map[i] = j >= 0 && tg__bytes_eq(nw->quotas[j].key, nw->quotas[j].key_len, q->key,
                                         q->key_len) ? j : -1;
         if (map[i] < 0 && (e->ovf_batch >> i & 1))
-            return 1;
+            return -1;
     }
     for (uint32_t s = 0; s <= e->tab.mask; s++) {
         const tg__entry *en = &e->tab.slot[s];
         if (en->quota != TG__NO_QUOTA && map[en->quota] < 0 && (en->flags & TG__F_BATCH))
-            return 1;
+            return -1;
     }
     for (uint32_t s = 0; s < e->tab.n_spill; s++)
         if (map[e->tab.spill[s].quota] < 0 && e->tab.spill[s].batch)
-            return 1;
+            return -1;
 
     for (uint32_t s = 0; s <= e->tab.mask; s++) {
         tg__entry *en = &e->tab.slot[s];

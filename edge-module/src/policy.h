@@ -23,7 +23,9 @@
 #define TG__METHOD_CAP TG_CAP_METHOD_BYTES
 _Static_assert(TG__MAX_QUOTAS <= 64, "ovf_batch is a 64-bit mask of quotas");
 
-/* Why a policy was refused; the edge keeps enforcing the previous one. */
+/* Why a policy was refused; the edge keeps enforcing the previous one and
+ * reports the reason in its next SyncRequest (PolicyRefusal in
+ * proto/tollgate.proto: the same numbers). */
 enum {
     TG__POLICY_OK = 0,
     TG__POLICY_TOO_MANY_QUOTAS,

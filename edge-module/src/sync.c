@@ -69,6 +69,8 @@ static tg__reqhead head(const tg_edge *e, uint64_t seq, uint64_t now_ms)
     h.sent_at_ms = now_ms;
     h.policy_version = tg__policy_cur(e)->version;
     h.module_version = (tg_str){TG_MODULE_VERSION, sizeof TG_MODULE_VERSION - 1};
+    h.refused_version = e->refused_version;
+    h.refused_reason = e->refused_reason;
     return h;
 }
 
@@ -105,7 +107,7 @@ static int freeze(tg_edge *e, size_t cap)
 {
     const tg__policy *p = tg__policy_cur(e);
     tg__reqhead h = head(e, e->seq + 1, UINT64_MAX);
-    h.policy_version = UINT64_MAX;
+    h.policy_version = h.refused_version = h.refused_reason = UINT64_MAX;
     size_t size = tg__wire_head_size(&h);
     uint32_t start = e->scan_start & e->tab.mask, stop = start;
     uint64_t ovf_bits = 0;
@@ -323,8 +325,13 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
     e->outstanding = false;
     e->backoff_ms = 0;
     e->degraded = r.degraded;
-    if (r.has_policy)
-        (void)tg__policy_install(e, now_ms);
+    if (r.has_policy) {
+        int rc = tg__policy_install(e, now_ms);
+        if (rc >= 0) {
+            e->refused_version = rc ? stage->version : 0;
+            e->refused_reason = (uint8_t)rc;
+        }
+    }
 
     const tg__policy *p = tg__policy_cur(e);
     while (!r.degraded && tg__wire_next_state(buf, len, &pos, &ks)) {
@@ -340,6 +347,20 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
                                     : e->base_interval_ms;
     if (acked)
         e->last_ok_ms = now_ms;
+    return 0;
+}
+
+int tg_sync_conflict(tg_edge *e, uint64_t now_ms, uint64_t applied_seq)
+{
+    if (!e || e->magic != TG__MAGIC)
+        return TG_EINVAL;
+    if (!e->batch || applied_seq <= e->seq || applied_seq == UINT64_MAX)
+        return TG_ESTATE;
+    e->seq = applied_seq + 1;
+    e->outstanding = false;
+    e->backoff_ms = 0;
+    e->last_attempt_ms = 0;
+    (void)now_ms;
     return 0;
 }
 

@@ -65,6 +65,8 @@ size_t tg__wire_put_head(uint8_t *out, const tg__reqhead *h)
     n += put_u64_field(AT(out, n), 3, h->sent_at_ms);
     n += put_u64_field(AT(out, n), 4, h->policy_version);
     n += put_str_field(AT(out, n), 5, h->module_version);
+    n += put_u64_field(AT(out, n), 7, h->refused_version);
+    n += put_u64_field(AT(out, n), 8, h->refused_reason);
     return n;
 }
 

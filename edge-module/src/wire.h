@@ -19,13 +19,16 @@
 
 /* ------------------------------------------------------------ encoding */
 
-/* SyncRequest fields 1-5. */
+/* SyncRequest fields 1-5, 7 and 8 (written before the counts, field 6:
+ * protobuf decoders take fields in any order; zeros are left out). */
 typedef struct tg__reqhead {
     tg_str edge_id;
     uint64_t seq;
     uint64_t sent_at_ms;
     uint64_t policy_version;
     tg_str module_version;
+    uint64_t refused_version;
+    uint64_t refused_reason;
 } tg__reqhead;
 
 /* One KeyCount (SyncRequest field 6). */
