@@ -223,9 +223,11 @@ void tg_sync_failed(tg_edge *e, uint64_t now_ms);
  * and due again at once; a key with a still newer record answers 409
  * again, with that seq. Counted once, nothing lost, provided the batch
  * went in one script call (at most 512 counts: see coordinator/sync.c).
- * Returns 0, or TG_ESTATE when no batch is in flight or applied_seq is
- * not newer than its seq (no restart explains that 409: treat it as a
- * failed sync). */
+ * applied_seq equal to the batch's seq is a stored batch of the earlier
+ * instance that had the same seq (a coordinator that compares a resend's
+ * counts answers that with 409 too). Returns 0, or TG_ESTATE when no batch
+ * is in flight or applied_seq is older than its seq (no restart explains
+ * that 409: treat it as a failed sync). */
 int tg_sync_conflict(tg_edge *e, uint64_t now_ms, uint64_t applied_seq);
 
 /* The distinct header names the enforced policy's key templates use, each

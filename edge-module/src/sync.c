@@ -354,7 +354,7 @@ int tg_sync_conflict(tg_edge *e, uint64_t now_ms, uint64_t applied_seq)
 {
     if (!e || e->magic != TG__MAGIC)
         return TG_EINVAL;
-    if (!e->batch || applied_seq <= e->seq || applied_seq == UINT64_MAX)
+    if (!e->batch || applied_seq < e->seq || applied_seq == UINT64_MAX)
         return TG_ESTATE;
     e->seq = applied_seq + 1;
     e->outstanding = false;

@@ -1020,7 +1020,9 @@ static void refused_policy_is_reported(void **state)
 
 /* A 409 naming a newer stored seq (an earlier instance under the same id)
  * renumbers the batch past it, counts unchanged, due at once; a 409 that
- * names an older seq, or comes with no batch, is refused. */
+ * names an older seq, or comes with no batch, is refused. (The same seq is
+ * taken: a coordinator that tells a resend with other counts apart answers
+ * that 409 with the stored seq, which this batch never was.) */
 static void conflict_renumbers_the_batch(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
@@ -1029,7 +1031,6 @@ static void conflict_renumbers_the_batch(void **state)
         verify_ip(e, "192.0.2.1", T0 + 10);
     Tollgate__V1__SyncRequest *a = sync_req(e, T0 + 100);
     assert_int_equal(tg_sync_conflict(e, T0 + 110, a->seq - 1), TG_ESTATE);
-    assert_int_equal(tg_sync_conflict(e, T0 + 110, a->seq), TG_ESTATE);
     assert_int_equal(tg_sync_conflict(e, T0 + 110, UINT64_MAX), TG_ESTATE);
     assert_int_equal(tg_sync_conflict(e, T0 + 110, 41), 0);
     assert_true(tg_sync_due(e, T0 + 110));
