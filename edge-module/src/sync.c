@@ -210,11 +210,12 @@ static long encode(const tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
     tg__reqhead h = head(e, e->seq, now_ms);
     uint32_t items = tg__policy_cur(e)->n_quotas + e->tab.n_spill + e->tab.mask + 1;
     tg__keycount kc;
-    size_t off = tg__wire_head_size(&h);
+    size_t fixed = tg__wire_head_size(&h);
 
-    if (off > cap)
+    if (fixed > cap)
         return TG_ENOSPC;
-    tg__wire_put_head(buf, &h);
+    cap -= tg__wire_put_tail(NULL, &h);
+    size_t off = tg__wire_put_head(buf, &h);
     for (uint32_t i = 0; i < items; i++) {
         if (!batch_item(e, i, &kc))
             continue;
@@ -222,7 +223,7 @@ static long encode(const tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
             return TG_ENOSPC;
         off += tg__wire_put_count(buf + off, &kc);
     }
-    return (long)off;
+    return (long)(off + tg__wire_put_tail(buf + off, &h));
 }
 
 long tg_sync_request(tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
