@@ -203,16 +203,19 @@ int main(int argc, char **argv)
         goto cleanup;
     }
 
-    if (co_http_start(cfg.listen, cfg.threads, &daemon, addr, sizeof addr,
-                      err, sizeof err) != CO_OK) {
+    if (co_http_start(cfg.listen, cfg.threads, &cfg.http, &daemon, addr,
+                      sizeof addr, err, sizeof err) != CO_OK) {
         CO_ERROR("msg=listen_failed detail=%s",
                  co_log_value(v, sizeof v, err, strlen(err)));
         rc = 1;
         goto cleanup;
     }
     CO_INFO("msg=listening addr=%s threads=%u max_body=%zu "
-            "redis_timeout_ms=%u version=%s", addr, cfg.threads,
-            cfg.max_body, cfg.redis_timeout_ms, CO_VERSION);
+            "redis_timeout_ms=%u max_connections=%u max_conns_per_ip=%u "
+            "request_timeout_ms=%u version=%s", addr, cfg.threads,
+            cfg.max_body, cfg.redis_timeout_ms, cfg.http.max_conns,
+            cfg.http.max_conns_per_ip, cfg.http.request_timeout_ms,
+            CO_VERSION);
 
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)

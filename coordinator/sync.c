@@ -496,6 +496,11 @@ static int sync_plan(const struct co_request *req, const struct co_auth *auth,
         reject(resp, detail);
         return -1;
     }
+    if (co_input_protobuf(&tollgate__v1__sync_request__descriptor, req->body,
+                          req->body_len, detail, sizeof detail) != CO_OK) {
+        reject(resp, detail);
+        return -1;
+    }
     r->in = tollgate__v1__sync_request__unpack(NULL, req->body_len,
                                                req->body);
     if (r->in == NULL) {

@@ -153,6 +153,14 @@ size_t co_split_fields(const char *line, size_t n, const char **f,
 
 /* ------------------------------------------------------------ config
  * Flags and TOLLGATE_* environment variables (the flag wins). */
+/* Connection limits (flags --max-connections, --max-conns-per-ip,
+ * --request-timeout-ms; http.c's file comment says what each achieves). */
+struct co_http_limits {
+    unsigned max_conns;             /* open connections in all */
+    unsigned max_conns_per_ip;      /* from one client address; 0 = off */
+    unsigned request_timeout_ms;    /* head and body of one request */
+};
+
 struct co_config {
     char listen[256];           /* host:port */
     char redis_url[512];
@@ -163,6 +171,7 @@ struct co_config {
     char keys_path[4096];       /* the key file (required) */
     char admin_tokens_path[4096];   /* "": the admin API answers 401 */
     enum co_log_level log_level;
+    struct co_http_limits http;     /* connection limits */
 };
 
 /* What co_config_parse() asks the caller to do besides running. */
@@ -268,8 +277,8 @@ const char *co_status_title(unsigned status);
 struct MHD_Daemon;
 /* *out: the running daemon, stopped and freed by co_http_drain_and_stop. */
 int co_http_start(const char *listen, unsigned threads,
-                  struct MHD_Daemon **out, char *addr, size_t addrlen,
-                  char *err, size_t errlen);
+                  const struct co_http_limits *lim, struct MHD_Daemon **out,
+                  char *addr, size_t addrlen, char *err, size_t errlen);
 void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 
 /* The process's HTTP state (http.c, main.c). */
@@ -278,9 +287,25 @@ struct co_server {
     atomic_bool draining;              /* SIGTERM seen: close keep-alives */
     atomic_uint inflight;              /* requests between first callback
                                         * and completion */
+    /* HTTP connections (http.c), for /metrics */
+    atomic_uint http_connections;      /* open now */
+    atomic_ullong http_closed_limit;   /* refused at accept: a cap */
+    atomic_ullong http_closed_deadline;/* request not in by its deadline */
+    atomic_ullong http_closed_tls;     /* TLS hello on the plain port */
 };
 
 extern struct co_server co_server;
+
+/* ------------------------------------------------------------ input
+ * (input.c) Strings from outside hold no NUL byte: a field holding one is
+ * refused with 400 where the request is decoded. Both return 0 or
+ * CO_EINVAL with detail ("<field>: holds a NUL byte"). */
+int co_input_text(const char *field, const void *s, size_t len,
+                  char *detail, size_t detaillen);
+/* Every string field of a protobuf message of type desc, on the wire. */
+int co_input_protobuf(const ProtobufCMessageDescriptor *desc,
+                      const uint8_t *buf, size_t len, char *detail,
+                      size_t detaillen);
 
 /* ------------------------------------------------------------ tickers
  * (ticker.c) A thread calling tick() every period_ms until stopped (and
@@ -617,6 +642,8 @@ struct json_t *co_policy_to_json(const struct co_policy *p, uint64_t version);
 char *co_policy_dump(const struct co_policy *p, uint64_t version);
 int co_key_template_check(const char *t, size_t len, char *err,
                           size_t errlen);
+/* Is s (n bytes) a quota name: 1..CO_QUOTA_NAME_MAX of [A-Za-z0-9._-]? */
+bool co_quota_name_ok(const void *s, size_t n);
 const struct co_quota *co_policy_find(const struct co_policy *p,
                                       const char *name);
 /* Make p the current policy; takes over the caller's reference. */

@@ -16,11 +16,11 @@
 #include "tollgate_caps.h"
 
 /* The capacities are spelled once, in tollgate_caps.h. */
-#define TG__MAX_QUOTAS TG_CAP_QUOTAS
-#define TG__NAME_CAP TG_CAP_QUOTA_NAME
-#define TG__PREFIX_CAP TG_CAP_PATH_PREFIX
+#define TG__MAX_QUOTAS  TG_CAP_QUOTAS
+#define TG__NAME_CAP    TG_CAP_QUOTA_NAME
+#define TG__PREFIX_CAP  TG_CAP_PATH_PREFIX
 #define TG__MAX_METHODS TG_CAP_METHODS
-#define TG__METHOD_CAP TG_CAP_METHOD_BYTES
+#define TG__METHOD_CAP  TG_CAP_METHOD_BYTES
 _Static_assert(TG__MAX_QUOTAS <= 64, "ovf_batch is a 64-bit mask of quotas");
 
 /* Why a policy was refused; the edge keeps enforcing the previous one and
@@ -29,23 +29,24 @@ _Static_assert(TG__MAX_QUOTAS <= 64, "ovf_batch is a 64-bit mask of quotas");
 enum {
     TG__POLICY_OK = 0,
     TG__POLICY_TOO_MANY_QUOTAS,
-    TG__POLICY_BAD_NAME,      /* empty, too long, duplicate or unprintable */
-    TG__POLICY_BAD_PREFIX,    /* longer than TG__PREFIX_CAP */
-    TG__POLICY_BAD_METHODS,   /* too many, empty or too long */
-    TG__POLICY_BAD_WINDOW     /* window_s == 0 */
+    TG__POLICY_BAD_NAME,    /* empty, too long, duplicate or unprintable */
+    TG__POLICY_BAD_PREFIX,  /* longer than TG__PREFIX_CAP */
+    TG__POLICY_BAD_METHODS, /* too many, empty or too long */
+    TG__POLICY_BAD_WINDOW   /* window_s == 0 */
 };
 
 typedef struct tg__quota {
-    uint64_t limit;       /* requests per window across all edges */
-    uint64_t floor;       /* allowance an edge grants alone */
-    double deny_after;    /* the coordinator's business; kept for stats */
+    uint64_t limit;    /* requests per window across all edges */
+    uint64_t floor;    /* allowance an edge grants alone */
+    double deny_after; /* the coordinator's business; kept for stats */
     uint32_t window_s;
-    int32_t action;       /* over the limit: TG__ACT_CHALLENGE or _DENY */
-    bool shadow;          /* count, never enforce */
-    bool fail_open;       /* table full, or stale at the floor: admit or deny */
-    bool require_token;   /* no token: Deny(missing_token) */
-    tg__template tpl;     /* parsed from key at install; tpl.n == 0: never matches */
-    uint8_t key_len;      /* the template's text; 0 when over TG__TEMPLATE_CAP */
+    int32_t action;     /* over the limit: TG__ACT_CHALLENGE or _DENY */
+    bool shadow;        /* count, never enforce */
+    bool fail_open;     /* table full, or stale at the floor: admit or deny */
+    bool require_token; /* no token: Deny(missing_token) */
+    tg__template
+        tpl;         /* parsed from key at install; tpl.n == 0: never matches */
+    uint8_t key_len; /* the template's text; 0 when over TG__TEMPLATE_CAP */
     uint8_t name_len;
     uint8_t prefix_len;
     uint8_t n_methods;
@@ -61,8 +62,8 @@ typedef struct tg__policy {
     uint32_t sync_interval_ms;
     uint32_t clearance_ttl_s;
     uint32_t n_quotas;
-    int refused;          /* TG__POLICY_*: why it cannot be installed */
-    tg__names names;      /* claim and header names the templates use */
+    int refused;     /* TG__POLICY_*: why it cannot be installed */
+    tg__names names; /* claim and header names the templates use */
     tg__quota quotas[TG__MAX_QUOTAS];
 } tg__policy;
 
