@@ -182,7 +182,17 @@ wasm-check: $(BUILD)/tollgate.wasm
 	$(Q)n=$$(wasm-objdump -x -j Import $< 2>/dev/null | grep -c ' <- ' || true); \
 	  echo "tollgate.wasm: $$(stat -c %s $<) bytes, $$n imports"; test "$$n" = 0
 
-integration: all $(BUILD)/bench-sim $(BUILD)/tollgated-sim
+# An edge built to hold 8 quotas: the integration tests' older, smaller edge
+# that must refuse a policy its coordinator accepts (not size-checked).
+$(BUILD)/wasm-caps8/%.o: edge-module/src/%.c
+	@mkdir -p $(@D)
+	$(Q)$(WASM_CC) $(WASM_CFLAGS) -DTG_CAP_QUOTAS=8 -c $< -o $@
+
+$(BUILD)/tests/tollgate-caps8.wasm: $(WASM_OBJ:$(BUILD)/wasm/%=$(BUILD)/wasm-caps8/%)
+	@mkdir -p $(@D)
+	$(Q)$(WASM_CC) $(WASM_LDFLAGS) $^ -o $@
+
+integration: all $(BUILD)/bench-sim $(BUILD)/tollgated-sim $(BUILD)/tests/tollgate-caps8.wasm
 	$(Q)node --test tests/integration/*.test.mjs
 
 # make soak: tests/soak/soak.mjs, SOAK_S seconds (default 600) of mixed

@@ -158,6 +158,37 @@ void co_admin_stale(struct co_response *resp, uint64_t current)
     co_response_problem(resp, 412, detail);
 }
 
+/* A 400 for a document the policy validator refused. err is policy.c's
+ * "<path>: <why>" (e.g. "quotas[2].limit: must be > 0", "(document): ..."
+ * for the whole); the path also goes out as the RFC 9457 errors[] member's
+ * JSON pointer ("/quotas/2/limit", "" for the whole document), so a client
+ * finds the field without parsing prose. An err without a path is the
+ * detail alone. */
+void co_admin_invalid(struct co_response *resp, const char *err)
+{
+    static const char path_chars[] = "abcdefghijklmnopqrstuvwxyz"
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.[]";
+    const char *colon = strstr(err, ": ");
+    size_t n = colon != NULL ? (size_t)(colon - err) : 0, o = 0;
+    bool whole = n == 10 && strncmp(err, "(document)", 10) == 0;
+    char ptr[256];
+
+    if (!whole && (n == 0 || n >= sizeof ptr / 2 ||
+                   strspn(err, path_chars) < n)) {
+        co_response_problem(resp, 400, err);
+        return;
+    }
+    for (size_t i = 0; !whole && i < n; i++) {
+        if (i == 0 || err[i] == '.' || err[i] == '[')
+            ptr[o++] = '/';
+        if (err[i] != '.' && err[i] != '[' && err[i] != ']')
+            ptr[o++] = err[i];
+    }
+    ptr[o] = '\0';
+    co_response_problem_with(resp, 400, err, json_pack(
+        "{s:[{s:s, s:s}]}", "errors", "pointer", ptr, "detail", colon + 2));
+}
+
 /* The body as a JSON object, or NULL with a 400 in resp. */
 json_t *co_admin_body_object(const struct co_request *req,
                              struct co_response *resp)

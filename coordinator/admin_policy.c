@@ -62,7 +62,7 @@ void co_admin_policy_put(const struct co_request *req,
     }
     if (co_policy_parse_as(req->body ? (const char *)req->body : "",
                            req->body_len, 1, &p, err, sizeof err) != CO_OK) {
-        co_response_problem(resp, 400, err);
+        co_admin_invalid(resp, err);
         return;
     }
     if (co_admin_commit(t, p, expect, true, "policy.put", "policy",

@@ -191,7 +191,9 @@ static void edit_policy(const struct co_request *req,
             memmove(detail, inside_quota(detail),
                     strlen(inside_quota(detail)) + 1);
         }
-        if (status != 0) {
+        if (status == 400) {
+            co_admin_invalid(resp, detail);
+        } else if (status != 0) {
             co_response_problem(resp, status, detail);
         } else {
             json_t *d = e->key != NULL

@@ -181,6 +181,15 @@ int co_response_set(struct co_response *resp, unsigned status,
 void co_response_problem(struct co_response *resp, unsigned status,
                          const char *detail)
 {
+    co_response_problem_with(resp, status, detail, NULL);
+}
+
+/* RFC 9457: extension members sit beside the standard ones; the standard
+ * ones win a name clash. Out of memory leaves an empty body with the
+ * status, as co_response_problem always did. */
+void co_response_problem_with(struct co_response *resp, unsigned status,
+                              const char *detail, struct json_t *members)
+{
     json_t *doc = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank",
                             "title", co_status_title(status),
                             "status", (int)status, "detail", detail);
@@ -197,6 +206,9 @@ void co_response_problem(struct co_response *resp, unsigned status,
                         "title", co_status_title(status), "status",
                         (int)status, "detail", ascii);
     }
+    if (doc != NULL && members != NULL)
+        json_object_update_missing(doc, members);
+    json_decref(members);
     text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 
     json_decref(doc);

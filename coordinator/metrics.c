@@ -6,7 +6,7 @@
  * coordinator's own; sum or max them across coordinators.
  *
  * Cost on the sync path: process-wide counters are relaxed atomics. Per
- * quota there is a slot in a table of at most CO_QUOTAS_MAX names (open
+ * quota there is a slot in a table of at most CO_QUOTA_NAMES_SEEN names (open
  * addressing, names only ever added): a lookup is lock-free once the name
  * is in it; the mutex is taken to add a name, and for the overshoot gauge
  * only when a key beats the quota's maximum or its window turns. The
@@ -23,7 +23,7 @@
 
 #include "tollgated.h"
 
-#define QUOTA_SLOTS  (2 * CO_QUOTAS_MAX)   /* power of two */
+#define QUOTA_SLOTS  (2 * CO_QUOTA_NAMES_SEEN)   /* power of two */
 
 struct co_metrics co_metrics;
 
@@ -66,7 +66,7 @@ static struct quota_slot quotas[QUOTA_SLOTS];
 static size_t n_quotas;                /* under mu */
 
 /* The slot of quota name, added when new; NULL when the table is full
- * (more names than CO_QUOTAS_MAX over the process's life) or the name is
+ * (more names than CO_QUOTA_NAMES_SEEN over the process's life) or the name is
  * too long. */
 static struct quota_slot *quota_slot(const char *name)
 {
@@ -89,7 +89,7 @@ static struct quota_slot *quota_slot(const char *name)
         struct quota_slot *s = &quotas[(start + i) & (QUOTA_SLOTS - 1)];
 
         if (!atomic_load_explicit(&s->ready, memory_order_acquire)) {
-            if (n_quotas >= CO_QUOTAS_MAX)
+            if (n_quotas >= CO_QUOTA_NAMES_SEEN)
                 break;
             memcpy(s->name, name, len + 1);
             n_quotas++;
@@ -277,7 +277,7 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                       size_t *len)
 {
     struct buf b = {.p = malloc(8192), .cap = 8192};
-    uint64_t cum = 0, active = 0, lag_ms = 0;
+    uint64_t cum = 0, active = 0, lag_ms = 0, refused = 0;
     char lv[2 * CO_QUOTA_NAME_MAX + 3];
     static const struct {
         const char *name;
@@ -392,7 +392,8 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
     bprintf(&b, "tollgate_http_connections_closed_total{reason=\"tls\"} %"
             PRIu64 "\n", load(&co_server.http_closed_tls));
 
-    co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms);
+    co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms,
+                          &refused);
     family(&b, "tollgate_edges_active", "gauge",
            "Distinct edge ids that synced with this coordinator in the last "
            "60 s (at most 4096 tracked).");
@@ -402,6 +403,10 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
            "last sync, floored at 0.");
     bprintf(&b, "tollgate_edge_sync_lag_seconds %" PRIu64 ".%03" PRIu64 "\n",
             lag_ms / 1000u, lag_ms % 1000u);
+    family(&b, "tollgate_edges_policy_refused", "gauge",
+           "Active edges whose last sync reported a policy they could not "
+           "install (they enforce an older one; see /v1/stats).");
+    bprintf(&b, "tollgate_edges_policy_refused %" PRIu64 "\n", refused);
 
     family(&b, "tollgate_redis_errors_total", "counter",
            "Redis connection failures, I/O errors and timeouts.");

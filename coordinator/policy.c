@@ -493,8 +493,9 @@ int co_key_template_check(const char *t, size_t len, char *err, size_t errlen)
                      "claim:NAME, header:NAME)", (int)(n > 40 ? 40 : n), p);
             return CO_EINVAL;
         }
-        if (n - name_at > 64) {
-            snprintf(err, errlen, "a claim or header name is at most 64 bytes");
+        if (n - name_at > CO_KEY_PART_NAME_MAX) {
+            snprintf(err, errlen, "a claim or header name is at most %d "
+                     "bytes", CO_KEY_PART_NAME_MAX);
             return CO_EINVAL;
         }
         for (size_t i = name_at; i < n; i++) {
@@ -520,6 +521,55 @@ int co_key_template_check(const char *t, size_t len, char *err, size_t errlen)
         if (q == NULL)
             break;
         p = q + 1;
+    }
+    return CO_OK;
+}
+
+/* The distinct claim and header names all of p's key templates use: an
+ * edge keeps one table of each per policy (CO_CLAIMS_MAX, CO_HEADERS_MAX;
+ * tollgate_caps.h), and a template past it would leave its quota unable
+ * to match, dropping its limit. Templates are valid already
+ * (co_key_template_check). Returns 0, or CO_EINVAL with err naming the
+ * first quota whose key goes past a cap. */
+static int names_check(const struct co_policy *p, char *err, size_t errlen)
+{
+    const char *seen[2][CO_HEADERS_MAX > CO_CLAIMS_MAX ? CO_HEADERS_MAX
+                                                       : CO_CLAIMS_MAX];
+    size_t seen_len[2][sizeof seen[0] / sizeof seen[0][0]];
+    const size_t cap[2] = {CO_CLAIMS_MAX, CO_HEADERS_MAX};
+    const char *what[2] = {"claim", "header"};
+    size_t n[2] = {0, 0};
+
+    for (size_t i = 0; i < p->n_quotas; i++) {
+        const char *k = p->quotas[i].key;
+
+        while (*k != '\0') {
+            size_t len = strcspn(k, "+");
+            int w = strncmp(k, "claim:", 6) == 0 ? 0
+                  : strncmp(k, "header:", 7) == 0 ? 1 : -1;
+
+            if (w >= 0) {
+                const char *name = k + (w == 0 ? 6 : 7);
+                size_t nl = len - (size_t)(name - k), j = 0;
+
+                while (j < n[w] && !(seen_len[w][j] == nl &&
+                                     memcmp(seen[w][j], name, nl) == 0))
+                    j++;
+                if (j == n[w] && n[w] == cap[w]) {
+                    snprintf(err, errlen, "quotas[%zu].key: the policy "
+                             "would name more than %zu distinct %s names "
+                             "(an edge holds %zu)", i, cap[w], what[w],
+                             cap[w]);
+                    return CO_EINVAL;
+                }
+                if (j == n[w]) {
+                    seen[w][j] = name;
+                    seen_len[w][j] = nl;
+                    n[w]++;
+                }
+            }
+            k += len + (k[len] == '+');
+        }
     }
     return CO_OK;
 }
@@ -672,7 +722,9 @@ static int policy_parse(const char *json, size_t len, uint64_t version,
         goto cleanup;
     }
     if (json_array_size(quotas) > CO_QUOTAS_MAX) {
-        snprintf(err, errlen, "quotas: at most %d quotas", CO_QUOTAS_MAX);
+        snprintf(err, errlen, "quotas: %zu quotas, over the cap of %d (an "
+                 "edge holds %d)", json_array_size(quotas), CO_QUOTAS_MAX,
+                 CO_QUOTAS_MAX);
         goto cleanup;
     }
     p->n_quotas = json_array_size(quotas);
@@ -698,7 +750,15 @@ static int policy_parse(const char *json, size_t len, uint64_t version,
             goto cleanup;
         }
     }
+    if (names_check(p, err, errlen) != CO_OK)
+        goto cleanup;
     rc = policy_build_pb(p, err, errlen);
+    if (rc == CO_OK && p->packed_len > CO_POLICY_PB_MAX) {
+        snprintf(err, errlen, "(document): %zu bytes on the sync wire, over "
+                 "the cap of %d (an edge holds %d)", p->packed_len,
+                 CO_POLICY_PB_MAX, CO_POLICY_PB_MAX);
+        rc = CO_EINVAL;
+    }
 cleanup:
     if (rc == CO_OK) {
         *out = p;

@@ -105,11 +105,26 @@ static struct edge_row *edge_slot(const char *id, uint64_t now_ms)
     return reuse;
 }
 
+const char *co_policy_refusal_name(unsigned reason)
+{
+    static const char *const names[] = {
+        "none", "too_many_quotas", "bad_name", "bad_prefix", "bad_methods",
+        "bad_window",
+    };
+
+    return reason < sizeof names / sizeof names[0] ? names[reason]
+                                                   : "unknown";
+}
+
+/* An edge's refusal changing (a new one, or an install ending it) is one
+ * log line; the same refusal reported sync after sync is none. */
 void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms)
 {
     uint64_t sec = now_ms / 1000u, any = 0;
     struct bucket *b = &st.ring[sec % POINTS];
     struct edge_row *e;
+    bool refusal_changed = false;
+    char v[96];
 
     for (size_t k = 0; k < CO_STATS_OUTCOMES; k++)
         any |= s->decisions[k];
@@ -127,19 +142,36 @@ void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms)
         e->lag_ms = s->sent_at_ms != 0 && now_ms > s->sent_at_ms
                     ? now_ms - s->sent_at_ms : 0;
         e->policy_version = s->policy_version;
+        refusal_changed = e->refused_version != s->refused_version ||
+                          e->refused_reason != s->refused_reason;
+        e->refused_version = s->refused_version;
+        e->refused_reason = s->refused_reason;
         e->degraded = s->degraded;
         copy_visible(e->module_version, sizeof e->module_version,
                      s->module_version != NULL ? s->module_version : "");
         e->dirty = true;
     }
     pthread_mutex_unlock(&st.mu);
+    if (refusal_changed && s->refused_version != 0)
+        CO_WARN("msg=edge_policy_refused edge=%s version=%llu reason=%s "
+                "enforced_version=%llu",
+                co_log_value(v, sizeof v, s->edge_id, strlen(s->edge_id)),
+                (unsigned long long)s->refused_version,
+                co_policy_refusal_name(s->refused_reason),
+                (unsigned long long)s->policy_version);
+    else if (refusal_changed)
+        CO_INFO("msg=edge_policy_refusal_cleared edge=%s version=%llu",
+                co_log_value(v, sizeof v, s->edge_id, strlen(s->edge_id)),
+                (unsigned long long)s->policy_version);
 }
 
 void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
-                           uint64_t *active, uint64_t *max_lag_ms)
+                           uint64_t *active, uint64_t *max_lag_ms,
+                           uint64_t *refused)
 {
     *active = 0;
     *max_lag_ms = 0;
+    *refused = 0;
     pthread_mutex_lock(&st.mu);
     for (size_t i = 0; i < EDGES_MAX; i++) {
         const struct edge_row *e = &st.edges[i];
@@ -147,6 +179,7 @@ void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
         if (e->id[0] == '\0' || e->last_ms + ttl_ms < now_ms)
             continue;
         (*active)++;
+        *refused += e->refused_version != 0;
         if (e->lag_ms > *max_lag_ms)
             *max_lag_ms = e->lag_ms;
     }
@@ -470,9 +503,13 @@ static int ch_id(const struct ch_entry *c, char *out, size_t outlen)
 
 static void edge_row_text(const struct edge_row *e, char out[ROW_MAX])
 {
-    snprintf(out, ROW_MAX, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %d %s",
-             e->last_ms, e->lag_ms, e->policy_version, e->degraded ? 1 : 0,
-             e->module_version);
+    int n = snprintf(out, ROW_MAX, "%" PRIu64 " %" PRIu64 " %" PRIu64
+                     " %d %s", e->last_ms, e->lag_ms, e->policy_version,
+                     e->degraded ? 1 : 0, e->module_version);
+
+    if (e->refused_version != 0 && n > 0 && n < ROW_MAX)
+        snprintf(out + n, ROW_MAX - (size_t)n, " %" PRIu64 " %u",
+                 e->refused_version, e->refused_reason);
 }
 
 /* Count what sn owes Redis and format its texts into p. Returns 0 or

@@ -20,7 +20,10 @@
  *                     lag_ms (server time - sent_at_ms at the last sync; 0
  *                     when unknown or ahead), module_version (visible
  *                     ASCII, at most 32 bytes), policy_version (what the
- *                     edge says it enforces), degraded (its last answer
+ *                     edge says it enforces), policy_refused (null, or
+ *                     {version, reason}: the policy it reports it could
+ *                     not install, reason a PolicyRefusal name such as
+ *                     "too_many_quotas"), degraded (its last answer
  *                     was), stale (age_ms > edges_stale_after_ms)
  *   top_keys[]        per quota of the current policy, in its order:
  *                     {quota, window_s, shadow, keys: at most 10 of {key,
@@ -281,11 +284,14 @@ static json_t *decisions_json(const struct read_view *v,
 struct edge_view {
     const char *id;                 /* into the reply or the snapshot */
     const char *mv;
-    uint64_t last_ms, lag_ms, policy_version;
+    size_t mv_len;
+    uint64_t last_ms, lag_ms, policy_version, refused_version;
+    unsigned refused_reason;
     bool degraded;
 };
 
-/* Parse a row of tg:{stats}:edges ("last lag policy degraded mv"). */
+/* Parse a row of tg:{stats}:edges ("last lag policy degraded mv", then
+ * " refused_version refused_reason" while the edge reports a refusal). */
 static bool edge_parse(const char *id, const char *row, struct edge_view *e)
 {
     char *end;
@@ -302,6 +308,15 @@ static bool edge_parse(const char *id, const char *row, struct edge_view *e)
         return false;
     e->degraded = end[1] == '1';
     e->mv = end + 3;
+    e->mv_len = strcspn(e->mv, " ");
+    e->refused_version = 0;
+    e->refused_reason = 0;
+    if (e->mv[e->mv_len] == ' ') {
+        e->refused_version = strtoull(e->mv + e->mv_len + 1, &end, 10);
+        if (*end != ' ')
+            return false;
+        e->refused_reason = (unsigned)strtoul(end + 1, &end, 10);
+    }
     return true;
 }
 
@@ -334,12 +349,17 @@ static json_t *edge_item(size_t i, const void *ctx)
     const struct edge_view *e = &l->all[i];
     uint64_t age = l->now_ms > e->last_ms ? l->now_ms - e->last_ms : 0;
 
-    return json_pack("{s:o, s:I, s:I, s:I, s:o, s:I, s:b, s:b}", "id",
+    json_t *refused = e->refused_version == 0 ? json_null()
+        : json_pack("{s:I, s:s}", "version", (json_int_t)e->refused_version,
+                    "reason", co_policy_refusal_name(e->refused_reason));
+
+    return json_pack("{s:o, s:I, s:I, s:I, s:o, s:I, s:o, s:b, s:b}", "id",
                      text(e->id, strlen(e->id)), "last_seen_ms",
                      (json_int_t)e->last_ms, "age_ms", (json_int_t)age,
                      "lag_ms", (json_int_t)e->lag_ms, "module_version",
-                     text(e->mv, strlen(e->mv)), "policy_version",
-                     (json_int_t)e->policy_version, "degraded", e->degraded,
+                     text(e->mv, e->mv_len), "policy_version",
+                     (json_int_t)e->policy_version, "policy_refused",
+                     refused, "degraded", e->degraded,
                      "stale", age > l->stale_after);
 }
 
@@ -363,8 +383,10 @@ static json_t *edges_json(const struct read_view *v,
     for (size_t i = 0; i < sn->n_edges; i++, n++) {
         const struct edge_row *e = &sn->edges[i];
 
-        all[n] = (struct edge_view){e->id, e->module_version, e->last_ms,
+        all[n] = (struct edge_view){e->id, e->module_version,
+                                    strlen(e->module_version), e->last_ms,
                                     e->lag_ms, e->policy_version,
+                                    e->refused_version, e->refused_reason,
                                     e->degraded};
     }
     qsort(all, n, sizeof *all, cmp_edge_id);

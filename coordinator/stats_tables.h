@@ -35,6 +35,8 @@ struct edge_row {
     char id[CO_EDGE_ID_MAX + 1];          /* "": never used */
     char module_version[VERSION_MAX + 1];
     uint64_t last_ms, lag_ms, policy_version;
+    uint64_t refused_version;             /* 0: none */
+    unsigned refused_reason;              /* PolicyRefusal */
     bool degraded;
     bool dirty;                           /* changed since flushed */
 };

@@ -11,9 +11,13 @@
  * the same actions, leases, reset times and counts, and is counted once;
  * only a challenge token is freshly signed (same key, quota and expiry
  * rules, a new nonce), which is as good to the edge. A seq older than one
- * already applied for any of its keys is refused with 409. When the batch
- * spans several calls, each call is atomic but the batch is not: a 409 from
- * a later call can follow earlier calls that were applied.
+ * already applied for any of its keys is refused with 409, the problem's
+ * applied_seq member naming that stored seq: an edge restarted under a
+ * fixed edge_id renumbers its unapplied batch past it and resends it
+ * (tg_sync_conflict), so it recovers at once rather than when the old
+ * records expire. When the batch spans several calls, each call is atomic
+ * but the batch is not: a 409 from a later call can follow earlier calls
+ * that were applied.
  *
  * When Redis cannot be reached (or answers nonsense) within
  * --redis-timeout-ms the answer is still 200, marked degraded, with
@@ -37,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <openssl/rand.h>
 
 #include "tollgated.h"
@@ -431,6 +436,8 @@ static void record_stats(const Tollgate__V1__SyncRequest *in,
         .module_version = in->module_version,
         .sent_at_ms = in->sent_at_ms,
         .policy_version = in->policy_version,
+        .refused_version = in->refused_policy_version,
+        .refused_reason = (unsigned)in->refused_policy_reason,
         .degraded = degraded,
     };
 
@@ -659,7 +666,8 @@ static int sync_run(struct sync_req *r, const struct co_auth *auth,
             snprintf(detail, sizeof detail, "seq %llu is older than seq "
                      "%lld already applied for edge %s",
                      (unsigned long long)r->in->seq, h[1], r->in->edge_id);
-            co_response_problem(resp, 409, detail);
+            co_response_problem_with(resp, 409, detail, json_pack(
+                "{s:I}", "applied_seq", (json_int_t)h[1]));
             record_stats(r->in, r->pol, r->items, 0, r->now_ms,
                          false);
             return -1;

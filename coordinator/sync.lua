@@ -63,8 +63,11 @@
 --                                 shadow); minute = floor(s / 60); expires
 --                                 17 min after its last write
 --   tg:{stats}:edges        HASH  edge_id -> "last_ms lag_ms policy_version
---                                 degraded module_version", the edge's last
---                                 sync at any coordinator (the newest wins)
+--                                 degraded module_version[ refused_version
+--                                 refused_reason]", the edge's last sync at
+--                                 any coordinator (the newest wins); the
+--                                 last two only while the edge reports a
+--                                 policy it could not install
 --   tg:{stats}:edgez        ZSET  edge_id -> last_ms; edges silent for 10
 --                                 min are removed, at most 4096 are kept
 --   tg:{stats}:top:<quota>:<window_ms>:<window idx>

@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "tollgate.pb-c.h"
+#include "../edge-module/include/tollgate_caps.h"
 
 struct json_t;          /* jansson's json_t, for the JSON prototypes */
 struct redisReply;      /* hiredis's, for the generic Redis commands */
@@ -54,13 +55,21 @@ struct timespec;
 
 /* ------------------------------------------------------------ limits */
 #define CO_EDGE_ID_MAX       64      /* bytes */
-#define CO_QUOTA_NAME_MAX    64      /* bytes, [A-Za-z0-9._-] */
+/* What a policy may hold is what an edge can hold: the edge core's
+ * capacities, spelled once in edge-module/include/tollgate_caps.h. */
+#define CO_QUOTA_NAME_MAX    TG_CAP_QUOTA_NAME   /* bytes, [A-Za-z0-9._-] */
 #define CO_KEY_MAX           256     /* bytes of a rate-limit key */
-#define CO_PATH_PREFIX_MAX   128
-#define CO_KEY_TEMPLATE_MAX  160     /* bytes of a key template */
-#define CO_KEY_PARTS_MAX     4       /* parts joined by "+" */
-#define CO_METHODS_MAX       8
-#define CO_QUOTAS_MAX        1024
+#define CO_PATH_PREFIX_MAX   TG_CAP_PATH_PREFIX
+#define CO_KEY_TEMPLATE_MAX  TG_CAP_KEY_TEMPLATE /* bytes of a key template */
+#define CO_KEY_PARTS_MAX     TG_CAP_KEY_PARTS    /* parts joined by "+" */
+#define CO_KEY_PART_NAME_MAX TG_CAP_PART_NAME    /* claim / header name */
+#define CO_CLAIMS_MAX        TG_CAP_CLAIMS       /* distinct, per policy */
+#define CO_HEADERS_MAX       TG_CAP_HEADERS      /* distinct, per policy */
+#define CO_METHODS_MAX       TG_CAP_METHODS
+#define CO_QUOTAS_MAX        TG_CAP_QUOTAS
+#define CO_POLICY_PB_MAX     TG_CAP_POLICY_BYTES /* encoded Policy bytes */
+#define CO_QUOTA_NAMES_SEEN  1024    /* quota names /metrics keeps over the
+                                      * process's life (policies change) */
 #define CO_OVERRIDES_MAX     10000   /* per quota */
 #define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
 #define CO_COUNT_MAX         1000000000000ULL  /* one KeyCount field, 1e12 */
@@ -252,6 +261,10 @@ int co_body_append(struct co_body *b, const void *data, size_t len,
 void co_body_free(struct co_body *b);
 void co_response_problem(struct co_response *resp, unsigned status,
                          const char *detail);
+/* As co_response_problem, with the extension members of the JSON object
+ * members (stolen: json_decref'd here; NULL: none). */
+void co_response_problem_with(struct co_response *resp, unsigned status,
+                              const char *detail, struct json_t *members);
 /* co_response_set copies body; co_response_take takes body (malloc'd):
  * either way co_response_clear() frees the response's copy. */
 int co_response_set(struct co_response *resp, unsigned status,
@@ -876,6 +889,9 @@ struct co_stats_sync {
     const char *module_version;   /* the SyncRequest's, as sent */
     uint64_t sent_at_ms;          /* 0: unknown (lag 0) */
     uint64_t policy_version;      /* what the edge says it enforces */
+    uint64_t refused_version;     /* the policy it could not install (0:
+                                   * none), and why (PolicyRefusal) */
+    unsigned refused_reason;
     bool degraded;                /* the answer was */
     /* applied (not degraded, not retried) decisions, attributed as
      * co_metrics_decisions() does */
@@ -884,9 +900,14 @@ struct co_stats_sync {
 
 void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms);
 /* Edges of this coordinator's table that synced within ttl_ms of now_ms,
- * and the largest lag among them (for /metrics). */
+ * the largest lag among them, and how many of them report a policy they
+ * could not install (for /metrics). */
 void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
-                           uint64_t *active, uint64_t *max_lag_ms);
+                           uint64_t *active, uint64_t *max_lag_ms,
+                           uint64_t *refused);
+/* The wire name of a PolicyRefusal ("too_many_quotas", ...; "unknown"
+ * past the known ones), static storage. */
+const char *co_policy_refusal_name(unsigned reason);
 /* est: the sliding-window estimate sync.lua answered for key of q, the
  * quota at its index in pol (the policy the sync ran with). */
 void co_stats_top_key(const struct co_policy *pol, const struct co_quota *q,
@@ -916,7 +937,7 @@ void co_stats_handle(const struct co_request *req, struct co_response *resp);
 /* ------------------------------------------------------------ metrics
  * (metrics.c) GET /metrics in the Prometheus text format 0.0.4, no auth.
  * Process-wide counters are plain atomics (relaxed); per-quota series live
- * in a table of at most CO_QUOTAS_MAX names (lock-free once a name is in
+ * in a table of at most CO_QUOTA_NAMES_SEEN names (lock-free once a name is in
  * it); the edge gauges come from the edge table of /v1/stats
  * (co_stats_edges_active). Labels are quota names and fixed words only,
  * never keys or edge ids. */
@@ -1091,6 +1112,9 @@ void co_admin_audit(const struct co_request *req, struct co_response *resp);
 void co_admin_answer_json(struct co_response *resp, unsigned status,
                           struct json_t *v, uint64_t etag_version);
 void co_admin_store_error(struct co_response *resp, int rc, const char *err);
+/* A 400 for the validator's err ("<path>: <why>"), with the path as a
+ * JSON pointer in the problem's errors[]. */
+void co_admin_invalid(struct co_response *resp, const char *err);
 bool co_admin_if_match(const struct co_request *req,
                        struct co_response *resp, int64_t *expect);
 void co_admin_stale(struct co_response *resp, uint64_t current);

@@ -90,6 +90,13 @@ function renderBanners(s, fetchError) {
   if (s.redis.up && degraded.length > 0) {
     banner("warn", `${degraded.length} edge${degraded.length > 1 ? "s" : ""} got a degraded answer at the last sync.`);
   }
+  const refused = s.edges.filter((e) => e.policy_refused && !e.stale);
+  if (refused.length > 0) {
+    const names = refused.slice(0, 5).map((e) =>
+      `${e.id} (v${e.policy_refused.version}: ${e.policy_refused.reason}; enforces v${e.policy_version})`).join(", ");
+    banner("bad", `${refused.length} edge${refused.length > 1 ? "s" : ""} could not install the policy ` +
+      `and keep enforcing an older one: ${names}${refused.length > 5 ? ", …" : ""}`);
+  }
 }
 
 function renderHeader(s) {
@@ -152,7 +159,8 @@ function renderEdges(s) {
       el("td", { class: "num age" }, fmtAge(e.age_ms)),
       el("td", { class: "num lag" }, `${e.lag_ms} ms`),
       el("td", { class: "module" }, e.module_version || "–"),
-      el("td", { class: "num policy" }, String(e.policy_version)));
+      el("td", { class: "num policy", title: e.policy_refused ? `refused v${e.policy_refused.version}: ${e.policy_refused.reason}` : "" },
+        e.policy_refused ? `${e.policy_version} (refused ${e.policy_refused.version}: ${e.policy_refused.reason})` : String(e.policy_version)));
   });
   $("edges").tBodies[0].replaceChildren(...rows);
   $("edges-empty").hidden = rows.length > 0;

@@ -80,6 +80,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tollgate_caps.h"
+
 #define TG_MODULE_VERSION "0.2.0"
 
 /* Error codes (negative returns). */
@@ -108,7 +110,7 @@ typedef struct tg_header {
     tg_str value;
 } tg_header;
 
-#define TG_MAX_HEADERS 16 /* headers a request may carry */
+#define TG_MAX_HEADERS TG_CAP_HEADERS /* headers a request may carry */
 
 /* The request features the host extracts. Any may be empty. */
 typedef struct tg_request {
@@ -222,6 +224,21 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf,
 /* The sync could not be delivered or answered: keep the batch for a retry
  * with the same seq, and back off. */
 void tg_sync_failed(tg_edge *e, uint64_t now_ms);
+
+/* The coordinator answered the batch in flight with 409: a key already
+ * holds a record of applied_seq (the problem's "applied_seq" member),
+ * newer than this batch's seq. That is an edge restarted under the same
+ * edge_id: the earlier instance's records outlive it (two windows). The
+ * batch was not applied, so it is renumbered applied_seq + 1, kept whole,
+ * and due again at once; a key with a still newer record answers 409
+ * again, with that seq. Counted once, nothing lost, provided the batch
+ * went in one script call (at most 512 counts: see coordinator/sync.c).
+ * applied_seq equal to the batch's seq is a stored batch of the earlier
+ * instance that had the same seq (a coordinator that compares a resend's
+ * counts answers that with 409 too). Returns 0, or TG_ESTATE when no batch
+ * is in flight or applied_seq is older than its seq (no restart explains
+ * that 409: treat it as a failed sync). */
+int tg_sync_conflict(tg_edge *e, uint64_t now_ms, uint64_t applied_seq);
 
 /* The distinct header names the enforced policy's key templates use, each
  * followed by "\n", into buf: what the host must pass in

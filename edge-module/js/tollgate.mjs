@@ -29,7 +29,19 @@ const DEFAULTS = {
   syncIntervalMs: 1000,
   syncTimeoutMs: 2000,
   now: () => Date.now(),
+  log: (line) => console.warn(line),
+  logIntervalMs: 60000,
 };
+// Feature sizes past which verify() trims a request rather than fail on it
+// (the core's I/O buffer is 64 KiB): a token over 16 KiB is invalid unread
+// (tollgate.h, max_token_bytes), so sending its first bytes keeps that
+// verdict; of a long Cookie only the clearance cookie matters; a keyed
+// header past its cap is left out, which skips the quota keyed on it, as
+// an absent header does.
+const TOKEN_KEEP = 16400;
+const COOKIE_KEEP = 4096;
+const HEADER_KEEP = 8192;
+const CONFLICT_RETRIES = 4;
 
 // A decision. headers are parsed from the edge's text only when asked for.
 class Decision {
@@ -66,7 +78,9 @@ export class Tollgate {
   //   clearanceKeys: [{ kid, secret } or { kid, hex }]  the coordinator's
   //          clearance keys (its key file's "clearance" lines),
   //   clientIp(request), trustForwardedFor: how verifyRequest finds the
-  //   client address.
+  //   client address,
+  //   log(line): where sync failures go, once per kind and logIntervalMs
+  //   (default console.warn, 60 s), and one line when syncs recover.
   constructor(module, options = {}) {
     this.opt = { ...DEFAULTS, ...options };
     this.fetch = this.opt.fetch || ((...a) => fetch(...a));
@@ -77,6 +91,7 @@ export class Tollgate {
     this.dec = new TextDecoder();
     this.inflight = null;
     this.lastSyncError = null;
+    this.failLog = new Map(); // kind -> { at, suppressed }
     this.#readAbi();
     this.headerNames = [];
     this.headerNamesVersion = 0;
@@ -180,7 +195,24 @@ export class Tollgate {
   // headers: a Headers object or a plain object, read only for the names
   // the policy's key templates use). Returns a Decision: { kind:
   // "allow"|"deny"|"challenge", reason, status, retryAfter, token, headers }.
+  // Features too large for the core are trimmed (see TOKEN_KEEP); when even
+  // the trimmed ones do not fit (a method, path, host or address of tens of
+  // KiB) the decision is Deny(bad_request), 400, never an exception.
   verify(req) {
+    try {
+      return this.#decide(req);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+    }
+    try {
+      return this.#decide(trimmed(req));
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      return new Decision("deny", "bad_request", 400, 0, "", "");
+    }
+  }
+
+  #decide(req) {
     this.#views();
     // Only the headers present are sent: an absent one leaves the quota
     // that keys on it out of this request.
@@ -277,11 +309,37 @@ export class Tollgate {
     return this.syncDue() ? this.sync() : null;
   }
 
-  async #syncOnce() {
+  async #syncOnce(retries = CONFLICT_RETRIES) {
+    const ok = await this.#syncAttempt(retries);
+    if (ok === "again") return this.#syncOnce(retries - 1);
+    if (ok) {
+      if (this.failLog.size) this.opt.log(`tollgate: sync ok again after ${[...this.failLog.keys()].join(", ")} failures`);
+      this.failLog.clear();
+    } else {
+      this.#logFailure(this.lastSyncError);
+    }
+    return ok;
+  }
+
+  // One line per kind of failure (network, http_<status>, rejected, ...)
+  // at most every logIntervalMs, saying how many were not logged between.
+  #logFailure(err) {
+    const kind = err?.kind || (err?.name === "TimeoutError" ? "timeout" : "network");
+    const now = this.opt.now();
+    const seen = this.failLog.get(kind);
+    if (seen && now - seen.at < this.opt.logIntervalMs) { seen.suppressed++; return; }
+    const more = seen?.suppressed ? ` (${seen.suppressed} more since the last line)` : "";
+    this.failLog.set(kind, { at: now, suppressed: 0 });
+    this.opt.log(`tollgate: sync failed kind=${kind} edge=${this.edgeId}: ${err?.message ?? err}${more}`);
+  }
+
+  // true, false (failed; the core keeps the batch), or "again": a 409 the
+  // core recovered from by renumbering its batch (tg_sync_conflict).
+  async #syncAttempt(retries) {
     this.#views();
     const n = this.x.sync_request(this.opt.now());
     if (n < 0) {
-      this.lastSyncError = new Error(`tollgate: sync_request failed (${n})`);
+      this.lastSyncError = Object.assign(new Error(`tollgate: sync_request failed (${n})`), { kind: "request" });
       this.x.sync_failed(this.opt.now());
       return false;
     }
@@ -296,12 +354,20 @@ export class Tollgate {
         signal: AbortSignal.timeout(this.opt.syncTimeoutMs),
       });
       const bytes = new Uint8Array(await resp.arrayBuffer());
-      if (resp.status !== 200) throw new Error(`coordinator answered ${resp.status}${problemDetail(bytes)}`);
-      if (bytes.length > this.ioSize) throw new Error(`sync response too large (${bytes.length} bytes)`);
+      if (resp.status === 409 && retries > 0) {
+        // An earlier instance under this edge id left newer records: go past
+        // them (exact digits: the seq may exceed 2^53).
+        const m = /"applied_seq":(\d+)/.exec(this.dec.decode(bytes));
+        const seq = m ? BigInt(m[1]) : -1n;
+        if (seq >= 0n && seq < 1n << 64n &&
+            this.x.sync_conflict(this.opt.now(), Number(seq & 0xffffffffn), Number(seq >> 32n)) === 0) return "again";
+      }
+      if (resp.status !== 200) throw Object.assign(new Error(`coordinator answered ${resp.status}${problemDetail(bytes)}`), { kind: `http_${resp.status}` });
+      if (bytes.length > this.ioSize) throw Object.assign(new Error(`sync response too large (${bytes.length} bytes)`), { kind: "too_large" });
       this.#views();
       this.u8.set(bytes, this.inPtr);
       const rc = this.x.sync_response(this.opt.now(), bytes.length);
-      if (rc < 0) throw new Error(`sync response rejected by the edge core (${rc})`);
+      if (rc < 0) throw Object.assign(new Error(`sync response rejected by the edge core (${rc})`), { kind: "rejected" });
       this.#refreshHeaderNames();
       this.lastSyncError = null;
       return true;
@@ -350,6 +416,26 @@ async function signSync(key, edgeId, path, body, nowMs) {
   const text = new TextEncoder().encode(`${SIGN_PREFIX}${path}\n${ts}\n${digest}`);
   const mac = hex(new Uint8Array(await crypto.subtle.sign("HMAC", key, text)));
   return { "tollgate-edge": edgeId, "tollgate-timestamp": ts, "tollgate-signature": `v1=${mac}` };
+}
+
+// req with its oversized features cut to what the core can take (see
+// TOKEN_KEEP): the token past the core's largest max_token_bytes, the
+// Cookie down to its tollgate_clearance pair, long keyed headers left out.
+function trimmed(req) {
+  const out = { ...req };
+  const auth = req.authorization || "";
+  if (auth.length > TOKEN_KEEP) out.authorization = auth.slice(0, TOKEN_KEEP);
+  const cookie = req.cookie || "";
+  if (cookie.length > COOKIE_KEEP) {
+    const m = /(?:^|;\s*)(tollgate_clearance=[^;]*)/.exec(cookie);
+    out.cookie = m && m[1].length <= COOKIE_KEEP ? m[1] : "";
+  }
+  const h = req.headers;
+  if (h) {
+    const get = typeof h.get === "function" ? (n) => h.get(n) : (n) => h[n];
+    out.headers = { get: (n) => { const v = get(n); return v != null && String(v).length <= HEADER_KEEP ? v : null; } };
+  }
+  return out;
 }
 
 // ": <detail>" of an RFC 9457 problem body, or "".

@@ -50,7 +50,7 @@ struct tg_edge {
      * under the pseudo-key TG__OVERFLOW_KEY. ovf_batch: bit q set when
      * overflow[q] is in the batch in flight. */
     tg__counts overflow[TG__MAX_QUOTAS];
-    uint32_t ovf_batch;
+    uint64_t ovf_batch;
 
     tg__table tab;
 
@@ -67,8 +67,11 @@ struct tg_edge {
     uint64_t last_attempt_ms;
     uint64_t last_fail_ms;
     uint64_t last_ok_ms;
-    uint64_t policy_at_ms; /* first policy installed: staleness counts
-                              from here until a sync succeeds */
+    uint64_t policy_at_ms;    /* first policy installed: staleness counts
+                                 from here until a sync succeeds */
+    uint64_t refused_version; /* the last policy refused since the last
+                                 install, reported with every sync */
+    uint8_t refused_reason;   /* its TG__POLICY_* (0: none) */
 
     char hdr[TG__HDR_CAP]; /* tg_decision.headers points here */
 
@@ -93,7 +96,7 @@ static inline uint32_t tg__clamp_interval(uint32_t ms)
 /* ---------------------------------------------------------------- policy.c */
 
 /* Installs the staging policy pol[!cur] decoded from a response. Returns 0
- * when installed, the TG__POLICY_* reason when refused, or 1 when deferred:
+ * when installed, the TG__POLICY_* reason when refused, or -1 when deferred:
  * the policy drops a quota that has entries in the batch in flight, and
  * dropping them would change what a retry of that batch sends. The
  * coordinator resends the policy with every response until the edge

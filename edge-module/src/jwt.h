@@ -26,16 +26,18 @@
 #include "sha256.h"
 #include "tollgate.h"
 
-#define TG__JWT_KEYS         8 /* per kind */
-#define TG__KID_CAP          64
-#define TG__SECRET_CAP       128
-#define TG__ISS_CAP          256 /* issuer and audience bytes */
-#define TG__TOKEN_DEFAULT    8192
-#define TG__TOKEN_MAX        16384 /* largest max_token_bytes */
-#define TG__LEEWAY_DEFAULT   60
-#define TG__MAX_CLAIMS       8   /* distinct claim names a policy may key on */
-#define TG__PART_NAME_CAP    64  /* bytes of a claim or header name */
-#define TG__CLAIM_CAP        96  /* bytes of one claim value kept in a view */
+#define TG__JWT_KEYS       8 /* per kind */
+#define TG__KID_CAP        64
+#define TG__SECRET_CAP     128
+#define TG__ISS_CAP        256 /* issuer and audience bytes */
+#define TG__TOKEN_DEFAULT  8192
+#define TG__TOKEN_MAX      16384 /* largest max_token_bytes */
+#define TG__LEEWAY_DEFAULT 60
+/* Distinct claim names a policy may key on, bytes of a claim or header
+ * name, bytes of one claim value kept in a view (tollgate_caps.h). */
+#define TG__MAX_CLAIMS       TG_CAP_CLAIMS
+#define TG__PART_NAME_CAP    TG_CAP_PART_NAME
+#define TG__CLAIM_CAP        TG_CAP_CLAIM_BYTES
 #define TG__CACHE_JWT        256 /* cache slots, powers of two */
 #define TG__CACHE_CLEARANCE  64
 #define TG__MAX_NUMERIC_DATE 9007199254740992ull /* 2^53 */

@@ -97,7 +97,7 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
     tg__policy *old = &e->pol[e->cur], *nw = &e->pol[!e->cur];
     int map[TG__MAX_QUOTAS];
     tg__counts ovf[TG__MAX_QUOTAS];
-    uint32_t ovf_batch = 0;
+    uint64_t ovf_batch = 0;
 
     if (tg__policy_validate(nw))
         return nw->refused;
@@ -110,17 +110,17 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
                 ? j
                 : -1;
         if (map[i] < 0 && (e->ovf_batch >> i & 1))
-            return 1;
+            return -1;
     }
     for (uint32_t s = 0; s <= e->tab.mask; s++) {
         const tg__entry *en = &e->tab.slot[s];
         if (en->quota != TG__NO_QUOTA && map[en->quota] < 0 &&
             (en->flags & TG__F_BATCH))
-            return 1;
+            return -1;
     }
     for (uint32_t s = 0; s < e->tab.n_spill; s++)
         if (map[e->tab.spill[s].quota] < 0 && e->tab.spill[s].batch)
-            return 1;
+            return -1;
 
     for (uint32_t s = 0; s <= e->tab.mask; s++) {
         tg__entry *en = &e->tab.slot[s];
@@ -145,7 +145,7 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
             continue;
         ovf[map[i]] = e->overflow[i];
         if (e->ovf_batch >> i & 1)
-            ovf_batch |= 1u << map[i];
+            ovf_batch |= 1ull << map[i];
     }
     tg__memcpy(e->overflow, ovf, sizeof ovf);
     e->ovf_batch = ovf_batch;

@@ -13,14 +13,19 @@
 
 #include "template.h"
 #include "tollgate.h"
+#include "tollgate_caps.h"
 
-#define TG__MAX_QUOTAS  32
-#define TG__NAME_CAP    64  /* quota name bytes */
-#define TG__PREFIX_CAP  128 /* path_prefix bytes */
-#define TG__MAX_METHODS 8
-#define TG__METHOD_CAP  16 /* bytes per method */
+/* The capacities are spelled once, in tollgate_caps.h. */
+#define TG__MAX_QUOTAS  TG_CAP_QUOTAS
+#define TG__NAME_CAP    TG_CAP_QUOTA_NAME
+#define TG__PREFIX_CAP  TG_CAP_PATH_PREFIX
+#define TG__MAX_METHODS TG_CAP_METHODS
+#define TG__METHOD_CAP  TG_CAP_METHOD_BYTES
+_Static_assert(TG__MAX_QUOTAS <= 64, "ovf_batch is a 64-bit mask of quotas");
 
-/* Why a policy was refused; the edge keeps enforcing the previous one. */
+/* Why a policy was refused; the edge keeps enforcing the previous one and
+ * reports the reason in its next SyncRequest (PolicyRefusal in
+ * proto/tollgate.proto: the same numbers). */
 enum {
     TG__POLICY_OK = 0,
     TG__POLICY_TOO_MANY_QUOTAS,

@@ -64,6 +64,8 @@ static tg__reqhead head(const tg_edge *e, uint64_t seq, uint64_t now_ms)
     h.policy_version = tg__policy_cur(e)->version;
     h.module_version =
         (tg_str){TG_MODULE_VERSION, sizeof TG_MODULE_VERSION - 1};
+    h.refused_version = e->refused_version;
+    h.refused_reason = e->refused_reason;
     return h;
 }
 
@@ -113,9 +115,10 @@ static int freeze(tg_edge *e, size_t cap)
 {
     const tg__policy *p = tg__policy_cur(e);
     tg__reqhead h = head(e, e->seq + 1, UINT64_MAX);
-    h.policy_version = UINT64_MAX;
+    h.policy_version = h.refused_version = h.refused_reason = UINT64_MAX;
     size_t size = tg__wire_head_size(&h);
-    uint32_t start = e->scan_start & e->tab.mask, stop = start, ovf_bits = 0;
+    uint32_t start = e->scan_start & e->tab.mask, stop = start;
+    uint64_t ovf_bits = 0;
     bool full = false, any = false;
 
     if (size > cap)
@@ -130,7 +133,7 @@ static int freeze(tg_edge *e, size_t cap)
             break;
         }
         size += s;
-        ovf_bits |= 1u << qi;
+        ovf_bits |= 1ull << qi;
         any = true;
     }
     for (uint32_t i = 0; i < e->tab.n_spill && !full; i++) {
@@ -217,11 +220,12 @@ static long encode(const tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
     uint32_t items =
         tg__policy_cur(e)->n_quotas + e->tab.n_spill + e->tab.mask + 1;
     tg__keycount kc;
-    size_t off = tg__wire_head_size(&h);
+    size_t fixed = tg__wire_head_size(&h);
 
-    if (off > cap)
+    if (fixed > cap)
         return TG_ENOSPC;
-    tg__wire_put_head(buf, &h);
+    cap -= tg__wire_put_tail(NULL, &h);
+    size_t off = tg__wire_put_head(buf, &h);
     for (uint32_t i = 0; i < items; i++) {
         if (!batch_item(e, i, &kc))
             continue;
@@ -229,7 +233,7 @@ static long encode(const tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
             return TG_ENOSPC;
         off += tg__wire_put_count(buf + off, &kc);
     }
-    return (long)off;
+    return (long)(off + tg__wire_put_tail(buf + off, &h));
 }
 
 long tg_sync_request(tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
@@ -334,8 +338,13 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf,
     e->outstanding = false;
     e->backoff_ms = 0;
     e->degraded = r.degraded;
-    if (r.has_policy)
-        (void)tg__policy_install(e, now_ms);
+    if (r.has_policy) {
+        int rc = tg__policy_install(e, now_ms);
+        if (rc >= 0) {
+            e->refused_version = rc ? stage->version : 0;
+            e->refused_reason = (uint8_t)rc;
+        }
+    }
 
     const tg__policy *p = tg__policy_cur(e);
     while (!r.degraded && tg__wire_next_state(buf, len, &pos, &ks)) {
@@ -351,6 +360,20 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf,
                                     : e->base_interval_ms;
     if (acked)
         e->last_ok_ms = now_ms;
+    return 0;
+}
+
+int tg_sync_conflict(tg_edge *e, uint64_t now_ms, uint64_t applied_seq)
+{
+    if (!e || e->magic != TG__MAGIC)
+        return TG_EINVAL;
+    if (!e->batch || applied_seq < e->seq || applied_seq == UINT64_MAX)
+        return TG_ESTATE;
+    e->seq = applied_seq + 1;
+    e->outstanding = false;
+    e->backoff_ms = 0;
+    e->last_attempt_ms = 0;
+    (void)now_ms;
     return 0;
 }
 

@@ -22,9 +22,10 @@
 
 #include "jwt.h"
 #include "tollgate.h"
+#include "tollgate_caps.h"
 
-#define TG__MAX_PARTS    4
-#define TG__TEMPLATE_CAP 160
+#define TG__MAX_PARTS    TG_CAP_KEY_PARTS
+#define TG__TEMPLATE_CAP TG_CAP_KEY_TEMPLATE
 
 enum {
     TG__PART_IP = 1,

@@ -102,6 +102,9 @@ EXPORT("sync_request") int32_t tg_wasm_sync_request(double now_ms);
 EXPORT("sync_response")
 int32_t tg_wasm_sync_response(double now_ms, uint32_t len);
 EXPORT("sync_failed") void tg_wasm_sync_failed(double now_ms);
+EXPORT("sync_conflict")
+int32_t tg_wasm_sync_conflict(double now_ms, uint32_t applied_lo,
+                              uint32_t applied_hi);
 EXPORT("policy_version") double tg_wasm_policy_version(void);
 
 const uint32_t *tg_wasm_abi(void)
@@ -277,6 +280,18 @@ void tg_wasm_sync_failed(double now_ms)
     uint64_t now;
     if (edge && ms_from(now_ms, &now) == 0)
         tg_sync_failed(edge, now);
+}
+
+/* applied_seq in two u32 halves: a JS number is exact only to 2^53. */
+int32_t tg_wasm_sync_conflict(double now_ms, uint32_t applied_lo,
+                              uint32_t applied_hi)
+{
+    uint64_t now;
+    if (!edge)
+        return TG_ESTATE;
+    if (ms_from(now_ms, &now) < 0)
+        return TG_EINVAL;
+    return tg_sync_conflict(edge, now, (uint64_t)applied_hi << 32 | applied_lo);
 }
 
 double tg_wasm_policy_version(void)

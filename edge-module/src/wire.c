@@ -55,7 +55,7 @@ static size_t put_str_field(uint8_t *out, unsigned field, tg_str s)
 
 size_t tg__wire_head_size(const tg__reqhead *h)
 {
-    return tg__wire_put_head(NULL, h);
+    return tg__wire_put_head(NULL, h) + tg__wire_put_tail(NULL, h);
 }
 
 size_t tg__wire_put_head(uint8_t *out, const tg__reqhead *h)
@@ -64,8 +64,13 @@ size_t tg__wire_put_head(uint8_t *out, const tg__reqhead *h)
     n += put_u64_field(AT(out, n), 2, h->seq);
     n += put_u64_field(AT(out, n), 3, h->sent_at_ms);
     n += put_u64_field(AT(out, n), 4, h->policy_version);
-    n += put_str_field(AT(out, n), 5, h->module_version);
-    return n;
+    return n + put_str_field(AT(out, n), 5, h->module_version);
+}
+
+size_t tg__wire_put_tail(uint8_t *out, const tg__reqhead *h)
+{
+    size_t n = put_u64_field(out, 7, h->refused_version);
+    return n + put_u64_field(AT(out, n), 8, h->refused_reason);
 }
 
 static size_t put_count_body(uint8_t *out, const tg__keycount *kc)
@@ -107,6 +112,7 @@ long tg__wire_encode_request(const tg__reqhead *h, const tg__keycount *counts,
     size_t off = tg__wire_put_head(buf, h);
     for (size_t i = 0; i < n; i++)
         off += tg__wire_put_count(buf + off, &counts[i]);
+    off += tg__wire_put_tail(buf + off, h);
     return (long)off;
 }
 

@@ -19,13 +19,17 @@
 
 /* ------------------------------------------------------------ encoding */
 
-/* SyncRequest fields 1-5. */
+/* SyncRequest fields 1-5 (the head, before the counts, field 6) and 7-8
+ * (the tail, after them: protoc-c's field order, byte for byte); zeros
+ * are left out. */
 typedef struct tg__reqhead {
     tg_str edge_id;
     uint64_t seq;
     uint64_t sent_at_ms;
     uint64_t policy_version;
     tg_str module_version;
+    uint64_t refused_version;
+    uint64_t refused_reason;
 } tg__reqhead;
 
 /* One KeyCount (SyncRequest field 6). */
@@ -37,10 +41,12 @@ typedef struct tg__keycount {
     uint64_t challenged;
 } tg__keycount;
 
-/* Encoded size of the head fields. */
+/* Encoded size of the head and tail fields together. */
 size_t tg__wire_head_size(const tg__reqhead *h);
-/* Writes them; out has tg__wire_head_size() bytes. Returns bytes written. */
+/* Write the head (fields 1-5) / the tail (7-8); out NULL: only measure.
+ * Return bytes written. */
 size_t tg__wire_put_head(uint8_t *out, const tg__reqhead *h);
+size_t tg__wire_put_tail(uint8_t *out, const tg__reqhead *h);
 
 /* Encoded size of one KeyCount as a SyncRequest field (tag, length, body). */
 size_t tg__wire_count_size(const tg__keycount *kc);

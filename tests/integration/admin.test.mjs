@@ -156,15 +156,37 @@ const INVALID = [
   ["override not an object", { ...POLICY, quotas: [q({ overrides: { "10.0.0.1": 5 } })] }, "quotas[0].overrides[\"10.0.0.1\"]"],
   ["overrides an array", { ...POLICY, quotas: [q({ overrides: [] })] }, "quotas[0].overrides"],
   ["burst negative", { ...POLICY, quotas: [q({ burst: -1 })] }, "quotas[0].burst"],
+  // What an edge cannot hold (edge-module/include/tollgate_caps.h): 64
+  // quotas, 8 distinct claim names, 16 distinct header names.
+  ["65 quotas", { ...POLICY, quotas: Array.from({ length: 65 }, (_, i) => q({ name: `q${i}` })) }, "quotas", /over the cap of 64/],
+  ["a 9th claim name", { ...POLICY, quotas: Array.from({ length: 9 }, (_, i) => q({ name: `c${i}`, key: `ip+claim:c${i}` })) }, "quotas[8].key", /more than 8 distinct claim names/],
+  ["a 17th header name", { ...POLICY, quotas: Array.from({ length: 17 }, (_, i) => q({ name: `h${i}`, key: `header:x-h${i}` })) }, "quotas[16].key", /more than 16 distinct header names/],
 ];
+
+// "quotas[1].limit" -> "/quotas/1/limit": the problem's errors[0].pointer.
+const pointerOf = (path) => path.replace(/\[(\d+)\]/g, "/$1").replace(/\./g, "/").replace(/^(?=.)/, "/");
+
+test("a policy at the edges' caps is accepted, and the edge installs all 64 quotas", async (t) => {
+  const { co } = await stack(t);
+  const doc = { ...POLICY, quotas: Array.from({ length: 64 }, (_, i) => q({ name: `q${i}`, path_prefix: `/p${i}/` })) };
+  const r = await api(co, "PUT", "/v1/policy", { body: doc, headers: { "if-match": "1" } });
+  assert.equal(r.status, 200, r.text);
+  const edge = createTollgate(await loadWasm(), { edgeId: "edge-a", edgeKey: TEST_KEYS.edge, coordinator: co.url });
+  assert.equal(await edge.sync(), true, String(edge.lastSyncError));
+  assert.equal(edge.policyVersion(), r.json.version, "the edge installed the 64-quota policy");
+  const d = edge.verify({ method: "GET", path: "/p63/x", host: "h", ip: "10.0.0.9" });
+  assert.match(d.headers.map(([n, v]) => `${n}: ${v}`).join("\n"), /"q63"/, "the 64th quota is enforced");
+});
 
 test(`${INVALID.length} invalid documents: 400 with the offending field's path, nothing changed`, async (t) => {
   const { co } = await stack(t);
-  for (const [what, doc, where] of INVALID) {
+  for (const [what, doc, where, why] of INVALID) {
     const r = await api(co, "PUT", "/v1/policy", { body: doc, headers: { "if-match": "1" } });
     assert.equal(r.status, 400, `${what}: ${r.text}`);
     assert.equal(r.headers.get("content-type"), "application/problem+json", what);
     if (where) assert.ok(r.json.detail.startsWith(`${where}:`), `${what}: detail "${r.json.detail}" should start with "${where}:"`);
+    if (why) assert.match(r.json.detail, why, what);
+    if (where && !where.includes("\"")) assert.equal(r.json.errors?.[0]?.pointer, pointerOf(where), `${what}: ${r.text}`);
   }
   const raw = await fetch(`${co.url}/v1/policy`, {
     method: "PUT", body: "{\"quotas\": [", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json", "if-match": "1" },

@@ -564,6 +564,48 @@ static void test_audit(void **state)
 }
 
 /* 405 comes from the router, before any handler, with Allow. */
+/* The validator's "<path>: <why>" goes out with the path as a JSON
+ * pointer; a detail without a plain path has no errors[]. */
+static void test_invalid_names_the_pointer(void **state)
+{
+    static const struct {
+        const char *err, *pointer;      /* pointer NULL: no errors[] */
+    } cases[] = {
+        {"quotas[2].limit: must be > 0", "/quotas/2/limit"},
+        {"quotas: 65 quotas, over the cap of 64 (an edge holds 64)",
+         "/quotas"},
+        {"quotas[8].key: the policy would name more than 8 distinct claim "
+         "names (an edge holds 8)", "/quotas/8/key"},
+        {"quotas[0].methods[1]: bad", "/quotas/0/methods/1"},
+        {"(document): 40000 bytes on the sync wire", ""},
+        {"quotas[0].overrides[\"10.0.0.1\"].limit: must be > 0", NULL},
+        {"line 1 column 2: end of file", NULL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct co_response resp = {0};
+        json_t *doc, *e;
+
+        co_admin_invalid(&resp, cases[i].err);
+        assert_int_equal(resp.status, 400);
+        doc = body_json(&resp);
+        assert_string_equal(json_string_value(json_object_get(doc, "detail")),
+                            cases[i].err);
+        e = json_array_get(json_object_get(doc, "errors"), 0);
+        if (cases[i].pointer == NULL) {
+            assert_null(json_object_get(doc, "errors"));
+        } else {
+            assert_string_equal(json_string_value(json_object_get(e,
+                                "pointer")), cases[i].pointer);
+            assert_string_equal(json_string_value(json_object_get(e,
+                                "detail")), strstr(cases[i].err, ": ") + 2);
+        }
+        json_decref(doc);
+        co_response_clear(&resp);
+    }
+}
+
 static void test_wrong_method(void **state)
 {
     struct co_response resp = {0};
@@ -592,6 +634,7 @@ int main(void)
                                fresh_store),
         cmocka_unit_test_setup(test_audit, fresh_store),
         cmocka_unit_test_setup(test_wrong_method, fresh_store),
+        cmocka_unit_test(test_invalid_names_the_pointer),
     };
 
     atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);

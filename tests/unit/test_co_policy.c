@@ -488,6 +488,90 @@ static void test_current_policy_is_refcounted(void **state)
     assert_null(co_policy_current());
 }
 
+/* A policy of n quotas "q0".."q<n-1>" whose key i is key(i) (a buffer the
+ * caller frees). */
+static char *policy_of(size_t n, void (*key)(size_t, char *, size_t))
+{
+    size_t cap = 256 + n * 400, o = 0;
+    char *doc = malloc(cap), k[200];
+
+    assert_non_null(doc);
+    o += (size_t)snprintf(doc + o, cap - o, "{\"version\":1,\"quotas\":[");
+    for (size_t i = 0; i < n; i++) {
+        key(i, k, sizeof k);
+        o += (size_t)snprintf(doc + o, cap - o, "%s{\"name\":\"q%zu\","
+                              "\"key\":\"%s\",\"limit\":10,\"window_s\":60,"
+                              "\"action\":\"deny\"}",
+                              i ? "," : "", i, k);
+    }
+    snprintf(doc + o, cap - o, "]}");
+    return doc;
+}
+
+static void key_ip(size_t i, char *k, size_t n) { (void)i; snprintf(k, n, "ip"); }
+static void key_claim(size_t i, char *k, size_t n) { snprintf(k, n, "ip+claim:c%zu", i); }
+static void key_header(size_t i, char *k, size_t n) { snprintf(k, n, "header:x-h%zu", i); }
+static void key_shared(size_t i, char *k, size_t n)
+{
+    snprintf(k, n, "claim:c%zu+header:x-h%zu", i % TG_CAP_CLAIMS,
+             i % TG_CAP_HEADERS);
+}
+
+/* Whether doc parses; err gets the refusal. */
+static int parse_doc(char *doc, char *err, size_t errlen)
+{
+    struct co_policy *p = NULL;
+    int rc = co_policy_parse(doc, strlen(doc), &p, err, errlen);
+
+    if (rc == CO_OK)
+        co_policy_release(p);
+    free(doc);
+    return rc;
+}
+
+/* The validator reads the caps the edge core is built with
+ * (tollgate_caps.h): the most an edge holds is accepted, one more is
+ * refused with the field's path and the cap. */
+static void test_edge_caps_refused(void **state)
+{
+    char err[256], want[64];
+
+    (void)state;
+    assert_int_equal(CO_QUOTAS_MAX, TG_CAP_QUOTAS);
+    assert_int_equal(CO_CLAIMS_MAX, TG_CAP_CLAIMS);
+    assert_int_equal(CO_HEADERS_MAX, TG_CAP_HEADERS);
+    assert_int_equal(parse_doc(policy_of(TG_CAP_QUOTAS, key_ip), err,
+                               sizeof err), CO_OK);
+    assert_int_equal(parse_doc(policy_of(TG_CAP_QUOTAS + 1, key_ip), err,
+                               sizeof err), CO_EINVAL);
+    snprintf(want, sizeof want, "quotas: %d quotas, over the cap of %d",
+             TG_CAP_QUOTAS + 1, TG_CAP_QUOTAS);
+    assert_non_null(strstr(err, want));
+
+    /* Names shared between quotas count once. */
+    assert_int_equal(parse_doc(policy_of(TG_CAP_QUOTAS, key_shared), err,
+                               sizeof err), CO_OK);
+    assert_int_equal(parse_doc(policy_of(TG_CAP_CLAIMS, key_claim), err,
+                               sizeof err), CO_OK);
+    assert_int_equal(parse_doc(policy_of(TG_CAP_CLAIMS + 1, key_claim), err,
+                               sizeof err), CO_EINVAL);
+    snprintf(want, sizeof want, "quotas[%d].key: ", TG_CAP_CLAIMS);
+    assert_ptr_equal(strstr(err, want), err);
+    snprintf(want, sizeof want, "more than %d distinct claim names",
+             TG_CAP_CLAIMS);
+    assert_non_null(strstr(err, want));
+
+    assert_int_equal(parse_doc(policy_of(TG_CAP_HEADERS, key_header), err,
+                               sizeof err), CO_OK);
+    assert_int_equal(parse_doc(policy_of(TG_CAP_HEADERS + 1, key_header),
+                               err, sizeof err), CO_EINVAL);
+    snprintf(want, sizeof want, "quotas[%d].key: ", TG_CAP_HEADERS);
+    assert_ptr_equal(strstr(err, want), err);
+    snprintf(want, sizeof want, "more than %d distinct header names",
+             TG_CAP_HEADERS);
+    assert_non_null(strstr(err, want));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_burst_and_overrides),
         cmocka_unit_test(test_serializer_round_trip),
         cmocka_unit_test(test_current_policy_is_refcounted),
+        cmocka_unit_test(test_edge_caps_refused),
     };
 
     atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);

@@ -254,12 +254,17 @@ static void test_edges(void **state)
     struct co_stats_sync b = {
         .edge_id = "edge-b/2", .module_version = "v 1\x01\xff",
         .sent_at_ms = T0 + 9000, .policy_version = 2, .degraded = true,
+        .refused_version = 3, .refused_reason = 1,
     };
-    json_t *doc, *e;
+    json_t *doc, *e, *r;
+    uint64_t active, lag, refused;
 
     (void)state;
     sync_at("edge-a/1", T0, 1, 0, 0, 0);
     co_stats_sync_seen(&b, T0 + 2000);   /* sent "in the future": lag 0 */
+    co_stats_edges_active(T0 + 2000, 60000, &active, &lag, &refused);
+    assert_int_equal(active, 2);
+    assert_int_equal(refused, 1);
     doc = render(T0 + 7000);
     assert_int_equal(num(doc, "edges_stale_after_ms"), 5000);
     assert_int_equal(json_array_size(json_object_get(doc, "edges")), 2);
@@ -270,10 +275,14 @@ static void test_edges(void **state)
     assert_int_equal(num(e, "lag_ms"), 0);
     assert_string_equal(str(e, "module_version"), "v?1??");
     assert_int_equal(num(e, "policy_version"), 2);
+    r = json_object_get(e, "policy_refused");
+    assert_int_equal(num(r, "version"), 3);
+    assert_string_equal(str(r, "reason"), "too_many_quotas");
     assert_true(json_is_true(json_object_get(e, "degraded")));
     assert_true(json_is_false(json_object_get(e, "stale")));
     e = json_array_get(json_object_get(doc, "edges"), 1);
     assert_string_equal(str(e, "id"), "edge-a/1");
+    assert_true(json_is_null(json_object_get(e, "policy_refused")));
     assert_int_equal(num(e, "lag_ms"), 5);
     assert_string_equal(str(e, "module_version"), "0.1.0");
     assert_true(json_is_false(json_object_get(e, "degraded")));
@@ -482,13 +491,23 @@ static void test_challenges(void **state)
 /* What Redis gives back after a flush is what was counted here. */
 static void test_round_trip(void **state)
 {
+    const struct co_stats_sync refusing = {
+        .edge_id = "edge-old/1", .module_version = "0.1.0",
+        .policy_version = 8, .refused_version = 9, .refused_reason = 5,
+    };
     json_t *before, *after;
+    char *text;
 
     (void)state;
     activity(1, "edge-a/1");
+    co_stats_sync_seen(&refusing, T0 - 400);
     co_stats_challenge_solved("per-ip", (const uint8_t *)"0123456789abcdef",
                               T0 - 500);
     before = render(T0);
+    text = json_dumps(json_object_get(before, "edges"), JSON_COMPACT);
+    assert_non_null(strstr(text, "\"policy_refused\":{\"version\":9,"
+                                 "\"reason\":\"bad_window\"}"));
+    free(text);
     assert_true(json_is_true(json_object_get(before, "merged")));
     assert_int_equal(sum(before, "allowed"), 4);
     flush_ok();

@@ -829,6 +829,16 @@ static void test_retry_same_answer_older_seq_409(void **state)
     run_with(&h, body, len, &resp);
     assert_problem(&resp, 409, "seq 7 is older than seq 8 already applied "
                                "for edge e1");
+    {   /* the stored seq, as a member the edge reads (tg_sync_conflict) */
+        json_t *doc = json_loadb((const char *)resp.body, resp.body_len, 0,
+                                 NULL);
+
+        assert_non_null(doc);
+        assert_int_equal(json_integer_value(json_object_get(doc,
+                                                            "applied_seq")),
+                         8);
+        json_decref(doc);
+    }
     co_response_clear(&resp);
     free(body);
     assert_int_equal(admitted_in_redis("per-ip", "retry"), 100);

@@ -988,6 +988,69 @@ static void invalid_policy_is_refused_whole(void **state)
                        "RateLimit: \"a\\\"b\\\\c\";r=2;t=60\r\n");
 }
 
+/* A refused policy is reported with every sync (SyncRequest fields 7, 8)
+ * until a policy installs; the previous one stays enforced meanwhile. */
+static void refused_policy_is_reported(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    install(e, T0, 1, &API, 1);
+    qspec dup[] = {{"x", 10, 60, "ip", "", {NULL}, 1, false, false, false},
+                   {"x", 10, 60, "ip", "", {NULL}, 1, false, false, false}};
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 10);
+    assert_int_equal(r->refused_policy_version, 0);
+    assert_int_equal(respond(e, T0 + 10, r->seq, false, 0, 2, dup, 2, NULL, 0), 0);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+    assert_int_equal(tg_policy_version(e), 1);
+    for (int i = 0; i < 2; i++) {
+        r = sync_req(e, T0 + 20 + (uint64_t)i);
+        assert_int_equal(r->policy_version, 1);
+        assert_int_equal(r->refused_policy_version, 2);
+        assert_int_equal(r->refused_policy_reason, TOLLGATE__V1__POLICY_REFUSAL__REFUSED_BAD_NAME);
+        assert_int_equal(respond(e, T0 + 20 + (uint64_t)i, r->seq, false, 0, 0, NULL, 0, NULL, 0),
+                         0);
+        tollgate__v1__sync_request__free_unpacked(r, NULL);
+    }
+    assert_int_equal(verify_ip(e, "192.0.2.1", T0 + 30).kind, TG_ALLOW);
+    install(e, T0 + 40, 3, &API, 1);
+    r = sync_req(e, T0 + 50);
+    assert_int_equal(r->refused_policy_version, 0);
+    assert_int_equal(r->refused_policy_reason, 0);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+/* A 409 naming a newer stored seq (an earlier instance under the same id)
+ * renumbers the batch past it, counts unchanged, due at once; a 409 that
+ * names an older seq, or comes with no batch, is refused. (The same seq is
+ * taken: a coordinator that tells a resend with other counts apart answers
+ * that 409 with the stored seq, which this batch never was.) */
+static void conflict_renumbers_the_batch(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    install(e, T0, 1, &API, 1);
+    for (int i = 0; i < 3; i++)
+        verify_ip(e, "192.0.2.1", T0 + 10);
+    Tollgate__V1__SyncRequest *a = sync_req(e, T0 + 100);
+    assert_int_equal(tg_sync_conflict(e, T0 + 110, a->seq - 1), TG_ESTATE);
+    assert_int_equal(tg_sync_conflict(e, T0 + 110, UINT64_MAX), TG_ESTATE);
+    assert_int_equal(tg_sync_conflict(e, T0 + 110, 41), 0);
+    assert_true(tg_sync_due(e, T0 + 110));
+    verify_ip(e, "192.0.2.2", T0 + 115);  /* after the freeze: next batch */
+    Tollgate__V1__SyncRequest *b = sync_req(e, T0 + 120);
+    assert_int_equal(b->seq, 42);
+    assert_int_equal(b->n_counts, a->n_counts);
+    assert_count(b, "api", "192.0.2.1", 2, 1, 0);
+    assert_null(count_of(b, "api", "192.0.2.2"));
+    assert_int_equal(respond(e, T0 + 130, 42, false, 0, 0, NULL, 0, NULL, 0), 0);
+    Tollgate__V1__SyncRequest *c = sync_req(e, T0 + 1200);
+    assert_int_equal(c->seq, 43);
+    assert_count(c, "api", "192.0.2.2", 1, 0, 0);
+    assert_int_equal(respond(e, T0 + 1210, 43, false, 0, 0, NULL, 0, NULL, 0), 0);
+    assert_int_equal(tg_sync_conflict(e, T0 + 1220, 100), TG_ESTATE);
+    tollgate__v1__sync_request__free_unpacked(a, NULL);
+    tollgate__v1__sync_request__free_unpacked(b, NULL);
+    tollgate__v1__sync_request__free_unpacked(c, NULL);
+}
+
 static void next_sync_ms_sets_the_interval(void **state)
 {
     tg_edge *e = ((fx *)*state)->e;
@@ -1404,6 +1467,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(batch_is_capped_not_lost, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(policy_swap_keeps_surviving_counts, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(invalid_policy_is_refused_whole, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(refused_policy_is_reported, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(conflict_renumbers_the_batch, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(next_sync_ms_sets_the_interval, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(clock_stepping_back_does_not_stall_sync, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(successful_sync_resets_backoff, setup_edge, teardown),

@@ -116,7 +116,12 @@ static void check_request_roundtrip(size_t max_counts)
         m.counts[i] = c;
         kc[i] = (tg__keycount){S(c->quota), S(c->key), c->admitted, c->denied, c->challenged};
     }
-    tg__reqhead h = {S(m.edge_id), m.seq, m.sent_at_ms, m.policy_version, S(m.module_version)};
+    if (rnd_u64() % 4 == 0) {
+        m.refused_policy_version = rnd_u64();
+        m.refused_policy_reason = (Tollgate__V1__PolicyRefusal)(rnd_u64() % 6);
+    }
+    tg__reqhead h = {S(m.edge_id), m.seq, m.sent_at_ms, m.policy_version, S(m.module_version),
+                     m.refused_policy_version, (uint64_t)m.refused_policy_reason};
 
     size_t want_len = tollgate__v1__sync_request__get_packed_size(&m);
     uint8_t *want = arena_alloc(want_len);
@@ -136,6 +141,8 @@ static void check_request_roundtrip(size_t max_counts)
     assert_int_equal(u->sent_at_ms, m.sent_at_ms);
     assert_int_equal(u->policy_version, m.policy_version);
     assert_string_equal(u->module_version, m.module_version);
+    assert_int_equal(u->refused_policy_version, m.refused_policy_version);
+    assert_int_equal(u->refused_policy_reason, m.refused_policy_reason);
     assert_int_equal(u->n_counts, m.n_counts);
     for (size_t i = 0; i < m.n_counts; i++) {
         assert_string_equal(u->counts[i]->quota, m.counts[i]->quota);
@@ -161,7 +168,7 @@ static void request_empty_and_extremes(void **state)
 {
     (void)state;
     uint8_t buf[64];
-    tg__reqhead h = {{"", 0}, 0, 0, 0, {"", 0}};
+    tg__reqhead h = {{"", 0}, 0, 0, 0, {"", 0}, 0, 0};
     assert_int_equal(tg__wire_encode_request(&h, NULL, 0, buf, 0), 0);
 
     /* An all-default KeyCount is still an element: tag 0x32, length 0. */

@@ -58,6 +58,20 @@ export const guard = {
     r = await get("192.0.2.10");
     assert.equal(r.status, 200, "another client stays allowed");
     await r.text();
+
+    // 100 KiB request headers get a decision, not a 500: a long Cookie
+    // (only the clearance cookie matters) is admitted, a 100 KiB token is
+    // an invalid one.
+    const big = "x".repeat(100 * 1024);
+    r = await fetch(new Request("http://shop.example/api/items", {
+      headers: { "cf-connecting-ip": "192.0.2.11", cookie: `junk=${big}`, "x-big": big } }), env, ctx);
+    assert.equal(r.status, 200, "a 100 KiB Cookie is decided");
+    assert.match(r.headers.get("ratelimit") || "", /^"per-ip";r=\d+;t=\d+$/);
+    await r.text();
+    r = await fetch(new Request("http://shop.example/api/items", {
+      headers: { "cf-connecting-ip": "192.0.2.11", authorization: `Bearer ${big}` } }), env, ctx);
+    assert.equal(r.status, 401, "a 100 KiB bearer token is an invalid token");
+    await r.text();
     await drain();
     console.log(`guard: ${JSON.stringify(seen)}`);
   },
