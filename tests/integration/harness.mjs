@@ -85,27 +85,40 @@ export async function stopProcess(proc, graceMs = 5000) {
 
 // One RESP command on a fresh connection; resolves to the parsed reply
 // (errors as Error objects, not rejections).
-export function redisCommand(port, ...args) {
+export async function redisCommand(port, ...args) {
+  return (await redisCommands(port, [args]))[0];
+}
+
+// Several commands in order on one fresh connection (e.g. AUTH as an ACL
+// user, then the command to try); resolves to their replies, as above.
+export function redisCommands(port, commands) {
   return new Promise((resolve, reject) => {
     const sock = net.connect(port, "127.0.0.1");
     let buf = Buffer.alloc(0);
     sock.setTimeout(2000, () => sock.destroy(new Error("redis timeout")));
     sock.on("error", reject);
     sock.on("connect", () => {
-      let req = `*${args.length}\r\n`;
-      for (const a of args) {
-        const b = Buffer.from(String(a));
-        req += `$${b.length}\r\n${b.toString("binary")}\r\n`;
+      let req = "";
+      for (const args of commands) {
+        req += `*${args.length}\r\n`;
+        for (const a of args) {
+          const b = Buffer.from(String(a));
+          req += `$${b.length}\r\n${b.toString("binary")}\r\n`;
+        }
       }
       sock.write(Buffer.from(req, "binary"));
     });
     sock.on("data", (d) => {
       buf = Buffer.concat([buf, d]);
-      const r = parseResp(buf, 0);
-      if (r) {
-        sock.end();
-        resolve(r.value);
+      const out = [];
+      for (let at = 0; out.length < commands.length;) {
+        const r = parseResp(buf, at);
+        if (!r) return;
+        out.push(r.value);
+        at = r.end;
       }
+      sock.end();
+      resolve(out);
     });
   });
 }
@@ -150,8 +163,12 @@ export async function startRedis({ port, dir, args = [] } = {}) {
     "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
     "--save", "", "--appendonly", "no", "--daemonize", "no", ...args,
   ]);
-  await waitFor(async () => (await redisCommand(port, "PING")) === "PONG",
-    { what: `redis-server on port ${port}` });
+  // Up when it answers: PONG, or NOAUTH when an ACL file turns the
+  // default user off.
+  await waitFor(async () => {
+    const r = await redisCommand(port, "PING");
+    return r === "PONG" || (r instanceof Error && r.message.startsWith("NOAUTH"));
+  }, { what: `redis-server on port ${port}` });
   return {
     port, proc, dir,
     url: `redis://127.0.0.1:${port}`,
