@@ -144,6 +144,28 @@ static int set_log_level(struct co_config *cfg, const char *val,
     return CO_OK;
 }
 
+static int set_captcha_url(struct co_config *cfg, const char *val,
+                           char *err, size_t errlen)
+{
+    if (strncmp(val, "https://", 8) != 0 && strncmp(val, "http://", 7) != 0) {
+        snprintf(err, errlen, "must be an https:// (or http://) URL");
+        return CO_EINVAL;
+    }
+    return copy_str(cfg->captcha_verify_url, sizeof cfg->captcha_verify_url,
+                    val, err, errlen);
+}
+
+static int set_captcha_timeout(struct co_config *cfg, const char *val,
+                               char *err, size_t errlen)
+{
+    uint64_t v;
+    int rc = parse_u64(val, 100, 30000, &v, err, errlen);
+
+    if (rc == CO_OK)
+        cfg->captcha_timeout_ms = (unsigned)v;
+    return rc;
+}
+
 static const struct option_def options[] = {
     {"--listen", "TOLLGATE_LISTEN", set_listen, "HOST:PORT",
      "address to serve HTTP on (default 127.0.0.1:8080; port 0 = any)"},
@@ -162,7 +184,7 @@ static const struct option_def options[] = {
      "before answering degraded (default 50)"},
     {"--keys", "TOLLGATE_KEYS", set_keys, "FILE",
      "key file: challenge, clearance, edge and captcha secrets, one "
-     "\"<kind> <id> <hex>\" per line (required; every coordinator must "
+     "\"<kind> <id> <secret>\" per line (required; every coordinator must "
      "share the challenge and clearance keys; chmod 600)"},
     {"--admin-tokens", "TOLLGATE_ADMIN_TOKENS", set_admin_tokens, "FILE",
      "admin API bearer tokens, one \"<name> <read|admin> <sha256 hex of "
@@ -170,6 +192,13 @@ static const struct option_def options[] = {
      "chmod 600)"},
     {"--log-level", "TOLLGATE_LOG_LEVEL", set_log_level, "LEVEL",
      "debug, info, warn or error (default info)"},
+    {"--captcha-verify-url", "TOLLGATE_CAPTCHA_VERIFY_URL", set_captcha_url,
+     "URL", "siteverify URL for the key file's turnstile or hcaptcha "
+     "verifier (default the provider's own; for an egress proxy or tests)"},
+    {"--captcha-timeout-ms", "TOLLGATE_CAPTCHA_TIMEOUT_MS",
+     set_captcha_timeout, "MS", "most one captcha verification waits on "
+     "the provider, a retry included, before answering 503 (default "
+     "3000)"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -208,6 +237,7 @@ static void set_defaults(struct co_config *cfg)
     cfg->max_body = 1u << 20;
     cfg->redis_timeout_ms = 50;
     cfg->log_level = CO_LOG_INFO;
+    cfg->captcha_timeout_ms = 3000;
 }
 
 /* Fill cfg from defaults, then the environment, then argv (flags win).

@@ -85,6 +85,33 @@ static int load_keys(const char *path)
     return 0;
 }
 
+/* libcurl and the hosted captcha verifiers' settings, before any thread.
+ * A verifier can wait on its provider only as long as half the HTTP
+ * workers: the others keep answering syncs. Returns 0 or -1 after
+ * logging. */
+static int start_captcha(const struct co_config *cfg)
+{
+    struct co_captcha_config cc = {
+        .timeout_ms = cfg->captcha_timeout_ms,
+        .max_inflight = cfg->threads / 2 > 0 ? cfg->threads / 2 : 1,
+    };
+    char err[256], v[300];
+
+    snprintf(cc.verify_url, sizeof cc.verify_url, "%s",
+             cfg->captcha_verify_url);
+    if (co_captcha_init(&cc, err, sizeof err) != CO_OK) {
+        CO_ERROR("msg=captcha_init_failed detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        return -1;
+    }
+    if (co_keys.has_captcha && strcmp(co_keys.captcha.id, "static") != 0)
+        CO_INFO("msg=captcha_verifier provider=%s url=%s timeout_ms=%u "
+                "max_inflight=%u", co_keys.captcha.id,
+                cc.verify_url[0] != '\0' ? cc.verify_url : "(provider's)",
+                cc.timeout_ms, cc.max_inflight);
+    return 0;
+}
+
 /* Load the admin tokens into co_admin_tokens. No file: the admin API is
  * off (every route 401), said once here. Returns 0 or -1 after logging. */
 static int load_admin_tokens(const char *path)
@@ -168,6 +195,10 @@ int main(int argc, char **argv)
         goto cleanup;
     }
     co_server.max_body = cfg.max_body;
+    if (start_captcha(&cfg) != 0) {
+        rc = 1;
+        goto cleanup;
+    }
 
     rc = co_redis_init(&target, err, sizeof err);
     if (rc == CO_OK)
@@ -231,6 +262,7 @@ cleanup:
     co_stats_stop();
     co_store_stop();
     co_redis_shutdown();
+    co_captcha_shutdown();
     co_policy_release(policy);
     co_policy_install(NULL);
     co_keys_free(&co_keys);

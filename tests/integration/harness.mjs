@@ -199,7 +199,11 @@ export function writeKeys({ edges = TEST_EDGES, keys = TEST_KEYS } = {}) {
   const lines = ["# written by tests/integration/harness.mjs"];
   for (const k of keys.challenge) lines.push(`challenge ${k.id} ${k.secret}`);
   for (const k of keys.clearance) lines.push(`clearance ${k.id} ${k.secret}`);
-  if (keys.captcha) lines.push(`captcha static ${keys.captcha}`);
+  // keys.captcha: the static verifier's hex secret, or { provider, secret }.
+  if (keys.captcha) {
+    lines.push(typeof keys.captcha === "string" ? `captcha static ${keys.captcha}`
+      : `captcha ${keys.captcha.provider} ${keys.captcha.secret}`);
+  }
   for (const e of edges) lines.push(`edge ${e} ${keys.edge}`);
   const file = path.join(tempDir("tollgate-keys-"), "keys");
   writeFileSync(file, lines.join("\n") + "\n");
