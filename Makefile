@@ -21,7 +21,7 @@ SANITIZE ?=
 CC       ?= cc
 WASM_CC  ?= clang
 WASM_OPT ?= wasm-opt
-PKGS     := libmicrohttpd hiredis libprotobuf-c openssl jansson libcurl
+PKGS     := libmicrohttpd hiredis libprotobuf-c openssl jansson libcurl gnutls
 
 # Lazily expanded: `make test` installs packages before anything reads these.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))

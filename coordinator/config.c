@@ -166,6 +166,20 @@ static int set_captcha_timeout(struct co_config *cfg, const char *val,
     return rc;
 }
 
+static int set_tls_cert(struct co_config *cfg, const char *val, char *err,
+                        size_t errlen)
+{
+    return copy_str(cfg->tls_cert_path, sizeof cfg->tls_cert_path, val, err,
+                    errlen);
+}
+
+static int set_tls_key(struct co_config *cfg, const char *val, char *err,
+                       size_t errlen)
+{
+    return copy_str(cfg->tls_key_path, sizeof cfg->tls_key_path, val, err,
+                    errlen);
+}
+
 static const struct option_def options[] = {
     {"--listen", "TOLLGATE_LISTEN", set_listen, "HOST:PORT",
      "address to serve HTTP on (default 127.0.0.1:8080; port 0 = any)"},
@@ -199,6 +213,11 @@ static const struct option_def options[] = {
      set_captcha_timeout, "MS", "most one captcha verification waits on "
      "the provider, a retry included, before answering 503 (default "
      "3000)"},
+    {"--tls-cert", "TOLLGATE_TLS_CERT", set_tls_cert, "FILE",
+     "serve HTTPS (TLS 1.2+) with this PEM certificate chain, leaf first "
+     "(with --tls-key; SIGHUP re-reads both)"},
+    {"--tls-key", "TOLLGATE_TLS_KEY", set_tls_key, "FILE",
+     "the PEM private key of --tls-cert, unencrypted (chmod 600)"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -297,6 +316,10 @@ int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
     if (cfg->policy_path[0] == '\0') {
         snprintf(err, errlen, "--policy FILE (or TOLLGATE_POLICY) is "
                  "required");
+        return CO_EINVAL;
+    }
+    if ((cfg->tls_cert_path[0] == '\0') != (cfg->tls_key_path[0] == '\0')) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
         return CO_EINVAL;
     }
     if (cfg->keys_path[0] == '\0') {

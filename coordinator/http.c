@@ -614,12 +614,14 @@ int co_http_start(const char *listen, unsigned threads,
     char host[INET6_ADDRSTRLEN];
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
+    const struct MHD_OptionItem *tls_options;
 
     *out = NULL;
     if (resolve_listen(listen, &ss, &sslen, err, errlen) != CO_OK)
         return CO_EINVAL;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    tls_options = co_tls_mhd_options(&flags);   /* HTTPS: tls.c */
     d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, NULL,
                          MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -631,12 +633,14 @@ int co_http_start(const char *listen, unsigned threads,
                          MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                          MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+                         MHD_OPTION_ARRAY, tls_options,
                          MHD_OPTION_END);
     if (d == NULL) {
         snprintf(err, errlen, "cannot serve on %s (address in use or not "
                  "local?)", listen);
         return CO_EIO;
     }
+    co_tls_daemon_started(d);
     info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     if (ss.ss_family == AF_INET6) {
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host,

@@ -234,6 +234,14 @@ int main(int argc, char **argv)
         goto cleanup;
     }
 
+    if (cfg.tls_cert_path[0] != '\0' &&
+        co_tls_init(cfg.tls_cert_path, cfg.tls_key_path, err,
+                    sizeof err) != CO_OK) {
+        CO_ERROR("msg=tls_invalid detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        rc = 1;
+        goto cleanup;
+    }
     if (co_http_start(cfg.listen, cfg.threads, &daemon, addr, sizeof addr,
                       err, sizeof err) != CO_OK) {
         CO_ERROR("msg=listen_failed detail=%s",
@@ -241,15 +249,20 @@ int main(int argc, char **argv)
         rc = 1;
         goto cleanup;
     }
-    CO_INFO("msg=listening addr=%s threads=%u max_body=%zu "
-            "redis_timeout_ms=%u version=%s", addr, cfg.threads,
-            cfg.max_body, cfg.redis_timeout_ms, CO_VERSION);
+    CO_INFO("msg=listening addr=%s scheme=%s threads=%u max_body=%zu "
+            "redis_timeout_ms=%u version=%s", addr,
+            co_tls_enabled() ? "https" : "http", cfg.threads, cfg.max_body,
+            cfg.redis_timeout_ms, CO_VERSION);
 
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig != SIGHUP)
             break;
+        if (co_tls_enabled()) {
+            co_tls_reload();
+            continue;
+        }
         CO_INFO("msg=sighup_ignored detail=\"the policy lives in Redis: "
                 "change it with the admin API (/v1/policy)\"");
     }
@@ -263,6 +276,7 @@ cleanup:
     co_store_stop();
     co_redis_shutdown();
     co_captcha_shutdown();
+    co_tls_shutdown();
     co_policy_release(policy);
     co_policy_install(NULL);
     co_keys_free(&co_keys);

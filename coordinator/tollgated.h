@@ -132,6 +132,8 @@ struct co_config {
     enum co_log_level log_level;
     char captcha_verify_url[512];   /* "": the provider's siteverify */
     unsigned captcha_timeout_ms;
+    char tls_cert_path[4096];       /* both "" (plain HTTP) or both set */
+    char tls_key_path[4096];
 };
 
 /* What co_config_parse() asks the caller to do besides running. */
@@ -451,6 +453,22 @@ void co_response_clear(struct co_response *resp);
 const char *co_status_title(unsigned status);
 
 struct MHD_Daemon;
+struct MHD_OptionItem;
+
+/* (tls.c; the decisions in its file comment) HTTPS on the one listener.
+ * co_tls_init() loads --tls-cert/--tls-key before the daemon starts
+ * (0, or CO_EINVAL / CO_EIO / CO_ENOMEM with err); without it TLS is off.
+ * co_tls_reload() (SIGHUP) swaps in the files' current pair, or logs why
+ * not and keeps the old one. co_tls_mhd_options() is what co_http_start()
+ * passes as MHD_OPTION_ARRAY (it sets MHD_USE_TLS in *flags when on);
+ * co_tls_daemon_started() tunes the listen socket. */
+int co_tls_init(const char *cert, const char *key, char *err, size_t errlen);
+bool co_tls_enabled(void);
+int co_tls_reload(void);
+void co_tls_shutdown(void);
+const struct MHD_OptionItem *co_tls_mhd_options(unsigned *flags);
+void co_tls_daemon_started(struct MHD_Daemon *d);
+
 int co_http_start(const char *listen, unsigned threads,
                   struct MHD_Daemon **out, char *addr, size_t addrlen,
                   char *err, size_t errlen);
