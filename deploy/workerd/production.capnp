@@ -31,6 +31,7 @@ const edge :Workerd.Worker = (
   modules = [
     (name = "worker.js", esModule = embed "worker.js"),
     (name = "tollgate.mjs", esModule = embed "../../edge-module/js/tollgate.mjs"),
+    (name = "challenge.mjs", esModule = embed "../../edge-module/js/challenge.mjs"),
     (name = "tollgate.wasm", wasm = embed "../../build/tollgate.wasm"),
   ],
   compatibilityDate = "2024-09-23",

@@ -267,6 +267,34 @@ export async function startTollgated({ redisPort, policy, keys, adminTokens, por
   };
 }
 
+// workerd serving the example edge (deploy/workerd/config.capnp, `make
+// run`'s own config) on a spare port in front of the demo origin: its ports
+// moved, its files named relative to the copy, the keys (and env.*) from
+// the environment as deploy/run.sh passes them. Resolves to { proc, url,
+// dir, stop() } once the edge answers.
+export async function startExampleEdge(coPort, env = {}) {
+  const dir = tempDir("tollgate-edge-");
+  const port = await freePort();
+  const deployed = readFileSync(path.join(ROOT, "deploy/workerd/config.capnp"), "utf8");
+  const config = deployed
+    .replace('address = "127.0.0.1:8787"', `address = "127.0.0.1:${port}"`)
+    .replace('address = "127.0.0.1:8080"', `address = "127.0.0.1:${coPort}"`)
+    .replace(/embed "([^"]+)"/g, (_, f) => `embed "${path.relative(dir, path.resolve(ROOT, "deploy/workerd", f))}"`);
+  if (!config.includes(`127.0.0.1:${port}`) || !config.includes(`127.0.0.1:${coPort}`)) {
+    throw new Error("deploy/workerd/config.capnp no longer listens on 8787 and calls 8080");
+  }
+  writeFileSync(path.join(dir, "config.capnp"), config);
+  const proc = startProcess(path.join(ROOT, "node_modules/.bin/workerd"), ["serve", path.join(dir, "config.capnp")], {
+    env: { ...process.env, TOLLGATE_EDGE_KEY: TEST_KEYS.edge, TOLLGATE_CLEARANCE_KEY: TEST_KEYS.clearance[0].secret, ...env },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => {
+    if (proc.exitCode !== null) throw new Error(`workerd exited ${proc.exitCode}:\n${proc.logs}`);
+    try { return (await fetch(`${url}/`)).ok; } catch { return false; }
+  }, { what: "workerd edge", timeoutMs: 20000 });
+  return { proc, url, dir, stop: async () => { await stopProcess(proc); removeDir(dir); } };
+}
+
 export function loadWasm() {
   return new WebAssembly.Module(readFileSync(path.join(BUILD, "tollgate.wasm")));
 }

@@ -18,7 +18,9 @@
 //     invalid-input-response, another site key sitekey-secret-mismatch
 // Any other secret is invalid-input-secret. Tests queue faults the real
 // services show now and then: sv.faults.push("internal-error" | "slow" |
-// "garbage" | "http-500"), consumed one per request. Every request is kept
+// "garbage" | "http-500" | "invalid-input-response"), consumed one per
+// siteverify request; GET /turnstile/v0/api.js is a stand-in widget
+// script (below). Every siteverify request is kept
 // in sv.requests (the parsed form) for the test to inspect.
 import http from "node:http";
 
@@ -29,6 +31,7 @@ export const TURNSTILE = {
   siteKey: "1x00000000000000000000AA",
   dummyResponse: "XXXX.DUMMY.TOKEN.XXXX",
   path: "/turnstile/v0/siteverify",
+  script: "/turnstile/v0/api.js",
 };
 export const HCAPTCHA = {
   secret: "0x0000000000000000000000000000000000000000",
@@ -38,6 +41,26 @@ export const HCAPTCHA = {
 };
 
 const MAX_RESPONSE = 2048;
+
+// The stand-in for Turnstile's widget script (GET /turnstile/v0/api.js, as
+// on challenges.cloudflare.com): it renders every .cf-turnstile element the
+// way the real one ends, a hidden cf-turnstile-response input holding what
+// the test site keys produce, and marks the element rendered.
+const WIDGET = `(function () {
+  function render() {
+    document.querySelectorAll(".cf-turnstile:not([data-rendered])").forEach(function (el) {
+      var input = document.createElement("input");
+      input.type = "hidden";
+      input.name = "cf-turnstile-response";
+      input.value = "XXXX.DUMMY.TOKEN.XXXX";
+      el.appendChild(input);
+      el.setAttribute("data-rendered", el.getAttribute("data-sitekey") || "");
+    });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", render);
+  else render();
+})();
+`;
 
 function turnstileVerdict(f) {
   if (!f.secret) return ["missing-input-secret"];
@@ -70,6 +93,10 @@ export async function startSiteverify() {
     req.setEncoding("utf8");
     req.on("data", (d) => { body += d; });
     req.on("end", () => {
+      if (req.method === "GET" && req.url === TURNSTILE.script) {
+        res.writeHead(200, { "content-type": "text/javascript", "cache-control": "no-store" });
+        return res.end(WIDGET);
+      }
       const type = req.headers["content-type"] || "";
       let form;
       try {
@@ -94,6 +121,9 @@ export async function startSiteverify() {
       if (fault === "http-500") return send(500, { success: false, "error-codes": ["internal-error"] });
       if (req.method !== "POST" || form === null) return send(405, { success: false, "error-codes": ["bad-request"] });
       if (fault === "internal-error") return send(200, { success: false, "error-codes": ["internal-error"] });
+      // A response the provider does not accept (the test secrets accept
+      // every response, so a test asks for a refusal this way).
+      if (fault === "invalid-input-response") return send(200, { success: false, "error-codes": ["invalid-input-response"] });
       const now = new Date().toISOString();
       if (req.url === TURNSTILE.path) {
         const codes = turnstileVerdict(form);

@@ -139,7 +139,8 @@ test("HTTPS: workerd with deploy/workerd/production.capnp syncs through its TLS 
   // The deploy tree as the config's relative embeds expect it.
   const top = tempDir("tollgate-wd-tls-");
   for (const d of ["deploy/workerd", "edge-module/js", "build"]) mkdirSync(path.join(top, d), { recursive: true });
-  for (const f of ["deploy/workerd/worker.js", "deploy/workerd/origin.js", "edge-module/js/tollgate.mjs"]) {
+  for (const f of ["deploy/workerd/worker.js", "deploy/workerd/origin.js", "edge-module/js/tollgate.mjs",
+    "edge-module/js/challenge.mjs"]) {
     copyFileSync(path.join(ROOT, f), path.join(top, f));
   }
   copyFileSync(path.join(BUILD, "tollgate.wasm"), path.join(top, "build/tollgate.wasm"));
