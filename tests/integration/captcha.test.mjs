@@ -133,6 +133,34 @@ test("turnstile: internal-error is retried once with the same idempotency_key", 
   assert.equal(r.status, 200, "the token was not burnt by the outage");
 });
 
+// Every error code the providers document, and what it must become.
+const CODES = {
+  403: ["missing-input-response", "invalid-input-response", "expired-input-response", "already-seen-response",
+    "invalid-or-already-seen-response", "timeout-or-duplicate", "some-code-from-the-future"],
+  503: ["missing-input-secret", "invalid-input-secret", "invalid-parsed-secret", "invalid-widget-id",
+    "sitekey-secret-mismatch", "invalid-sitekey", "not-using-dummy-passcode", "missing-remoteip", "invalid-remoteip",
+    "bad-request"],
+};
+
+test("every documented error code: the client's (403) or ours (503); neither spends the token", async (t) => {
+  const { sv, cos } = await turnstileStack(t, { pass: TURNSTILE.pass });
+  const token = await challengeToken(cos.pass, "10.2.0.9");
+  for (const [status, codes] of Object.entries(CODES)) {
+    for (const code of codes) {
+      sv.faults.push(`codes:${code}`);
+      const r = await verify(cos.pass, token, TURNSTILE.dummyResponse);
+      assert.equal(r.status, Number(status), code);
+    }
+  }
+  // Several codes at once: one of ours makes it ours.
+  sv.faults.push("codes:invalid-input-response,invalid-input-secret");
+  assert.equal((await verify(cos.pass, token, TURNSTILE.dummyResponse)).status, 503);
+  assert.equal(await metric(cos.pass, 'tollgate_captcha_verifications_total{result="refused"}'), CODES[403].length);
+  assert.equal(await metric(cos.pass, 'tollgate_captcha_verifications_total{result="misconfigured"}'), CODES[503].length + 1);
+  assert.match(cos.pass.proc.logs, /msg=captcha_unknown_code code=some-code-from-the-future/);
+  assert.equal((await verify(cos.pass, token, TURNSTILE.dummyResponse)).status, 200, "the token survived them all");
+});
+
 test("turnstile: slow, garbage, 500 and unreachable fail closed with 503; the token stays usable", async (t) => {
   const { sv, cos } = await turnstileStack(t, { pass: TURNSTILE.pass });
   const token = await challengeToken(cos.pass, "10.2.0.4");

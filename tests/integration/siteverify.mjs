@@ -124,6 +124,8 @@ export async function startSiteverify() {
       // A response the provider does not accept (the test secrets accept
       // every response, so a test asks for a refusal this way).
       if (fault === "invalid-input-response") return send(200, { success: false, "error-codes": ["invalid-input-response"] });
+      // "codes:a,b": the provider answers exactly these error codes.
+      if (fault?.startsWith("codes:")) return send(200, { success: false, "error-codes": fault.slice(6).split(",") });
       const now = new Date().toISOString();
       if (req.url === TURNSTILE.path) {
         const codes = turnstileVerdict(form);
