@@ -15,6 +15,8 @@
 
 #include <hiredis.h>
 #include <jansson.h>
+#include <curl/curl.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <protobuf-c/protobuf-c.h>
@@ -34,9 +36,11 @@ static const char *process_env(const char *name)
 static void print_version(void)
 {
     printf("tollgated %s (libmicrohttpd %s, hiredis %d.%d.%d, protobuf-c %s, "
-           "%s, jansson %s)\n", CO_VERSION, MHD_get_version(), HIREDIS_MAJOR,
-           HIREDIS_MINOR, HIREDIS_PATCH, protobuf_c_version(),
-           OpenSSL_version(OPENSSL_VERSION), JANSSON_VERSION);
+           "%s, jansson %s, GnuTLS %s, libcurl %s)\n", CO_VERSION, MHD_get_version(),
+           HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH, protobuf_c_version(),
+           OpenSSL_version(OPENSSL_VERSION), JANSSON_VERSION,
+           gnutls_check_version(NULL),
+           curl_version_info(CURLVERSION_NOW)->version);
 }
 
 /* Load the key file into co_keys. tollgated cannot sign a challenge or a

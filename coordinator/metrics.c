@@ -410,6 +410,13 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                 PRIu64 "\n", fails[i].name,
                 load((atomic_ullong *)((char *)&co_server + fails[i].off)));
     render_captcha(&b);
+    if (load(&co_metrics.tls_not_after_s) != 0) {
+        family(&b, "tollgate_tls_certificate_expiry_timestamp_seconds",
+               "gauge", "notAfter of the certificate --tls-cert serves "
+               "(present only with TLS), in unix seconds.");
+        bprintf(&b, "tollgate_tls_certificate_expiry_timestamp_seconds %"
+                PRIu64 "\n", load(&co_metrics.tls_not_after_s));
+    }
     family(&b, "tollgate_sync_auth_failures_total", "counter",
            "Syncs refused with 401, by reason.");
     for (size_t i = CO_AUTH_OK + 1; i < CO_AUTH_REASONS; i++)

@@ -183,6 +183,7 @@ static void pair_install(struct pair *p, const char *event)
     p->older = current;
     current = p;
     pthread_mutex_unlock(&lock);
+    atomic_store(&co_metrics.tls_not_after_s, exp > 0 ? (uint64_t)exp : 0);
     CO_INFO("msg=%s cert_chain=%u not_after=%s", event, p->n, when);
     if (exp >= 0 && exp < time(NULL))
         CO_WARN("msg=tls_cert_expired not_after=%s detail=\"clients will "

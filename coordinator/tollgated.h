@@ -255,6 +255,8 @@ struct co_metrics {
     atomic_ullong captcha_calls[CO_CAPTCHA_RESULTS];
     atomic_ullong captcha_retries;     /* internal-error answered again */
     atomic_bool captcha_down;          /* the last call could not be used */
+    atomic_ullong tls_not_after_s;     /* tls.c: the served leaf's notAfter
+                                        * (unix s); 0 = plain HTTP */
 };
 
 extern struct co_metrics co_metrics;

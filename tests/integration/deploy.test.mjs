@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import path from "node:path";
 import { test } from "node:test";
 import {
@@ -97,14 +98,32 @@ function ruleMetrics() {
   return names;
 }
 
+// GET over HTTPS trusting ca (a PEM file); resolves to the body.
+function httpsText(url, ca) {
+  return new Promise((resolve, reject) => {
+    https.get(url, { ca: readFileSync(ca) }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => { body += d; });
+      res.on("end", () => resolve(body));
+    }).on("error", reject);
+  });
+}
+
 test("every metric the alert rules use is one GET /metrics exposes", async (t) => {
+  // With TLS on, as in production: the certificate's expiry is a metric.
+  const dir = tempDir("tollgate-cert-");
+  const cert = path.join(dir, "cert.pem"), key = path.join(dir, "key.pem");
+  const o = run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]);
+  assert.equal(o.code, 0, o.err);
   const redis = await startRedis();
-  const co = await startTollgated({ redisPort: redis.port });
+  const co = await startTollgated({ redisPort: redis.port, args: ["--tls-cert", cert, "--tls-key", key] });
   t.after(async () => { await co.stop(); await redis.stop(); });
-  const text = await (await fetch(`${co.url}/metrics`)).text();
+  const text = await httpsText(`https://127.0.0.1:${co.port}/metrics`, cert);
   const exposed = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
   const used = ruleMetrics();
-  assert.ok(used.size >= 6, `${[...used]}`);
+  assert.ok(used.size >= 9, `${[...used]}`);
   for (const n of used) assert.ok(exposed.has(n), `alerts.yml uses ${n}, which /metrics does not expose`);
 });
 

@@ -84,6 +84,9 @@ test("HTTPS: TLS 1.2+ with the configured certificate; plain HTTP gets a clear 4
   assert.equal(r.body, "ok\n");
   assert.ok(["TLSv1.2", "TLSv1.3"].includes(r.protocol), r.protocol);
   assert.equal(r.fingerprint, fingerprintOf(first.cert));
+  const m = await httpsGet(`${co.https}/metrics`, { ca: pki.ca });
+  const notAfter = Date.parse(new X509Certificate(readFileSync(first.cert)).validTo) / 1000;
+  assert.match(m.body, new RegExp(`^tollgate_tls_certificate_expiry_timestamp_seconds ${notAfter}$`, "m"));
 
   // Plain HTTP on the same port: an answer a person can act on.
   const plain = await fetch(`${co.url}/healthz`);
