@@ -91,7 +91,7 @@ static const struct provider hcaptcha = {
 };
 
 static struct co_captcha_config config = {
-    .timeout_ms = 3000, .max_inflight = 4,
+    .timeout_ms = 1500, .max_inflight = 4,
 };
 static atomic_uint inflight;
 

@@ -212,7 +212,8 @@ static const struct option_def options[] = {
     {"--captcha-timeout-ms", "TOLLGATE_CAPTCHA_TIMEOUT_MS",
      set_captcha_timeout, "MS", "most one captcha verification waits on "
      "the provider, a retry included, before answering 503 (default "
-     "3000)"},
+     "1500: under the edges' 2 s sync timeout, since the wait holds an "
+     "HTTP worker)"},
     {"--tls-cert", "TOLLGATE_TLS_CERT", set_tls_cert, "FILE",
      "serve HTTPS (TLS 1.2+) with this PEM certificate chain, leaf first "
      "(with --tls-key; SIGHUP re-reads both)"},
@@ -256,7 +257,7 @@ static void set_defaults(struct co_config *cfg)
     cfg->max_body = 1u << 20;
     cfg->redis_timeout_ms = 50;
     cfg->log_level = CO_LOG_INFO;
-    cfg->captcha_timeout_ms = 3000;
+    cfg->captcha_timeout_ms = 1500;
 }
 
 /* Fill cfg from defaults, then the environment, then argv (flags win).

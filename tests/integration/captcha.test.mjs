@@ -6,6 +6,7 @@
 // Whatever the provider does, a challenge token is burnt only by a solve:
 // after a 403 or 503 the same token still buys a clearance.
 import assert from "node:assert/strict";
+import http from "node:http";
 import { test } from "node:test";
 import {
   TEST_KEYS, encodeSync, freePort, postSync, protoFields, startRedis, startTollgated, syncStates, waitFor, writeKeys,
@@ -35,12 +36,26 @@ async function challengeToken(co, key) {
   return s.token;
 }
 
-async function verify(co, token, response, remoteIp = "198.51.100.7") {
-  const r = await fetch(`${co.url}/v1/challenge/verify`, {
+async function verify(co, token, response, remoteIp = "198.51.100.7", dispatcher = fetch) {
+  const r = await dispatcher(`${co.url}/v1/challenge/verify`, {
     method: "POST", headers: { "content-type": "application/json" },
     body: JSON.stringify({ token, response, ...(remoteIp ? { remote_ip: remoteIp } : {}) }),
   });
   return { status: r.status, body: await r.json() };
+}
+
+// fetch's shape on a connection of its own (node:http, no agent).
+function fresh(url, { method, headers, body }) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent: false }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => { text += d; });
+      res.on("end", () => resolve({ status: res.statusCode, json: async () => JSON.parse(text) }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
 }
 
 async function metric(co, line) {
@@ -190,6 +205,28 @@ test("turnstile: slow, garbage, 500 and unreachable fail closed with 503; the to
   assert.equal((await verify(cos.pass, token2, "y".repeat(2048))).status, 200, "2,048 is allowed");
 });
 
+test("a slow provider holds at most half the HTTP workers; the rest answer 503 at once and syncs go on", async (t) => {
+  // --threads 2: one verification may wait on the provider at a time.
+  const { sv, cos } = await turnstileStack(t, { pass: TURNSTILE.pass }, ["--threads", "2"]);
+  assert.match(cos.pass.proc.logs, /msg=captcha_verifier provider=turnstile .* max_inflight=1/);
+  const token = await challengeToken(cos.pass, "10.2.0.7");
+  sv.faults.push("slow");
+  // Each on a new connection: a kept-alive one might belong to the waiting
+  // worker, and would wait with it (docs/challenges.md).
+  const waiting = verify(cos.pass, token, TURNSTILE.dummyResponse, undefined, fresh);
+  await waitFor(() => sv.requests.length === 1, { what: "the first verification to reach the provider" });
+  const second = await verify(cos.pass, token, TURNSTILE.dummyResponse, undefined, fresh);
+  assert.equal(second.status, 503, "no worker left to wait: refused at once");
+  const sync = await postSync(cos.pass.url, encodeSync({ edgeId: "e1/fresh", seq: 1, policyVersion: 1 }),
+    { connection: "close" }, { edgeId: "e1/fresh" });
+  assert.equal(sync.status, 200, "a sync still gets through");
+  assert.equal((await waiting).status, 503, "the slow one timed out");
+  assert.equal(sv.requests.length, 1, "the refused one never called the provider");
+  await waitFor(() => /msg=challenge_verify outcome=unavailable .*detail="?1 captcha verifications already waiting on turnstile/.test(cos.pass.proc.logs),
+    { what: "the refusal's log line" });
+  assert.equal((await verify(cos.pass, token, TURNSTILE.dummyResponse)).status, 200);
+});
+
 test("turnstile: a provider nobody answers at is a 503, and the start says where it points", async (t) => {
   const redis = await startRedis();
   const dead = await freePort();
@@ -199,7 +236,7 @@ test("turnstile: a provider nobody answers at is a 503, and the start says where
     args: ["--captcha-verify-url", `http://127.0.0.1:${dead}/turnstile/v0/siteverify`],
   });
   t.after(async () => { await co.stop(); await redis.stop(); });
-  assert.match(co.proc.logs, /msg=captcha_verifier provider=turnstile url=http:\/\/127\.0\.0\.1:\d+\/turnstile\/v0\/siteverify timeout_ms=3000/);
+  assert.match(co.proc.logs, /msg=captcha_verifier provider=turnstile url=http:\/\/127\.0\.0\.1:\d+\/turnstile\/v0\/siteverify timeout_ms=1500/);
   const token = await challengeToken(co, "10.2.0.6");
   const r = await verify(co, token, TURNSTILE.dummyResponse);
   assert.equal(r.status, 503);
