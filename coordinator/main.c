@@ -36,8 +36,9 @@ static const char *process_env(const char *name)
 static void print_version(void)
 {
     printf("tollgated %s (libmicrohttpd %s, hiredis %d.%d.%d, protobuf-c %s, "
-           "%s, jansson %s, GnuTLS %s, libcurl %s)\n", CO_VERSION, MHD_get_version(),
-           HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH, protobuf_c_version(),
+           "%s, jansson %s, GnuTLS %s, libcurl %s)\n", CO_VERSION,
+           MHD_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+           protobuf_c_version(),
            OpenSSL_version(OPENSSL_VERSION), JANSSON_VERSION,
            gnutls_check_version(NULL),
            curl_version_info(CURLVERSION_NOW)->version);

@@ -133,9 +133,9 @@ static int pair_load(struct pair **out, char *err, size_t errlen)
     p->n = TLS_CHAIN_MAX;
     d.data = (unsigned char *)cbuf;
     d.size = (unsigned)clen;
-    g = gnutls_pcert_list_import_x509_raw(p->certs, &p->n, &d,
-                                          GNUTLS_X509_FMT_PEM,
-                                          GNUTLS_X509_CRT_LIST_FAIL_IF_UNSORTED);
+    g = gnutls_pcert_list_import_x509_raw(
+        p->certs, &p->n, &d, GNUTLS_X509_FMT_PEM,
+        GNUTLS_X509_CRT_LIST_FAIL_IF_UNSORTED);
     if (g < 0 || p->n == 0) {
         p->n = 0;
         snprintf(err, errlen, "--tls-cert %s: %s", cert_path,
@@ -284,7 +284,8 @@ static const char plain_http_answer[] =
     "Connection: close\r\n"
     "Content-Length: 72\r\n"
     "\r\n"
-    "This port speaks HTTPS (TLS 1.2 or later): use an https:// URL instead.\n";
+    "This port speaks HTTPS (TLS 1.2 or later): use an https:// URL "
+    "instead.\n";
 
 /* MHD_NotifyConnectionCallback: on a new connection, answer plain HTTP
  * (see the file comment). Non-blocking: TCP_DEFER_ACCEPT put the first

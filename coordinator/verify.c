@@ -5,7 +5,8 @@
  *     {"token": "<challenge token>", "response": "<captcha response>",
  *      "remote_ip": "<the client's address, optional>"}
  * and nothing else (remote_ip goes to the provider's siteverify, which
- * weighs it; the edge sends the address it decided the request for). The answers, checked in this order:
+ * weighs it; the edge sends the address it decided the request for).
+ * The answers, checked in this order:
  *   400  body not a JSON object, a member missing, not a string or unknown
  *        (detail names it: "response: must be a string")
  *   503  no captcha verifier, no clearance key or no policy configured
@@ -78,10 +79,10 @@ static const char *const body_members[] = {"token", "response", "remote_ip",
                                            NULL};
 #define OPTIONAL_FROM 2
 
-/* The body's two strings (pointing into *root, which the caller frees with
- * json_decref). Returns 0, or CO_EINVAL with err naming the member, in the
- * JSON handling style of policy.c: unknown members first, then each
- * member's presence and type. */
+/* The body's strings (pointing into *root, which the caller frees with
+ * json_decref; remote_ip stays NULL when absent). Returns 0, or CO_EINVAL
+ * with err naming the member, in the JSON handling style of policy.c:
+ * unknown members first, then each member's presence and type. */
 static int parse_body(const uint8_t *body, size_t len, json_t **root,
                       const char **token, size_t *tlen,
                       const char **response, size_t *rlen,
