@@ -135,6 +135,9 @@ export function safeReturn(ret, requestUrl) {
 // The challenge page: status, the token to submit, where to return, an
 // optional message; headers are the decision's (RateLimit, Retry-After).
 export function challengePage({ token, ret, message = "", status = 429, headers = [], captcha, scriptUrl }) {
+  // No token yet (the edge decided before the coordinator issued one):
+  // the next sync brings it, so a reload in a moment shows the widget.
+  if (!token && !message) message = "Please reload this page in a moment.";
   const h = new Headers(headers);
   h.set("content-type", "text/html; charset=utf-8");
   h.set("cache-control", "no-store");

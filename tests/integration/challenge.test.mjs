@@ -148,6 +148,10 @@ test("challenge: the page per provider (static keeps a plain form), escaped", as
   const ts = await page({ provider: "turnstile", siteKey: TURNSTILE.siteKey });
   assert.match(ts, /<script src="https:\/\/challenges\.cloudflare\.com\/turnstile\/v0\/api\.js"/);
   assert.match(ts, /<div class="cf-turnstile" data-sitekey="1x00000000000000000000AA">/);
+  const none = await (await challengePage({ token: "", ret: "/api/x", captcha: null })).text();
+  assert.match(none, /reload this page in a moment/);
+  assert.match(none, /<a href="\/api\/x">Back to the page<\/a>/);
+  assert.doesNotMatch(none, /<form/);
   // Policy.captcha read from a SyncResponse: 6 { 5 { 1: provider, 2: key } }.
   const cap = Buffer.concat([Buffer.from([0x0a, 9]), Buffer.from("turnstile"), Buffer.from([0x12, 3]), Buffer.from("abc")]);
   const pol = Buffer.concat([Buffer.from([0x08, 7, 0x2a, cap.length]), cap]);
