@@ -35,6 +35,7 @@
  * verifications wait on the provider at once, the next ones get CO_EIO at
  * once. The secret and the response are never logged.
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,6 +163,19 @@ static int form_add(CURL *c, char **form, size_t *len, const char *name,
                              name, esc);
     curl_free(esc);
     return CO_OK;
+}
+
+/* Whether s is an IPv4 or IPv6 address. The edge passes on what its
+ * client-address source said; anything else is left out of the call
+ * rather than sent for the provider to answer invalid-remoteip, which
+ * would read as our misconfiguration. */
+static bool is_ip(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return s != NULL && strlen(s) <= CAPTCHA_REMOTE_IP_MAX &&
+           (inet_pton(AF_INET, s, buf) == 1 ||
+            inet_pton(AF_INET6, s, buf) == 1);
 }
 
 /* A random UUID (RFC 9562 version 4) into out[37]. */
@@ -344,8 +358,7 @@ static int siteverify(const struct co_verifier *v, const char *token,
                  k->len) != CO_OK ||
         form_add(esc, &form, &flen, "response", response, rlen) != CO_OK)
         goto nomem;
-    if (remote_ip != NULL && remote_ip[0] != '\0' &&
-        strlen(remote_ip) <= CAPTCHA_REMOTE_IP_MAX &&
+    if (is_ip(remote_ip) &&
         form_add(esc, &form, &flen, "remoteip", remote_ip,
                  strlen(remote_ip)) != CO_OK)
         goto nomem;

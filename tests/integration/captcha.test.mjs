@@ -133,6 +133,16 @@ test("turnstile: internal-error is retried once with the same idempotency_key", 
   assert.match(a.form.idempotency_key, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   assert.equal(b.form.idempotency_key, a.form.idempotency_key);
   assert.equal(await metric(cos.pass, "tollgate_captcha_retries_total"), 1);
+  assert.equal(a.form.remoteip, "198.51.100.7");
+
+  // An address that is not one (a client-set header passed on) is left
+  // out rather than sent for the provider to refuse as ours.
+  const token3 = await challengeToken(cos.pass, "10.2.0.10");
+  r = await verify(cos.pass, token3, TURNSTILE.dummyResponse, "203.0.113.1, 10.0.0.1");
+  assert.equal(r.status, 200);
+  assert.equal(sv.requests.at(-1).form.remoteip, undefined);
+  r = await verify(cos.pass, await challengeToken(cos.pass, "10.2.0.11"), TURNSTILE.dummyResponse, "2001:db8::7");
+  assert.equal(sv.requests.at(-1).form.remoteip, "2001:db8::7");
 
   // Twice in a row: 503, and the token is still good afterwards.
   const token2 = await challengeToken(cos.pass, "10.2.0.3");
@@ -140,7 +150,7 @@ test("turnstile: internal-error is retried once with the same idempotency_key", 
   r = await verify(cos.pass, token2, TURNSTILE.dummyResponse);
   assert.equal(r.status, 503);
   assert.equal(r.body.detail, "captcha verifier unavailable");
-  const keys = sv.requests.slice(2).map((x) => x.form.idempotency_key);
+  const keys = sv.requests.slice(4).map((x) => x.form.idempotency_key);
   assert.equal(keys.length, 2);
   assert.notEqual(keys[0], a.form.idempotency_key, "a new key per verification");
   assert.equal(keys[0], keys[1]);
