@@ -90,16 +90,31 @@
 --      cap = max(1, slack, ceil(2 * r_e * sync_interval)): what the edge
 --      plausibly needs before its next sync, twice over, so one edge cannot
 --      hoard the budget a quieter edge will want a second later.
---      slack = min(8, floor(left / (4 * edges reporting the key))): while
---      there is plenty of headroom a lease may be a few requests more than
---      the demand calls for. Without it a sparse key (a fraction of a
---      request per edge per interval) is leased 1, every admission empties
---      the bucket and pulls the edge's next sync forward: 1,000 clients at
---      half their limit of 600/min over 20 edges cost 20 syncs per edge per
---      second and 80 Redis round trips per 1,000 decisions in the
---      simulator; with the slack, 2.9 and 11.7 (at 6000/min: 5.0 -> 1.9
---      syncs, 9.96 -> 3.83 round trips). Near the limit or over many edges
---      the slack is 0. The rounding diffuses
+--      slack = min(8, floor(left / (4 * reach))): while there is plenty
+--      of headroom a lease may be a few requests more than the demand
+--      calls for. Without it a sparse key (a fraction of a request per
+--      edge per interval) is leased 1, every admission empties the bucket
+--      and pulls the edge's next sync forward: 1,000 clients at half their
+--      limit of 600/min over 20 edges cost 20 syncs per edge per second and
+--      80 Redis round trips per 1,000 decisions in the simulator; with the
+--      slack, 2.9 and 11.7 (at 6000/min: 5.0 -> 1.9 syncs, 9.96 -> 3.83
+--      round trips). Near the limit or over many edges the slack is 0.
+--      reach is how many edges the key will reach, not how many have reported
+--      it so far (reach() and reach_slack() below): n edges reported it
+--      within a window, its attempts estimate is N, and N attempts thrown
+--      uniformly at reach edges land on n distinct ones on average; while no
+--      attempt has met an edge that already had the key (N <= n), reach is
+--      unbounded and the slack 0. Dividing by n alone held only once every
+--      edge had reported: a key spread thin over many edges grows its n for a
+--      whole window, so its first edges, finding n small, took 8 each (about
+--      250 of 600 for a client at half its limit over 280 edges), pinned it
+--      for a minute (they see the key once a minute), and the edges reached
+--      later found avail 0 and refused the client's next request there (95.3%
+--      admitted, 89.8% in the window after the first). With reach: 100%. A
+--      key the edges see steadily (fleet20: 20 edges, each seeing it every
+--      few seconds) has N >> n within seconds, reach = n, and the slack it
+--      had.
+--      The rounding diffuses
 --      its error: the remainder is carried to e's next share of this key, so
 --      an edge whose share is 0.3 gets 1 every third sync instead of never.
 --      Minimum 1: while the key's attempts estimate is under the limit (its
@@ -152,6 +167,33 @@
 --       a <= est holds exactly.
 -- Both (a) and (b) are counted as soon as they are reported, so they shift
 -- budget away from later grants instead of accumulating.
+-- In numbers, for a key reached by E edges, floor f (limit / expected
+-- edges unless the quota sets it) and a fixed window W: every admission in
+-- W is either out of a lease, and then in a (reported) or still inside
+-- some edge's outstanding lease (unreported: a lease leaves L only when
+-- the report that moves its admissions into a arrives), or on the edge's
+-- own. So at the last grant g of W, what W admits is at most
+--   a(g) + L(g) + O(W) <= est(g) + L(g) + O(W) <= limit + O(W),
+-- O(W) the own admissions of W, at most f per edge per window of its own
+-- (c aside): O(W) <= E * f in the worst case, where every edge meets the
+-- key fresh in W; any own admission reported before g has already cut the
+-- grants after it, and an edge holding an over-limit action grants no
+-- floor (bucket.c), so the simulator measures little of E * f (bench/sim,
+-- spray280 at 600/min: at most 1 request over the limit in a window).
+-- How a grant inside avail is sized does not enter the
+-- bound: the demand share, the cap, the slack, the carry and the minimum
+-- 1 only choose a value in [0, avail]. In particular the reach rule of
+-- 4. only ever lowers the slack (reach >= n, so the slack is at most what
+-- left / (4n) gave), and the floor path (a) is untouched, so it keeps
+-- this bound exactly; what it changes is where the budget under the
+-- limit sits: the slack of all the key's edges together is at most about
+-- E * left / (4 * reach) ~ left / 4 once reach ~ E, instead of growing
+-- with every edge that joins, which leaves avail for the minimum 1 of the
+-- edges a sparse key reaches next. The bound, not the measured figure:
+-- budget the old slack pinned and left unused now goes to demand, so
+-- where E * f nears the limit, a cold window shows more of O(W) (bench/sim
+-- spray280 --edges 500 at 600/min, floor 1: 13% -> 24% over; within the
+-- 280 edges the design targets, 0.17%).
 --
 -- Redis truncates Lua numbers in replies to integers, so every value is
 -- rounded explicitly, and numbers sent to redis.call are formatted as
@@ -162,6 +204,35 @@ local SLACK_CAP = 8  -- the most the headroom rule adds to a cap (see 4.)
 
 local function int(x)
   return string.format('%d', x)
+end
+
+-- How many edges a key spread uniformly will reach, from n, the edges
+-- that reported it within a window, and N, its attempts estimate over the
+-- same span (see 4.): the E for which N attempts thrown uniformly at E
+-- edges are expected to land on n distinct ones, n = E * (1 - exp(-N/E)).
+-- With x = N/E that is (1 - exp(-x)) / x = n/N, decreasing in x, solved by
+-- bisection. No attempt has yet met an edge that already had the key
+-- (n >= N): nothing bounds the reach, math.huge. Never below n.
+local function reach(N, n)
+  if n >= N then return math.huge end
+  local rho = n / N
+  local lo, hi = 0, 1 / rho   -- f(lo) > rho > f(hi)
+  for _ = 1, 24 do
+    local x = (lo + hi) / 2
+    if (1 - math.exp(-x)) / x > rho then lo = x else hi = x end
+  end
+  return math.max(n, N / hi)
+end
+
+-- The slack s (at most left / (4n)) cut to left / (4 * reach(N, n)). The
+-- common case, a key seen steadily, keeps all of s: reach <= left / (4s)
+-- exactly when x = 4sN / left has (1 - exp(-x)) / x >= n/N (the same
+-- decreasing function), one exp instead of the bisection.
+local function reach_slack(left, N, n, s)
+  if n >= N then return 0 end
+  local x = 4 * s * N / left
+  if (1 - math.exp(-x)) / x >= n / N then return s end
+  return math.min(s, math.floor(left / (4 * reach(N, n))))
 end
 
 -- An edge's record, or nil.
@@ -302,14 +373,20 @@ for i = 1, n do
       local left = math.max(limit - est, 0)
       local avail = math.max(left - L, 0)
       -- Headroom: while a quarter of what is left would still cover every
-      -- reporting edge holding this much, a lease may be a few requests
-      -- more than the demand calls for (at most SLACK_CAP). A sparse key
-      -- (a fraction of a request per edge per interval) then does not
-      -- empty its bucket at every admission and pull the edge's next sync
-      -- forward; near the limit, or over many edges, it changes nothing.
+      -- edge the key reaches holding this much, a lease may be a few
+      -- requests more than the demand calls for (at most SLACK_CAP). A
+      -- sparse key (a fraction of a request per edge per interval) then
+      -- does not empty its bucket at every admission and pull the edge's
+      -- next sync forward; near the limit, or over many edges, it changes
+      -- nothing. reach only when the slack would matter (it is 0 or
+      -- within the demand cap otherwise).
       local edges = redis.call('ZCARD', ke) + (prev and 0 or 1)
+      local need = math.ceil(2 * rate * interval / 1000000)
       local slack = math.min(SLACK_CAP, math.floor(left / (4 * edges)))
-      local cap = math.max(1, slack, math.ceil(2 * rate * interval / 1000000))
+      if slack > need then
+        slack = reach_slack(left, est_t, edges, slack)
+      end
+      local cap = math.max(1, slack, need)
       local x = left * rate / D + carry / 1000
       lease = math.min(math.floor(x), cap, avail)
       -- Only the rounding error is carried, not what cap or avail cut.

@@ -550,6 +550,42 @@ static void test_sparse_key_gets_one_while_available(void **state)
     }
 }
 
+/* Issue 20: the slack waits until the key's reach is known. A key whose
+ * every attempt so far met a new edge (spread thin over many edges) gets
+ * only its demand cap, 2 = 2 x 1/s x 1 s for a first report of 1 attempt,
+ * however few edges have reported it yet: with n edges as the divisor the
+ * first of them took 8 each (min(8, 599 / 4)). Once attempts meet edges
+ * that already had the key (3 attempts, 2 edges: reach about 3.4), the
+ * slack comes back (min(8, 597 / (4 x 3.4)) = 8). */
+static void test_slack_waits_for_the_keys_reach(void **state)
+{
+    const struct item one = {"reach", "thin", 600, 60000, 1, 0, 1, 1, 0};
+    const struct item again = {"reach", "steady", 600, 60000, 1, 0, 1, 1, 0};
+    const struct req a1 = {"edge-a", 1, T0}, b1 = {"edge-b", 1, T0 + 100};
+    const struct req a2 = {"edge-a", 2, T0 + SYNC_MS};
+    long long out[7];
+
+    (void)state;
+    for (int e = 0; e < 20; e++) {
+        char edge[16];
+        const struct req r = {edge, 1, T0 + (uint64_t)e * 100};
+
+        snprintf(edge, sizeof edge, "e%d", e);
+        assert_int_equal(eval(&r, &one, 1, out), CO_OK);
+        assert_int_equal(ACTION(out, 0), 0);
+        assert_int_equal(LEASE(out, 0), 2);
+    }
+    assert_int_equal(admin_int("HGET tg:{reach|thin}:c L"), 40);
+
+    assert_int_equal(eval(&a1, &again, 1, out), CO_OK);
+    assert_int_equal(LEASE(out, 0), 2);       /* 1 attempt, 1 edge */
+    assert_int_equal(eval(&b1, &again, 1, out), CO_OK);
+    assert_int_equal(LEASE(out, 0), 2);       /* 2 attempts, 2 edges */
+    assert_int_equal(eval(&a2, &again, 1, out), CO_OK);
+    assert_int_equal(LEASE(out, 0), 8);       /* 3 attempts, 2 edges */
+    assert_int_equal(admin_int("HGET tg:{reach|steady}:c L"), 10);
+}
+
 static void test_over_limit_takes_the_quota_action(void **state)
 {
     const struct item batch[3] = {
@@ -891,6 +927,7 @@ int main(void)
         cmocka_unit_test(test_silent_edges_expire),
         cmocka_unit_test(test_small_shares_are_carried),
         cmocka_unit_test(test_sparse_key_gets_one_while_available),
+        cmocka_unit_test(test_slack_waits_for_the_keys_reach),
         cmocka_unit_test(test_over_limit_takes_the_quota_action),
         cmocka_unit_test(test_unleasable_and_asked_for_more_is_over),
         cmocka_unit_test(test_deny_after_counts_attempts),
