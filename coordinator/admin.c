@@ -667,29 +667,6 @@ static uint64_t reply_u64(const redisReply *r)
            ? (uint64_t)r->integer : 0;
 }
 
-/* What sync.lua would estimate now for one window's pair (prev, cur) of
- * the hash's w (window index) at idx: the two-window approximation. */
-static uint64_t estimate(uint64_t w, bool have_w, uint64_t idx,
-                         uint64_t cur, uint64_t prev, uint64_t window_ms,
-                         uint64_t now_ms)
-{
-    uint64_t remaining;
-
-    if (!have_w || w + 1 < idx)
-        return 0;
-    if (w + 1 == idx) {
-        prev = cur;
-        cur = 0;
-    } else if (w > idx) {
-        idx = w;     /* a clock behind the writer's: as sync.lua does */
-    }
-    remaining = (idx + 1) * window_ms > now_ms ? (idx + 1) * window_ms - now_ms
-                                               : 0;
-    if (remaining > window_ms)
-        remaining = window_ms;
-    return (prev * remaining + window_ms - 1) / window_ms + cur;
-}
-
 void co_admin_key_get(const struct co_request *req, struct co_response *resp)
 {
     const char *quota = req->params->v[0], *key = req->params->v[1];
@@ -701,7 +678,7 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
     const char *hm[] = {"HMGET", c, "w", "a", "t", "pa", "pt", "L"};
     const char *zc[] = {"ZCARD", e}, *gc[] = {"GET", clr};
     redisReply *rh = NULL, *rz = NULL, *rg = NULL;
-    uint64_t now = co_wall_ms(), window_ms, idx, w, count, attempts, limit;
+    uint64_t now = co_wall_ms(), window_ms, w, count, attempts, limit;
     bool have_w;
 
     if (co_admin_authorize(req, resp, false) == NULL)
@@ -727,13 +704,14 @@ void co_admin_key_get(const struct co_request *req, struct co_response *resp)
         goto done;
     }
     window_ms = (uint64_t)q->window_s * 1000u;
-    idx = now / window_ms;
     have_w = rh->element[0]->type == REDIS_REPLY_STRING;
     w = reply_u64(rh->element[0]);
-    count = estimate(w, have_w, idx, reply_u64(rh->element[1]),
-                     reply_u64(rh->element[3]), window_ms, now);
-    attempts = estimate(w, have_w, idx, reply_u64(rh->element[2]),
-                        reply_u64(rh->element[4]), window_ms, now);
+    count = have_w ? co_window_estimate(w, reply_u64(rh->element[1]),
+                                        reply_u64(rh->element[3]),
+                                        window_ms, now) : 0;
+    attempts = have_w ? co_window_estimate(w, reply_u64(rh->element[2]),
+                                           reply_u64(rh->element[4]),
+                                           window_ms, now) : 0;
     limit = co_quota_limit(q, key);
     answer_json(resp, 200, json_pack(
         "{s:s, s:s, s:I, s:i, s:I, s:I, s:I, s:I, s:s, s:o}",

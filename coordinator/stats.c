@@ -22,12 +22,18 @@
  *                     was), stale (age_ms > edges_stale_after_ms)
  *   top_keys[]        per quota of the current policy, in its order:
  *                     {quota, window_s, shadow, keys: at most 10 of {key,
- *                     count, limit}, count descending}; count is the
- *                     largest sliding-window estimate a sync answered for
- *                     the key during the quota's CURRENT window (global:
- *                     every edge, every coordinator), so the list starts
- *                     empty when the window turns; limit is the key's own
- *                     (an override's, else the quota's)
+ *                     count, limit}, count descending, count 0 left out};
+ *                     count is the key's sliding-window estimate of
+ *                     admitted requests (global: every edge, every
+ *                     coordinator): the largest sync.lua answered for it
+ *                     in the quota's current window; for a key not
+ *                     synced yet in this window, the largest of the
+ *                     previous window decayed as sync.lua decays the
+ *                     previous window (co_window_estimate: x time left /
+ *                     window, rounded up), so a key heavy when the window
+ *                     turns stays listed, its count shrinking to 0 at the
+ *                     window's end; limit is the key's own (an
+ *                     override's, else the quota's)
  *   decisions         {step_s: 1, from_s, points: 900, allowed, denied,
  *                     challenged, shadow}: per second, oldest first, the
  *                     last point the second under way; applied decisions
@@ -49,10 +55,13 @@
  *     reused when its second comes round again 900 s later;
  *   - an edge table of EDGES_MAX hashed slots (a slot silent for 10 min
  *     is reused): the edge's last sync, with a dirty mark until flushed;
- *   - per quota (by its index in the policy), the top CO_STATS_TOP_K
- *     candidates of the quota's current window: entries of an older window
- *     are replaceable, and an atomic threshold (the K-th estimate, once the
- *     table is full) lets keys below it pass without the mutex;
+ *   - per quota (by its index in the policy), TOP_LOCAL candidates of
+ *     the quota's current and previous windows (the previous window's
+ *     carry the list over the turn until they decay): an entry of an
+ *     older window is free, else the one whose estimate now is lowest is
+ *     replaced, and an atomic threshold (the K-th estimate of the current
+ *     window, once K entries hold one) lets keys below it pass without the
+ *     mutex;
  *   - the CH_LOCAL most recently active challenged (quota, key hash)
  *     pairs, with the issues and solves not yet flushed.
  * A sync takes the mutex once for the ring and its edge; only top-key
@@ -98,6 +107,7 @@
 #define FLUSH_MS        1000u
 #define ROW_MAX         128      /* an edge's row in Redis */
 #define CH_ID_MAX       (32 + 1 + CO_QUOTA_NAME_MAX + 1)
+#define TOP_LOCAL       (2 * CO_STATS_TOP_K)  /* per quota: two windows */
 
 static const char *const KEYS[] = {
     "tg:{stats}:edges", "tg:{stats}:edgez", "tg:{stats}:ch",
@@ -137,7 +147,7 @@ struct top_slot {
     atomic_ullong tag, thr_idx, thr;
     char name[CO_QUOTA_NAME_MAX + 1];     /* under mu, as below */
     uint64_t window_ms;
-    struct top_entry e[CO_STATS_TOP_K];
+    struct top_entry e[TOP_LOCAL];
 };
 
 /* A top_slot without its atomics, for snapshots. */
@@ -145,7 +155,7 @@ struct top_copy {
     size_t slot;
     char name[CO_QUOTA_NAME_MAX + 1];
     uint64_t window_ms;
-    struct top_entry e[CO_STATS_TOP_K];
+    struct top_entry e[TOP_LOCAL];
 };
 
 struct ch_entry {
@@ -276,32 +286,48 @@ static uint64_t top_tag(const char *name, uint64_t window_ms)
     return co_name_hash(name) ^ (window_ms * 0x9e3779b97f4a7c15ULL);
 }
 
-/* The entry key should take in slot s for window idx: its own, a free one
- * or one of an older window, else the lowest of the current window if est
- * beats it; NULL when key does not make the top. Under mu. */
+/* What e says the key's estimate is at now_ms: its own window's figure,
+ * or the previous window's decayed (co_window_estimate with e's figure as
+ * that window's count). */
+static uint64_t top_now(const struct top_entry *e, uint64_t window_ms,
+                        uint64_t now_ms)
+{
+    return e->used ? co_window_estimate(e->idx, e->est, 0, window_ms, now_ms)
+                   : 0;
+}
+
+/* The entry key should take in slot s for window idx (now_ms's): its own,
+ * else a free one or one of a window before the previous, else the one
+ * whose estimate now is lowest (a previous window's on a tie) if est
+ * beats it; NULL when key does not make the table. Under mu. */
 static struct top_entry *top_place(struct top_slot *s, const char *key,
-                                   uint64_t est, uint64_t idx)
+                                   uint64_t est, uint64_t idx, uint64_t now_ms)
 {
     struct top_entry *low = NULL;
+    uint64_t low_now = 0;
 
-    for (size_t k = 0; k < CO_STATS_TOP_K; k++) {
+    for (size_t k = 0; k < TOP_LOCAL; k++) {
         struct top_entry *e = &s->e[k];
 
         if (e->used && e->idx == idx && strcmp(e->key, key) == 0)
             return e;
     }
-    for (size_t k = 0; k < CO_STATS_TOP_K; k++) {
+    for (size_t k = 0; k < TOP_LOCAL; k++) {
         struct top_entry *e = &s->e[k];
+        uint64_t v = top_now(e, s->window_ms, now_ms);
 
-        if (!e->used || e->idx < idx) {
+        if (!e->used || e->idx + 1 < idx) {
             low = e;
+            low_now = 0;
             break;
         }
-        if (low == NULL || e->est < low->est)
+        if (low == NULL || v < low_now ||
+            (v == low_now && e->idx < low->idx)) {
             low = e;
+            low_now = v;
+        }
     }
-    /* full: low is the lowest of window idx (or a newer one) */
-    if (low->used && low->idx >= idx && (low->idx != idx || low->est >= est))
+    if (low->used && low->idx + 1 >= idx && low_now >= est)
         return NULL;
     memset(low, 0, sizeof *low);
     snprintf(low->key, sizeof low->key, "%s", key);
@@ -310,22 +336,29 @@ static struct top_entry *top_place(struct top_slot *s, const char *key,
     return low;
 }
 
-/* thr: the K-th estimate of window idx once all K entries hold one, else
- * 0 (everything may enter). Written under mu; thr before thr_idx, so a
- * reader seeing the new window never pairs it with the old threshold. */
+static int cmp_u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* thr: the K-th largest estimate of window idx once K entries hold one,
+ * else 0 (everything may enter): a key at or below it cannot make the
+ * K shown, which the K entries above it outrank. Written under mu; thr
+ * before thr_idx, so a reader seeing the new window never pairs it with
+ * the old threshold. */
 static void top_threshold(struct top_slot *s, uint64_t idx)
 {
-    uint64_t thr = UINT64_MAX;
+    uint64_t cur[TOP_LOCAL], thr = 0;
+    size_t n = 0;
 
-    for (size_t k = 0; k < CO_STATS_TOP_K; k++) {
-        const struct top_entry *e = &s->e[k];
-
-        if (!e->used || e->idx != idx) {
-            thr = 0;
-            break;
-        }
-        if (e->est < thr)
-            thr = e->est;
+    for (size_t k = 0; k < TOP_LOCAL; k++)
+        if (s->e[k].used && s->e[k].idx == idx)
+            cur[n++] = s->e[k].est;
+    if (n >= CO_STATS_TOP_K) {
+        qsort(cur, n, sizeof *cur, cmp_u64_desc);
+        thr = cur[CO_STATS_TOP_K - 1];
     }
     atomic_store_explicit(&s->thr, thr, memory_order_relaxed);
     atomic_store_explicit(&s->thr_idx, idx, memory_order_release);
@@ -358,7 +391,7 @@ void co_stats_top_key(const struct co_policy *pol, const struct co_quota *q,
         if (i >= st.tops_hi)
             st.tops_hi = i + 1;
     }
-    e = top_place(s, key, est, idx);
+    e = top_place(s, key, est, idx, now_ms);
     if (e != NULL && est > e->est)
         e->est = est;
     top_threshold(s, idx);
@@ -629,7 +662,7 @@ static int flush_plan(const struct snapshot *sn, uint64_t now_ms,
 
         co_percent_encode(t->name, strlen(t->name), p->qenc[i],
                           sizeof p->qenc[i]);
-        for (size_t k = 0; k < CO_STATS_TOP_K; k++)
+        for (size_t k = 0; k < TOP_LOCAL; k++)
             p->n_tops += top_due(t, &t->e[k], now_ms);
     }
     for (size_t i = 0; i < CH_LOCAL; i++) {
@@ -669,7 +702,7 @@ static void flush_args(const struct snapshot *sn, const struct flush_plan *p,
     for (size_t i = 0; i < sn->n_tops; i++) {
         const struct top_copy *t = &sn->tops[i];
 
-        for (size_t k = 0; k < CO_STATS_TOP_K; k++) {
+        for (size_t k = 0; k < TOP_LOCAL; k++) {
             if (!top_due(t, &t->e[k], now_ms))
                 continue;
             arg_str(a, p->qenc[i]);
@@ -719,7 +752,7 @@ static void flush_ack(const struct snapshot *sn, uint64_t now_ms)
         if (strcmp(s->name, sn->tops[i].name) != 0 ||
             s->window_ms != sn->tops[i].window_ms)
             continue;
-        for (size_t k = 0; k < CO_STATS_TOP_K; k++) {
+        for (size_t k = 0; k < TOP_LOCAL; k++) {
             const struct top_entry *c = &sn->tops[i].e[k];
             struct top_entry *e = &s->e[k];
 
@@ -836,13 +869,14 @@ static int read_check(redisReply *r, size_t n_quotas, struct read_view *v,
     if (v->dec->type != REDIS_REPLY_ARRAY ||
         v->dec->elements != CO_STATS_OUTCOMES * POINTS ||
         !string_array(v->edges, 0, true) || !string_array(v->ch, 0, true) ||
-        v->tops->type != REDIS_REPLY_ARRAY || v->tops->elements != n_quotas)
+        v->tops->type != REDIS_REPLY_ARRAY ||
+        v->tops->elements != 2 * n_quotas)
         goto bad;
     for (size_t i = 0; i < v->dec->elements; i++)
         if (v->dec->element[i]->type != REDIS_REPLY_INTEGER ||
             v->dec->element[i]->integer < 0)
             goto bad;
-    for (size_t i = 0; i < n_quotas; i++)
+    for (size_t i = 0; i < 2 * n_quotas; i++)
         if (!string_array(v->tops->element[i], 0, true))
             goto bad;
     return CO_OK;
@@ -1116,11 +1150,12 @@ static json_t *edges_json(const struct read_view *v,
     return arr;
 }
 
-/* One key of a quota's top. */
+/* One key of a quota's top: one source's figure for it. */
 struct top_view {
     const char *key;
     size_t len;
-    uint64_t count;
+    uint64_t count;                 /* its estimate at the read */
+    bool current;                   /* answered in the current window */
 };
 
 static int key_cmp(const struct top_view *x, const struct top_view *y)
@@ -1131,14 +1166,19 @@ static int key_cmp(const struct top_view *x, const struct top_view *y)
     return c != 0 ? c : x->len < y->len ? -1 : x->len > y->len ? 1 : 0;
 }
 
-/* By key, the largest count first. */
+/* By key, the figure that stands first: a current window's before the
+ * previous one's (sync.lua's answer already holds the decayed previous
+ * window), then the largest. */
 static int cmp_top_key(const void *a, const void *b)
 {
     const struct top_view *x = a, *y = b;
     int c = key_cmp(x, y);
 
-    return c != 0 ? c : x->count < y->count ? 1 : x->count > y->count ? -1
-                                                                       : 0;
+    if (c != 0)
+        return c;
+    if (x->current != y->current)
+        return x->current ? -1 : 1;
+    return x->count < y->count ? 1 : x->count > y->count ? -1 : 0;
 }
 
 static int cmp_top_count(const void *a, const void *b)
@@ -1147,25 +1187,49 @@ static int cmp_top_count(const void *a, const void *b)
 
     if (x->count != y->count)
         return x->count < y->count ? 1 : -1;
-    return cmp_top_key(a, b);
+    return key_cmp(x, y);
 }
 
-/* The local candidates of q in window idx, appended to t. */
-static size_t top_local(const struct snapshot *sn, const struct co_quota *q,
-                        uint64_t idx, struct top_view *t)
+/* The figures of Redis's reply z (window idx's list) at now_ms, appended
+ * to t; returns how many. */
+static size_t top_redis(const redisReply *z, uint64_t idx, uint64_t wms,
+                        uint64_t now_ms, struct top_view *t)
 {
+    size_t n = 0;
+
+    for (size_t k = 0; k + 1 < z->elements && n < CO_STATS_TOP_K; k += 2) {
+        uint64_t est = (uint64_t)strtod(z->element[k + 1]->str, NULL);
+
+        t[n++] = (struct top_view){
+            z->element[k]->str, z->element[k]->len,
+            co_window_estimate(idx, est, 0, wms, now_ms),
+            idx == now_ms / wms};
+    }
+    return n;
+}
+
+/* The local figures of q at now_ms (its current and previous windows),
+ * appended to t; returns how many. */
+static size_t top_local(const struct snapshot *sn, const struct co_quota *q,
+                        uint64_t now_ms, struct top_view *t)
+{
+    uint64_t wms = (uint64_t)q->window_s * 1000u, idx = now_ms / wms;
     size_t n = 0;
 
     for (size_t i = 0; i < sn->n_tops; i++) {
         const struct top_copy *c = &sn->tops[i];
 
-        if (strcmp(c->name, q->name) != 0 ||
-            c->window_ms != (uint64_t)q->window_s * 1000u)
+        if (strcmp(c->name, q->name) != 0 || c->window_ms != wms)
             continue;
-        for (size_t k = 0; k < CO_STATS_TOP_K; k++)
-            if (c->e[k].used && c->e[k].idx == idx)
-                t[n++] = (struct top_view){c->e[k].key,
-                                           strlen(c->e[k].key), c->e[k].est};
+        for (size_t k = 0; k < TOP_LOCAL; k++) {
+            const struct top_entry *e = &c->e[k];
+
+            if (e->used && (e->idx == idx || e->idx + 1 == idx))
+                t[n++] = (struct top_view){
+                    e->key, strlen(e->key),
+                    co_window_estimate(e->idx, e->est, 0, wms, now_ms),
+                    e->idx == idx};
+        }
         break;
     }
     return n;
@@ -1191,28 +1255,34 @@ static json_t *top_item(size_t i, const void *ctx)
                      (json_int_t)co_quota_limit(l->q, key));
 }
 
-/* The top keys of q (the quota at index i of the policy) in its current
- * window: the larger of Redis's and the local estimate per key. */
+/* The top keys of q (the quota at index i of the policy) at now_ms: per
+ * key, the largest figure of its current window (Redis's or local), else
+ * the largest of its previous window decayed; keys whose figure decayed
+ * to 0 left out. */
 static json_t *top_json(const struct read_view *v, const struct snapshot *sn,
                         const struct co_quota *q, size_t i, uint64_t now_ms)
 {
-    struct top_view t[2 * CO_STATS_TOP_K];
+    struct top_view t[2 * CO_STATS_TOP_K + TOP_LOCAL];
     struct top_list l = {t, q};
-    const redisReply *z = v != NULL ? v->tops->element[i] : NULL;
+    uint64_t wms = (uint64_t)q->window_s * 1000u;
     size_t n = 0, m = 0;
 
-    for (size_t k = 0; z != NULL && k + 1 < z->elements &&
-                       n < CO_STATS_TOP_K; k += 2)
-        t[n++] = (struct top_view){z->element[k]->str, z->element[k]->len,
-                                   (uint64_t)strtod(z->element[k + 1]->str,
-                                                    NULL)};
-    if (q->window_s > 0)
-        n += top_local(sn, q, now_ms / ((uint64_t)q->window_s * 1000u),
-                       t + n);
+    if (wms != 0) {
+        uint64_t idx = now_ms / wms;
+
+        if (v != NULL) {
+            n += top_redis(v->tops->element[2 * i], idx, wms, now_ms, t + n);
+            if (idx > 0)
+                n += top_redis(v->tops->element[2 * i + 1], idx - 1, wms,
+                               now_ms, t + n);
+        }
+        n += top_local(sn, q, now_ms, t + n);
+    }
     qsort(t, n, sizeof *t, cmp_top_key);
     for (size_t k = 0; k < n; k++)
-        if (k == 0 || key_cmp(&t[k], &t[m - 1]) != 0)
-            t[m++] = t[k];
+        if (k == 0 || key_cmp(&t[k], &t[k - 1]) != 0)
+            if (t[k].count > 0)
+                t[m++] = t[k];
     qsort(t, m, sizeof *t, cmp_top_count);
     return json_pack("{s:s, s:I, s:b, s:o}", "quota", q->name, "window_s",
                      (json_int_t)q->window_s, "shadow", q->shadow, "keys",

@@ -19,7 +19,9 @@
 --                           ZSET  key -> the largest sliding-window estimate
 --                                 a sync answered in that window; the top K
 --                                 kept; expires a window after its own
---                                 window ends. <quota> is percent-encoded
+--                                 window ends (a read carries the previous
+--                                 window's keys, decayed, over the turn).
+--                                 <quota> is percent-encoded
 --                                 (co_percent_encode)
 --   tg:{stats}:ch           HASH  "<key hash hex>:<quota>" -> "first_ms
 --                                 last_ms issued solved last_edge key"
@@ -42,7 +44,8 @@
 --   window_ms, window idx). Returns {decisions: 4 x points integers,
 --   oldest second first, allowed/denied/challenged/shadow per second;
 --   edges: id, row, ... newest first; challenges: id, row, ... newest
---   first; tops: per quota {key, estimate, ...} highest first}.
+--   first; tops: per quota two lists {key, estimate, ...} highest first,
+--   the window idx's then the window idx - 1's (none when idx is 0)}.
 
 local P = 'tg:{stats}:'
 local EDGE_FORGET_MS, EDGES_KEPT, CH_KEPT = 600000, 4096, 100
@@ -179,8 +182,12 @@ local function read()
   local tops = {}
   for i = 0, nq - 1 do
     local b = 9 + 3 * i
+    local idx = tonumber(ARGV[b + 2])
     tops[#tops + 1] = redis.call('ZREVRANGE',
       top_key(ARGV[b], ARGV[b + 1], ARGV[b + 2]), 0, k - 1, 'WITHSCORES')
+    tops[#tops + 1] = idx > 0 and redis.call('ZREVRANGE',
+      top_key(ARGV[b], ARGV[b + 1], string.format('%d', idx - 1)), 0, k - 1,
+      'WITHSCORES') or {}
   end
   return {dec,
     rows(KEYS[2], KEYS[1], string.format('(%d', now - EDGE_FORGET_MS),

@@ -305,7 +305,8 @@ void co_ticker_stop(struct co_ticker *t);
  * (stats.c: the document; stats.lua: the Redis keys and script)
  * GET /v1/stats, the dashboard's one call: decisions per second over the
  * last 15 minutes, the edges seen in the last 10, the top keys of each
- * quota's current window and the recent challenges, merged across
+ * quota by sliding-window estimate (carried, decaying, over the window's
+ * turn) and the recent challenges, merged across
  * coordinators through Redis. Each coordinator records locally (one mutex
  * acquisition per sync; top keys below a quota's K-th count take none) and
  * a thread flushes what Redis lacks once a second in one script call; a
@@ -480,6 +481,15 @@ void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 void co_health_live(const struct co_request *req, struct co_response *resp);
 void co_health_ready(const struct co_request *req, struct co_response *resp);
 void co_sync_handle(const struct co_request *req, struct co_response *resp);
+/* What sync.lua estimates at now_ms for a key whose counts were last
+ * written in window w (cur: that window's, prev: the one before's):
+ * Cloudflare's two-window approximation, ceil(prev x time left in the
+ * window / window) + cur. A key not written since the previous window
+ * has its cur as prev and 0 as cur; one older estimates 0; a w ahead of
+ * now (a clock behind the writer's) is taken as now's window, as sync.lua
+ * does. (sync.c; also admin.c's key inspect and stats.c's top keys.) */
+uint64_t co_window_estimate(uint64_t w, uint64_t cur, uint64_t prev,
+                            uint64_t window_ms, uint64_t now_ms);
 /* GET /dashboard and /dashboard/{file} (dashboard.c): the ops page and its
  * script and style, embedded at build time from coordinator/dashboard/. */
 void co_dashboard_handle(const struct co_request *req,
