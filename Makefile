@@ -127,8 +127,9 @@ $(BUILD)/co/%.o: coordinator/%.c
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(CO_CFLAGS) -c $< -o $@
 
+# Rebuilt whole: `ar r` would keep the object of a renamed source.
 $(BUILD)/libco.a: $(CO_OBJ) $(GEN_OBJ)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/tollgated: $(BUILD)/co/main.o $(BUILD)/libco.a
 	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
@@ -136,7 +137,8 @@ $(BUILD)/tollgated: $(BUILD)/co/main.o $(BUILD)/libco.a
 # ---------------------------------------------------------------- tollgatectl
 # build/tollgatectl, the admin API's command-line client (tools/, hub header
 # tools/tollgatectl.h). tollgated links libcurl too (captcha siteverify,
-# coordinator/captcha.c). The version is tollgated's CO_VERSION, so the two never differ.
+# coordinator/siteverify.c). The version is tollgated's CO_VERSION, so the
+# two never differ.
 CTL_SRC     := $(wildcard tools/*.c)
 CTL_OBJ     := $(CTL_SRC:tools/%.c=$(BUILD)/ctl/%.o)
 CTL_PKGS    := jansson libcurl
@@ -231,24 +233,21 @@ run: deps
 
 # ---------------------------------------------------------------- bench
 # bench/run.mjs runs every benchmark and prints one table; each file under
-# bench/ also runs alone. The callgrind driver gets its JWT case when the
-# edge core declares tg_add_key; should that case not build, the driver is
-# built without it (the JWT rows then say so) rather than failing the bench.
-BENCH_JWT = $(if $(shell grep -s -l 'tg_add_key' edge-module/include/tollgate.h),-DBENCH_JWT)
-BENCH_DRIVER = -Iedge-module/include -I$(BUILD)/gen $(shell pkg-config --cflags libprotobuf-c openssl) \
-  bench/verify_driver.c $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/libtollgate.a $(LDFLAGS) \
-  $(shell pkg-config --libs libprotobuf-c openssl)
+# bench/ also runs alone. What it needs, built first: the binaries, the
+# callgrind driver (bench/edge/callgrind.mjs), the simulator (bench/sim),
+# the coordinator's load generator (bench/coordinator) and the peer's npm
+# packages (bench/peer).
+.PHONY: bench
+bench: all $(BUILD)/bench/verify_driver $(BUILD)/bench-sim $(BUILD)/tollgated-sim \
+       $(BUILD)/bench-loadgen node_modules/.package-lock.json
+	$(Q)node bench/run.mjs
 
 $(BUILD)/bench/verify_driver: bench/verify_driver.c $(BUILD)/libtollgate.a $(BUILD)/gen/tollgate.pb-c.o
 	@mkdir -p $(@D)
-	$(Q)rm -f $@.jwt.log
-	$(Q)if [ -n "$(BENCH_JWT)" ] && $(CC) $(CFLAGS) $(BENCH_JWT) $(BENCH_DRIVER) -o $@ 2>$@.jwt.log; then :; \
-	else [ -z "$(BENCH_JWT)" ] || echo "bench: verify_driver built without its JWT case (see $@.jwt.log)" >&2; \
-	  $(CC) $(CFLAGS) $(BENCH_DRIVER) -o $@; fi
-
-.PHONY: bench
-bench: all $(BUILD)/bench/verify_driver
-	$(Q)node bench/run.mjs
+	$(Q)$(CC) $(CFLAGS) -Iedge-module/include -I$(BUILD)/gen \
+	  $(shell pkg-config --cflags libprotobuf-c openssl) bench/verify_driver.c \
+	  $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/libtollgate.a $(LDFLAGS) \
+	  $(shell pkg-config --libs libprotobuf-c openssl) -o $@
 
 # ---------------------------------------------------------------- bench/peer
 # bench/peer measures rate-limiter-flexible (with ioredis), npm
@@ -259,8 +258,6 @@ node_modules/.package-lock.json: package.json package-lock.json
 	$(Q)if [ "$${TOLLGATE_SKIP_DEPS:-0}" != 1 ]; then \
 	  echo "bench: npm install (versions pinned by package-lock.json)" >&2; \
 	  npm install --no-audit --no-fund --loglevel=error && touch $@; fi
-
-bench: node_modules/.package-lock.json
 # ---------------------------------------------------------------- end bench/peer
 
 # ---------------------------------------------------------------- bench/sim
@@ -294,7 +291,6 @@ sim: $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 	$(Q)$(BUILD)/bench-sim --all --out $(BUILD)/bench/sim
 
 # make bench runs the simulator as its "sim" suite (bench/sim/measure.mjs).
-bench: $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 
 # ---------------------------------------------------------------- bench/coordinator
 # The coordinator benchmark (owner: bench/coordinator/). build/bench-loadgen
@@ -314,8 +310,6 @@ $(BUILD)/bench/coordinator/loadgen.o: bench/coordinator/loadgen.c $(BUILD)/gen/t
 
 $(BUILD)/bench-loadgen: $(BUILD)/bench/coordinator/loadgen.o $(BUILD)/sim/http.o $(BUILD)/gen/tollgate.pb-c.o
 	$(Q)$(CC) $(LDFLAGS) $^ $(LOADGEN_LIBS) -o $@
-
-bench: $(BUILD)/bench-loadgen
 # ---------------------------------------------------------------- end bench/coordinator
 
 clean:

@@ -65,17 +65,6 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct quota_slot quotas[QUOTA_SLOTS];
 static size_t n_quotas;                /* under mu */
 
-uint64_t co_name_hash(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;
-
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h != 0 ? h : 1;
-}
-
 /* The slot of quota name, added when new; NULL when the table is full
  * (more names than CO_QUOTAS_MAX over the process's life) or the name is
  * too long. */
@@ -284,7 +273,7 @@ static uint64_t load(atomic_ullong *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-/* The hosted captcha verifier's series (captcha.c): calls by result, the
+/* The hosted captcha verifier's series (siteverify.c): calls by result, the
  * internal-error retries and whether the provider gave a usable answer
  * last time (1 until a call says otherwise). */
 static void render_captcha(struct buf *b)
@@ -324,13 +313,13 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
         const char *name;
         size_t off;
     } fails[] = {
-        {"invalid", offsetof(struct co_server, challenges_failed_invalid)},
-        {"expired", offsetof(struct co_server, challenges_failed_expired)},
+        {"invalid", offsetof(struct co_metrics, challenges_failed_invalid)},
+        {"expired", offsetof(struct co_metrics, challenges_failed_expired)},
         {"captcha_failed",
-         offsetof(struct co_server, challenges_failed_captcha)},
-        {"reused", offsetof(struct co_server, challenges_failed_reused)},
+         offsetof(struct co_metrics, challenges_failed_captcha)},
+        {"reused", offsetof(struct co_metrics, challenges_failed_reused)},
         {"unavailable",
-         offsetof(struct co_server, challenges_failed_unavailable)},
+         offsetof(struct co_metrics, challenges_failed_unavailable)},
     };
 
     if (b.p == NULL)
@@ -402,13 +391,13 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
     family(&b, "tollgate_challenges_solved_total", "counter",
            "POST /v1/challenge/verify calls that issued a clearance.");
     bprintf(&b, "tollgate_challenges_solved_total %" PRIu64 "\n",
-            load(&co_server.challenges_verified_ok));
+            load(&co_metrics.challenges_verified_ok));
     family(&b, "tollgate_challenge_failures_total", "counter",
            "POST /v1/challenge/verify calls refused, by reason.");
     for (size_t i = 0; i < sizeof fails / sizeof fails[0]; i++)
         bprintf(&b, "tollgate_challenge_failures_total{reason=\"%s\"} %"
                 PRIu64 "\n", fails[i].name,
-                load((atomic_ullong *)((char *)&co_server + fails[i].off)));
+                load((atomic_ullong *)((char *)&co_metrics + fails[i].off)));
     render_captcha(&b);
     if (load(&co_metrics.tls_not_after_s) != 0) {
         family(&b, "tollgate_tls_certificate_expiry_timestamp_seconds",
@@ -422,7 +411,7 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
     for (size_t i = CO_AUTH_OK + 1; i < CO_AUTH_REASONS; i++)
         bprintf(&b, "tollgate_sync_auth_failures_total{reason=\"%s\"} %"
                 PRIu64 "\n", co_auth_reason_names[i],
-                load(&co_server.auth_failures[i]));
+                load(&co_metrics.auth_failures[i]));
 
     co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms);
     family(&b, "tollgate_edges_active", "gauge",

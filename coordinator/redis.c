@@ -1,4 +1,4 @@
-/* redis.c — Redis connections, the sync script, and the key layout.
+/* redis.c — Redis connections and the script calls sent on them.
  *
  * hiredis contexts are not thread-safe, so every HTTP worker thread owns one
  * blocking connection, created on first use. Every Redis exchange a request
@@ -11,10 +11,11 @@
  * turns into a reconnect storm or a queue of requests each waiting out its
  * timeout.
  *
- * The sync script is embedded (coordinator/sync.lua), its SHA1 computed
- * locally, loaded with SCRIPT LOAD at start when Redis is up, and called with
- * EVALSHA; a NOSCRIPT answer (Redis restarted, flushed, failed over) loads it
- * on that connection and resends the calls that did not run.
+ * Scripts (script.c) are called by their SHA1 with EVALSHA; the sync
+ * script is loaded with SCRIPT LOAD at start when Redis is up. A NOSCRIPT
+ * answer (Redis restarted, flushed, failed over) loads the script on that
+ * connection and resends the calls that did not run. Key names are
+ * redis_keys.c's.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -23,7 +24,6 @@
 #include <sys/time.h>
 
 #include <hiredis.h>
-#include <openssl/evp.h>
 
 #include "tollgated.h"
 
@@ -38,7 +38,6 @@ struct conn {
 };
 
 static struct co_redis_target target;
-static char script_sha[41];
 static pthread_key_t conn_key;
 static pthread_once_t conn_key_once = PTHREAD_ONCE_INIT;
 static int conn_key_rc;
@@ -75,36 +74,6 @@ static struct conn *thread_slot(void)
         tl = NULL;
     }
     return tl;
-}
-
-/* Decode %XX escapes of s[0..len) into out (NUL-terminated); refuses a
- * truncated escape, a decoded NUL and anything longer than outlen - 1. */
-static int percent_decode(const char *s, size_t len, char *out,
-                          size_t outlen)
-{
-    size_t o = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-
-        if (c == '%') {
-            int hi, lo;
-
-            if (i + 2 >= len)
-                return CO_EINVAL;
-            hi = co_hex_digit(s[i + 1]);
-            lo = co_hex_digit(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return CO_EINVAL;
-            c = (char)(hi << 4 | lo);
-            i += 2;
-        }
-        if (o + 1 >= outlen || c == '\0')
-            return CO_EINVAL;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return CO_OK;
 }
 
 /* hiredis reports a socket timeout as EAGAIN's text; say what it means. */
@@ -258,10 +227,10 @@ int co_redis_parse_url(const char *url, unsigned timeout_ms,
             snprintf(err, errlen, "credentials must be [user]:password@");
             return CO_EINVAL;
         }
-        if (percent_decode(p, (size_t)(colon - p), t->user,
-                           sizeof t->user) != CO_OK ||
-            percent_decode(colon + 1, (size_t)(at - colon - 1), t->password,
-                           sizeof t->password) != CO_OK) {
+        if (co_percent_decode(p, (size_t)(colon - p), t->user,
+                              sizeof t->user) != CO_OK ||
+            co_percent_decode(colon + 1, (size_t)(at - colon - 1),
+                              t->password, sizeof t->password) != CO_OK) {
             snprintf(err, errlen, "bad user or password encoding");
             return CO_EINVAL;
         }
@@ -348,24 +317,25 @@ static redisReply *setup_command(redisContext *c, uint64_t deadline,
     return r;
 }
 
-/* Load the script on c and check Redis computed the SHA we call it by.
+/* Load script s on c and check Redis computed the SHA we call it by.
  * Returns 0, CO_EREDIS (I/O: c is now unusable) or CO_EREPLY. */
-static int load_script(redisContext *c, uint64_t deadline, char *err,
-                       size_t errlen)
+static int load_script(redisContext *c, uint64_t deadline,
+                       const struct co_script *s, char *err, size_t errlen)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", co_sync_lua};
-    size_t lens[] = {6, 4, co_sync_lua_len};
+    const char *argv[] = {"SCRIPT", "LOAD", s->src};
+    size_t lens[] = {6, 4, s->len};
     redisReply *r = command_by(c, deadline, 3, argv, lens, err, errlen);
     int rc = CO_OK;
 
     if (r == NULL)
         return CO_EREDIS;
     if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
-        memcmp(r->str, script_sha, 40) != 0) {
+        memcmp(r->str, s->sha, 40) != 0) {
         snprintf(err, errlen, "SCRIPT LOAD: unexpected reply %.80s",
                  r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_ERROR
                      ? r->str : "(not a string)");
-        CO_ERROR("msg=redis_script_load_failed detail=\"unexpected reply\"");
+        CO_ERROR("msg=redis_script_load_failed script=%s detail=\"unexpected "
+                 "reply\"", s->name);
         rc = CO_EREPLY;
     }
     freeReplyObject(r);
@@ -497,19 +467,6 @@ static void thread_drop(const char *why)
         conn_failed(tl, why);
 }
 
-static void sha1_hex(const char *data, size_t len, char out[41])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-
-    if (EVP_Digest(data, len, md, &n, EVP_sha1(), NULL) != 1 || n != 20) {
-        out[0] = '\0';
-        return;
-    }
-    for (unsigned i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* Remember where Redis is and load the script there if it is up. Returns
  * 0 when the script is loaded, CO_EREDIS / CO_EREPLY with err when Redis
  * could not take it (the caller logs a warning and serves anyway: workers
@@ -520,9 +477,10 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
     redisContext *c;
     int rc;
 
+    const struct co_script *sync = co_script(CO_SCRIPT_SYNC);
+
     target = *t;
-    sha1_hex(co_sync_lua, co_sync_lua_len, script_sha);
-    if (script_sha[0] == '\0') {
+    if (sync->sha[0] == '\0') {
         snprintf(err, errlen, "cannot hash the sync script");
         return CO_ENOMEM;
     }
@@ -535,7 +493,7 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
     c = connect_new(deadline, err, errlen);
     if (c == NULL)
         return CO_EREDIS;
-    rc = load_script(c, deadline, err, errlen);
+    rc = load_script(c, deadline, sync, err, errlen);
     redisFree(c);
     return rc;
 }
@@ -543,7 +501,7 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
 /* The SHA1 the script is called by (hex, for the startup log line). */
 const char *co_redis_script_sha(void)
 {
-    return script_sha;
+    return co_script(CO_SCRIPT_SYNC)->sha;
 }
 
 /* Close the calling thread's connection and free its slot (the main
@@ -599,7 +557,7 @@ static int append_evalsha(redisContext *c, const struct co_script_call *call,
     snprintf(nkeys, sizeof nkeys, "%zu", call->nkeys);
     argv[0] = "EVALSHA";
     lens[0] = 7;
-    argv[1] = script_sha;
+    argv[1] = call->script->sha;
     lens[1] = 40;
     argv[2] = nkeys;
     lens[2] = strlen(nkeys);
@@ -638,16 +596,16 @@ static int take_reply(const redisReply *r, struct co_script_call *call,
     return CO_OK;
 }
 
-/* EVALSHA the sync script once per call, all calls pipelined in one round
- * trip, and copy each flat integer reply to its call's out. The whole
- * exchange, connect and a NOSCRIPT reload included, ends by one deadline
- * of --redis-timeout-ms. Returns 0; CO_EREDIS when Redis is unreachable,
- * timed out or the socket failed (some calls may have been applied:
- * the edge resends the batch with the same seq, and sync.lua answers the
- * applied items from their records without counting them twice);
+/* EVALSHA each call's script, all calls pipelined in one round trip, and
+ * copy each flat integer reply to its call's out. The whole exchange,
+ * connect and a NOSCRIPT reload included, ends by one deadline of
+ * --redis-timeout-ms. Returns 0; CO_EREDIS when Redis is unreachable,
+ * timed out or the socket failed (some calls may have been applied: for
+ * sync, the edge resends the batch with the same seq, and sync.lua answers
+ * the applied items from their records without counting them twice);
  * CO_EREPLY for an error reply (BUSY, OOM, a script error) or a reply of
  * the wrong shape; CO_ENOMEM. Never resends a call that may have run. */
-int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
                        char *err, size_t errlen)
 {
     uint64_t deadline = deadline_from_now();
@@ -684,7 +642,7 @@ int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
     if (c == NULL)
         goto cleanup;
     for (int attempt = 0; attempt < 2; attempt++) {
-        bool noscript = false;
+        const struct co_script *noscript = NULL;
 
         nsent = 0;
         for (size_t i = 0; i < ncalls; i++) {
@@ -702,7 +660,7 @@ int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
         for (size_t k = 0; k < nsent; k++) {
             if (attempt == 0 && is_noscript(batch[k])) {
                 freeReplyObject(batch[k]);
-                noscript = true;
+                noscript = calls[which[k]].script;
             } else {
                 replies[which[k]] = batch[k];
             }
@@ -711,17 +669,27 @@ int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
             thread_drop(err);
             goto cleanup;
         }
-        if (!noscript)
+        if (noscript == NULL)
             break;
         /* The script cache is gone (restart, flush, failover): the calls
-         * answered NOSCRIPT did not run, so sending them again is safe. */
-        rc = load_script(c, deadline, err, errlen);
+         * answered NOSCRIPT did not run, so sending them again is safe.
+         * Every script of the batch is loaded again (a batch holds one
+         * script in practice; loading twice is harmless). */
+        for (size_t k = 0, last = ncalls; k < nsent && rc == CO_OK; k++) {
+            const struct co_script *s = calls[which[k]].script;
+
+            if (replies[which[k]] != NULL ||
+                (last < ncalls && calls[last].script == s))
+                continue;
+            rc = load_script(c, deadline, s, err, errlen);
+            last = which[k];
+        }
         if (rc == CO_EREDIS)
             thread_drop(err);
         if (rc != CO_OK)
             goto cleanup;
         CO_INFO("msg=redis_script_loaded reason=noscript script=%s",
-                script_sha);
+                noscript->sha);
     }
     /* Every call has its reply now (a second NOSCRIPT is kept as the
      * error reply it is). */
@@ -740,58 +708,9 @@ cleanup:
     return rc;
 }
 
-static bool tag_plain(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
-           c == '-';
-}
-
-static size_t tag_encode(const char *s, size_t len, char *out)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (tag_plain(c)) {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    return o;
-}
-
-/* Write the hash tag "{<quota>|<key>}" for (quota, key) into out (NUL-
- * terminated), both parts percent-encoded outside [A-Za-z0-9._:-]. Because
- * '%', '{', '}' and '|' are always encoded, distinct pairs give distinct
- * tags and Redis Cluster hashes exactly the braces' content. Returns the
- * length, or CO_ETOOBIG / CO_EINVAL (parts over their caps). */
-int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
-               char *out, size_t outlen)
-{
-    size_t o = 0;
-
-    if (qlen > CO_QUOTA_NAME_MAX || klen > CO_KEY_MAX)
-        return CO_EINVAL;
-    if (outlen < 3 + 3 * qlen + 3 * klen + 1)
-        return CO_ETOOBIG;
-    out[o++] = '{';
-    o += tag_encode(quota, qlen, out + o);
-    out[o++] = '|';
-    o += tag_encode(key, klen, out + o);
-    out[o++] = '}';
-    out[o] = '\0';
-    return (int)o;
-}
-
 /* ------------------------------------------------------------ challenges
- * Plain commands for the challenge verify endpoint (verify.c): the same
- * per-thread connection and backoff as sync, one --redis-timeout-ms
+ * Plain commands for the challenge verify endpoint (challenge_verify.c):
+ * the same per-thread connection and backoff as sync, one --redis-timeout-ms
  * deadline per call (connect included), and the same rule that a
  * connection in reconnect backoff fails at once. */
 
@@ -839,26 +758,6 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
  * --redis-timeout-ms): an admin write may move a whole policy document,
  * which a sync's few-millisecond budget was not sized for. */
 
-/* The public face of percent_decode() (contract there): the router
- * decodes path parameters with it. */
-int co_percent_decode(const char *s, size_t len, char *out, size_t outlen)
-{
-    return percent_decode(s, len, out, outlen);
-}
-
-/* The public face of tag_encode() (contract in tollgated.h): stats.c
- * names Redis keys after quotas with it. */
-int co_percent_encode(const char *s, size_t len, char *out, size_t outlen)
-{
-    size_t n;
-
-    if (outlen < 3 * len + 1)
-        return CO_ETOOBIG;
-    n = tag_encode(s, len, out);
-    out[n] = '\0';
-    return (int)n;
-}
-
 static uint64_t deadline_in(unsigned timeout_ms)
 {
     return co_mono_ms() + (timeout_ms ? timeout_ms : target.timeout_ms);
@@ -882,19 +781,19 @@ redisReply *co_redis_command(unsigned timeout_ms, int argc, const char **argv,
     return r;
 }
 
-/* EVALSHA script (nkeys keys then nargs args in argv/lens); when Redis
- * answers NOSCRIPT (restart, flush, failover) the script did not run, so
- * it is sent once more as EVAL, which also caches it. Returns the reply
- * (freeReplyObject) or NULL with err, as co_redis_command(). */
-redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
-                          size_t nkeys, size_t nargs, const char **argv,
-                          const size_t *lens, char *err, size_t errlen)
+/* EVALSHA call (sealed, co_call_seal); when Redis answers NOSCRIPT
+ * (restart, flush, failover) the script did not run, so it is sent once
+ * more as EVAL, which also caches it. Returns the reply (freeReplyObject)
+ * or NULL with err, as co_redis_command(). */
+redisReply *co_redis_eval(unsigned timeout_ms,
+                          const struct co_script_call *call, char *err,
+                          size_t errlen)
 {
     uint64_t deadline = deadline_in(timeout_ms);
-    size_t argc = 3 + nkeys + nargs;
+    size_t argc = 3 + call->nkeys + call->nargs;
     const char **av = malloc(argc * sizeof *av);
     size_t *al = malloc(argc * sizeof *al);
-    char sha[41], nk[24];
+    char nk[24];
     redisContext *c;
     redisReply *r = NULL;
 
@@ -902,15 +801,14 @@ redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    sha1_hex(script, strlen(script), sha);
     av[0] = "EVALSHA";
     al[0] = 7;
-    av[1] = sha;
+    av[1] = call->script->sha;
     al[1] = 40;
     av[2] = nk;
-    al[2] = (size_t)snprintf(nk, sizeof nk, "%zu", nkeys);
-    memcpy(av + 3, argv, (nkeys + nargs) * sizeof *av);
-    memcpy(al + 3, lens, (nkeys + nargs) * sizeof *al);
+    al[2] = (size_t)snprintf(nk, sizeof nk, "%zu", call->nkeys);
+    memcpy(av + 3, call->argv, (argc - 3) * sizeof *av);
+    memcpy(al + 3, call->argvlen, (argc - 3) * sizeof *al);
     c = thread_conn_by(deadline, err, errlen);
     if (c == NULL)
         goto done;
@@ -919,8 +817,8 @@ redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
         freeReplyObject(r);
         av[0] = "EVAL";
         al[0] = 4;
-        av[1] = script;
-        al[1] = strlen(script);
+        av[1] = call->script->src;
+        al[1] = call->script->len;
         r = command_by(c, deadline, (int)argc, av, al, err, errlen);
     }
     if (r == NULL)

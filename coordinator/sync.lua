@@ -3,8 +3,15 @@
 -- EVALSHA; a batch over 512 items is split into several calls sent in one
 -- pipeline (each call is atomic, the batch as a whole is not).
 --
--- Data model, per (quota, key), hash tag {q|k} (percent-encoded, see
--- co_key_tag in redis.c), so a Redis Cluster can shard by key:
+-- The Redis data model of tollgated, all of it, is written here once;
+-- coordinator/redis_keys.c builds every name below (nowhere else spells
+-- one), and every other script and file points here. Each name is "tg:",
+-- a hash tag in braces, and a suffix; the keys one script call touches
+-- share a tag, so a Redis Cluster can route the call by slot. Parts a
+-- client chooses are percent-encoded outside [A-Za-z0-9._:-]
+-- (co_percent_encode), so '{', '}', '|' and '%' never appear raw.
+--
+-- Rate-limit counters (this script), per (quota, key), hash tag {q|k}:
 --   tg:{q|k}:c  HASH  w       current window index = floor(now_ms / window_ms)
 --                     a, t    admitted / attempts (admitted + denied +
 --                             challenged) in the current window
@@ -21,10 +28,58 @@
 --                       action, reset_ms, count  the rest of its answer
 --                       carry     rounding remainder of its shares, 1/1000
 --   tg:{q|k}:e  ZSET  edge_id -> last report time (ms), to expire edges
--- Both expire after 2 x window: an idle key costs nothing.
+-- Both expire after 2 x window: an idle key costs nothing. The admin API
+-- reads them (GET /v1/keys/{quota}/{key}) and deletes them (DELETE).
 -- Per edge (hash tag {edge|<edge_id>}):
 --   tg:{edge|<id>}:sig:<32 hex>  STRING  the nonce of the request that
 --                     first used this signature; lives replay_ttl_ms
+--
+-- Challenges (coordinator/challenge_verify.c, plain SETs):
+--   tg:{nonce|<32 hex>}  STRING  "1": this challenge token's nonce is
+--                     burnt (SET NX); lives until the token expires plus
+--                     a margin for clocks that disagree
+--   tg:{clr|<quota>|<32 hex key hash>}  STRING  unix s the clearance runs
+--                     to; lives as long as the clearance (key inspect)
+--
+-- Policy store (coordinator/store.c, policy_write.lua, policy_audit.lua),
+-- one hash tag {policy}, so one slot:
+--   tg:{policy}:v:<n>      STRING  canonical JSON of version n, immutable,
+--                                  starting {"version":<n>,...
+--   tg:{policy}:current    STRING  n, the version coordinators enforce
+--   tg:{policy}:seq        counter of versions
+--   tg:{policy}:meta       HASH    n -> {"version","created_at" (unix ms),
+--                                  "by","action","from"}; "from" is the
+--                                  version copied by a rollback, else the
+--                                  version the write replaced (0: none)
+--   tg:{policy}:audit      LIST    {"id","at","who","action",
+--                                  "from_version","to_version","detail"},
+--                                  newest first, the newest 100000 kept
+--   tg:{policy}:audit_seq  counter of audit ids (consecutive, so an id's
+--                                  place in the list is computable)
+--
+-- Stats (coordinator/stats.c, stats.lua), one hash tag {stats}:
+--   tg:{stats}:d:<minute>   HASH  "<unix s>:<a|d|c|s>" -> decisions of that
+--                                 second (allowed, denied, challenged,
+--                                 shadow); minute = floor(s / 60); expires
+--                                 17 min after its last write
+--   tg:{stats}:edges        HASH  edge_id -> "last_ms lag_ms policy_version
+--                                 degraded module_version", the edge's last
+--                                 sync at any coordinator (the newest wins)
+--   tg:{stats}:edgez        ZSET  edge_id -> last_ms; edges silent for 10
+--                                 min are removed, at most 4096 are kept
+--   tg:{stats}:top:<quota>:<window_ms>:<window idx>
+--                           ZSET  key -> the largest sliding-window estimate
+--                                 a sync answered in that window; the top K
+--                                 kept; expires a window after its own
+--                                 window ends (a read carries the previous
+--                                 window's keys, decayed, over the turn).
+--                                 <quota> is percent-encoded
+--   tg:{stats}:ch           HASH  "<key hash hex>:<quota>" -> "first_ms
+--                                 last_ms issued solved last_edge key"
+--                                 (key: the rest of the value, any bytes;
+--                                 "" until an issuing coordinator names it)
+--   tg:{stats}:chz          ZSET  the same ids -> last_ms; the newest 100
+--                                 kept
 --
 -- KEYS: [1] the replay key, then 2 per item: c, e.
 -- ARGV: [1] now_ms (the coordinator's wall clock), [2] edge_id, [3] seq,

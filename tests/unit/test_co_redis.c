@@ -2,7 +2,7 @@
  *
  * The URL parser is tested as a pure function. The script is tested for
  * real: the test starts a throwaway redis-server on a spare loopback port
- * (and stops exactly that PID at the end), then drives co_redis_eval_sync()
+ * (and stops exactly that PID at the end), then drives co_redis_eval_ints()
  * with the script's own KEYS/ARGV layout. Time is pinned: the script takes
  * the coordinator's clock from ARGV, so window rolls are tested by passing
  * a later time, not by waiting. Covered: window arithmetic, leases that
@@ -226,6 +226,7 @@ static void build(struct built *b, const struct req *r, const char *nonce,
         put(b, "%llu", (unsigned long long)items[i].attempts);
         put(b, "%llu", (unsigned long long)items[i].burst);
     }
+    b->call.script = co_script(CO_SCRIPT_SYNC);
     b->call.nkeys = 1 + 2 * n;
     b->call.nargs = 7 + 7 * n;
     b->call.argv = b->argv;
@@ -259,7 +260,7 @@ static int eval(const struct req *r, const struct item *items, size_t n,
     snprintf(nonce, sizeof nonce, "n%u", request_no);
     snprintf(replay, sizeof replay, "tg:{edge|t}:sig:%u", request_no);
     build(&b, r, nonce, replay, items, n, out);
-    rc = co_redis_eval_sync(&b.call, 1, err, sizeof err);
+    rc = co_redis_eval_ints(&b.call, 1, err, sizeof err);
     if (rc != CO_OK && rc != CO_EREDIS)
         fprintf(stderr, "eval: %s\n", err);
     built_free(&b);
@@ -389,12 +390,12 @@ static void test_replayed_signature_is_refused(void **state)
 
     (void)state;
     build(&b, &r1, "nonce-1", "tg:{edge|e1}:sig:abc", &it, 1, out);
-    assert_int_equal(co_redis_eval_sync(&b.call, 1, err, sizeof err), CO_OK);
+    assert_int_equal(co_redis_eval_ints(&b.call, 1, err, sizeof err), CO_OK);
     assert_int_equal(out[0], 0);
     built_free(&b);
     /* the same signature again (another request: another nonce) */
     build(&b, &r2, "nonce-2", "tg:{edge|e1}:sig:abc", &it, 1, out);
-    assert_int_equal(co_redis_eval_sync(&b.call, 1, err, sizeof err), CO_OK);
+    assert_int_equal(co_redis_eval_ints(&b.call, 1, err, sizeof err), CO_OK);
     assert_int_equal(out[0], 1);              /* replayed */
     assert_int_equal(LEASE(out, 0), 0);
     built_free(&b);
@@ -823,7 +824,7 @@ static void test_batch_split_and_pipelined(void **state)
         calls[c] = b[c].call;
         off += 3 + 4 * n;
     }
-    if (co_redis_eval_sync(calls, 3, err, sizeof err) != CO_OK)
+    if (co_redis_eval_ints(calls, 3, err, sizeof err) != CO_OK)
         fail_msg("eval: %s", err);
     off = 0;
     for (size_t c = 0; c < 3; c++) {

@@ -1,9 +1,9 @@
-/* test_co_challenge.c — challenge and clearance tokens: HMAC-SHA256 against
- * RFC 4231, the key hash against an independent SHA-256, issue then check,
- * key rotation, and every way a token must be refused (any bit flipped,
- * truncated, wrong version even when signed, unknown key, expired,
- * malformed encodings). Whether the edge accepts a clearance token is
- * tested end to end in test_co_verify.c.
+/* test_co_challenge_token.c — challenge and clearance tokens: HMAC-SHA256
+ * against RFC 4231, the key hash against an independent SHA-256, issue then
+ * check, key rotation, and every way a token must be refused (any bit
+ * flipped, truncated, wrong version even when signed, unknown key, expired,
+ * malformed encodings). Whether the edge accepts a clearance token is tested
+ * end to end in test_co_challenge_verify.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,13 +1,13 @@
-/* test_sync_handler.c — POST /v1/sync as a function: request bytes and
+/* test_co_sync.c — (sync.c) POST /v1/sync as a function: request bytes and
  * headers in, status and response bytes out. Most tests replace the Redis
- * call and the wall clock by mocks (-Wl,--wrap) and check what reaches
- * Redis (KEYS/ARGV exactly), what the edge gets back (decoded with
- * protobuf-c), the 401s of edge authentication and the degraded answer.
- * The last group passes the Redis call through to a real redis-server this
- * test starts, for what only the script can decide: retries, stale seqs,
- * replayed signatures, a per-key override and burst end to end.
+ * call and the wall clock by mocks (-Wl,--wrap) and check what reaches Redis
+ * (KEYS/ARGV exactly), what the edge gets back (decoded with protobuf-c),
+ * the 401s of edge authentication and the degraded answer. The last group
+ * passes the Redis call through to a real redis-server this test starts, for
+ * what only the script can decide: retries, stale seqs, replayed signatures,
+ * a per-key override and burst end to end.
  */
-// test-ldflags: -Wl,--wrap=co_redis_eval_sync -Wl,--wrap=co_wall_ms
+// test-ldflags: -Wl,--wrap=co_redis_eval_ints -Wl,--wrap=co_wall_ms
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -61,14 +61,14 @@ static const char keys_text[] =
     "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1\n";
 
 /* ------------------------------------------------------------ mocks */
-int __real_co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+int __real_co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
                               char *err, size_t errlen);
-int __wrap_co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+int __wrap_co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
                               char *err, size_t errlen);
 uint64_t __wrap_co_wall_ms(void);
 
 static struct {
-    int calls;               /* co_redis_eval_sync() invocations */
+    int calls;               /* co_redis_eval_ints() invocations */
     size_t ncalls;           /* script calls in the last one */
     size_t nkeys, nargs;     /* of its first script call */
     char **argv;             /* copies, NUL-terminated */
@@ -89,7 +89,7 @@ static void seen_clear(void)
     memset(&seen, 0, sizeof seen);
 }
 
-int __wrap_co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+int __wrap_co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
                               char *err, size_t errlen)
 {
     size_t n = calls[0].nkeys + calls[0].nargs;
@@ -110,7 +110,7 @@ int __wrap_co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
     for (size_t c = 0; c < ncalls; c++)
         seen.nout += calls[c].nout;
     if (real_redis)
-        return __real_co_redis_eval_sync(calls, ncalls, err, errlen);
+        return __real_co_redis_eval_ints(calls, ncalls, err, errlen);
     if (mock_rc != CO_OK) {
         snprintf(err, errlen, "mocked failure");
         return mock_rc;
@@ -674,7 +674,7 @@ static void test_unsigned_or_forged_is_401(void **state)
     uint8_t *body;
     size_t len = pack_request("e1", 1, 0, &kc, 1, &body);
     unsigned long long before =
-        atomic_load(&co_server.auth_failures[CO_AUTH_MISSING_SIGNATURE]);
+        atomic_load(&co_metrics.auth_failures[CO_AUTH_MISSING_SIGNATURE]);
 
     (void)state;
     run_with(NULL, garbage, sizeof garbage, &resp);
@@ -682,7 +682,7 @@ static void test_unsigned_or_forged_is_401(void **state)
     assert_string_equal(resp.extra.name, "WWW-Authenticate");
     assert_string_equal(resp.extra.value, "Tollgate-HMAC-SHA256");
     co_response_clear(&resp);
-    assert_int_equal(atomic_load(&co_server.auth_failures[
+    assert_int_equal(atomic_load(&co_metrics.auth_failures[
                          CO_AUTH_MISSING_SIGNATURE]), before + 1);
     /* signed for another body */
     sign(&h, "e1", NOW_MS, garbage, sizeof garbage);

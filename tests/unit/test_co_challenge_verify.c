@@ -1,9 +1,9 @@
-/* test_co_verify.c — POST /v1/challenge/verify, the handler called as a
- * plain function, against a real redis-server this test starts on a spare
- * loopback port and stops by PID. The clearance it returns is handed to
- * the native edge core (libtollgate.a), which must turn that key's
- * CHALLENGE into Allow, and must not for a clearance of another key or
- * one signed under a kid it was not given.
+/* test_co_challenge_verify.c — POST /v1/challenge/verify, the handler called
+ * as a plain function, against a real redis-server this test starts on a
+ * spare loopback port and stops by PID. The clearance it returns is handed
+ * to the native edge core (libtollgate.a), which must turn that key's
+ * CHALLENGE into Allow, and must not for a clearance of another key or one
+ * signed under a kid it was not given.
  *
  * The wall clock is pinned (--wrap=co_wall_ms) so token dates are exact;
  * Redis TTLs run on Redis's own clock and are only checked for presence
@@ -283,7 +283,7 @@ static void test_solved_challenge_clears_the_key_at_the_edge(void **state)
 {
     const char *ip = "198.51.100.23";
     char tok[CO_TOKEN_MAX], ans[65], rkey[128], val[32], cookie[1024];
-    unsigned long long ok0 = counter(&co_server.challenges_verified_ok);
+    unsigned long long ok0 = counter(&co_metrics.challenges_verified_ok);
     struct co_challenge_claims c;
     const char *jws, *set_cookie, *semi;
     struct edge x;
@@ -294,7 +294,7 @@ static void test_solved_challenge_clears_the_key_at_the_edge(void **state)
     challenge(&keys.challenge[0], "api", ip, NOW_S - 10, tok);
     solve(tok, ans);
     assert_int_equal(post(&keys, tok, ans, &doc), 200);
-    assert_int_equal(counter(&co_server.challenges_verified_ok), ok0 + 1);
+    assert_int_equal(counter(&co_metrics.challenges_verified_ok), ok0 + 1);
     assert_string_equal(json_string_value(json_object_get(doc, "quota")),
                         "api");
     assert_int_equal(json_integer_value(json_object_get(doc, "expires_at")),
@@ -372,7 +372,7 @@ static void test_edge_refuses_other_clearances(void **state)
 static void test_second_use_is_refused(void **state)
 {
     char tok[CO_TOKEN_MAX], ans[65];
-    unsigned long long reused0 = counter(&co_server.challenges_failed_reused);
+    unsigned long long reused0 = counter(&co_metrics.challenges_failed_reused);
     json_t *doc;
 
     (void)state;
@@ -384,15 +384,15 @@ static void test_second_use_is_refused(void **state)
                    "challenge token already used");
     expect_refused(&keys, tok, ans, 409,
                    "challenge token already used");
-    assert_int_equal(counter(&co_server.challenges_failed_reused),
+    assert_int_equal(counter(&co_metrics.challenges_failed_reused),
                      reused0 + 2);
 }
 
 static void test_expired_and_tampered_tokens(void **state)
 {
     char tok[CO_TOKEN_MAX], ans[65];
-    unsigned long long exp0 = counter(&co_server.challenges_failed_expired);
-    unsigned long long inv0 = counter(&co_server.challenges_failed_invalid);
+    unsigned long long exp0 = counter(&co_metrics.challenges_failed_expired);
+    unsigned long long inv0 = counter(&co_metrics.challenges_failed_invalid);
     json_t *doc;
 
     (void)state;
@@ -417,14 +417,14 @@ static void test_expired_and_tampered_tokens(void **state)
                    "invalid challenge token");
     expect_refused(&keys, "", ans, 403,
                    "invalid challenge token");
-    assert_int_equal(counter(&co_server.challenges_failed_expired), exp0 + 1);
-    assert_int_equal(counter(&co_server.challenges_failed_invalid), inv0 + 2);
+    assert_int_equal(counter(&co_metrics.challenges_failed_expired), exp0 + 1);
+    assert_int_equal(counter(&co_metrics.challenges_failed_invalid), inv0 + 2);
 }
 
 static void test_wrong_answer_keeps_the_token(void **state)
 {
     char tok[CO_TOKEN_MAX], other[CO_TOKEN_MAX], ans[65], wrong[65];
-    unsigned long long cf0 = counter(&co_server.challenges_failed_captcha);
+    unsigned long long cf0 = counter(&co_metrics.challenges_failed_captcha);
     json_t *doc;
 
     (void)state;
@@ -446,7 +446,7 @@ static void test_wrong_answer_keeps_the_token(void **state)
                    "captcha not solved");
     expect_refused(&keys, tok, "", 403,
                    "captcha not solved");
-    assert_int_equal(counter(&co_server.challenges_failed_captcha), cf0 + 4);
+    assert_int_equal(counter(&co_metrics.challenges_failed_captcha), cf0 + 4);
     /* the right answer still works, once */
     assert_int_equal(post(&keys, tok, ans, &doc), 200);
     json_decref(doc);
@@ -495,7 +495,7 @@ static void test_malformed_bodies(void **state)
         {"{\"token\": \"x\", \"response\": \"y\", \"extra\": 1}",
          "extra: unknown member"},
     };
-    unsigned long long inv0 = counter(&co_server.challenges_failed_invalid);
+    unsigned long long inv0 = counter(&co_metrics.challenges_failed_invalid);
 
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -511,7 +511,7 @@ static void test_malformed_bodies(void **state)
         json_decref(doc);
     }
     /* a bad body is no verification attempt */
-    assert_int_equal(counter(&co_server.challenges_failed_invalid), inv0);
+    assert_int_equal(counter(&co_metrics.challenges_failed_invalid), inv0);
 }
 
 static void test_missing_configuration(void **state)
@@ -569,7 +569,7 @@ static void test_redis_down_fails_closed(void **state)
 {
     char tok[CO_TOKEN_MAX], ans[65];
     unsigned long long un0 =
-        counter(&co_server.challenges_failed_unavailable);
+        counter(&co_metrics.challenges_failed_unavailable);
 
     (void)state;
     test_redis_stop(&redis);
@@ -578,7 +578,7 @@ static void test_redis_down_fails_closed(void **state)
     for (int i = 0; i < 3; i++)
         expect_refused(&keys, tok, ans, 503,
                        "cannot record the challenge as used; try again");
-    assert_int_equal(counter(&co_server.challenges_failed_unavailable),
+    assert_int_equal(counter(&co_metrics.challenges_failed_unavailable),
                      un0 + 3);
 }
 

@@ -1,8 +1,9 @@
-/* test_co_tokens.c — the admin tokens file: the shipped example parses and
- * its documented example tokens verify with their roles, every bad line is
- * refused with its number, and only the exact token (SHA-256, compared with
- * every line) passes. Hashes are checked against FIPS 180-2's "abc" vector
- * so the file format and sha256sum agree. Run from the repository root.
+/* test_co_admin_tokens.c — the admin tokens file: the shipped example parses
+ * and its documented example tokens verify with their roles, every bad line
+ * is refused with its number, and only the exact token (SHA-256, compared
+ * with every line) passes. Hashes are checked against FIPS 180-2's "abc"
+ * vector so the file format and sha256sum agree. Run from the repository
+ * root.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* tokens.c — the admin API's bearer tokens (--admin-tokens FILE).
+/* admin_tokens.c — the admin API's bearer tokens (--admin-tokens FILE).
  *
  * One token per line: "<name> <role> <sha256 hex of the token>", role
  * read or admin; blank lines and '#' comments are ignored. The file holds

@@ -1,7 +1,7 @@
-/* test_router.c — the HTTP layer without a socket: route lookup (404, 405 +
- * Allow, {param} segments percent-decoded), the checks made before any body byte is read (414, 413 by
- * Content-Length, 415), the body cap for chunked uploads, and the RFC 9457
- * problem-details body.
+/* test_co_http.c — (http.c) the HTTP layer without a socket: route lookup
+ * (404, 405 + Allow, {param} segments percent-decoded), the checks made
+ * before any body byte is read (414, 413 by Content-Length, 415), the body
+ * cap for chunked uploads, and the RFC 9457 problem-details body.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* keys.c — the key file: every secret tollgated holds (format in
+/* keyfile.c — the key file: every secret tollgated holds (format in
  * tollgated.h, "keys"). Parsed once at start; a bad line stops the start
  * with the line number, never with the secret. */
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* verify.c — POST /v1/challenge/verify: a solved challenge buys a
+/* challenge_verify.c — POST /v1/challenge/verify: a solved challenge buys a
  * clearance.
  *
  * Request: Content-Type application/json, body
@@ -27,7 +27,7 @@
  * clearance, because a token must never work twice. A SET that timed out
  * may have landed; that client must solve a new challenge, which is the
  * price of never double-spending. After the burn the key is marked cleared
- * in Redis (tg:{clr|...}, see tollgated.h) for the admin API and stats;
+ * in Redis (the data model: sync.lua's header) for the admin API and stats;
  * the clearance itself is the JWS, which edges check without asking us.
  *
  * One log line per request: outcome, quota (never the token), duration.
@@ -59,17 +59,17 @@ static const char *const outcome_names[] = {
     "unavailable",
 };
 
-/* The co_server counter of an outcome; NULL for a malformed request, which
+/* The co_metrics counter of an outcome; NULL for a malformed request, which
  * is no verification at all. */
 static atomic_ullong *outcome_counter(enum outcome o)
 {
     switch (o) {
-    case OUT_OK: return &co_server.challenges_verified_ok;
-    case OUT_INVALID: return &co_server.challenges_failed_invalid;
-    case OUT_EXPIRED: return &co_server.challenges_failed_expired;
-    case OUT_CAPTCHA_FAILED: return &co_server.challenges_failed_captcha;
-    case OUT_REUSED: return &co_server.challenges_failed_reused;
-    case OUT_UNAVAILABLE: return &co_server.challenges_failed_unavailable;
+    case OUT_OK: return &co_metrics.challenges_verified_ok;
+    case OUT_INVALID: return &co_metrics.challenges_failed_invalid;
+    case OUT_EXPIRED: return &co_metrics.challenges_failed_expired;
+    case OUT_CAPTCHA_FAILED: return &co_metrics.challenges_failed_captcha;
+    case OUT_REUSED: return &co_metrics.challenges_failed_reused;
+    case OUT_UNAVAILABLE: return &co_metrics.challenges_failed_unavailable;
     default: return NULL;
     }
 }
@@ -136,11 +136,13 @@ static int parse_body(const uint8_t *body, size_t len, json_t **root,
 static int burn_nonce(const struct co_challenge_claims *c, uint64_t now_s,
                       char *err, size_t errlen)
 {
-    char key[64], hex[33];
-    int n, rc;
+    char key[CO_RKEY_NONCE_MAX];
+    int n = co_rkey_nonce(c->nonce, key, sizeof key), rc;
 
-    co_hex_encode(c->nonce, sizeof c->nonce, hex, sizeof hex);
-    n = snprintf(key, sizeof key, "tg:{nonce|%s}", hex);
+    if (n < 0) {
+        snprintf(err, errlen, "nonce key: %d", n);
+        return CO_EREPLY;
+    }
     rc = co_redis_set_px(key, (size_t)n, "1", 1,
                          (c->expires_at_s - now_s + NONCE_MARGIN_S) * 1000,
                          true, err, errlen);
@@ -155,7 +157,7 @@ static int mark_cleared(const struct co_challenge_claims *c,
                         size_t errlen)
 {
     char key[CO_CLEARANCE_KEY_MAX], val[24];
-    int n = co_clearance_key(c->quota, c->key_hash, key, sizeof key), vn, rc;
+    int n = co_rkey_clearance(c->quota, c->key_hash, key, sizeof key), vn, rc;
 
     vn = snprintf(val, sizeof val, "%llu", (unsigned long long)expires_s);
     rc = co_redis_set_px(key, (size_t)n, val, (size_t)vn,

@@ -1,5 +1,5 @@
-/* challenge.c — signed challenge tokens for keys over their quota, and the
- * clearance tokens that solving one earns.
+/* challenge_token.c — signed challenge tokens for keys over their quota,
+ * and the clearance tokens that solving one earns.
  *
  * A challenge token is base64url(payload) "." base64url(HMAC-SHA256(challenge
  * key secret, payload)), both without padding. The payload is binary,
@@ -316,13 +316,4 @@ cleanup:
     json_decref(claims);
     json_decref(header);
     return n;
-}
-
-int co_clearance_key(const char *quota, const uint8_t kh[16], char *out,
-                     size_t outlen)
-{
-    char hex[33];
-
-    co_hex_encode(kh, 16, hex, sizeof hex);
-    return snprintf(out, outlen, "tg:{clr|%s|%s}", quota, hex);
 }

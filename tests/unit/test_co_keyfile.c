@@ -1,5 +1,5 @@
-/* test_co_keys.c — the key file (keys.c): a good file, every refusal with
- * its line number (and never the secret), duplicate ids, the rotation
+/* test_co_keyfile.c — the key file (keyfile.c): a good file, every refusal
+ * with its line number (and never the secret), duplicate ids, the rotation
  * limit, edge names, and lookups of an edge's keys by name.
  */
 #include <setjmp.h>

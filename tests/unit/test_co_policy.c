@@ -1,8 +1,8 @@
-/* test_policy.c — the policy document: the shipped example loads, every
- * invalid document is refused with the JSON path of its offending field,
- * defaults and the protobuf conversion are right, the current-policy
- * pointer is reference-counted, and Redis key tags are percent-encoded.
- * Run from the repository root (make does): it reads
+/* test_co_policy.c — (policy.c) the policy document: the shipped example
+ * loads, every invalid document is refused with the JSON path of its
+ * offending field, defaults and the protobuf conversion are right, the
+ * current-policy pointer is reference-counted. (Redis key tags:
+ * test_co_redis_keys.c.) Run from the repository root (make does): it reads
  * deploy/example-policy.json.
  */
 #include <setjmp.h>
@@ -563,57 +563,6 @@ static void test_current_policy_is_refcounted(void **state)
     assert_null(co_policy_current());
 }
 
-static void test_key_tag_percent_encoding(void **state)
-{
-    static const struct {
-        const char *quota, *key;
-        size_t klen;
-        const char *tag;
-    } cases[] = {
-        {"per-ip", "1.2.3.4", 7, "{per-ip|1.2.3.4}"},
-        {"per-ip", "2001:db8::1", 11, "{per-ip|2001:db8::1}"},
-        {"q_1.x", "AZaz09._:-", 10, "{q_1.x|AZaz09._:-}"},
-        {"per-ip", "", 0, "{per-ip|}"},
-        {"per-ip", "{x}", 3, "{per-ip|%7Bx%7D}"},
-        {"per-ip", "a|b", 3, "{per-ip|a%7Cb}"},
-        {"per-ip", "100%", 4, "{per-ip|100%25}"},
-        {"per-ip", "a b/c", 5, "{per-ip|a%20b%2Fc}"},
-        {"per-ip", "\x00\xff", 2, "{per-ip|%00%FF}"},
-        {"per-ip", "caf\xc3\xa9", 5, "{per-ip|caf%C3%A9}"},
-    };
-    char out[CO_KEY_TAG_MAX];
-    char big_key[CO_KEY_MAX + 1];
-    char big_quota[CO_QUOTA_NAME_MAX + 1];
-
-    (void)state;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int n = co_key_tag(cases[i].quota, strlen(cases[i].quota),
-                           cases[i].key, cases[i].klen, out, sizeof out);
-
-        assert_int_equal(n, (int)strlen(cases[i].tag));
-        assert_string_equal(out, cases[i].tag);
-    }
-    /* the worst case fits CO_KEY_TAG_MAX exactly */
-    memset(big_key, '{', sizeof big_key);
-    memset(big_quota, '%', sizeof big_quota);
-    assert_int_equal(co_key_tag(big_quota, CO_QUOTA_NAME_MAX, big_key,
-                                CO_KEY_MAX, out, sizeof out),
-                     CO_KEY_TAG_MAX - 1);
-    assert_int_equal(co_key_tag(big_quota, CO_QUOTA_NAME_MAX, big_key,
-                                CO_KEY_MAX, out, sizeof out - 1),
-                     CO_ETOOBIG);
-    assert_int_equal(co_key_tag("q", 1, big_key, CO_KEY_MAX + 1, out,
-                                sizeof out), CO_EINVAL);
-    /* distinct pairs give distinct tags (the separator is always encoded) */
-    co_key_tag("a", 1, "b|c", 3, out, sizeof out);
-    {
-        char other[CO_KEY_TAG_MAX];
-
-        co_key_tag("a|b", 3, "c", 1, other, sizeof other);
-        assert_string_not_equal(out, other);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -626,7 +575,6 @@ int main(void)
         cmocka_unit_test(test_serializer_round_trip),
         cmocka_unit_test(test_captcha_member),
         cmocka_unit_test(test_current_policy_is_refcounted),
-        cmocka_unit_test(test_key_tag_percent_encoding),
     };
 
     atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);
