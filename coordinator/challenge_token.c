@@ -166,8 +166,10 @@ int co_challenge_issue(const struct co_key *k, const char *quota,
 }
 
 /* Walk a decoded payload: the layout must be exactly version 2's, every
- * length inside its cap and the whole consumed, or the token is bad. On
- * success kid / quota point into p. */
+ * length inside its cap, the quota a quota name (only a forged or
+ * foreign-keyed token could hold another, but the clearance and Redis key
+ * built from it must never see a NUL or a stray byte) and the whole
+ * consumed, or the token is bad. On success kid / quota point into p. */
 static int parse_payload(const uint8_t *p, size_t n, const uint8_t **kid,
                          size_t *kidlen, const uint8_t **quota, size_t *qlen)
 {
@@ -182,7 +184,7 @@ static int parse_payload(const uint8_t *p, size_t n, const uint8_t **kid,
     o += *kidlen;
     *qlen = p[o++];
     *quota = p + o;
-    if (*qlen == 0 || *qlen > CO_QUOTA_NAME_MAX ||
+    if (o + *qlen > n || !co_quota_name_ok(*quota, *qlen) ||
         n != o + *qlen + 16 + 8 + 8 + 16)
         return CO_EBADTOKEN;
     return CO_OK;

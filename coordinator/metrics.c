@@ -413,6 +413,23 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                 PRIu64 "\n", co_auth_reason_names[i],
                 load(&co_metrics.auth_failures[i]));
 
+    family(&b, "tollgate_http_connections", "gauge",
+           "HTTP connections open now.");
+    bprintf(&b, "tollgate_http_connections %u\n",
+            atomic_load_explicit(&co_server.http_connections,
+                                 memory_order_relaxed));
+    family(&b, "tollgate_http_connections_closed_total", "counter",
+           "HTTP connections closed by the coordinator: limit (over "
+           "--max-connections or --max-conns-per-ip, at accept), deadline "
+           "(request not in within --request-timeout-ms), tls (a TLS hello "
+           "on the plain port).");
+    bprintf(&b, "tollgate_http_connections_closed_total{reason=\"limit\"} %"
+            PRIu64 "\n", load(&co_server.http_closed_limit));
+    bprintf(&b, "tollgate_http_connections_closed_total{reason=\"deadline\"} "
+            "%" PRIu64 "\n", load(&co_server.http_closed_deadline));
+    bprintf(&b, "tollgate_http_connections_closed_total{reason=\"tls\"} %"
+            PRIu64 "\n", load(&co_server.http_closed_tls));
+
     co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms);
     family(&b, "tollgate_edges_active", "gauge",
            "Distinct edge ids that synced with this coordinator in the last "

@@ -35,6 +35,7 @@ struct conn {
     uint64_t next_try_ms;    /* monotonic; no connect attempt before */
     unsigned backoff_ms;     /* 0 after a success */
     bool down;               /* last attempt failed (log transitions only) */
+    struct co_cluster *cc;   /* cluster mode: this thread's router */
 };
 
 static struct co_redis_target target;
@@ -49,6 +50,7 @@ static void conn_destroy(void *p)
 
     if (c->ctx != NULL)
         redisFree(c->ctx);
+    co_cluster_free(c->cc);
     free(c);
 }
 
@@ -512,10 +514,22 @@ void co_redis_shutdown(void)
         return;
     if (tl->ctx != NULL)
         redisFree(tl->ctx);
+    co_cluster_free(tl->cc);
     pthread_setspecific(conn_key, NULL);
     free(tl);
     tl = NULL;
 }
+
+/* Cluster mode (end of this file). cluster_mode() is 1 in cluster mode,
+ * 0 with one Redis, CO_EREDIS (err) while no seed has answered yet. */
+static int cluster_mode(uint64_t deadline, char *err, size_t errlen);
+static int cluster_check(uint64_t deadline, char *err, size_t errlen);
+static int cluster_eval_ints(struct co_script_call *calls, size_t ncalls,
+                             uint64_t deadline, char *err, size_t errlen);
+static redisReply *cluster_call(const struct co_script_call *script,
+                                int argc, const char **argv,
+                                const size_t *lens, uint64_t deadline,
+                                char *err, size_t errlen);
 
 /* PING on this thread's connection: what /readyz means by "Redis is
  * reachable from where sync requests run". Bounded like a sync (one
@@ -526,10 +540,14 @@ int co_redis_ping(char *err, size_t errlen)
 {
     const char *argv[] = {"PING"};
     uint64_t deadline = deadline_from_now();
-    redisContext *c = thread_conn_by(deadline, err, errlen);
+    int mode = cluster_mode(deadline, err, errlen);
+    redisContext *c;
     redisReply *r;
     int rc = CO_OK;
 
+    if (mode != 0)
+        return mode > 0 ? cluster_check(deadline, err, errlen) : CO_EREDIS;
+    c = thread_conn_by(deadline, err, errlen);
     if (c == NULL)
         return CO_EREDIS;
     r = command_by(c, deadline, 1, argv, NULL, err, errlen);
@@ -615,8 +633,13 @@ int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
     redisReply **replies = NULL, **batch = NULL;
     size_t *which = NULL;
     redisContext *c;
-    int rc = CO_ENOMEM;
+    int rc = cluster_mode(deadline, err, errlen);
 
+    if (rc != 0)
+        return rc > 0 ? cluster_eval_ints(calls, ncalls, deadline, err,
+                                          errlen)
+                      : CO_EREDIS;
+    rc = CO_ENOMEM;
     for (size_t i = 0; i < ncalls; i++) {
         size_t argc = 3 + calls[i].nkeys + calls[i].nargs;
 
@@ -725,17 +748,24 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
     const char *argv[] = {"SET", key, val, "PX", ttl, "NX"};
     size_t lens[] = {3, klen, vlen, 2, 0, 2};
     uint64_t deadline = deadline_from_now();
-    redisContext *c = thread_conn_by(deadline, err, errlen);
+    int mode = cluster_mode(deadline, err, errlen);
+    redisContext *c = NULL;
     redisReply *r;
     int rc;
 
-    if (c == NULL)
+    if (mode < 0)
+        return CO_EREDIS;
+    if (mode == 0 && (c = thread_conn_by(deadline, err, errlen)) == NULL)
         return CO_EREDIS;
     lens[4] = (size_t)snprintf(ttl, sizeof ttl, "%llu",
                                (unsigned long long)(ttl_ms ? ttl_ms : 1));
-    r = command_by(c, deadline, only_new ? 6 : 5, argv, lens, err, errlen);
+    r = mode > 0 ? cluster_call(NULL, only_new ? 6 : 5, argv, lens,
+                                deadline, err, errlen)
+                 : command_by(c, deadline, only_new ? 6 : 5, argv, lens,
+                              err, errlen);
     if (r == NULL) {
-        thread_drop(err);
+        if (mode == 0)
+            thread_drop(err);
         return CO_EREDIS;
     }
     if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0) {
@@ -770,9 +800,15 @@ redisReply *co_redis_command(unsigned timeout_ms, int argc, const char **argv,
                              const size_t *lens, char *err, size_t errlen)
 {
     uint64_t deadline = deadline_in(timeout_ms);
-    redisContext *c = thread_conn_by(deadline, err, errlen);
+    int mode = cluster_mode(deadline, err, errlen);
+    redisContext *c;
     redisReply *r;
 
+    if (mode != 0)
+        return mode > 0 ? cluster_call(NULL, argc, argv, lens, deadline, err,
+                                       errlen)
+                        : NULL;
+    c = thread_conn_by(deadline, err, errlen);
     if (c == NULL)
         return NULL;
     r = command_by(c, deadline, argc, argv, lens, err, errlen);
@@ -796,7 +832,15 @@ redisReply *co_redis_eval(unsigned timeout_ms,
     char nk[24];
     redisContext *c;
     redisReply *r = NULL;
+    int mode = cluster_mode(deadline, err, errlen);
 
+    if (mode != 0) {
+        free(al);
+        free(av);
+        return mode > 0 ? cluster_call(call, 0, NULL, NULL, deadline, err,
+                                       errlen)
+                        : NULL;
+    }
     if (av == NULL || al == NULL) {
         snprintf(err, errlen, "out of memory");
         goto done;
@@ -827,4 +871,300 @@ done:
     free(al);
     free(av);
     return r;
+}
+
+/* ------------------------------------------------------------ cluster
+ * Redis Cluster mode: --redis names one or more seeds; CLUSTER SLOTS on
+ * them decides (cluster.c, co_cluster_detect). In cluster mode every call
+ * above goes through this thread's router (struct conn's cc) instead of
+ * its single connection, with the same deadline: script calls grouped per
+ * master and pipelined, redirections followed, NOSCRIPT reloaded per node.
+ * When no seed answers at start the mode stays undecided and the first
+ * call that finds a seed answering decides it (at most one try a second,
+ * within that call's deadline): a cluster (or a Redis) down at start is
+ * picked up when it comes back, without a restart. */
+
+#define MODE_UNDECIDED (-1)
+#define DETECT_EVERY_MS 1000u
+
+static atomic_int redis_mode = CO_CLUSTER_MODE_SINGLE;
+static pthread_mutex_t mode_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t mode_next_try_ms;          /* under mode_mu */
+static char seed_buf[CO_REDIS_SEEDS_MAX][300];
+static const char *seed_ptr[CO_REDIS_SEEDS_MAX];
+static struct co_cluster_config cluster_cfg;
+
+/* Log and publish a decided mode. */
+static void mode_set(int mode)
+{
+    atomic_store(&redis_mode, mode);
+    CO_INFO("msg=redis_mode mode=%s seeds=%zu",
+            mode == CO_CLUSTER_MODE_CLUSTER ? "cluster" : "single",
+            cluster_cfg.nseeds);
+}
+
+static int cluster_mode(uint64_t deadline, char *err, size_t errlen)
+{
+    int mode = atomic_load(&redis_mode);
+    uint64_t now;
+
+    if (mode != MODE_UNDECIDED)
+        return mode == CO_CLUSTER_MODE_CLUSTER;
+    pthread_mutex_lock(&mode_mu);
+    mode = atomic_load(&redis_mode);
+    now = co_mono_ms();
+    if (mode == MODE_UNDECIDED && now >= mode_next_try_ms &&
+        now < deadline) {
+        struct co_cluster_config c = cluster_cfg;
+
+        c.connect_timeout_ms = (unsigned)(deadline - now);
+        mode = co_cluster_detect(&c, err, errlen);
+        if (mode >= 0)
+            mode_set(mode);
+        else
+            mode_next_try_ms = co_mono_ms() + DETECT_EVERY_MS;
+    } else if (mode == MODE_UNDECIDED) {
+        snprintf(err, errlen, "no seed answered yet, next try in %llu ms",
+                 (unsigned long long)(mode_next_try_ms > now
+                                      ? mode_next_try_ms - now : 0));
+    }
+    pthread_mutex_unlock(&mode_mu);
+    if (mode < 0) {
+        atomic_store_explicit(&co_metrics.redis_up, false,
+                              memory_order_relaxed);
+        return CO_EREDIS;
+    }
+    return mode == CO_CLUSTER_MODE_CLUSTER;
+}
+
+bool co_redis_is_cluster(void)
+{
+    return atomic_load(&redis_mode) == CO_CLUSTER_MODE_CLUSTER;
+}
+
+/* This thread's router, created on first use (freed with its conn). */
+static struct co_cluster *thread_cluster(char *err, size_t errlen)
+{
+    struct conn *s = thread_slot();
+
+    if (s != NULL && s->cc == NULL)
+        s->cc = co_cluster_new(&cluster_cfg);
+    if (s == NULL || s->cc == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    return s->cc;
+}
+
+/* Count a cluster exchange in /metrics as the single-node path does. */
+static void cluster_outcome(int rc, const char *err)
+{
+    if (rc == CO_EINVAL)   /* a call spanning slots: our bug */
+        CO_ERROR("msg=redis_cluster_refused detail=\"%s\"", err);
+    if (rc == CO_EREDIS)
+        atomic_fetch_add_explicit(&co_metrics.redis_errors, 1,
+                                  memory_order_relaxed);
+    atomic_store_explicit(&co_metrics.redis_up, rc != CO_EREDIS,
+                          memory_order_relaxed);
+}
+
+static int cluster_check(uint64_t deadline, char *err, size_t errlen)
+{
+    struct co_cluster *cc = thread_cluster(err, errlen);
+    int rc;
+
+    if (cc == NULL)
+        return CO_EREDIS;
+    rc = co_cluster_check(cc, deadline, err, errlen);
+    cluster_outcome(rc, err);
+    return rc == CO_OK ? CO_OK : CO_EREDIS;
+}
+
+/* A script call as the router takes it. */
+static void cluster_map(const struct co_script_call *s,
+                        struct co_cluster_call *c)
+{
+    memset(c, 0, sizeof *c);
+    c->sha = s->script->sha;
+    c->script = s->script->src;
+    c->script_len = s->script->len;
+    c->nkeys = s->nkeys;
+    c->nargs = s->nargs;
+    c->argv = s->argv;
+    c->argvlen = s->argvlen;
+}
+
+/* co_redis_eval_ints() in cluster mode: same contract. */
+static int cluster_eval_ints(struct co_script_call *calls, size_t ncalls,
+                             uint64_t deadline, char *err, size_t errlen)
+{
+    struct co_cluster *cc = thread_cluster(err, errlen);
+    struct co_cluster_call *cl = calloc(ncalls ? ncalls : 1, sizeof *cl);
+    int rc = CO_ENOMEM, taken = CO_OK;
+
+    if (cc == NULL || cl == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ncalls; i++)
+        cluster_map(&calls[i], &cl[i]);
+    rc = co_cluster_run(cc, cl, ncalls, deadline, err, errlen);
+    cluster_outcome(rc, err);
+    for (size_t i = 0; i < ncalls; i++) {
+        if (cl[i].reply == NULL)
+            continue;
+        if (rc == CO_OK && taken == CO_OK)
+            taken = take_reply(cl[i].reply, &calls[i], err, errlen);
+        freeReplyObject(cl[i].reply);
+    }
+    if (rc == CO_OK)
+        rc = taken;
+done:
+    free(cl);
+    return rc;
+}
+
+/* One call in cluster mode: the script call `script`, or (script NULL)
+ * the plain command argv, routed by its key argv[1] (lens NULL: C
+ * strings). Returns the reply (freeReplyObject) or NULL with err. */
+static redisReply *cluster_call(const struct co_script_call *script,
+                                int argc, const char **argv,
+                                const size_t *lens, uint64_t deadline,
+                                char *err, size_t errlen)
+{
+    struct co_cluster *cc = thread_cluster(err, errlen);
+    struct co_cluster_call c = {.nkeys = 1, .nargs = (size_t)argc,
+                                .argv = argv, .argvlen = lens};
+    size_t *own = NULL;
+    int rc;
+
+    if (cc == NULL)
+        return NULL;
+    if (script != NULL) {
+        cluster_map(script, &c);
+    } else if (argc < 2) {
+        snprintf(err, errlen, "%s: no key to route by in cluster mode",
+                 argc > 0 ? argv[0] : "(empty)");
+        return NULL;
+    } else if (lens == NULL) {
+        own = malloc((size_t)argc * sizeof *own);
+        if (own == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        for (int i = 0; i < argc; i++)
+            own[i] = strlen(argv[i]);
+        c.argvlen = own;
+    }
+    rc = co_cluster_run(cc, &c, 1, deadline, err, errlen);
+    cluster_outcome(rc, err);
+    free(own);
+    return rc == CO_OK ? c.reply : NULL;
+}
+
+/* Split "URL[,URL...]" and parse each with co_redis_parse_url(). */
+int co_redis_parse_seeds(const char *list, unsigned timeout_ms,
+                         struct co_redis_target *out, size_t max, size_t *n,
+                         char *err, size_t errlen)
+{
+    const char *p = list;
+
+    *n = 0;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char one[sizeof seed_buf[0] + 64];
+
+        if (*n == max) {
+            snprintf(err, errlen, "at most %zu seeds", max);
+            return CO_EINVAL;
+        }
+        if (len == 0 || len >= sizeof one) {
+            snprintf(err, errlen, "seed %zu: empty or too long", *n + 1);
+            return CO_EINVAL;
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (co_redis_parse_url(one, timeout_ms, &out[*n], err, errlen) !=
+            CO_OK)
+            return CO_EINVAL;
+        (*n)++;
+        if (p[len] == '\0')
+            return CO_OK;
+        p += len + 1;
+    }
+}
+
+/* Contract in tollgated.h. */
+int co_redis_init_seeds(const struct co_redis_target *seeds, size_t n,
+                        char *err, size_t errlen)
+{
+    struct co_cluster *cc;
+    int mode;
+
+    if (n == 0 || n > CO_REDIS_SEEDS_MAX) {
+        snprintf(err, errlen, "1 to %d seeds", CO_REDIS_SEEDS_MAX);
+        return CO_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(seed_buf[i], sizeof seed_buf[i],
+                 strchr(seeds[i].host, ':') ? "[%s]:%d" : "%s:%d",
+                 seeds[i].host, seeds[i].port);
+        seed_ptr[i] = seed_buf[i];
+    }
+    cluster_cfg = (struct co_cluster_config){
+        .seeds = seed_ptr, .nseeds = n, .user = seeds[0].user,
+        .password = seeds[0].password,
+        .connect_timeout_ms = seeds[0].timeout_ms > 1000
+                              ? seeds[0].timeout_ms : 1000};
+    target = seeds[0];
+    pthread_once(&conn_key_once, conn_key_create);
+    if (conn_key_rc != 0) {
+        snprintf(err, errlen, "pthread_key_create: %s", strerror(conn_key_rc));
+        return CO_ENOMEM;
+    }
+    if (n == 1) {
+        mode = co_cluster_detect(&cluster_cfg, err, errlen);
+        if (mode == CO_CLUSTER_MODE_SINGLE) {
+            mode_set(mode);
+            return co_redis_init(&seeds[0], err, errlen);
+        }
+    } else {
+        /* Several seeds mean a cluster; a seed outside it is named (the
+         * router refreshes from the others, /readyz fails only if none
+         * is a member). */
+        mode = CO_CLUSTER_MODE_CLUSTER;
+        for (size_t i = 0; i < n; i++) {
+            struct co_cluster_config one = cluster_cfg;
+            char why[300];
+
+            one.seeds = &seed_ptr[i];
+            one.nseeds = 1;
+            if (co_cluster_detect(&one, why, sizeof why) ==
+                CO_CLUSTER_MODE_SINGLE)
+                CO_WARN("msg=redis_seed_not_in_cluster seed=%s "
+                        "detail=\"cluster support disabled\"", seed_ptr[i]);
+        }
+    }
+    for (size_t i = 0; i < n && (n > 1 || mode >= 0); i++)
+        if (seeds[i].db != 0) {
+            snprintf(err, errlen, "a Redis Cluster has no databases: drop "
+                     "/%d from the URL", seeds[i].db);
+            return CO_EINVAL;
+        }
+    if (mode < 0) {
+        /* nobody answered: decided by the first call that finds one */
+        atomic_store(&redis_mode, MODE_UNDECIDED);
+        mode_next_try_ms = co_mono_ms() + DETECT_EVERY_MS;
+        return CO_EREDIS;
+    }
+    mode_set(mode);
+    cc = co_cluster_new(&cluster_cfg);
+    if (cc == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return CO_ENOMEM;
+    }
+    mode = co_cluster_check(cc, co_mono_ms() + cluster_cfg.connect_timeout_ms,
+                            err, errlen);
+    co_cluster_free(cc);
+    return mode == CO_OK ? CO_OK : CO_EREDIS;
 }

@@ -100,6 +100,27 @@ int co_rkey_replay(const char *edge_id, const char *sig_hex, char *out,
     return n < 0 || (size_t)n >= outlen ? CO_ETOOBIG : n;
 }
 
+/* tg:{q|k}:sig:<edge_id encoded>:<the first 32 hex digits of sig_hex>:
+ * the replay mark of one sync call in Redis Cluster mode, in the slot of
+ * the call's items (quota, key) so the call stays in one slot. */
+int co_rkey_replay_at(const char *quota, const char *key, const char *edge_id,
+                      const char *sig_hex, char *out, size_t outlen)
+{
+    char tag[CO_KEY_TAG_MAX], edge[3 * CO_KEY_MAX + 1];
+    int tl = co_key_tag(quota, strlen(quota), key, strlen(key), tag,
+                        sizeof tag);
+    int el = strlen(edge_id) > CO_KEY_MAX ? CO_EINVAL
+             : co_percent_encode(edge_id, strlen(edge_id), edge, sizeof edge);
+    int n;
+
+    if (tl < 0)
+        return tl;
+    if (el < 0)
+        return el;
+    n = snprintf(out, outlen, PREFIX "%s:sig:%s:%.32s", tag, edge, sig_hex);
+    return n < 0 || (size_t)n >= outlen ? CO_ETOOBIG : n;
+}
+
 int co_rkey_nonce(const uint8_t nonce[16], char *out, size_t outlen)
 {
     char hex[33];

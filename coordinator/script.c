@@ -48,7 +48,8 @@ static struct co_script scripts[CO_SCRIPTS] = {
 };
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
-static void sha1_hex(const char *data, size_t len, char out[41])
+/* Contract in tollgated.h. */
+void co_sha1_hex(const char *data, size_t len, char out[41])
 {
     static const char digits[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -76,7 +77,7 @@ static void scripts_init(void)
 
     for (size_t i = 0; i < CO_SCRIPTS; i++) {
         scripts[i].len = lens[i];
-        sha1_hex(scripts[i].src, scripts[i].len, scripts[i].sha);
+        co_sha1_hex(scripts[i].src, scripts[i].len, scripts[i].sha);
     }
 }
 

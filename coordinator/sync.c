@@ -63,6 +63,8 @@ struct sync_item {
     struct sync_item *same;         /* the item that carries this key's
                                      * counts to Redis (itself, mostly) */
     size_t slot;                    /* its index among the script's items */
+    unsigned hslot;                 /* its Redis Cluster hash slot */
+    long long *rh, *ri;             /* its call's reply head, its reply */
 };
 
 /* What every script call of one request shares (ARGV 1..6 and KEYS[1]). */
@@ -291,19 +293,28 @@ static void merge_duplicates(struct sync_item *items, size_t n,
     }
 }
 
-/* Where the script calls' replies sit in the one reply array: call c's
- * head (SYNC_REPLY_HEAD integers) comes right before its items, and the
- * item a known item's slot names is SYNC_REPLY_ITEM integers wide; every
- * call but the last holds SYNC_CALL_ITEMS items. */
-static long long *reply_head(long long *reply, size_t c)
+/* Order known items by Redis Cluster hash slot, so one call per slot
+ * can take a run of them (sync_plan). */
+static int cmp_hslot(const void *x, const void *y)
 {
-    return reply + SYNC_REPLY_HEAD * c + SYNC_REPLY_ITEM * c * SYNC_CALL_ITEMS;
+    unsigned a = (*(struct sync_item *const *)x)->hslot;
+    unsigned b = (*(struct sync_item *const *)y)->hslot;
+
+    return a < b ? -1 : a > b;
 }
 
-static long long *reply_item(long long *reply, size_t slot)
+/* How many of known[lo..n) the call starting at lo takes: at most
+ * SYNC_CALL_ITEMS, and in cluster mode only items of one hash slot (a
+ * script call's keys must share a slot there). */
+static size_t call_run(struct sync_item *const *known, size_t lo, size_t n,
+                       bool cluster)
 {
-    return reply + SYNC_REPLY_HEAD * (slot / SYNC_CALL_ITEMS + 1) +
-           SYNC_REPLY_ITEM * slot;
+    size_t k = lo;
+
+    while (k < n && k - lo < SYNC_CALL_ITEMS &&
+           (!cluster || known[k]->hslot == known[lo]->hslot))
+        k++;
+    return k - lo;
 }
 
 /* Sanity of the script's answer for one item: anything else is a bug in
@@ -376,15 +387,13 @@ static int make_nonce(char out[33])
  * the script answered. */
 static void record_metrics(const struct co_policy *pol,
                            const struct sync_item *items, size_t n,
-                           long long *reply, uint64_t now_ms,
-                           uint64_t dec[CO_STATS_OUTCOMES])
+                           uint64_t now_ms, uint64_t dec[CO_STATS_OUTCOMES])
 {
     for (size_t i = 0; i < n; i++) {
         const struct sync_item *it = &items[i];
         const struct co_quota *q = it->quota;
-        size_t k = it->same->slot;
-        const long long *h = reply_head(reply, k / SYNC_CALL_ITEMS);
-        const long long *r = reply_item(reply, k);
+        const long long *h = it->same->rh;
+        const long long *r = it->same->ri;
 
         if (q == NULL)
             continue;
@@ -415,7 +424,7 @@ static void record_metrics(const struct co_policy *pol,
 static void record_stats(const Tollgate__V1__SyncRequest *in,
                          const struct co_policy *pol,
                          const struct sync_item *items, size_t n,
-                         long long *reply, uint64_t now_ms, bool degraded)
+                         uint64_t now_ms, bool degraded)
 {
     struct co_stats_sync s = {
         .edge_id = in->edge_id,
@@ -426,7 +435,7 @@ static void record_stats(const Tollgate__V1__SyncRequest *in,
     };
 
     if (!degraded)
-        record_metrics(pol, items, n, reply, now_ms, s.decisions);
+        record_metrics(pol, items, n, now_ms, s.decisions);
     co_stats_sync_seen(&s, now_ms);
 }
 
@@ -442,7 +451,7 @@ struct sync_req {
     char replay_key[CO_REPLAY_KEY_MAX];
     struct co_script_call *calls;   /* n_calls */
     size_t n_calls;
-    long long *reply;               /* every call's, reply_head/reply_item */
+    long long *reply;               /* every call's: head, then its items */
     uint64_t now_ms;                /* the clock the script ran with */
     bool degraded;
     const char *redis;              /* "ok", "down", "error", "skipped" */
@@ -477,6 +486,8 @@ static int sync_plan(const struct co_request *req, const struct co_auth *auth,
 {
     size_t wire_counts, n;
     char detail[300];
+    long long *at;
+    bool cluster;
 
     if (wire_count_field(req->body, req->body_len, SYNC_COUNTS_FIELD,
                          &wire_counts) != CO_OK) {
@@ -486,6 +497,11 @@ static int sync_plan(const struct co_request *req, const struct co_auth *auth,
     if (wire_counts > CO_SYNC_COUNTS_MAX) {
         snprintf(detail, sizeof detail, "counts: at most %d per request",
                  CO_SYNC_COUNTS_MAX);
+        reject(resp, detail);
+        return -1;
+    }
+    if (co_input_protobuf(&tollgate__v1__sync_request__descriptor, req->body,
+                          req->body_len, detail, sizeof detail) != CO_OK) {
         reject(resp, detail);
         return -1;
     }
@@ -543,22 +559,62 @@ static int sync_plan(const struct co_request *req, const struct co_auth *auth,
     r->head.edge_id = r->in->edge_id;
     r->head.seq = r->in->seq;
     r->head.sync_interval_ms = r->pol->sync_interval_ms;
-    r->n_calls = r->n_known == 0 ? 1 : (r->n_known + SYNC_CALL_ITEMS - 1) /
-                                       SYNC_CALL_ITEMS;
+    /* In a Redis Cluster a call's keys must share a hash slot: items are
+     * grouped by slot, one call per run of a slot, each call with its own
+     * replay key in that slot (sync.lua checks KEYS[1]; a replay finds
+     * the first request's nonce in every call). */
+    cluster = co_redis_is_cluster();
+    if (cluster) {
+        for (size_t i = 0; i < r->n_known; i++) {
+            const Tollgate__V1__KeyCount *kc = r->known[i]->kc;
+            char tag[CO_KEY_TAG_MAX];
+            int tl = co_key_tag(kc->quota, strlen(kc->quota), kc->key,
+                                strlen(kc->key), tag, sizeof tag);
+
+            r->known[i]->hslot = tl < 0 ? 0 : co_cluster_keyslot(
+                                                  tag, (size_t)tl);
+        }
+        qsort(r->known, r->n_known, sizeof *r->known, cmp_hslot);
+    }
+    r->n_calls = 0;
+    for (size_t lo = 0; lo < r->n_known; r->n_calls++)
+        lo += call_run(r->known, lo, r->n_known, cluster);
+    if (r->n_calls == 0)
+        r->n_calls = 1;   /* the replay check alone */
     r->calls = calloc(r->n_calls, sizeof *r->calls);
     r->reply = calloc(SYNC_REPLY_HEAD * r->n_calls +
                       SYNC_REPLY_ITEM * r->n_known, sizeof *r->reply);
     if (r->calls == NULL || r->reply == NULL)
         goto oom;
     r->now_ms = co_wall_ms();
-    for (size_t c = 0; c < r->n_calls; c++) {
-        size_t lo = c * SYNC_CALL_ITEMS;
-        size_t cnt = r->n_known - lo < SYNC_CALL_ITEMS ? r->n_known - lo
-                                                       : SYNC_CALL_ITEMS;
-        int rc = build_script_call(&r->head, r->now_ms, r->known + lo, cnt,
-                                   reply_head(r->reply, c), &r->calls[c]);
+    at = r->reply;
+    for (size_t c = 0, lo = 0; c < r->n_calls; c++) {
+        size_t cnt = call_run(r->known, lo, r->n_known, cluster);
+        struct call_head head = r->head;
+        char replay_key[CO_REPLAY_AT_KEY_MAX];
+        long long *rh = at;
+        int rc = CO_OK;
 
-        if (rc == CO_EINVAL) {
+        at += SYNC_REPLY_HEAD;
+        for (size_t k = lo; k < lo + cnt; k++) {
+            r->known[k]->slot = k;
+            r->known[k]->rh = rh;
+            r->known[k]->ri = at;
+            at += SYNC_REPLY_ITEM;
+        }
+        if (cluster && cnt > 0) {
+            const Tollgate__V1__KeyCount *kc = r->known[lo]->kc;
+
+            rc = co_rkey_replay_at(kc->quota, kc->key, auth->edge_id,
+                                   auth->sig_hex, replay_key,
+                                   sizeof replay_key);
+            head.replay_key = replay_key;
+        }
+        if (rc >= 0)
+            rc = build_script_call(&head, r->now_ms, r->known + lo, cnt, rh,
+                                   &r->calls[c]);
+        lo += cnt;
+        if (rc == CO_EINVAL || rc == CO_ETOOBIG) {
             CO_ERROR("msg=sync_build_failed detail=\"key over its cap "
                      "after validation\"");
             co_response_problem(resp, 500, "internal error");
@@ -590,7 +646,6 @@ static int sync_run(struct sync_req *r, const struct co_auth *auth,
     }
     for (size_t c = 0; c < r->n_calls && rc == CO_OK; c++) {
         const long long *h = r->calls[c].out;
-        size_t lo = c * SYNC_CALL_ITEMS;
 
         if (h[0] == SCRIPT_REPLAYED) {
             co_auth_reject(resp, CO_AUTH_REPLAYED, auth->edge_id);
@@ -605,7 +660,7 @@ static int sync_run(struct sync_req *r, const struct co_auth *auth,
                      "%lld already applied for edge %s",
                      (unsigned long long)r->in->seq, h[1], r->in->edge_id);
             co_response_problem(resp, 409, detail);
-            record_stats(r->in, r->pol, r->items, 0, r->reply, r->now_ms,
+            record_stats(r->in, r->pol, r->items, 0, r->now_ms,
                          false);
             return -1;
         }
@@ -618,7 +673,7 @@ static int sync_run(struct sync_req *r, const struct co_auth *auth,
         for (size_t i = 0; rc == CO_OK && i < (r->calls[c].nout -
                                                 SYNC_REPLY_HEAD) /
                                                SYNC_REPLY_ITEM; i++) {
-            const long long *it = reply_item(r->reply, lo + i);
+            const long long *it = h + SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * i;
 
             if (!reply_ok(it)) {
                 CO_ERROR("msg=sync_bad_script_reply item=%zu action=%lld "
@@ -657,7 +712,7 @@ static int sync_answer(struct sync_req *r, struct co_response *resp)
         const long long *it = NULL;
 
         if (r->items[i].quota != NULL && !r->degraded)
-            it = reply_item(r->reply, r->items[i].same->slot);
+            it = r->items[i].same->ri;
         fill_state(&states[i], &r->items[i], it, now_answer_ms,
                    r->in->edge_id, &token_failed);
         state_ptrs[i] = &states[i];
@@ -729,7 +784,7 @@ static void sync_handle(const struct co_request *req,
     *was_degraded = r.degraded;
     if (sync_answer(&r, resp) != 0)
         goto cleanup;
-    record_stats(r.in, r.pol, r.items, r.n, r.reply, r.now_ms, r.degraded);
+    record_stats(r.in, r.pol, r.items, r.n, r.now_ms, r.degraded);
 
     if (r.degraded)
         CO_WARN("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s "

@@ -16,17 +16,15 @@
  *   loaded stays in memory until exit (a few KB per reload; GnuTLS may
  *   still read a session's certificate after the handshake).
  *
- *   Plain HTTP to the TLS port is answered, not dropped: the listen socket
- *   gets TCP_DEFER_ACCEPT, so a connection is handed to libmicrohttpd
- *   only once the client has sent its first bytes, and the connection
- *   callback peeks at them. A TLS record starts with 0x16 (handshake); an
- *   upper-case letter is an HTTP method, which gets "400 ... this port
- *   speaks HTTPS" and a closed socket, as nginx does. Anything else goes
- *   to GnuTLS, which refuses it.
+ *   Plain HTTP to the TLS port is answered, not dropped: http.c's listen
+ *   socket has TCP_DEFER_ACCEPT, so a connection reaches its connection
+ *   callback with the client's first bytes already there, and it asks
+ *   co_tls_refuse_plain_http() to peek at them. A TLS record starts with
+ *   0x16 (handshake); an upper-case letter is an HTTP method, which gets
+ *   "400 ... this port speaks HTTPS" and a closed socket, as nginx does.
+ *   Anything else goes to GnuTLS, which refuses it.
  */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +43,6 @@
 #define TLS_FILE_MAX     (256u << 10)
 #define TLS_PRIORITIES   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:" \
                          "%SERVER_PRECEDENCE"
-#define TLS_DEFER_S      10         /* TCP_DEFER_ACCEPT: first bytes due */
 
 /* One certificate chain and its key, immutable once loaded. */
 struct pair {
@@ -287,35 +284,27 @@ static const char plain_http_answer[] =
     "This port speaks HTTPS (TLS 1.2 or later): use an https:// URL "
     "instead.\n";
 
-/* MHD_NotifyConnectionCallback: on a new connection, answer plain HTTP
- * (see the file comment). Non-blocking: TCP_DEFER_ACCEPT put the first
- * bytes there before accept(); without them the peek finds nothing and
- * GnuTLS decides. */
-static void on_connection(void *cls, struct MHD_Connection *c,
-                          void **socket_context,
-                          enum MHD_ConnectionNotificationCode code)
+/* Whether fd, a new connection on the HTTPS port, opened with plain HTTP;
+ * if so it has been answered 400 and shut down, and the caller leaves it
+ * (libmicrohttpd's handshake then fails on it and closes it). Called from
+ * http.c's connection callback; non-blocking: TCP_DEFER_ACCEPT (http.c)
+ * put the first bytes there before accept(), and without them the peek
+ * finds nothing and GnuTLS decides. */
+bool co_tls_refuse_plain_http(int fd)
 {
-    const union MHD_ConnectionInfo *info;
     unsigned char first;
-    ssize_t n;
 
-    (void)cls;
-    (void)socket_context;
-    if (code != MHD_CONNECTION_NOTIFY_STARTED)
-        return;
-    info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (info == NULL)
-        return;
-    n = recv(info->connect_fd, &first, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n != 1 || first == 0x16 || first < 'A' || first > 'Z')
-        return;
+    if (recv(fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) != 1 ||
+        first == 0x16 || first < 'A' || first > 'Z')
+        return false;
     /* Best effort: a client that cannot take 150 bytes learns nothing. */
-    if (send(info->connect_fd, plain_http_answer, sizeof plain_http_answer - 1,
+    if (send(fd, plain_http_answer, sizeof plain_http_answer - 1,
              MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
         CO_DEBUG("msg=tls_plain_http_answer_failed errno=%d", errno);
-    shutdown(info->connect_fd, SHUT_RDWR);
+    shutdown(fd, SHUT_RDWR);
     CO_INFO("msg=tls_plain_http detail=\"plain HTTP request on the HTTPS "
             "port: answered 400\"");
+    return true;
 }
 
 /* The daemon options TLS adds (MHD_OPTION_ARRAY), or only the end marker
@@ -328,7 +317,6 @@ const struct MHD_OptionItem *co_tls_mhd_options(unsigned *flags)
     static const struct MHD_OptionItem on[] = {
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES},
         {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)retrieve},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
 
@@ -336,22 +324,4 @@ const struct MHD_OptionItem *co_tls_mhd_options(unsigned *flags)
         return off;
     *flags |= MHD_USE_TLS;
     return on;
-}
-
-/* After the daemon started: TCP_DEFER_ACCEPT on its listen socket, so
- * on_connection() sees the client's first bytes. Failing it only weakens
- * the plain-HTTP answer, so it is a warning. */
-void co_tls_daemon_started(struct MHD_Daemon *d)
-{
-    const union MHD_DaemonInfo *info;
-    int secs = TLS_DEFER_S;
-
-    if (!co_tls_enabled())
-        return;
-    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
-    if (info == NULL ||
-        setsockopt(info->listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs,
-                   sizeof secs) != 0)
-        CO_WARN("msg=tls_defer_accept_failed detail=\"plain HTTP clients "
-                "may see a closed connection instead of a 400\"");
 }

@@ -147,9 +147,17 @@ size_t co_split_fields(const char *line, size_t n, const char **f,
 
 /* ------------------------------------------------------------ config
  * Flags and TOLLGATE_* environment variables (the flag wins). */
+/* Connection limits (flags --max-connections, --max-conns-per-ip,
+ * --request-timeout-ms; http.c's file comment says what each achieves). */
+struct co_http_limits {
+    unsigned max_conns;             /* open connections in all */
+    unsigned max_conns_per_ip;      /* from one client address; 0 = off */
+    unsigned request_timeout_ms;    /* head and body of one request */
+};
+
 struct co_config {
     char listen[256];           /* host:port */
-    char redis_url[512];
+    char redis_url[2048];       /* one URL, or seeds, comma-separated */
     char policy_path[4096];
     unsigned threads;           /* MHD worker threads */
     size_t max_body;            /* bytes */
@@ -157,6 +165,7 @@ struct co_config {
     char keys_path[4096];       /* the key file (required) */
     char admin_tokens_path[4096];   /* "": the admin API answers 401 */
     enum co_log_level log_level;
+    struct co_http_limits http;     /* connection limits */
     char captcha_verify_url[512];   /* "": the provider's siteverify */
     unsigned captcha_timeout_ms;
     char tls_cert_path[4096];       /* both "" (plain HTTP) or both set */
@@ -268,18 +277,19 @@ struct MHD_OptionItem;
  * co_tls_reload() (SIGHUP) swaps in the files' current pair, or logs why
  * not and keeps the old one. co_tls_mhd_options() is what co_http_start()
  * passes as MHD_OPTION_ARRAY (it sets MHD_USE_TLS in *flags when on);
- * co_tls_daemon_started() tunes the listen socket. */
+ * co_tls_refuse_plain_http() is its connection callback's check of a new
+ * connection's first bytes (true: answered 400 and shut down). */
 int co_tls_init(const char *cert, const char *key, char *err, size_t errlen);
 bool co_tls_enabled(void);
 int co_tls_reload(void);
 void co_tls_shutdown(void);
 const struct MHD_OptionItem *co_tls_mhd_options(unsigned *flags);
-void co_tls_daemon_started(struct MHD_Daemon *d);
+bool co_tls_refuse_plain_http(int fd);
 
 /* *out: the running daemon, stopped and freed by co_http_drain_and_stop. */
 int co_http_start(const char *listen, unsigned threads,
-                  struct MHD_Daemon **out, char *addr, size_t addrlen,
-                  char *err, size_t errlen);
+                  const struct co_http_limits *lim, struct MHD_Daemon **out,
+                  char *addr, size_t addrlen, char *err, size_t errlen);
 void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 
 /* The process's HTTP state (http.c, main.c). */
@@ -288,9 +298,25 @@ struct co_server {
     atomic_bool draining;              /* SIGTERM seen: close keep-alives */
     atomic_uint inflight;              /* requests between first callback
                                         * and completion */
+    /* HTTP connections (http.c), for /metrics */
+    atomic_uint http_connections;      /* open now */
+    atomic_ullong http_closed_limit;   /* refused at accept: a cap */
+    atomic_ullong http_closed_deadline;/* request not in by its deadline */
+    atomic_ullong http_closed_tls;     /* TLS hello on the plain port */
 };
 
 extern struct co_server co_server;
+
+/* ------------------------------------------------------------ input
+ * (input.c) Strings from outside hold no NUL byte: a field holding one is
+ * refused with 400 where the request is decoded. Both return 0 or
+ * CO_EINVAL with detail ("<field>: holds a NUL byte"). */
+int co_input_text(const char *field, const void *s, size_t len,
+                  char *detail, size_t detaillen);
+/* Every string field of a protobuf message of type desc, on the wire. */
+int co_input_protobuf(const ProtobufCMessageDescriptor *desc,
+                      const uint8_t *buf, size_t len, char *detail,
+                      size_t detaillen);
 
 /* ------------------------------------------------------------ tickers
  * (ticker.c) A thread calling tick() every period_ms until stopped (and
@@ -402,6 +428,110 @@ void co_tokens_free(struct co_tokens *t);
 const struct co_admin_token *co_tokens_check(const struct co_tokens *t,
                                              const char *authorization);
 
+/* ------------------------------------------------------------ redis cluster
+ * (cluster.c) Debian's hiredis 0.14 has no cluster client, so tollgated
+ * routes script calls itself: key slots (CRC16/XMODEM with hash tags), a
+ * slot map from CLUSTER SLOTS, one connection per node, calls grouped per
+ * node and pipelined, and the cluster's answers handled as its
+ * specification says (MOVED, ASK, TRYAGAIN, CLUSTERDOWN), plus NOSCRIPT
+ * (script caches are not replicated). A struct co_cluster is owned by one
+ * thread, like every hiredis context here; redis.c keeps one per worker
+ * in cluster mode. docs/redis-cluster.md has the whole story. */
+#define CO_CLUSTER_SLOTS      16384
+#define CO_CLUSTER_NODES_MAX  256     /* nodes one router will remember */
+
+/* The hash slot of a key (0..16383): CRC16/XMODEM of the key, or of the
+ * first "{...}" with at least one byte inside, modulo 16384. */
+unsigned co_cluster_keyslot(const char *key, size_t len);
+
+/* How a router reaches the cluster. Seeds are "host:port" ("[v6]:port"
+ * too); user/password apply to every node (AUTH), as in a cluster every
+ * node shares them. */
+struct co_cluster_config {
+    const char *const *seeds;
+    size_t nseeds;
+    const char *user;           /* NULL or "": AUTH with the password only */
+    const char *password;       /* NULL or "": no AUTH */
+    unsigned connect_timeout_ms;/* a refresh's or a connect's own bound */
+    unsigned refresh_ms;        /* periodic CLUSTER SLOTS; 0 = 10 s */
+};
+
+/* What a seed is. */
+#define CO_CLUSTER_MODE_SINGLE   0   /* cluster support disabled */
+#define CO_CLUSTER_MODE_CLUSTER  1
+
+/* Ask the seeds (in order, the first that answers decides) whether they
+ * run a cluster: CLUSTER SLOTS answering "ERR This instance has cluster
+ * support disabled" means single-node mode. Returns CO_CLUSTER_MODE_*, or
+ * CO_EREDIS with err when no seed answered sensibly (each seed's reason,
+ * in one line). */
+int co_cluster_detect(const struct co_cluster_config *cfg, char *err,
+                      size_t errlen);
+
+struct co_cluster;
+
+/* A router for the calling thread. Copies cfg (seeds included); connects
+ * lazily. Returns NULL only when out of memory. Free with
+ * co_cluster_free(). */
+struct co_cluster *co_cluster_new(const struct co_cluster_config *cfg);
+void co_cluster_free(struct co_cluster *cc);
+
+/* One script call. KEYS (argv[0..nkeys)) must all hash to one slot and
+ * nkeys must be >= 1; ARGV follows. sha is the script's SHA1 in hex and
+ * script its body, loaded with SCRIPT LOAD on a node that answers
+ * NOSCRIPT. With sha NULL the call is a plain command instead: argv holds
+ * all of it (nargs entries, the name first) and its keys are
+ * argv[1..1+nkeys) (SET, GET, HGETALL, ZADD, ...). reply is set by
+ * co_cluster_run(): the final reply (which may be an error reply such as
+ * a script error or OOM: the call reached its master and the answer is
+ * the script's), freed by the caller with freeReplyObject(); NULL when
+ * the call has no answer (see the return codes). */
+struct co_cluster_call {
+    const char *sha;
+    const char *script;
+    size_t script_len;
+    size_t nkeys;
+    size_t nargs;
+    const char **argv;
+    const size_t *argvlen;
+    struct redisReply *reply;   /* out */
+};
+
+/* Run calls on their masters before deadline (co_mono_ms() time): grouped
+ * per node, pipelined per node, all nodes written before any is read.
+ * MOVED updates the slot and schedules a full refresh, ASK sends ASKING
+ * then the call to the target (map unchanged), TRYAGAIN and CLUSTERDOWN
+ * are retried with a doubling pause while the deadline allows, NOSCRIPT
+ * loads the script on that node and retries. A call is resent only when
+ * its reply said it did not run.
+ * Returns 0 when every call has a reply; CO_EINVAL, before anything is
+ * sent, when a call's keys are in different slots or it has none (our
+ * bug); CO_EREDIS when some calls have no reply (node unreachable, I/O
+ * error or timeout: those may have run; slot not served, cluster down,
+ * redirections exhausted: those did not), with the first reason in err;
+ * CO_ENOMEM. Replies already set are kept in every case but CO_EINVAL. */
+int co_cluster_run(struct co_cluster *cc, struct co_cluster_call *calls,
+                   size_t ncalls, uint64_t deadline, char *err,
+                   size_t errlen);
+
+/* Refresh the slot map now from CLUSTER SLOTS (known masters first, then
+ * the seeds) before deadline. Returns 0 when the map covers every slot;
+ * CO_EREDIS with err when no node answered, an answer was garbage or some
+ * slot is not served (the map still holds what was learnt). */
+int co_cluster_refresh(struct co_cluster *cc, uint64_t deadline, char *err,
+                       size_t errlen);
+
+/* What /readyz asks: the map covers every slot and every master answers
+ * CLUSTER INFO with cluster_state:ok, all before deadline. Returns 0 or
+ * CO_EREDIS with the reason (one line) in err. */
+int co_cluster_check(struct co_cluster *cc, uint64_t deadline, char *err,
+                     size_t errlen);
+
+/* "host:port" of the master serving slot in the current map, into out;
+ * CO_ENOTFOUND when the slot is not served (or no map yet). */
+int co_cluster_slot_owner(const struct co_cluster *cc, unsigned slot,
+                          char *out, size_t outlen);
+
 /* ------------------------------------------------------------ redis
  * (redis.c) One blocking connection per thread, one deadline per exchange.
  */
@@ -417,6 +547,25 @@ struct co_redis_target {
 int co_redis_parse_url(const char *url, unsigned timeout_ms,
                        struct co_redis_target *t, char *err, size_t errlen);
 int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
+
+/* --redis takes one URL or several (comma-separated): seeds of a Redis
+ * Cluster. co_redis_parse_seeds() splits and parses the list into
+ * out[0..*n). co_redis_init_seeds() asks the seeds CLUSTER SLOTS: a
+ * node without cluster support means single-node mode (the first seed,
+ * co_redis_init()); a cluster means every call below is routed by
+ * cluster.c. Returns 0 when ready; CO_EREDIS with err when Redis (or the
+ * cluster) is not answering or not ready yet: tollgated serves degraded
+ * and the mode is decided by the first call that finds a seed answering;
+ * CO_EINVAL (a database number in cluster mode); CO_ENOMEM. */
+#define CO_REDIS_SEEDS_MAX 16
+int co_redis_parse_seeds(const char *list, unsigned timeout_ms,
+                         struct co_redis_target *out, size_t max, size_t *n,
+                         char *err, size_t errlen);
+int co_redis_init_seeds(const struct co_redis_target *seeds, size_t n,
+                        char *err, size_t errlen);
+/* Whether the calls below go to a Redis Cluster (sync groups its items
+ * per hash slot then). */
+bool co_redis_is_cluster(void);
 void co_redis_shutdown(void);
 /* The SHA1 of the sync script (static storage), for the startup log. */
 const char *co_redis_script_sha(void);
@@ -470,6 +619,11 @@ int co_rkey_counters(const char *quota, size_t qlen, const char *key,
 /* The mark of a used sync signature (sync.lua checks and sets it). */
 int co_rkey_replay(const char *edge_id, const char *sig_hex, char *out,
                    size_t outlen);
+/* The same mark in Redis Cluster mode, one per sync call, in the slot of
+ * the call's items (quota, key). */
+#define CO_REPLAY_AT_KEY_MAX (CO_REPLAY_KEY_MAX + 3 * CO_KEY_MAX + 1)
+int co_rkey_replay_at(const char *quota, const char *key, const char *edge_id,
+                      const char *sig_hex, char *out, size_t outlen);
 /* The mark of a burnt challenge nonce (challenge verify). */
 int co_rkey_nonce(const uint8_t nonce[16], char *out, size_t outlen);
 /* (quota, key hash) cleared: written by challenge verify, read by key
@@ -500,6 +654,9 @@ struct co_script {
 
 /* Static storage, never freed. */
 const struct co_script *co_script(enum co_script_id id);
+/* The SHA1 of data[0..len) in lowercase hex (what EVALSHA names a script
+ * by) into out; "" when OpenSSL cannot hash. */
+void co_sha1_hex(const char *data, size_t len, char out[41]);
 
 struct co_script_call {
     const struct co_script *script;
@@ -633,6 +790,8 @@ struct json_t *co_policy_to_json(const struct co_policy *p, uint64_t version);
 char *co_policy_dump(const struct co_policy *p, uint64_t version);
 int co_key_template_check(const char *t, size_t len, char *err,
                           size_t errlen);
+/* Is s (n bytes) a quota name: 1..CO_QUOTA_NAME_MAX of [A-Za-z0-9._-]? */
+bool co_quota_name_ok(const void *s, size_t n);
 const struct co_quota *co_policy_find(const struct co_policy *p,
                                       const char *name);
 /* Make p the current policy; takes over the caller's reference. */

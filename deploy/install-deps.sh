@@ -50,9 +50,10 @@ fi
 
 if [ ! -x "$top/node_modules/.bin/workerd" ] || [ ! -d "$top/node_modules/playwright-core" ] ||
    [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then
-  # `npm install`, not `npm ci`: the lockfile pins versions and integrity,
-  # but a registry mirror may lack the other platforms' optional workerd
-  # binaries, which `npm ci` insists on finding in the lockfile.
-  echo "install-deps: npm install (versions pinned by package-lock.json)" >&2
-  (cd "$top" && npm install --no-audit --no-fund --loglevel=error)
+  # `npm ci`: exactly the lockfile (versions and integrity), refused when
+  # it disagrees with package.json. The lockfile lists every platform's
+  # optional workerd binary (npm ci requires them listed) and npm fetches
+  # only this platform's.
+  echo "install-deps: npm ci (versions pinned by package-lock.json)" >&2
+  (cd "$top" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -57,7 +57,7 @@ async function noToken(module) {
   // the export called (what the wasm work costs from JS).
   const x = tg.x;
   const wasm = batches(() => x.verify(Date.now()), (k) => k === 0);
-  const empty = batches(() => x.tg_io_size(), (n) => n > 0);
+  const empty = batches(() => x.tg_abi(), (n) => n > 0);
   return { glue, wasm, empty };
 }
 
@@ -92,7 +92,7 @@ export async function measure() {
     row({ id: "edge.verify_ns", what: "verify() from JS, no token (glue Tollgate.verify)", unit: "ns/call",
       runs: glue, target: atMost(500, "≤ 0.5 µs") }),
     row({ id: "edge.verify_wasm_ns", what: "… the wasm verify export alone (features pre-written)", unit: "ns/call", runs: wasm }),
-    row({ id: "edge.wasm_call_ns", what: "… an empty wasm export call (tg_io_size)", unit: "ns/call", runs: empty }),
+    row({ id: "edge.wasm_call_ns", what: "… an empty wasm export call (tg_abi)", unit: "ns/call", runs: empty }),
   ];
   const jwtRows = (r) => [
     row({ id: "edge.verify_jwt_fresh_ns", what: "verify() from JS, fresh HS256 token each call", unit: "ns/call",

@@ -576,6 +576,9 @@ static int one_run(struct session *s, const struct sim_params *p,
     argv[n++] = policy;
     argv[n++] = "--log-level";
     argv[n++] = "warn";
+    /* every simulated edge connects from 127.0.0.1: no per-address cap */
+    argv[n++] = "--max-conns-per-ip";
+    argv[n++] = "0";
     if (s->env.keys_supported) {
         argv[n++] = "--keys";
         argv[n++] = s->keys_path;

@@ -83,10 +83,10 @@
 #define TG_MODULE_VERSION "0.2.0"
 
 /* Error codes (negative returns). */
-#define TG_EINVAL   (-1)   /* bad argument or malformed input */
-#define TG_ENOSPC   (-2)   /* output buffer or table too small */
-#define TG_EPROTO   (-3)   /* malformed protobuf */
-#define TG_ESTATE   (-4)   /* call out of order (e.g. response with no sync) */
+#define TG_EINVAL (-1) /* bad argument or malformed input */
+#define TG_ENOSPC (-2) /* output buffer or table too small */
+#define TG_EPROTO (-3) /* malformed protobuf */
+#define TG_ESTATE (-4) /* call out of order (e.g. response with no sync) */
 
 typedef struct tg_edge tg_edge; /* opaque */
 
@@ -96,19 +96,19 @@ typedef struct tg_str {
 } tg_str;
 
 typedef struct tg_config {
-    tg_str edge_id;             /* copied; at most 64 bytes */
-    uint32_t max_keys;          /* (quota, key) slots; 0 = 4096 */
-    uint32_t sync_interval_ms;  /* until the coordinator says; 0 = 1000 */
-    uint8_t seed[16];           /* random bytes from the host: keys the
-                                   token cache's hash (SipHash-2-4) */
+    tg_str edge_id;            /* copied; at most 64 bytes */
+    uint32_t max_keys;         /* (quota, key) slots; 0 = 4096 */
+    uint32_t sync_interval_ms; /* until the coordinator says; 0 = 1000 */
+    uint8_t seed[16];          /* random bytes from the host: keys the
+                                  token cache's hash (SipHash-2-4) */
 } tg_config;
 
 typedef struct tg_header {
-    tg_str name;                /* lower case */
+    tg_str name; /* lower case */
     tg_str value;
 } tg_header;
 
-#define TG_MAX_HEADERS 16       /* headers a request may carry */
+#define TG_MAX_HEADERS 16 /* headers a request may carry */
 
 /* The request features the host extracts. Any may be empty. */
 typedef struct tg_request {
@@ -116,20 +116,20 @@ typedef struct tg_request {
     tg_str path;
     tg_str host;
     tg_str client_ip;
-    tg_str authorization;  /* the Authorization header value */
-    tg_str cookie;         /* the Cookie header value */
-    uint64_t now_ms;       /* host wall clock, ms since the epoch */
+    tg_str authorization; /* the Authorization header value */
+    tg_str cookie;        /* the Cookie header value */
+    uint64_t now_ms;      /* host wall clock, ms since the epoch */
     /* The headers the policy's key templates name (tg_header_names()),
      * at most TG_MAX_HEADERS; the first of a name counts. */
     const tg_header *headers;
     size_t n_headers;
 } tg_request;
 
-typedef enum tg_kind {
-    TG_ALLOW = 0,
-    TG_DENY = 1,
-    TG_CHALLENGE = 2
-} tg_kind;
+typedef enum tg_kind { TG_ALLOW = 0, TG_DENY = 1, TG_CHALLENGE = 2 } tg_kind;
+
+/* The kinds' names, each NUL-terminated, in enum order. */
+#define TG_KIND_COUNT 3
+#define TG_KIND_NAMES "allow\0deny\0challenge"
 
 /* Stable reason set; tg_reason_name() gives the wire/log spelling. The
  * numbers never change; new reasons are appended. */
@@ -143,13 +143,21 @@ typedef enum tg_reason {
     TG_REASON_BAD_REQUEST = 6    /* 400: features the edge cannot key on */
 } tg_reason;
 
+/* The reasons' names (tg_reason_name()), each NUL-terminated, in enum
+ * order: the one spelling of the set, which wasm hosts read from the
+ * module (src/wasm.c) instead of copying it. */
+#define TG_REASON_COUNT 7
+#define TG_REASON_NAMES                                                        \
+    "none\0rate_limited\0blocked\0invalid_token\0"                             \
+    "token_expired\0missing_token\0bad_request"
+
 typedef struct tg_decision {
     tg_kind kind;
     tg_reason reason;
-    uint16_t status;         /* 200 for Allow; 429 / 401 / 400 otherwise */
-    uint32_t retry_after_s;  /* set with 429 */
-    tg_str token;            /* Challenge: the coordinator's captcha token */
-    tg_str headers;          /* "Name: value\r\n" lines for the host to add */
+    uint16_t status;        /* 200 for Allow; 429 / 401 / 400 otherwise */
+    uint32_t retry_after_s; /* set with 429 */
+    tg_str token;           /* Challenge: the coordinator's captcha token */
+    tg_str headers;         /* "Name: value\r\n" lines for the host to add */
 } tg_decision;
 
 /* Bytes of memory tg_edge_init() needs for this configuration. */
@@ -171,18 +179,19 @@ int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out);
  * the other, and a kid not provisioned makes the token invalid. Secrets
  * are 1..128 bytes (over 64 they are hashed first, RFC 2104); kids at most
  * 64 bytes. Returns 0, TG_EINVAL or TG_ENOSPC (8 keys of that kind). */
-#define TG_KEY_JWT 0
+#define TG_KEY_JWT       0
 #define TG_KEY_CLEARANCE 1
-int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret, size_t len);
+int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret,
+               size_t len);
 
 typedef struct tg_jwt_options {
-    uint32_t leeway_s;          /* clock skew allowed on exp / nbf */
-    tg_str issuer;              /* "iss" must equal it; empty: not checked */
-    tg_str audience;            /* "aud" (a string, or an array of them) must
-                                   hold it; empty: not checked (an aud in
-                                   the token is then ignored) */
-    uint32_t max_token_bytes;   /* longer tokens are invalid unread; 0 = 8192,
-                                   at most 16384 */
+    uint32_t leeway_s;        /* clock skew allowed on exp / nbf */
+    tg_str issuer;            /* "iss" must equal it; empty: not checked */
+    tg_str audience;          /* "aud" (a string, or an array of them) must
+                                 hold it; empty: not checked (an aud in
+                                 the token is then ignored) */
+    uint32_t max_token_bytes; /* longer tokens are invalid unread; 0 = 8192,
+                                 at most 16384 */
 } tg_jwt_options;
 
 /* Replaces the JWT options (until called: leeway 60 s, no iss / aud
@@ -207,7 +216,8 @@ long tg_sync_request(tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap);
 /* Applies a SyncResponse: acknowledges the batch, installs leases, actions,
  * challenge tokens and a new policy if one is carried. On TG_EPROTO nothing
  * changes. */
-int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len);
+int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf,
+                     size_t len);
 
 /* The sync could not be delivered or answered: keep the batch for a retry
  * with the same seq, and back off. */
@@ -220,7 +230,7 @@ long tg_header_names(const tg_edge *e, char *buf, size_t cap);
 
 /* Introspection for hosts, tests and stats. */
 uint64_t tg_policy_version(const tg_edge *e);
-uint64_t tg_last_sync_ok_ms(const tg_edge *e);  /* 0: never */
-const char *tg_reason_name(tg_reason r);        /* "rate_limited", ... */
+uint64_t tg_last_sync_ok_ms(const tg_edge *e); /* 0: never */
+const char *tg_reason_name(tg_reason r);       /* "rate_limited", ... */
 
 #endif /* TOLLGATE_H */

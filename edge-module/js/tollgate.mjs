@@ -14,14 +14,14 @@
 // Node compiles the module from the file itself:
 //   new WebAssembly.Module(readFileSync("build/tollgate.wasm"))
 
-const KINDS = ["allow", "deny", "challenge"];
-// Mirrors tg_reason in edge-module/include/tollgate.h.
-const REASONS = ["", "rate_limited", "blocked", "invalid_token",
-  "token_expired", "missing_token", "bad_request"];
-const FIELDS = 6; // method, path, host, client_ip, authorization, cookie
-const MAX_HEADERS = 16;
-const KEY_JWT = 0;
-const KEY_CLEARANCE = 1;
+// Word indices of the module's ABI table (tg_abi(), edge-module/src/wasm.c):
+// buffer addresses, the verify layout, key kinds and the kind and reason
+// names are read from the module, never copied here.
+const ABI = {
+  VERSION: 0, WORDS: 1, IN: 2, OUT: 3, IO_SIZE: 4, IN_FIELDS: 5, MAX_HEADERS: 6,
+  OUT_WORDS: 7, KEY_JWT: 8, KEY_CLEARANCE: 9, KINDS: 10, REASONS: 11, NAMES: 12, NAMES_LEN: 13,
+};
+const ABI_VERSION = 1;
 const DEFAULTS = {
   edgeId: "edge",
   coordinator: "http://127.0.0.1:8080",
@@ -77,11 +77,10 @@ export class Tollgate {
     this.dec = new TextDecoder();
     this.inflight = null;
     this.lastSyncError = null;
-    this.ioSize = this.x.tg_io_size();
+    this.#readAbi();
     this.headerNames = [];
     this.headerNamesVersion = 0;
-    this.found = new Array(2 * MAX_HEADERS);
-    this.#views();
+    this.found = new Array(2 * this.maxHeaders);
     this.edgeId = this.opt.edgeId.includes("/") ? this.opt.edgeId
       : `${this.opt.edgeId}/${hex(crypto.getRandomValues(new Uint8Array(4)))}`;
     this.signingKey = this.opt.edgeKey ? importHmacKey(this.opt.edgeKey) : null;
@@ -93,8 +92,8 @@ export class Tollgate {
     this.#check(this.x.init(id.length, this.opt.maxKeys, this.opt.syncIntervalMs), "init");
     this.#views(); // init grows memory: old views are detached
     const jwt = this.opt.jwt || {};
-    for (const k of jwt.keys || []) this.#addKey(KEY_JWT, k);
-    for (const k of this.opt.clearanceKeys || []) this.#addKey(KEY_CLEARANCE, k);
+    for (const k of jwt.keys || []) this.#addKey(this.keyJwt, k);
+    for (const k of this.opt.clearanceKeys || []) this.#addKey(this.keyClearance, k);
     if (this.opt.jwt) {
       const iss = this.enc.encode(jwt.issuer || "");
       const aud = this.enc.encode(jwt.audience || "");
@@ -120,15 +119,39 @@ export class Tollgate {
     this.#check(this.x.add_key(kind, k.length, sec.length), `add_key "${kid}"`);
   }
 
+  // The layout and the enums, from the module's own table.
+  #readAbi() {
+    this.#views();
+    const t = this.x.tg_abi();
+    if (t & 3) throw new Error("tollgate: ABI table not 4-byte aligned");
+    const w = (i) => this.u32[(t >> 2) + i];
+    if (w(ABI.VERSION) !== ABI_VERSION || w(ABI.WORDS) <= ABI.NAMES_LEN) {
+      throw new Error(`tollgate: module ABI ${w(ABI.VERSION)} (${w(ABI.WORDS)} words), this glue reads ABI ${ABI_VERSION}`);
+    }
+    this.inPtr = w(ABI.IN);
+    this.outPtr = w(ABI.OUT);
+    if ((this.inPtr | this.outPtr) & 3) throw new Error("tollgate: I/O buffers not 4-byte aligned");
+    this.ioSize = w(ABI.IO_SIZE);
+    this.inFields = w(ABI.IN_FIELDS);
+    if (this.inFields !== 6 || w(ABI.OUT_WORDS) < 6) throw new Error("tollgate: module's verify layout is not the one this glue writes");
+    this.maxHeaders = w(ABI.MAX_HEADERS);
+    this.outWords = w(ABI.OUT_WORDS);
+    this.keyJwt = w(ABI.KEY_JWT);
+    this.keyClearance = w(ABI.KEY_CLEARANCE);
+    const names = ascii(this.u8, w(ABI.NAMES), w(ABI.NAMES) + w(ABI.NAMES_LEN) - 1).split("\0");
+    const nk = w(ABI.KINDS), nr = w(ABI.REASONS);
+    if (names.length !== nk + nr) throw new Error("tollgate: module ABI names do not match their counts");
+    this.kinds = names.slice(0, nk);
+    // An Allow has no reason: "none" reads as "".
+    this.reasons = names.slice(nk).map((r, i) => (i === 0 ? "" : r));
+  }
+
   #views() {
     const buf = this.x.memory.buffer;
     if (this.buf === buf) return;
     this.buf = buf;
     this.u8 = new Uint8Array(buf);
     this.u32 = new Uint32Array(buf); // wasm memory is little-endian, as is every host we run on
-    this.inPtr = this.x.tg_in();
-    this.outPtr = this.x.tg_out();
-    if ((this.inPtr | this.outPtr) & 3) throw new Error("tollgate: I/O buffers not 4-byte aligned");
   }
 
   // Writes s at off; returns the bytes written. Short ASCII strings are
@@ -170,9 +193,11 @@ export class Tollgate {
         if (v != null) { found[2 * present] = names[i]; found[2 * present + 1] = String(v); present++; }
       }
     }
-    const base = this.inPtr, w = base >> 2, u32 = this.u32;
+    // The fields in the order of ABI.IN_FIELDS (method, path, host,
+    // client_ip, authorization, cookie), then n_headers and the pairs.
+    const base = this.inPtr, w = base >> 2, u32 = this.u32, nf = this.inFields;
     const end = base + this.ioSize;
-    let off = base + 4 * (FIELDS + 1 + 2 * present);
+    let off = base + 4 * (nf + 1 + 2 * present);
     let n;
     n = this.#put(req.method || "", off, end); u32[w + 0] = n; off += n;
     n = this.#put(req.path || "", off, end); u32[w + 1] = n; off += n;
@@ -180,19 +205,21 @@ export class Tollgate {
     n = this.#put(req.ip || "", off, end); u32[w + 3] = n; off += n;
     n = this.#put(req.authorization || "", off, end); u32[w + 4] = n; off += n;
     n = this.#put(req.cookie || "", off, end); u32[w + 5] = n; off += n;
-    u32[w + 6] = present;
+    u32[w + nf] = present;
     for (let i = 0; i < 2 * present; i++) {
-      n = this.#put(found[i], off, end); u32[w + 7 + i] = n; off += n;
+      n = this.#put(found[i], off, end); u32[w + nf + 1 + i] = n; off += n;
     }
     const kind = this.x.verify(this.opt.now());
     if (kind < 0) throw new Error(`tollgate: verify failed (${kind})`);
+    // Output words: kind, reason, status, retry_after_s, token_len,
+    // headers_len; then ABI.OUT_WORDS words in, the token and the headers.
     const o = this.outPtr, r = o >> 2;
     const tokenLen = u32[r + 4];
     const headersLen = u32[r + 5];
-    const p = o + 24;
+    const p = o + 4 * this.outWords;
     return new Decision(
-      KINDS[kind],
-      REASONS[u32[r + 1]] ?? "unknown",
+      this.kinds[kind],
+      this.reasons[u32[r + 1]] ?? "unknown",
       u32[r + 2],
       u32[r + 3],
       tokenLen ? this.dec.decode(this.u8.subarray(p, p + tokenLen)) : "",
@@ -223,7 +250,7 @@ export class Tollgate {
     if (v === this.headerNamesVersion) return;
     this.#views();
     const n = this.x.header_names();
-    this.headerNames = n > 0 ? ascii(this.u8, this.outPtr, this.outPtr + n).split("\n").filter(Boolean).slice(0, MAX_HEADERS) : [];
+    this.headerNames = n > 0 ? ascii(this.u8, this.outPtr, this.outPtr + n).split("\n").filter(Boolean).slice(0, this.maxHeaders) : [];
     this.headerNamesVersion = v;
   }
 

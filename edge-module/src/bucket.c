@@ -26,7 +26,8 @@ void tg__bucket_init(tg__bucket *b, uint64_t floor, uint64_t now_ms)
  * void (the coordinator forgets an edge's lease of a key it stopped
  * reporting within a window), so the bucket falls back to the floor, as
  * for a new key. */
-void tg__bucket_refresh(tg__bucket *b, uint64_t floor, uint64_t window_ms, uint64_t now_ms)
+void tg__bucket_refresh(tg__bucket *b, uint64_t floor, uint64_t window_ms,
+                        uint64_t now_ms)
 {
     if (b->reset_at_ms != 0 || b->action != TG__ACT_ALLOW) {
         if (now_ms >= b->reset_at_ms) {
@@ -47,7 +48,7 @@ uint64_t tg__stale_allowance(uint64_t lease, uint64_t floor, uint64_t over_ms,
                              uint64_t half_life_ms)
 {
     uint64_t h = half_life_ms ? half_life_ms : 1;
-    while (h > (1u << 30)) {  /* keeps r * x % d below 2^61 */
+    while (h > (1u << 30)) { /* keeps r * x % d below 2^61 */
         h >>= 1;
         over_ms >>= 1;
     }
@@ -62,15 +63,19 @@ uint64_t tg__stale_allowance(uint64_t lease, uint64_t floor, uint64_t over_ms,
  * taken as at most 2^32 per window and the window as at most 2^31 ms
  * (about 24 days; a longer window refills a little faster). */
 void tg__bucket_refresh_stale(tg__bucket *b, uint64_t floor, uint64_t window_ms,
-                              const tg__stale *st, bool fail_open, uint64_t now_ms)
+                              const tg__stale *st, bool fail_open,
+                              uint64_t now_ms)
 {
-    if ((b->reset_at_ms != 0 || b->action != TG__ACT_ALLOW) && now_ms >= b->reset_at_ms) {
+    if ((b->reset_at_ms != 0 || b->action != TG__ACT_ALLOW) &&
+        now_ms >= b->reset_at_ms) {
         b->action = TG__ACT_ALLOW;
         b->reset_at_ms = 0;
     }
     uint64_t over = now_ms > st->since_ms ? now_ms - st->since_ms : 0;
     uint64_t a = tg__stale_allowance(b->lease, floor, over, st->half_life_ms);
-    uint64_t w = window_ms == 0 ? 1 : window_ms > (1u << 31) ? (1u << 31) : window_ms;
+    uint64_t w = window_ms == 0           ? 1
+                 : window_ms > (1u << 31) ? (1u << 31)
+                                          : window_ms;
     uint64_t from = b->refill_ms > st->since_ms ? b->refill_ms : st->since_ms;
     if (a > 0xffffffffu)
         a = 0xffffffffu;
@@ -118,8 +123,9 @@ bool tg__bucket_low(const tg__bucket *b)
  * freeze is already spent out of it, hence the subtraction. Unknown actions
  * from a newer coordinator are treated as ALLOW: the lease still bounds
  * them. (Degraded answers never get here: see apply_state in sync.c.) */
-void tg__bucket_apply(tg__bucket *b, int action, uint64_t lease, uint64_t reset_ms,
-                      uint64_t pending_admitted, uint64_t now_ms)
+void tg__bucket_apply(tg__bucket *b, int action, uint64_t lease,
+                      uint64_t reset_ms, uint64_t pending_admitted,
+                      uint64_t now_ms)
 {
     uint64_t t = lease > pending_admitted ? lease - pending_admitted : 0;
     b->tokens = t;
@@ -128,7 +134,8 @@ void tg__bucket_apply(tg__bucket *b, int action, uint64_t lease, uint64_t reset_
     b->lease = lease;
     b->refill_ms = now_ms;
     b->action = action == TG__ACT_CHALLENGE || action == TG__ACT_DENY
-                    ? (uint8_t)action : TG__ACT_ALLOW;
+                    ? (uint8_t)action
+                    : TG__ACT_ALLOW;
     b->reset_at_ms = reset_ms ? add_sat(now_ms, reset_ms) : 0;
 }
 
@@ -137,8 +144,10 @@ uint64_t tg__bucket_remaining(const tg__bucket *b, uint64_t now_ms)
     return tg__bucket_verdict(b, now_ms) == TG__V_ALLOW ? b->tokens : 0;
 }
 
-uint64_t tg__bucket_reset_in_ms(const tg__bucket *b, uint64_t window_ms, uint64_t now_ms)
+uint64_t tg__bucket_reset_in_ms(const tg__bucket *b, uint64_t window_ms,
+                                uint64_t now_ms)
 {
-    uint64_t at = b->reset_at_ms ? b->reset_at_ms : add_sat(b->granted_at_ms, window_ms);
+    uint64_t at =
+        b->reset_at_ms ? b->reset_at_ms : add_sat(b->granted_at_ms, window_ms);
     return at > now_ms ? at - now_ms : 0;
 }

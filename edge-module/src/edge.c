@@ -33,7 +33,8 @@ int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out)
         return TG_EINVAL;
     if (len < need)
         return TG_ENOSPC;
-    if (cfg->edge_id.len > TG__EDGE_ID_CAP || (cfg->edge_id.len && !cfg->edge_id.p))
+    if (cfg->edge_id.len > TG__EDGE_ID_CAP ||
+        (cfg->edge_id.len && !cfg->edge_id.p))
         return TG_EINVAL;
     for (size_t i = 0; i < cfg->edge_id.len; i++)
         if (cfg->edge_id.p[i] == '\0')
@@ -46,8 +47,9 @@ int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out)
     if (cfg->edge_id.len)
         tg__memcpy(e->edge_id, cfg->edge_id.p, cfg->edge_id.len);
     e->id_hash = tg__key_hash(cfg->edge_id, (tg_str){"", 0});
-    e->cfg_interval_ms = cfg->sync_interval_ms ? tg__sync_clamp_interval(cfg->sync_interval_ms)
-                                               : TG__DEFAULT_INTERVAL_MS;
+    e->cfg_interval_ms = cfg->sync_interval_ms
+                             ? tg__clamp_interval(cfg->sync_interval_ms)
+                             : TG__DEFAULT_INTERVAL_MS;
     e->base_interval_ms = e->cfg_interval_ms;
     e->interval_ms = e->cfg_interval_ms;
     tg__table_init(&e->tab, (char *)mem + align8(sizeof *e),
@@ -57,7 +59,8 @@ int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out)
     return 0;
 }
 
-int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret, size_t len)
+int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret,
+               size_t len)
 {
     if (!e || e->magic != TG__MAGIC)
         return TG_EINVAL;
@@ -92,18 +95,18 @@ long tg_header_names(const tg_edge *e, char *buf, size_t cap)
 
 /* One matching quota's part in a decision. */
 typedef struct hit {
-    tg__entry *en;  /* NULL: no entry (no key, or the table had no room) */
+    tg__entry *en; /* NULL: no entry (no key, or the table had no room) */
     uint8_t q;
     uint8_t verdict;
-    bool overflow;  /* no room in the table: count under TG__OVERFLOW_KEY */
+    bool overflow; /* no room in the table: count under TG__OVERFLOW_KEY */
 } hit;
 
 /* The lazily computed facts about a request that several quotas share. */
 typedef struct reqctx {
     const tg_request *req;
-    int tok;                 /* TG__TOK_*; -1: not looked at yet */
+    int tok; /* TG__TOK_*; -1: not looked at yet */
     const tg__claims *claims;
-    int clr;                 /* clearance cookie: TG__TOK_*; -1: not looked at */
+    int clr; /* clearance cookie: TG__TOK_*; -1: not looked at */
     const tg__claims *clv;
     bool stale;
     tg__stale st;
@@ -119,8 +122,8 @@ static bool stale_ctx(const tg_edge *e, uint64_t now_ms, tg__stale *st)
     return ref != 0 && now_ms > st->since_ms;
 }
 
-static tg__entry *entry_for(tg_edge *e, const reqctx *rc, const tg__quota *q, unsigned qi,
-                            tg_str key, uint64_t now_ms)
+static tg__entry *entry_for(tg_edge *e, const reqctx *rc, const tg__quota *q,
+                            unsigned qi, tg_str key, uint64_t now_ms)
 {
     uint32_t h = tg__key_hash((tg_str){q->name, q->name_len}, key);
     tg__entry *en = tg__table_find(&e->tab, h, qi, key);
@@ -134,10 +137,12 @@ static tg__entry *entry_for(tg_edge *e, const reqctx *rc, const tg__quota *q, un
     en->flags |= TG__F_BUSY;
     en->last_used_ms = now_ms;
     if (rc->stale)
-        tg__bucket_refresh_stale(&en->b, tg__quota_floor(q), (uint64_t)q->window_s * 1000,
-                                 &rc->st, q->fail_open, now_ms);
+        tg__bucket_refresh_stale(&en->b, tg__quota_floor(q),
+                                 (uint64_t)q->window_s * 1000, &rc->st,
+                                 q->fail_open, now_ms);
     else
-        tg__bucket_refresh(&en->b, tg__quota_floor(q), (uint64_t)q->window_s * 1000, now_ms);
+        tg__bucket_refresh(&en->b, tg__quota_floor(q),
+                           (uint64_t)q->window_s * 1000, now_ms);
     return en;
 }
 
@@ -147,11 +152,13 @@ static int token_state(tg_edge *e, reqctx *rc)
 {
     if (rc->tok < 0) {
         const tg__policy *p = tg__policy_cur(e);
-        tg__claimset want = {p->names.n[TG__NAMES_CLAIM], p->names.name[TG__NAMES_CLAIM]};
+        tg__claimset want = {p->names.n[TG__NAMES_CLAIM],
+                             p->names.name[TG__NAMES_CLAIM]};
         tg_str t;
         rc->tok = TG__TOK_NONE;
         if (tg__jwt_bearer(rc->req->authorization, &t))
-            rc->tok = tg__jwt_check(&e->jwt, TG_KEY_JWT, t, &want, rc->req->now_ms, &rc->claims);
+            rc->tok = tg__jwt_check(&e->jwt, TG_KEY_JWT, t, &want,
+                                    rc->req->now_ms, &rc->claims);
     }
     return rc->tok;
 }
@@ -159,20 +166,24 @@ static int token_state(tg_edge *e, reqctx *rc)
 /* Whether a valid clearance token for this quota and key rides in the
  * Cookie header. A clearance that is absent, invalid, expired, or for
  * another quota or key is simply no clearance (never a Deny). */
-static bool cleared(tg_edge *e, reqctx *rc, const tg__quota *q, const char *key, size_t len)
+static bool cleared(tg_edge *e, reqctx *rc, const tg__quota *q, const char *key,
+                    size_t len)
 {
     static const tg_str names[2] = {{"q", 1}, {"kh", 2}};
     if (rc->clr < 0) {
         tg__claimset want = {2, names};
         tg_str c;
         rc->clr = TG__TOK_NONE;
-        if (tg__cookie_get(rc->req->cookie, CLEARANCE_COOKIE, sizeof CLEARANCE_COOKIE - 1, &c))
-            rc->clr = tg__jwt_check(&e->jwt, TG_KEY_CLEARANCE, c, &want, rc->req->now_ms, &rc->clv);
+        if (tg__cookie_get(rc->req->cookie, CLEARANCE_COOKIE,
+                           sizeof CLEARANCE_COOKIE - 1, &c))
+            rc->clr = tg__jwt_check(&e->jwt, TG_KEY_CLEARANCE, c, &want,
+                                    rc->req->now_ms, &rc->clv);
     }
     if (rc->clr != TG__TOK_OK)
         return false;
     const tg__claims *v = rc->clv;
-    if (v->type[0] != TG__CV_STRING || !tg__bytes_eq(v->val[0], v->len[0], q->name, q->name_len) ||
+    if (v->type[0] != TG__CV_STRING ||
+        !tg__bytes_eq(v->val[0], v->len[0], q->name, q->name_len) ||
         v->type[1] != TG__CV_STRING || v->len[1] != 22)
         return false;
     tg__sha256_ctx h;
@@ -214,14 +225,9 @@ static void account(tg_edge *e, const hit *h, int final)
             tg__entry_want(&e->tab, en, true);
         break;
     case TG__V_BLOCKED:
-    case TG__V_TOKEN:
-        c->pend[TG__C_DENIED]++;
-        break;
-    case TG__V_CHALLENGE:
-        c->pend[TG__C_CHALLENGED]++;
-        break;
-    default:
-        break;
+    case TG__V_TOKEN: c->pend[TG__C_DENIED]++; break;
+    case TG__V_CHALLENGE: c->pend[TG__C_CHALLENGED]++; break;
+    default: break;
     }
 }
 
@@ -302,7 +308,8 @@ static tg_str write_headers(tg_edge *e, const tg__quota *q, const tg__entry *en,
         hw_u64(&w, is_429 ? 0 : en->b.tokens);
         hw_str(&w, ";t=");
         hw_u64(&w, is_429 ? d->retry_after_s
-                          : ceil_s(tg__bucket_reset_in_ms(&en->b, window_ms, now_ms)));
+                          : ceil_s(tg__bucket_reset_in_ms(&en->b, window_ms,
+                                                          now_ms)));
         hw_str(&w, "\r\n");
     }
     if (is_429) {
@@ -329,8 +336,8 @@ static tg_str www_authenticate(tg_edge *e, tg_reason r)
  * (NULL when it had none). A challenge or block lasts until the
  * coordinator's reset; a spent allowance until the next sync may refill
  * it. */
-static void decide(tg_edge *e, int final, int tok, const tg__entry *den, uint64_t now_ms,
-                   tg_decision *out)
+static void decide(tg_edge *e, int final, int tok, const tg__entry *den,
+                   uint64_t now_ms, tg_decision *out)
 {
     switch (final) {
     case TG__V_CHALLENGE:
@@ -351,9 +358,9 @@ static void decide(tg_edge *e, int final, int tok, const tg__entry *den, uint64_
         break;
     case TG__V_TOKEN:
         out->kind = TG_DENY;
-        out->reason = tok == TG__TOK_EXPIRED ? TG_REASON_TOKEN_EXPIRED
-                    : tok == TG__TOK_INVALID ? TG_REASON_INVALID_TOKEN
-                                             : TG_REASON_MISSING_TOKEN;
+        out->reason = tok == TG__TOK_EXPIRED   ? TG_REASON_TOKEN_EXPIRED
+                      : tok == TG__TOK_INVALID ? TG_REASON_INVALID_TOKEN
+                                               : TG_REASON_MISSING_TOKEN;
         out->status = 401;
         out->headers = www_authenticate(e, out->reason);
         return;
@@ -362,8 +369,7 @@ static void decide(tg_edge *e, int final, int tok, const tg__entry *den, uint64_
         out->reason = TG_REASON_BAD_REQUEST;
         out->status = 400;
         return;
-    default:
-        return;
+    default: return;
     }
     out->status = 429;
 }
@@ -408,20 +414,24 @@ int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out)
              * needs no claim. */
             h->verdict = TG__V_TOKEN;
             if (!q->tpl.claims &&
-                tg__template_key(&q->tpl, &p->names, req, NULL, key, &klen) == TG__TPL_OK) {
+                tg__template_key(&q->tpl, &p->names, req, NULL, key, &klen) ==
+                    TG__TPL_OK) {
                 h->en = entry_for(e, &rc, q, qi, (tg_str){key, klen}, now);
                 h->overflow = h->en == NULL;
             }
         } else {
             int k = tg__template_key(&q->tpl, &p->names, req,
-                                     tok == TG__TOK_OK ? rc.claims : NULL, key, &klen);
+                                     tok == TG__TOK_OK ? rc.claims : NULL, key,
+                                     &klen);
             if (k == TG__TPL_SKIP || (k == TG__TPL_BAD && q->shadow))
                 continue;
             if (k == TG__TPL_BAD) {
                 h->verdict = TG__V_BAD;
-            } else if ((h->en = entry_for(e, &rc, q, qi, (tg_str){key, klen}, now)) != NULL) {
+            } else if ((h->en = entry_for(e, &rc, q, qi, (tg_str){key, klen},
+                                          now)) != NULL) {
                 h->verdict = (uint8_t)tg__bucket_verdict(&h->en->b, now);
-                if (h->verdict == TG__V_CHALLENGE && cleared(e, &rc, q, key, klen))
+                if (h->verdict == TG__V_CHALLENGE &&
+                    cleared(e, &rc, q, key, klen))
                     h->verdict = TG__V_ALLOW;
             } else {
                 /* No room in the key table: the quota's fail_open decides,
@@ -453,7 +463,8 @@ int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out)
     /* A 401 or 400 is not a bucket's doing: no RateLimit fields. */
     if (final != TG__V_TOKEN && final != TG__V_BAD) {
         if (shown >= 0 && hits[shown].en)
-            out->headers = write_headers(e, &p->quotas[hits[shown].q], hits[shown].en, out, now);
+            out->headers = write_headers(e, &p->quotas[hits[shown].q],
+                                         hits[shown].en, out, now);
         else if (out->status == 429)
             out->headers = write_headers(e, NULL, NULL, out, now);
     }
@@ -478,14 +489,11 @@ uint64_t tg_last_sync_ok_ms(const tg_edge *e)
 
 const char *tg_reason_name(tg_reason r)
 {
-    switch (r) {
-    case TG_REASON_NONE: return "none";
-    case TG_REASON_RATE_LIMITED: return "rate_limited";
-    case TG_REASON_BLOCKED: return "blocked";
-    case TG_REASON_INVALID_TOKEN: return "invalid_token";
-    case TG_REASON_TOKEN_EXPIRED: return "token_expired";
-    case TG_REASON_MISSING_TOKEN: return "missing_token";
-    case TG_REASON_BAD_REQUEST: return "bad_request";
-    }
-    return "unknown";
+    const char *s = TG_REASON_NAMES;
+    if ((unsigned)r >= TG_REASON_COUNT)
+        return "unknown";
+    for (unsigned i = 0; i < (unsigned)r; i++)
+        while (*s++)
+            ;
+    return s;
 }

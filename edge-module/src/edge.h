@@ -18,33 +18,33 @@
 #include "policy.h"
 #include "tollgate.h"
 
-#define TG__EDGE_ID_CAP 64
-#define TG__HDR_CAP 512
+#define TG__EDGE_ID_CAP  64
+#define TG__HDR_CAP      512
 #define TG__OVERFLOW_KEY "~overflow"
-#define TG__MAGIC 0x74676531u         /* "tge1": the block was initialised */
+#define TG__MAGIC        0x74676531u /* "tge1": the block was initialised */
 
 /* ---------------------------------------------------------------- timing */
 #define TG__DEFAULT_INTERVAL_MS 1000
-#define TG__MIN_INTERVAL_MS 100
-#define TG__MAX_INTERVAL_MS 60000
-#define TG__LEASE_SPACING_MS 50       /* earliest resync for a wanted lease */
+#define TG__MIN_INTERVAL_MS     100
+#define TG__MAX_INTERVAL_MS     60000
+#define TG__LEASE_SPACING_MS    50    /* earliest resync for a wanted lease */
 #define TG__RESPONSE_TIMEOUT_MS 10000 /* an unanswered sync counts as lost */
-#define TG__BACKOFF_MIN_MS 250
-#define TG__BACKOFF_MAX_MS 30000
-#define TG__GRACE_INTERVALS 3         /* stale after this many intervals */
-#define TG__HALF_LIFE_INTERVALS 10    /* then the allowance halves per this many */
+#define TG__BACKOFF_MIN_MS      250
+#define TG__BACKOFF_MAX_MS      30000
+#define TG__GRACE_INTERVALS     3  /* stale after this many intervals */
+#define TG__HALF_LIFE_INTERVALS 10 /* then the allowance halves per this many */
 
 struct tg_edge {
     uint32_t magic;
-    uint32_t cfg_interval_ms;   /* from tg_config */
-    uint32_t base_interval_ms;  /* the policy's, else the config's */
-    uint32_t interval_ms;       /* in force: the last response's next_sync_ms */
-    uint32_t id_hash;           /* spreads backoff retries across edges */
+    uint32_t cfg_interval_ms;  /* from tg_config */
+    uint32_t base_interval_ms; /* the policy's, else the config's */
+    uint32_t interval_ms;      /* in force: the last response's next_sync_ms */
+    uint32_t id_hash;          /* spreads backoff retries across edges */
     uint8_t edge_id_len;
     char edge_id[TG__EDGE_ID_CAP];
 
     /* ------------------------------------------------------------ policy */
-    tg__policy pol[2];          /* pol[cur] is enforced, the other stages */
+    tg__policy pol[2]; /* pol[cur] is enforced, the other stages */
     uint8_t cur;
     /* Requests for a quota that found no room in the key table, reported
      * under the pseudo-key TG__OVERFLOW_KEY. ovf_batch: bit q set when
@@ -55,29 +55,39 @@ struct tg_edge {
     tg__table tab;
 
     /* -------------------------------------------------------------- sync */
-    uint64_t seq;               /* of the batch in flight, or the last one */
-    bool batch;                 /* a frozen batch awaits its acknowledgement */
-    bool outstanding;           /* sent; no response or failure reported yet */
-    bool backlog;               /* the last freeze left counts behind */
-    bool attempted;             /* a sync was ever sent */
-    bool degraded;              /* the last answer was degraded */
-    uint32_t batch_start;       /* slot where the batch's scan began */
-    uint32_t scan_start;        /* slot where the next freeze begins */
-    uint32_t backoff_ms;        /* 0: not backing off */
+    uint64_t seq;         /* of the batch in flight, or the last one */
+    bool batch;           /* a frozen batch awaits its acknowledgement */
+    bool outstanding;     /* sent; no response or failure reported yet */
+    bool backlog;         /* the last freeze left counts behind */
+    bool attempted;       /* a sync was ever sent */
+    bool degraded;        /* the last answer was degraded */
+    uint32_t batch_start; /* slot where the batch's scan began */
+    uint32_t scan_start;  /* slot where the next freeze begins */
+    uint32_t backoff_ms;  /* 0: not backing off */
     uint64_t last_attempt_ms;
     uint64_t last_fail_ms;
     uint64_t last_ok_ms;
-    uint64_t policy_at_ms;      /* first policy installed: staleness counts
-                                   from here until a sync succeeds */
+    uint64_t policy_at_ms; /* first policy installed: staleness counts
+                              from here until a sync succeeds */
 
-    char hdr[TG__HDR_CAP];      /* tg_decision.headers points here */
+    char hdr[TG__HDR_CAP]; /* tg_decision.headers points here */
 
-    tg__jwt jwt;                /* keys, options, token cache */
+    tg__jwt jwt; /* keys, options, token cache */
 };
 
 static inline const tg__policy *tg__policy_cur(const tg_edge *e)
 {
     return &e->pol[e->cur];
+}
+
+/* A sync interval (configured, the policy's or the coordinator's) clamped
+ * to [TG__MIN_INTERVAL_MS, TG__MAX_INTERVAL_MS]. Here rather than in
+ * sync.c so that policy.c, which sync.c calls, calls nothing back. */
+static inline uint32_t tg__clamp_interval(uint32_t ms)
+{
+    if (ms < TG__MIN_INTERVAL_MS)
+        return TG__MIN_INTERVAL_MS;
+    return ms > TG__MAX_INTERVAL_MS ? TG__MAX_INTERVAL_MS : ms;
 }
 
 /* ---------------------------------------------------------------- policy.c */
@@ -95,8 +105,5 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms);
 /* Whole seconds until the host will next sync (>= 1): the Retry-After of a
  * request denied because its local allowance ran out. */
 uint32_t tg__sync_wait_s(const tg_edge *e, uint64_t now_ms);
-
-/* Clamps a sync interval to [TG__MIN_INTERVAL_MS, TG__MAX_INTERVAL_MS]. */
-uint32_t tg__sync_clamp_interval(uint32_t ms);
 
 #endif /* TG_EDGE_H */

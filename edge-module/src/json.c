@@ -35,8 +35,10 @@ static int32_t hex4(const uint8_t *p, const uint8_t *end)
     if (end - p < 4)
         return -1;
     for (int i = 0; i < 4; i++) {
-        uint8_t c = p[i] | 0x20;  /* lower case; digits unchanged */
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        uint8_t c = p[i] | 0x20; /* lower case; digits unchanged */
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
         if (d < 0)
             return -1;
         v = v << 4 | d;
@@ -97,8 +99,10 @@ static int32_t cp_next(const uint8_t **pp, const uint8_t *end)
                 return -1;
             c = c << 6 | (*p & 0x3f);
         }
-        if (c < (n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000) || c > 0x10ffff ||
-            (c & 0xfffff800) == 0xd800)
+        if (c < (n == 1   ? 0x80
+                 : n == 2 ? 0x800
+                          : 0x10000) ||
+            c > 0x10ffff || (c & 0xfffff800) == 0xd800)
             return -1;
     }
     *pp = p;
@@ -216,7 +220,8 @@ static int container(jstate *s, unsigned depth)
                 return -1;
             uint32_t len = (uint32_t)(r->p - 1 - name);
             for (unsigned i = frame; i < s->npool; i++)
-                if (s->hash[i] == h && names_eq(s->name[i], s->len[i], name, len))
+                if (s->hash[i] == h &&
+                    names_eq(s->name[i], s->len[i], name, len))
                     return -1;
             if (s->npool == TG__JSON_MAX_NAMES)
                 return -1;
@@ -271,7 +276,11 @@ static int value(jstate *s, unsigned depth, tg__jmember *m)
         type = TG__J_STRING;
     } else if (c == 't' || c == 'f' || c == 'n') {
         type = c == 't' ? TG__J_TRUE : c == 'f' ? TG__J_FALSE : TG__J_NULL;
-        if (scan_literal(r, c == 't' ? "true" : c == 'f' ? "false" : "null", c == 'f' ? 5 : 4) < 0)
+        if (scan_literal(r,
+                         c == 't'   ? "true"
+                         : c == 'f' ? "false"
+                                    : "null",
+                         c == 'f' ? 5 : 4) < 0)
             return -1;
     } else {
         if (scan_number(r) < 0)
@@ -304,7 +313,8 @@ int tg__json_parse(const char *p, size_t n, tg__json *out)
 bool tg__json_str_eq(const char *body, size_t n, const char *s, size_t len)
 {
     char buf[TG__JSON_EQ_CAP];
-    return len <= sizeof buf && tg__json_unescape(body, n, buf, len) == (long)len &&
+    return len <= sizeof buf &&
+           tg__json_unescape(body, n, buf, len) == (long)len &&
            tg__memeq(buf, s, len);
 }
 
@@ -314,7 +324,8 @@ const tg__jmember *tg__json_get(const tg__json *j, const char *name, size_t len)
     for (size_t i = 0; i < len; i++)
         h = (h ^ (uint8_t)name[i]) * FNV_PRIME;
     for (unsigned i = 0; i < j->n; i++)
-        if (j->m[i].hash == h && tg__json_str_eq(j->m[i].name, j->m[i].name_len, name, len))
+        if (j->m[i].hash == h &&
+            tg__json_str_eq(j->m[i].name, j->m[i].name_len, name, len))
             return &j->m[i];
     return NULL;
 }
@@ -334,9 +345,11 @@ long tg__json_unescape(const char *body, size_t n, char *out, size_t cap)
     return (long)off;
 }
 
-int tg__json_next_string(const char *arr, size_t n, size_t *pos, const char **body, size_t *len)
+int tg__json_next_string(const char *arr, size_t n, size_t *pos,
+                         const char **body, size_t *len)
 {
-    const uint8_t *p = (const uint8_t *)arr + (*pos ? *pos : 1), *e = (const uint8_t *)arr + n;
+    const uint8_t *p = (const uint8_t *)arr + (*pos ? *pos : 1),
+                  *e = (const uint8_t *)arr + n;
     while (p < e && (is_ws(*p) || *p == ','))
         p++;
     if (p >= e || *p == ']') {

@@ -21,9 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TG__JSON_MAX_DEPTH 16     /* nested objects and arrays, top included */
-#define TG__JSON_MAX_MEMBERS 32   /* top-level members */
-#define TG__JSON_MAX_NAMES 128    /* member names of all objects open at once */
+#define TG__JSON_MAX_DEPTH   16  /* nested objects and arrays, top included */
+#define TG__JSON_MAX_MEMBERS 32  /* top-level members */
+#define TG__JSON_MAX_NAMES   128 /* member names of all objects open at once */
 
 enum {
     TG__J_STRING = 1,
@@ -38,12 +38,12 @@ enum {
 /* One top-level member. For a string, val is the body between the quotes
  * (still escaped); for anything else, the value's whole text. */
 typedef struct tg__jmember {
-    const char *name;   /* between the quotes, still escaped */
+    const char *name; /* between the quotes, still escaped */
     const char *val;
     uint32_t name_len;
     uint32_t val_len;
-    uint32_t hash;      /* of the unescaped name */
-    uint8_t type;       /* TG__J_* */
+    uint32_t hash; /* of the unescaped name */
+    uint8_t type;  /* TG__J_* */
 } tg__jmember;
 
 typedef struct tg__json {
@@ -55,7 +55,8 @@ typedef struct tg__json {
 int tg__json_parse(const char *p, size_t n, tg__json *out);
 
 /* The top-level member called name (ASCII, unescaped), or NULL. */
-const tg__jmember *tg__json_get(const tg__json *j, const char *name, size_t len);
+const tg__jmember *tg__json_get(const tg__json *j, const char *name,
+                                size_t len);
 
 /* Unescapes a string body the parser accepted into out (decoded text is
  * never longer than the body). Returns the decoded length, or -1 when it
@@ -70,7 +71,7 @@ bool tg__json_str_eq(const char *body, size_t n, const char *s, size_t len);
 /* Walks the string elements of an array a parser accepted (its whole
  * text). Start with *pos = 0; returns 1 with the next element's body, 0 at
  * the end, -1 at an element that is not a string. */
-int tg__json_next_string(const char *arr, size_t n, size_t *pos, const char **body,
-                         size_t *len);
+int tg__json_next_string(const char *arr, size_t n, size_t *pos,
+                         const char **body, size_t *len);
 
 #endif /* TG_JSON_H */

@@ -5,7 +5,7 @@
 #include "json.h"
 #include "mem.h"
 
-#define SIG_CHARS 43  /* base64url of 32 bytes */
+#define SIG_CHARS 43 /* base64url of 32 bytes */
 
 /* ---------------------------------------------------------------- base64url */
 
@@ -55,10 +55,20 @@ long tg__b64url_decode(const char *s, size_t n, uint8_t *out)
 static void sip_rounds(uint64_t v[4], int n)
 {
     while (n--) {
-        v[0] += v[1]; v[1] = ROTL(v[1], 13); v[1] ^= v[0]; v[0] = ROTL(v[0], 32);
-        v[2] += v[3]; v[3] = ROTL(v[3], 16); v[3] ^= v[2];
-        v[0] += v[3]; v[3] = ROTL(v[3], 21); v[3] ^= v[0];
-        v[2] += v[1]; v[1] = ROTL(v[1], 17); v[1] ^= v[2]; v[2] = ROTL(v[2], 32);
+        v[0] += v[1];
+        v[1] = ROTL(v[1], 13);
+        v[1] ^= v[0];
+        v[0] = ROTL(v[0], 32);
+        v[2] += v[3];
+        v[3] = ROTL(v[3], 16);
+        v[3] ^= v[2];
+        v[0] += v[3];
+        v[3] = ROTL(v[3], 21);
+        v[3] ^= v[0];
+        v[2] += v[1];
+        v[1] = ROTL(v[1], 17);
+        v[1] ^= v[2];
+        v[2] = ROTL(v[2], 32);
     }
 }
 
@@ -74,11 +84,12 @@ uint64_t tg__siphash(const uint64_t k[2], const void *data, size_t n)
 {
     const uint8_t *p = data;
     uint64_t v[4] = {k[0] ^ 0x736f6d6570736575ull, k[1] ^ 0x646f72616e646f6dull,
-                     k[0] ^ 0x6c7967656e657261ull, k[1] ^ 0x7465646279746573ull};
+                     k[0] ^ 0x6c7967656e657261ull,
+                     k[1] ^ 0x7465646279746573ull};
     size_t whole = n & ~(size_t)7;
     for (size_t i = 0; i < whole; i += 8) {
         uint64_t m;
-        tg__memcpy(&m, p + i, 8);  /* little-endian: wasm32, x86, arm64 */
+        tg__memcpy(&m, p + i, 8); /* little-endian: wasm32, x86, arm64 */
         v[3] ^= m;
         sip_rounds(v, 2);
         v[0] ^= m;
@@ -115,14 +126,17 @@ void tg__jwt_flush(tg__jwt *j)
     j->gen = 1;
 }
 
-int tg__jwt_add_key(tg__jwt *j, int kind, tg_str kid, const uint8_t *secret, size_t len)
+int tg__jwt_add_key(tg__jwt *j, int kind, tg_str kid, const uint8_t *secret,
+                    size_t len)
 {
-    if ((kind != TG_KEY_JWT && kind != TG_KEY_CLEARANCE) || kid.len > TG__KID_CAP ||
-        (kid.len && !kid.p) || !secret || len == 0 || len > TG__SECRET_CAP)
+    if ((kind != TG_KEY_JWT && kind != TG_KEY_CLEARANCE) ||
+        kid.len > TG__KID_CAP || (kid.len && !kid.p) || !secret || len == 0 ||
+        len > TG__SECRET_CAP)
         return TG_EINVAL;
     tg__jwk *k = NULL;
     for (unsigned i = 0; i < j->n_keys[kind]; i++)
-        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid.p, kid.len))
+        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid.p,
+                         kid.len))
             k = &j->keys[kind][i];
     if (!k) {
         if (j->n_keys[kind] == TG__JWT_KEYS)
@@ -140,7 +154,8 @@ int tg__jwt_add_key(tg__jwt *j, int kind, tg_str kid, const uint8_t *secret, siz
 int tg__jwt_configure(tg__jwt *j, const tg_jwt_options *o)
 {
     if (!o || o->issuer.len > TG__ISS_CAP || o->audience.len > TG__ISS_CAP ||
-        (o->issuer.len && !o->issuer.p) || (o->audience.len && !o->audience.p) ||
+        (o->issuer.len && !o->issuer.p) ||
+        (o->audience.len && !o->audience.p) ||
         o->max_token_bytes > TG__TOKEN_MAX)
         return TG_EINVAL;
     j->leeway_s = o->leeway_s;
@@ -176,7 +191,8 @@ bool tg__cookie_get(tg_str c, const char *name, size_t len, tg_str *value)
         size_t j = i;
         while (j < c.len && c.p[j] != ';')
             j++;
-        if (j - i > len && tg__memeq(c.p + i, name, len) && c.p[i + len] == '=') {
+        if (j - i > len && tg__memeq(c.p + i, name, len) &&
+            c.p[i + len] == '=') {
             size_t v = i + len + 1;
             while (j > v && (c.p[j - 1] == ' ' || c.p[j - 1] == '\t'))
                 j--;
@@ -211,7 +227,8 @@ static int numeric_date(const tg__jmember *m, uint64_t *out)
 
 static bool str_member_eq(const tg__jmember *m, const char *s, size_t len)
 {
-    return m && m->type == TG__J_STRING && tg__json_str_eq(m->val, m->val_len, s, len);
+    return m && m->type == TG__J_STRING &&
+           tg__json_str_eq(m->val, m->val_len, s, len);
 }
 
 /* aud is one string or an array of strings (RFC 7519 §4.1.3); it must
@@ -233,10 +250,12 @@ static bool audience_ok(const tg__jmember *m, const char *aud, size_t len)
     return rc == 0 && found;
 }
 
-static const tg__jwk *find_key(const tg__jwt *j, int kind, const char *kid, size_t len)
+static const tg__jwk *find_key(const tg__jwt *j, int kind, const char *kid,
+                               size_t len)
 {
     for (unsigned i = 0; i < j->n_keys[kind]; i++)
-        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid, len))
+        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid,
+                         len))
             return &j->keys[kind][i];
     return NULL;
 }
@@ -244,7 +263,8 @@ static const tg__jwk *find_key(const tg__jwt *j, int kind, const char *kid, size
 static void extract(const tg__json *p, const tg__claimset *want, tg__claims *c)
 {
     for (unsigned i = 0; i < want->n && i < TG__MAX_CLAIMS; i++) {
-        const tg__jmember *m = tg__json_get(p, want->names[i].p, want->names[i].len);
+        const tg__jmember *m =
+            tg__json_get(p, want->names[i].p, want->names[i].len);
         long n;
         c->type[i] = TG__CV_ABSENT;
         c->len[i] = 0;
@@ -280,8 +300,9 @@ static void extract(const tg__json *p, const tg__claimset *want, tg__claims *c)
  * present, iss and aud as configured (client JWTs only), exp present
  * (clearance tokens only). exp and nbf are checked against the clock on
  * every call, cached or not, by tg__jwt_check(). */
-static void verify_fresh(tg__jwt *j, int kind, tg_str tok, const uint8_t sig[32],
-                         const tg__claimset *want, tg__claims *c)
+static void verify_fresh(tg__jwt *j, int kind, tg_str tok,
+                         const uint8_t sig[32], const tg__claimset *want,
+                         tg__claims *c)
 {
     tg__json js;
     size_t d1 = 0, d2 = 0, dots = 0;
@@ -305,13 +326,16 @@ static void verify_fresh(tg__jwt *j, int kind, tg_str tok, const uint8_t sig[32]
         return;
 
     hlen = tg__b64url_decode(tok.p, d1, j->scratch);
-    if (hlen <= 0 || tg__json_parse((const char *)j->scratch, (size_t)hlen, &js) < 0)
+    if (hlen <= 0 ||
+        tg__json_parse((const char *)j->scratch, (size_t)hlen, &js) < 0)
         return;
-    if (!str_member_eq(tg__json_get(&js, "alg", 3), "HS256", 5) || tg__json_get(&js, "crit", 4))
+    if (!str_member_eq(tg__json_get(&js, "alg", 3), "HS256", 5) ||
+        tg__json_get(&js, "crit", 4))
         return;
     if ((m = tg__json_get(&js, "kid", 3)) != NULL) {
         if (m->type != TG__J_STRING ||
-            (kid_len = tg__json_unescape(m->val, m->val_len, kid, sizeof kid)) < 0)
+            (kid_len = tg__json_unescape(m->val, m->val_len, kid, sizeof kid)) <
+                0)
             return;
     }
     const tg__jwk *k = find_key(j, kind, kid, (size_t)kid_len);
@@ -338,9 +362,11 @@ static void verify_fresh(tg__jwt *j, int kind, tg_str tok, const uint8_t sig[32]
     if ((m = tg__json_get(&js, "iat", 3)) != NULL && numeric_date(m, &t) < 0)
         return;
     if (kind == TG_KEY_JWT) {
-        if (j->iss_len && !str_member_eq(tg__json_get(&js, "iss", 3), j->iss, j->iss_len))
+        if (j->iss_len &&
+            !str_member_eq(tg__json_get(&js, "iss", 3), j->iss, j->iss_len))
             return;
-        if (j->aud_len && !audience_ok(tg__json_get(&js, "aud", 3), j->aud, j->aud_len))
+        if (j->aud_len &&
+            !audience_ok(tg__json_get(&js, "aud", 3), j->aud, j->aud_len))
             return;
     } else if (!c->has_exp) {
         return;
@@ -355,15 +381,17 @@ int tg__jwt_check(tg__jwt *j, int kind, tg_str tok, const tg__claimset *want,
     uint8_t sig[32];
     *view = NULL;
     /* The size cap comes before any work, even hashing. */
-    if (tok.len < SIG_CHARS + 2 || tok.len > j->max_bytes || tok.p[tok.len - SIG_CHARS - 1] != '.')
+    if (tok.len < SIG_CHARS + 2 || tok.len > j->max_bytes ||
+        tok.p[tok.len - SIG_CHARS - 1] != '.')
         return TG__TOK_INVALID;
 
     /* A hit compares the signature segment as text: strict base64url has
      * one spelling per value, so equal text is an equal signature. */
     const char *sig64 = tok.p + tok.len - SIG_CHARS;
     uint64_t tag = tg__siphash(j->sip, tok.p, tok.len);
-    tg__cache_slot *s = kind == TG_KEY_JWT ? &j->jwt_cache[tag & (TG__CACHE_JWT - 1)]
-                                           : &j->clr_cache[tag & (TG__CACHE_CLEARANCE - 1)];
+    tg__cache_slot *s = kind == TG_KEY_JWT
+                            ? &j->jwt_cache[tag & (TG__CACHE_JWT - 1)]
+                            : &j->clr_cache[tag & (TG__CACHE_CLEARANCE - 1)];
     if (s->gen != j->gen || s->tag != tag || s->len != tok.len ||
         !tg__memeq(s->sig, sig64, SIG_CHARS)) {
         if (tg__b64url_decode(sig64, SIG_CHARS, sig) != 32)
@@ -382,7 +410,8 @@ int tg__jwt_check(tg__jwt *j, int kind, tg_str tok, const tg__claimset *want,
     uint64_t leeway_ms = (uint64_t)j->leeway_s * 1000;
     if (c->has_exp && now_ms >= c->exp * 1000 + leeway_ms)
         return TG__TOK_EXPIRED;
-    if (c->has_nbf && now_ms < c->nbf * 1000 && c->nbf * 1000 - now_ms > leeway_ms)
+    if (c->has_nbf && now_ms < c->nbf * 1000 &&
+        c->nbf * 1000 - now_ms > leeway_ms)
         return TG__TOK_EXPIRED;
     return TG__TOK_OK;
 }

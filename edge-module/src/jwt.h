@@ -26,35 +26,37 @@
 #include "sha256.h"
 #include "tollgate.h"
 
-#define TG__JWT_KEYS 8          /* per kind */
-#define TG__KID_CAP 64
-#define TG__SECRET_CAP 128
-#define TG__ISS_CAP 256         /* issuer and audience bytes */
-#define TG__TOKEN_DEFAULT 8192
-#define TG__TOKEN_MAX 16384     /* largest max_token_bytes */
-#define TG__LEEWAY_DEFAULT 60
-#define TG__MAX_CLAIMS 8        /* distinct claim names a policy may key on */
-#define TG__PART_NAME_CAP 64    /* bytes of a claim or header name */
-#define TG__CLAIM_CAP 96        /* bytes of one claim value kept in a view */
-#define TG__CACHE_JWT 256       /* cache slots, powers of two */
-#define TG__CACHE_CLEARANCE 64
+#define TG__JWT_KEYS         8 /* per kind */
+#define TG__KID_CAP          64
+#define TG__SECRET_CAP       128
+#define TG__ISS_CAP          256 /* issuer and audience bytes */
+#define TG__TOKEN_DEFAULT    8192
+#define TG__TOKEN_MAX        16384 /* largest max_token_bytes */
+#define TG__LEEWAY_DEFAULT   60
+#define TG__MAX_CLAIMS       8   /* distinct claim names a policy may key on */
+#define TG__PART_NAME_CAP    64  /* bytes of a claim or header name */
+#define TG__CLAIM_CAP        96  /* bytes of one claim value kept in a view */
+#define TG__CACHE_JWT        256 /* cache slots, powers of two */
+#define TG__CACHE_CLEARANCE  64
 #define TG__MAX_NUMERIC_DATE 9007199254740992ull /* 2^53 */
 
 /* What a token amounts to. */
 enum {
-    TG__TOK_NONE = 0,     /* no token presented */
+    TG__TOK_NONE = 0, /* no token presented */
     TG__TOK_OK = 1,
-    TG__TOK_INVALID = 2,  /* malformed, unsigned, wrong key, wrong iss/aud, ... */
-    TG__TOK_EXPIRED = 3   /* good, but exp passed or nbf not reached (with leeway) */
+    TG__TOK_INVALID =
+        2, /* malformed, unsigned, wrong key, wrong iss/aud, ... */
+    TG__TOK_EXPIRED =
+        3 /* good, but exp passed or nbf not reached (with leeway) */
 };
 
 /* Type of one wanted claim in a view. */
 enum {
     TG__CV_ABSENT = 0,
-    TG__CV_STRING = 1,    /* value unescaped */
-    TG__CV_NUMBER = 2,    /* value is the number's JSON text */
-    TG__CV_OTHER = 3,     /* boolean, null, object, array: cannot key */
-    TG__CV_LONG = 4       /* longer than TG__CLAIM_CAP: cannot key */
+    TG__CV_STRING = 1, /* value unescaped */
+    TG__CV_NUMBER = 2, /* value is the number's JSON text */
+    TG__CV_OTHER = 3,  /* boolean, null, object, array: cannot key */
+    TG__CV_LONG = 4    /* longer than TG__CLAIM_CAP: cannot key */
 };
 
 /* The claims to extract. */
@@ -64,10 +66,10 @@ typedef struct tg__claimset {
 } tg__claimset;
 
 typedef struct tg__claims {
-    uint8_t status;             /* TG__TOK_OK or TG__TOK_INVALID */
+    uint8_t status; /* TG__TOK_OK or TG__TOK_INVALID */
     bool has_exp;
     bool has_nbf;
-    uint64_t exp;               /* seconds */
+    uint64_t exp; /* seconds */
     uint64_t nbf;
     uint8_t type[TG__MAX_CLAIMS];
     uint8_t len[TG__MAX_CLAIMS];
@@ -75,10 +77,10 @@ typedef struct tg__claims {
 } tg__claims;
 
 typedef struct tg__cache_slot {
-    uint64_t tag;               /* SipHash of the token */
-    uint32_t gen;               /* valid when equal to tg__jwt.gen */
-    uint32_t len;               /* token bytes */
-    char sig[43];               /* the signature segment (32 bytes, base64url) */
+    uint64_t tag; /* SipHash of the token */
+    uint32_t gen; /* valid when equal to tg__jwt.gen */
+    uint32_t len; /* token bytes */
+    char sig[43]; /* the signature segment (32 bytes, base64url) */
     tg__claims c;
 } tg__cache_slot;
 
@@ -97,11 +99,11 @@ typedef struct tg__jwt {
     uint16_t aud_len;
     char iss[TG__ISS_CAP];
     char aud[TG__ISS_CAP];
-    uint64_t sip[2];            /* SipHash key, from tg_config.seed */
+    uint64_t sip[2]; /* SipHash key, from tg_config.seed */
     uint32_t gen;
     tg__cache_slot jwt_cache[TG__CACHE_JWT];
     tg__cache_slot clr_cache[TG__CACHE_CLEARANCE];
-    uint8_t scratch[TG__TOKEN_MAX];  /* decoded header and payload */
+    uint8_t scratch[TG__TOKEN_MAX]; /* decoded header and payload */
 } tg__jwt;
 
 /* Defaults (leeway 60 s, 8 KB tokens), no keys, empty cache. */
@@ -111,7 +113,8 @@ void tg__jwt_init(tg__jwt *j, const uint8_t seed[16]);
 void tg__jwt_flush(tg__jwt *j);
 
 /* tg_add_key() and tg_jwt_configure() on the edge's verifier. */
-int tg__jwt_add_key(tg__jwt *j, int kind, tg_str kid, const uint8_t *secret, size_t len);
+int tg__jwt_add_key(tg__jwt *j, int kind, tg_str kid, const uint8_t *secret,
+                    size_t len);
 int tg__jwt_configure(tg__jwt *j, const tg_jwt_options *o);
 
 /* The token in an Authorization value: what follows "Bearer " (scheme

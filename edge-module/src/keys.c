@@ -15,7 +15,8 @@ uint32_t tg__table_slots(uint32_t max_keys)
 
 size_t tg__table_bytes(uint32_t n)
 {
-    return (size_t)n * (sizeof(tg__entry) + TG__TOKEN_CAP) + TG__SPILL * sizeof(tg__spilled);
+    return (size_t)n * (sizeof(tg__entry) + TG__TOKEN_CAP) +
+           TG__SPILL * sizeof(tg__spilled);
 }
 
 void tg__table_init(tg__table *t, void *mem, uint32_t n)
@@ -60,7 +61,8 @@ char *tg__entry_token(const tg__table *t, const tg__entry *en)
     return t->tokens + (size_t)(en - t->slot) * TG__TOKEN_CAP;
 }
 
-tg__entry *tg__table_find(const tg__table *t, uint32_t hash, unsigned quota, tg_str key)
+tg__entry *tg__table_find(const tg__table *t, uint32_t hash, unsigned quota,
+                          tg_str key)
 {
     for (uint32_t i = 0; i < t->probe; i++) {
         tg__entry *en = &t->slot[(hash + i) & t->mask];
@@ -73,7 +75,8 @@ tg__entry *tg__table_find(const tg__table *t, uint32_t hash, unsigned quota, tg_
 
 static bool evictable(const tg__table *t, const tg__entry *en)
 {
-    if ((en->flags & (TG__F_BATCH | TG__F_BUSY)) || (en->c.infl[0] | en->c.infl[1] | en->c.infl[2]))
+    if ((en->flags & (TG__F_BATCH | TG__F_BUSY)) ||
+        (en->c.infl[0] | en->c.infl[1] | en->c.infl[2]))
         return false;
     return t->n_spill < TG__SPILL || !tg__counts_pending(&en->c);
 }
@@ -92,8 +95,8 @@ static void spill(tg__table *t, const tg__entry *en)
  * action in force (evicting a blocked key would hand it a fresh floor),
  * then the least recently used. A victim with pending counts leaves them
  * in the spill list. */
-tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota, tg_str key,
-                            uint64_t now_ms)
+tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota,
+                            tg_str key, uint64_t now_ms)
 {
     tg__entry *pick = NULL;
     bool pick_blocked = true;
@@ -110,7 +113,8 @@ tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota, tg_str 
         int v = tg__bucket_verdict(&en->b, now_ms);
         bool blocked = v == TG__V_BLOCKED || v == TG__V_CHALLENGE;
         if (!pick || (pick_blocked && !blocked) ||
-            (pick_blocked == blocked && en->last_used_ms < pick->last_used_ms)) {
+            (pick_blocked == blocked &&
+             en->last_used_ms < pick->last_used_ms)) {
             pick = en;
             pick_blocked = blocked;
         }
@@ -145,7 +149,8 @@ void tg__spill_compact(tg__table *t)
     uint32_t k = 0;
     for (uint32_t i = 0; i < t->n_spill; i++) {
         const tg__spilled *s = &t->spill[i];
-        if (s->quota == TG__NO_QUOTA || (!s->batch && !tg__counts_unacked(&s->c)))
+        if (s->quota == TG__NO_QUOTA ||
+            (!s->batch && !tg__counts_unacked(&s->c)))
             continue;
         if (k != i)
             t->spill[k] = *s;

@@ -20,14 +20,19 @@
 #include "bucket.h"
 #include "tollgate.h"
 
-#define TG__KEY_CAP 96          /* key bytes kept inline */
-#define TG__TOKEN_CAP 512       /* challenge token bytes kept inline */
-#define TG__PROBE 8             /* slots a key may be from its home slot */
+#define TG__KEY_CAP   96  /* key bytes kept inline */
+#define TG__TOKEN_CAP 512 /* challenge token bytes kept inline */
+#define TG__PROBE     8   /* slots a key may be from its home slot */
 #define TG__MAX_SLOTS (1u << 20)
-#define TG__NO_QUOTA 0xff       /* entry.quota of a free slot */
-#define TG__SPILL 256           /* evicted keys' counts awaiting a batch */
+#define TG__NO_QUOTA  0xff /* entry.quota of a free slot */
+#define TG__SPILL     256  /* evicted keys' counts awaiting a batch */
 
-enum { TG__C_ADMITTED = 0, TG__C_DENIED = 1, TG__C_CHALLENGED = 2, TG__C_N = 3 };
+enum {
+    TG__C_ADMITTED = 0,
+    TG__C_DENIED = 1,
+    TG__C_CHALLENGED = 2,
+    TG__C_N = 3
+};
 
 /* Counts are kept in two generations so a retried sync resends exactly what
  * it sent before: infl is frozen into the batch in flight until the
@@ -38,9 +43,9 @@ typedef struct tg__counts {
 } tg__counts;
 
 enum {
-    TG__F_WANT = 1,   /* ask the coordinator for a lease at the next sync */
-    TG__F_BATCH = 2,  /* part of the batch in flight */
-    TG__F_BUSY = 4    /* in use by the tg_verify() running now */
+    TG__F_WANT = 1,  /* ask the coordinator for a lease at the next sync */
+    TG__F_BATCH = 2, /* part of the batch in flight */
+    TG__F_BUSY = 4   /* in use by the tg_verify() running now */
 };
 
 typedef struct tg__entry {
@@ -49,9 +54,9 @@ typedef struct tg__entry {
     uint64_t last_used_ms;
     uint32_t hash;
     uint16_t token_len;
-    uint8_t quota;    /* index into the enforced policy; TG__NO_QUOTA: free */
+    uint8_t quota; /* index into the enforced policy; TG__NO_QUOTA: free */
     uint8_t key_len;
-    uint8_t flags;    /* TG__F_* */
+    uint8_t flags; /* TG__F_* */
     char key[TG__KEY_CAP];
 } tg__entry;
 
@@ -61,9 +66,9 @@ typedef struct tg__entry {
  * the batch in flight keeps its order across retries. */
 typedef struct tg__spilled {
     tg__counts c;
-    uint8_t quota;    /* TG__NO_QUOTA: to be dropped at the next compaction */
+    uint8_t quota; /* TG__NO_QUOTA: to be dropped at the next compaction */
     uint8_t key_len;
-    uint8_t batch;    /* in the batch in flight */
+    uint8_t batch; /* in the batch in flight */
     char key[TG__KEY_CAP];
 } tg__spilled;
 
@@ -72,13 +77,13 @@ typedef struct tg__spilled {
  * and the token pages are only touched when a key is challenged. */
 typedef struct tg__table {
     tg__entry *slot;
-    tg__spilled *spill;  /* TG__SPILL records */
+    tg__spilled *spill; /* TG__SPILL records */
     uint32_t n_spill;
-    char *tokens;     /* slots × TG__TOKEN_CAP */
-    uint32_t mask;    /* slots - 1 */
-    uint32_t probe;   /* min(TG__PROBE, slots) */
+    char *tokens;   /* slots × TG__TOKEN_CAP */
+    uint32_t mask;  /* slots - 1 */
+    uint32_t probe; /* min(TG__PROBE, slots) */
     uint32_t used;
-    uint32_t wants;   /* entries with TG__F_WANT, so tg_sync_due is O(1) */
+    uint32_t wants; /* entries with TG__F_WANT, so tg_sync_due is O(1) */
 } tg__table;
 
 /* Slots for max_keys keys: the next power of two, at least TG__PROBE;
@@ -99,15 +104,16 @@ char *tg__entry_token(const tg__table *t, const tg__entry *en);
  * its slot when a new policy renumbers the quotas. */
 uint32_t tg__key_hash(tg_str quota_name, tg_str key);
 
-tg__entry *tg__table_find(const tg__table *t, uint32_t hash, unsigned quota, tg_str key);
+tg__entry *tg__table_find(const tg__table *t, uint32_t hash, unsigned quota,
+                          tg_str key);
 
 /* A fresh entry (counts zero, no flags, bucket for the caller to set up),
  * or NULL when every slot of the probe window is taken by an entry that
  * may not be evicted: in the batch in flight, busy, or holding pending
  * counts while the spill list is full. The caller then accounts the
  * request elsewhere. */
-tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota, tg_str key,
-                            uint64_t now_ms);
+tg__entry *tg__table_insert(tg__table *t, uint32_t hash, unsigned quota,
+                            tg_str key, uint64_t now_ms);
 
 void tg__table_remove(tg__table *t, tg__entry *en);
 

@@ -26,13 +26,15 @@ static inline bool tg__memeq(const void *a, const void *b, size_t n)
 }
 
 /* Equal lengths and equal bytes. */
-static inline bool tg__bytes_eq(const void *a, size_t alen, const void *b, size_t blen)
+static inline bool tg__bytes_eq(const void *a, size_t alen, const void *b,
+                                size_t blen)
 {
     return alen == blen && tg__memeq(a, b, alen);
 }
 
 /* ASCII case-insensitive equality (HTTP methods). */
-static inline bool tg__ascii_caseeq(const char *a, size_t alen, const char *b, size_t blen)
+static inline bool tg__ascii_caseeq(const char *a, size_t alen, const char *b,
+                                    size_t blen)
 {
     if (alen != blen)
         return false;

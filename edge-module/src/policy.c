@@ -61,12 +61,14 @@ bool tg__quota_matches(const tg__quota *q, const tg_request *req)
 {
     if (q->tpl.n == 0)
         return false;
-    if (req->path.len < q->prefix_len || !tg__memeq(req->path.p, q->prefix, q->prefix_len))
+    if (req->path.len < q->prefix_len ||
+        !tg__memeq(req->path.p, q->prefix, q->prefix_len))
         return false;
     if (q->n_methods == 0)
         return true;
     for (unsigned i = 0; i < q->n_methods; i++)
-        if (tg__ascii_caseeq(q->methods[i], q->method_len[i], req->method.p, req->method.len))
+        if (tg__ascii_caseeq(q->methods[i], q->method_len[i], req->method.p,
+                             req->method.len))
             return true;
     return false;
 }
@@ -102,14 +104,18 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
     for (uint32_t i = 0; i < old->n_quotas; i++) {
         const tg__quota *q = &old->quotas[i];
         int j = tg__policy_find(nw, q->name, q->name_len);
-        map[i] = j >= 0 && tg__bytes_eq(nw->quotas[j].key, nw->quotas[j].key_len, q->key,
-                                        q->key_len) ? j : -1;
+        map[i] =
+            j >= 0 && tg__bytes_eq(nw->quotas[j].key, nw->quotas[j].key_len,
+                                   q->key, q->key_len)
+                ? j
+                : -1;
         if (map[i] < 0 && (e->ovf_batch >> i & 1))
             return 1;
     }
     for (uint32_t s = 0; s <= e->tab.mask; s++) {
         const tg__entry *en = &e->tab.slot[s];
-        if (en->quota != TG__NO_QUOTA && map[en->quota] < 0 && (en->flags & TG__F_BATCH))
+        if (en->quota != TG__NO_QUOTA && map[en->quota] < 0 &&
+            (en->flags & TG__F_BATCH))
             return 1;
     }
     for (uint32_t s = 0; s < e->tab.n_spill; s++)
@@ -147,7 +153,8 @@ int tg__policy_install(tg_edge *e, uint64_t now_ms)
     if (!e->policy_at_ms)
         e->policy_at_ms = now_ms;
     tg__jwt_flush(&e->jwt);
-    e->base_interval_ms = nw->sync_interval_ms ? tg__sync_clamp_interval(nw->sync_interval_ms)
-                                               : e->cfg_interval_ms;
+    e->base_interval_ms = nw->sync_interval_ms
+                              ? tg__clamp_interval(nw->sync_interval_ms)
+                              : e->cfg_interval_ms;
     return 0;
 }

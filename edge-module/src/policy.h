@@ -14,33 +14,34 @@
 #include "template.h"
 #include "tollgate.h"
 
-#define TG__MAX_QUOTAS 32
-#define TG__NAME_CAP 64     /* quota name bytes */
-#define TG__PREFIX_CAP 128  /* path_prefix bytes */
+#define TG__MAX_QUOTAS  32
+#define TG__NAME_CAP    64  /* quota name bytes */
+#define TG__PREFIX_CAP  128 /* path_prefix bytes */
 #define TG__MAX_METHODS 8
-#define TG__METHOD_CAP 16   /* bytes per method */
+#define TG__METHOD_CAP  16 /* bytes per method */
 
 /* Why a policy was refused; the edge keeps enforcing the previous one. */
 enum {
     TG__POLICY_OK = 0,
     TG__POLICY_TOO_MANY_QUOTAS,
-    TG__POLICY_BAD_NAME,      /* empty, too long, duplicate or unprintable */
-    TG__POLICY_BAD_PREFIX,    /* longer than TG__PREFIX_CAP */
-    TG__POLICY_BAD_METHODS,   /* too many, empty or too long */
-    TG__POLICY_BAD_WINDOW     /* window_s == 0 */
+    TG__POLICY_BAD_NAME,    /* empty, too long, duplicate or unprintable */
+    TG__POLICY_BAD_PREFIX,  /* longer than TG__PREFIX_CAP */
+    TG__POLICY_BAD_METHODS, /* too many, empty or too long */
+    TG__POLICY_BAD_WINDOW   /* window_s == 0 */
 };
 
 typedef struct tg__quota {
-    uint64_t limit;       /* requests per window across all edges */
-    uint64_t floor;       /* allowance an edge grants alone */
-    double deny_after;    /* the coordinator's business; kept for stats */
+    uint64_t limit;    /* requests per window across all edges */
+    uint64_t floor;    /* allowance an edge grants alone */
+    double deny_after; /* the coordinator's business; kept for stats */
     uint32_t window_s;
-    int32_t action;       /* over the limit: TG__ACT_CHALLENGE or _DENY */
-    bool shadow;          /* count, never enforce */
-    bool fail_open;       /* table full, or stale at the floor: admit or deny */
-    bool require_token;   /* no token: Deny(missing_token) */
-    tg__template tpl;     /* parsed from key at install; tpl.n == 0: never matches */
-    uint8_t key_len;      /* the template's text; 0 when over TG__TEMPLATE_CAP */
+    int32_t action;     /* over the limit: TG__ACT_CHALLENGE or _DENY */
+    bool shadow;        /* count, never enforce */
+    bool fail_open;     /* table full, or stale at the floor: admit or deny */
+    bool require_token; /* no token: Deny(missing_token) */
+    tg__template
+        tpl;         /* parsed from key at install; tpl.n == 0: never matches */
+    uint8_t key_len; /* the template's text; 0 when over TG__TEMPLATE_CAP */
     uint8_t name_len;
     uint8_t prefix_len;
     uint8_t n_methods;
@@ -56,8 +57,8 @@ typedef struct tg__policy {
     uint32_t sync_interval_ms;
     uint32_t clearance_ttl_s;
     uint32_t n_quotas;
-    int refused;          /* TG__POLICY_*: why it cannot be installed */
-    tg__names names;      /* claim and header names the templates use */
+    int refused;     /* TG__POLICY_*: why it cannot be installed */
+    tg__names names; /* claim and header names the templates use */
     tg__quota quotas[TG__MAX_QUOTAS];
 } tg__policy;
 

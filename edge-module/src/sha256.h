@@ -13,7 +13,7 @@
 
 typedef struct tg__sha256_ctx {
     uint32_t h[8];
-    uint64_t len;      /* bytes hashed so far */
+    uint64_t len; /* bytes hashed so far */
     uint8_t buf[64];
 } tg__sha256_ctx;
 
@@ -30,7 +30,8 @@ typedef struct tg__hmac_key {
 
 /* Keys longer than the 64-byte block are hashed first (RFC 2104). */
 void tg__hmac_key_init(tg__hmac_key *k, const uint8_t *key, size_t len);
-void tg__hmac_sha256(const tg__hmac_key *k, const void *msg, size_t n, uint8_t out[32]);
+void tg__hmac_sha256(const tg__hmac_key *k, const void *msg, size_t n,
+                     uint8_t out[32]);
 
 /* Equal without an early exit: the time does not say where they differ. */
 int tg__ct_equal(const uint8_t *a, const uint8_t *b, size_t n);

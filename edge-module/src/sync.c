@@ -6,13 +6,6 @@
 #include "mem.h"
 #include "wire.h"
 
-uint32_t tg__sync_clamp_interval(uint32_t ms)
-{
-    if (ms < TG__MIN_INTERVAL_MS)
-        return TG__MIN_INTERVAL_MS;
-    return ms > TG__MAX_INTERVAL_MS ? TG__MAX_INTERVAL_MS : ms;
-}
-
 /* When the next sync is due, outstanding requests aside. After a failure
  * only the backoff counts; its last quarter is trimmed by a per-edge
  * amount so edges that failed together do not retry in lockstep. A key
@@ -23,7 +16,8 @@ uint32_t tg__sync_clamp_interval(uint32_t ms)
 static uint64_t next_due_ms(const tg_edge *e)
 {
     if (e->backoff_ms)
-        return e->last_fail_ms + e->backoff_ms - e->id_hash % (e->backoff_ms / 4 + 1);
+        return e->last_fail_ms + e->backoff_ms -
+               e->id_hash % (e->backoff_ms / 4 + 1);
     if (!e->attempted)
         return 0;
     uint64_t due = e->last_attempt_ms + e->interval_ms;
@@ -68,28 +62,42 @@ static tg__reqhead head(const tg_edge *e, uint64_t seq, uint64_t now_ms)
     h.seq = seq;
     h.sent_at_ms = now_ms;
     h.policy_version = tg__policy_cur(e)->version;
-    h.module_version = (tg_str){TG_MODULE_VERSION, sizeof TG_MODULE_VERSION - 1};
+    h.module_version =
+        (tg_str){TG_MODULE_VERSION, sizeof TG_MODULE_VERSION - 1};
     return h;
 }
 
-static tg__keycount entry_count(const tg_edge *e, const tg__entry *en, const uint64_t *n)
+static tg__keycount entry_count(const tg_edge *e, const tg__entry *en,
+                                const uint64_t *n)
 {
     const tg__quota *q = &tg__policy_cur(e)->quotas[en->quota];
-    return (tg__keycount){{q->name, q->name_len}, {en->key, en->key_len}, n[0], n[1], n[2]};
+    return (tg__keycount){{q->name, q->name_len},
+                          {en->key, en->key_len},
+                          n[0],
+                          n[1],
+                          n[2]};
 }
 
-static tg__keycount spilled_count(const tg_edge *e, const tg__spilled *sp, const uint64_t *n)
+static tg__keycount spilled_count(const tg_edge *e, const tg__spilled *sp,
+                                  const uint64_t *n)
 {
     const tg__quota *q = &tg__policy_cur(e)->quotas[sp->quota];
-    return (tg__keycount){{q->name, q->name_len}, {sp->key, sp->key_len}, n[0], n[1], n[2]};
+    return (tg__keycount){{q->name, q->name_len},
+                          {sp->key, sp->key_len},
+                          n[0],
+                          n[1],
+                          n[2]};
 }
 
-static tg__keycount overflow_count(const tg_edge *e, unsigned qi, const uint64_t *n)
+static tg__keycount overflow_count(const tg_edge *e, unsigned qi,
+                                   const uint64_t *n)
 {
     const tg__quota *q = &tg__policy_cur(e)->quotas[qi];
     return (tg__keycount){{q->name, q->name_len},
                           {TG__OVERFLOW_KEY, sizeof TG__OVERFLOW_KEY - 1},
-                          n[0], n[1], n[2]};
+                          n[0],
+                          n[1],
+                          n[2]};
 }
 
 /* Freezes the next batch: the pending counts of the overflow pseudo-keys,
@@ -193,7 +201,8 @@ static bool batch_item(const tg_edge *e, uint32_t i, tg__keycount *kc)
         *kc = spilled_count(e, sp, sp->c.infl);
         return true;
     }
-    const tg__entry *en = &e->tab.slot[(e->batch_start + (i - nq - ns)) & e->tab.mask];
+    const tg__entry *en =
+        &e->tab.slot[(e->batch_start + (i - nq - ns)) & e->tab.mask];
     if (en->quota == TG__NO_QUOTA || !(en->flags & TG__F_BATCH))
         return false;
     *kc = entry_count(e, en, en->c.infl);
@@ -205,7 +214,8 @@ static bool batch_item(const tg_edge *e, uint32_t i, tg__keycount *kc)
 static long encode(const tg_edge *e, uint64_t now_ms, uint8_t *buf, size_t cap)
 {
     tg__reqhead h = head(e, e->seq, now_ms);
-    uint32_t items = tg__policy_cur(e)->n_quotas + e->tab.n_spill + e->tab.mask + 1;
+    uint32_t items =
+        tg__policy_cur(e)->n_quotas + e->tab.n_spill + e->tab.mask + 1;
     tg__keycount kc;
     size_t off = tg__wire_head_size(&h);
 
@@ -272,7 +282,8 @@ static void ack(tg_edge *e)
 /* A CHALLENGE needs its token to be answered; one longer than the edge
  * can keep is answered as DENY instead (still over the limit, still
  * refused, but without a token the client could not solve it). */
-static void apply_state(tg_edge *e, tg__entry *en, const tg__keystate *ks, uint64_t now_ms)
+static void apply_state(tg_edge *e, tg__entry *en, const tg__keystate *ks,
+                        uint64_t now_ms)
 {
     int action = ks->action;
     en->token_len = 0;
@@ -285,8 +296,8 @@ static void apply_state(tg_edge *e, tg__entry *en, const tg__keystate *ks, uint6
             en->token_len = (uint16_t)ks->challenge_token.len;
         }
     }
-    tg__bucket_apply(&en->b, action, ks->lease, ks->reset_ms, en->c.pend[TG__C_ADMITTED],
-                     now_ms);
+    tg__bucket_apply(&en->b, action, ks->lease, ks->reset_ms,
+                     en->c.pend[TG__C_ADMITTED], now_ms);
     tg__entry_want(&e->tab, en, false);
 }
 
@@ -299,7 +310,8 @@ static void apply_state(tg_edge *e, tg__entry *en, const tg__keystate *ks, uint6
  * "Staleness"): taking a lease or floor from such answers would let every
  * edge re-grant itself at every degraded sync. A non-degraded
  * answer for another seq is refused with TG_ESTATE. */
-int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len)
+int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf,
+                     size_t len)
 {
     tg__response r;
     tg__keystate ks;
@@ -335,7 +347,7 @@ int tg_sync_response(tg_edge *e, uint64_t now_ms, const uint8_t *buf, size_t len
         if (en)
             apply_state(e, en, &ks, now_ms);
     }
-    e->interval_ms = r.next_sync_ms ? tg__sync_clamp_interval(r.next_sync_ms)
+    e->interval_ms = r.next_sync_ms ? tg__clamp_interval(r.next_sync_ms)
                                     : e->base_interval_ms;
     if (acked)
         e->last_ok_ms = now_ms;

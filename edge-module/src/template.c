@@ -8,17 +8,19 @@
 /* Claim names: [A-Za-z0-9._-]; header names: [a-z0-9_-]. */
 static bool name_char(char c, bool header)
 {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-           (!header && ((c >= 'A' && c <= 'Z') || c == '.'));
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || (!header && ((c >= 'A' && c <= 'Z') || c == '.'));
 }
 
 /* Part spellings, indexed by TG__PART_* - 1; the last two take a name. */
-static const char part_word[5][8] = {"ip", "route", "host", "claim:", "header:"};
+static const char part_word[5][8] = {"ip", "route", "host",
+                                     "claim:", "header:"};
 static const uint8_t part_len[5] = {2, 5, 4, 6, 7};
 
 /* The names are added to a copy of the table, installed only when the
  * whole template parsed. */
-int tg__template_parse(const char *s, size_t n, tg__template *t, tg__names *names)
+int tg__template_parse(const char *s, size_t n, tg__template *t,
+                       tg__names *names)
 {
     tg_str part[TG__MAX_PARTS];
     size_t start = 0;
@@ -37,7 +39,8 @@ int tg__template_parse(const char *s, size_t n, tg__template *t, tg__names *name
         start = i + 1;
         for (unsigned k = 0; k < 5 && !kind; k++) {
             at = part_len[k];
-            if ((k < 3 ? len == at : len > at) && tg__memeq(p, part_word[k], at))
+            if ((k < 3 ? len == at : len > at) &&
+                tg__memeq(p, part_word[k], at))
                 kind = k + 1;
         }
         if (!kind || r.n == TG__MAX_PARTS || len - at > TG__PART_NAME_CAP)
@@ -52,7 +55,9 @@ int tg__template_parse(const char *s, size_t n, tg__template *t, tg__names *name
         if (kind >= TG__PART_CLAIM) {
             unsigned w = kind - TG__PART_CLAIM, x = 0;
             tg_str name = {p + at, len - at};
-            while (x < nm.n[w] && !tg__bytes_eq(nm.name[w][x].p, nm.name[w][x].len, name.p, name.len))
+            while (x < nm.n[w] &&
+                   !tg__bytes_eq(nm.name[w][x].p, nm.name[w][x].len, name.p,
+                                 name.len))
                 x++;
             if (x == nm.n[w]) {
                 if (x == (w ? TG_MAX_HEADERS : TG__MAX_CLAIMS))
@@ -121,8 +126,9 @@ static bool header_value(const tg_request *req, tg_str name, tg_str *v)
     return false;
 }
 
-int tg__template_key(const tg__template *t, const tg__names *names, const tg_request *req,
-                     const tg__claims *claims, char *out, size_t *len)
+int tg__template_key(const tg__template *t, const tg__names *names,
+                     const tg_request *req, const tg__claims *claims, char *out,
+                     size_t *len)
 {
     kw w;
     w.out = out;
@@ -136,7 +142,8 @@ int tg__template_key(const tg__template *t, const tg__names *names, const tg_req
         case TG__PART_ROUTE: v = req->path; break;
         case TG__PART_HOST: v = req->host; break;
         case TG__PART_CLAIM:
-            if (!claims || claims->type[i] == TG__CV_ABSENT || claims->type[i] == TG__CV_OTHER)
+            if (!claims || claims->type[i] == TG__CV_ABSENT ||
+                claims->type[i] == TG__CV_OTHER)
                 return TG__TPL_SKIP;
             if (claims->type[i] == TG__CV_LONG)
                 return TG__TPL_BAD;
@@ -145,7 +152,8 @@ int tg__template_key(const tg__template *t, const tg__names *names, const tg_req
                 return TG__TPL_SKIP;
             break;
         default:
-            if (!header_value(req, names->name[TG__NAMES_HEADER][i], &v) || v.len == 0)
+            if (!header_value(req, names->name[TG__NAMES_HEADER][i], &v) ||
+                v.len == 0)
                 return TG__TPL_SKIP;
             break;
         }

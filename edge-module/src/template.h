@@ -23,7 +23,7 @@
 #include "jwt.h"
 #include "tollgate.h"
 
-#define TG__MAX_PARTS 4
+#define TG__MAX_PARTS    4
 #define TG__TEMPLATE_CAP 160
 
 enum {
@@ -35,8 +35,8 @@ enum {
 };
 
 typedef struct tg__template {
-    uint8_t n;                   /* parts; 0: unusable, the quota never matches */
-    bool claims;                 /* some part is a claim */
+    uint8_t n;   /* parts; 0: unusable, the quota never matches */
+    bool claims; /* some part is a claim */
     uint8_t kind[TG__MAX_PARTS]; /* TG__PART_* */
     uint8_t idx[TG__MAX_PARTS];  /* claim / header: index into the name table */
 } tg__template;
@@ -45,19 +45,20 @@ typedef struct tg__template {
  * templates' text (which lives in the same tg__policy). */
 enum { TG__NAMES_CLAIM = 0, TG__NAMES_HEADER = 1 };
 typedef struct tg__names {
-    uint8_t n[2];                        /* claims, headers */
-    tg_str name[2][TG_MAX_HEADERS];      /* claims use the first TG__MAX_CLAIMS */
+    uint8_t n[2];                   /* claims, headers */
+    tg_str name[2][TG_MAX_HEADERS]; /* claims use the first TG__MAX_CLAIMS */
 } tg__names;
 
 /* Parses s into *t, adding its names to *names. Returns 0, or -1 with
  * t->n == 0 and *names unchanged. */
-int tg__template_parse(const char *s, size_t n, tg__template *t, tg__names *names);
+int tg__template_parse(const char *s, size_t n, tg__template *t,
+                       tg__names *names);
 
 /* What building a key came to. */
 enum {
     TG__TPL_OK = 0,
-    TG__TPL_SKIP = 1,  /* a claim or header part is absent: not counted */
-    TG__TPL_BAD = 2    /* the request cannot be keyed: Deny(bad_request) */
+    TG__TPL_SKIP = 1, /* a claim or header part is absent: not counted */
+    TG__TPL_BAD = 2   /* the request cannot be keyed: Deny(bad_request) */
 };
 
 /* Builds the key of template t for req into out (TG__KEY_CAP bytes):
@@ -67,7 +68,8 @@ enum {
  * TG__TPL_BAD: an empty ip / route / host, a claim too long to keep, or a
  * short key holding a NUL (the coordinator's strings end there) or
  * starting with '~' (the edge's pseudo-keys). */
-int tg__template_key(const tg__template *t, const tg__names *names, const tg_request *req,
-                     const tg__claims *claims, char *out, size_t *len);
+int tg__template_key(const tg__template *t, const tg__names *names,
+                     const tg_request *req, const tg__claims *claims, char *out,
+                     size_t *len);
 
 #endif /* TG_TEMPLATE_H */

@@ -1,21 +1,30 @@
 /* wasm.c — the explicit export list of tollgate.wasm, and nothing else.
  *
  * The host talks to the core through two fixed 64 KiB buffers: it writes
- * inputs at tg_in() and reads results at tg_out(). Times arrive as f64
- * (JavaScript numbers; exact integer milliseconds). The edge block lives
- * past __heap_base in linear memory grown on init, so the module needs no
- * allocator and imports nothing. One edge per instance.
+ * inputs at the in buffer and reads results at the out buffer. Times
+ * arrive as f64 (JavaScript numbers; exact integer milliseconds). The edge
+ * block lives past __heap_base in linear memory grown on init, so the
+ * module needs no allocator and imports nothing. One edge per instance.
  *
- * init input at tg_in: the edge id, then 16 random seed bytes.
+ * The layout is not copied into the host: tg_abi() returns the address of
+ * a table of little-endian u32 words the glue reads once (as sqlite's
+ * sqlite3-wasm.c exports its enums and struct layouts), word i being
+ * ABI_<name> below. Words are only ever appended; ABI_VERSION changes when
+ * the meaning of an existing word or export does.
+ *
+ * init input at in: the edge id, then 16 random seed bytes.
  * add_key input: the kid, then the secret. jwt_config input: the issuer,
  * then the audience.
- * verify input at tg_in: seven little-endian u32 (the lengths of method,
- * path, host, client_ip, authorization, cookie, and n_headers <= 16), then
- * n_headers pairs of u32 (name length, value length), then the six byte
- * strings in that order, then name0, value0, name1, value1, ...
- * verify output at tg_out: six little-endian u32 (kind, reason, status,
- * retry_after_s, token_len, headers_len), then the token, then the headers.
- * header_names output at tg_out: the policy's header names, each followed
+ * verify input at in: ABI_IN_FIELDS + 1 u32 (the lengths of method,
+ * path, host, client_ip, authorization, cookie, and n_headers <=
+ * ABI_MAX_HEADERS), then n_headers pairs of u32 (name length, value
+ * length), then the byte strings in that order, then name0, value0,
+ * name1, value1, ...
+ * verify output at out: ABI_OUT_WORDS u32 (kind, reason, status,
+ * retry_after_s, token_len, headers_len), then the token, then the
+ * headers. kind and reason index the names at ABI_NAMES (ABI_KINDS kind
+ * names, then ABI_REASONS reason names, each NUL-terminated).
+ * header_names output at out: the policy's header names, each followed
  * by "\n"; the return value is the length.
  */
 #include <stddef.h>
@@ -24,8 +33,8 @@
 #include "mem.h"
 #include "tollgate.h"
 
-#define IO_SIZE 65536
-#define PAGE 65536
+#define IO_SIZE      65536
+#define PAGE         65536
 #define EXPORT(name) __attribute__((export_name(name)))
 
 extern unsigned char __heap_base;
@@ -34,25 +43,71 @@ static uint8_t io_in[IO_SIZE];
 static uint8_t io_out[IO_SIZE];
 static tg_edge *edge;
 
-EXPORT("tg_in") uint8_t *tg_wasm_in(void);
-EXPORT("tg_out") uint8_t *tg_wasm_out(void);
-EXPORT("tg_io_size") uint32_t tg_wasm_io_size(void);
-EXPORT("init") int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
-                                    uint32_t sync_interval_ms);
-EXPORT("add_key") int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len);
-EXPORT("jwt_config") int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
-                                                uint32_t audience_len, uint32_t max_token_bytes);
+/* verify's input fields: method, path, host, client_ip, authorization,
+ * cookie; its output words: kind, reason, status, retry_after_s,
+ * token_len, headers_len. */
+#define IN_FIELDS 6
+#define OUT_WORDS 6
+
+static const char names[] = TG_KIND_NAMES "\0" TG_REASON_NAMES;
+
+enum {
+    ABI_VERSION,     /* 1 */
+    ABI_WORDS,       /* words in this table */
+    ABI_IN,          /* address of the in buffer */
+    ABI_OUT,         /* address of the out buffer */
+    ABI_IO_SIZE,     /* bytes of each */
+    ABI_IN_FIELDS,   /* verify: byte-string fields before n_headers */
+    ABI_MAX_HEADERS, /* verify: most header pairs */
+    ABI_OUT_WORDS,   /* verify: u32 words before the token */
+    ABI_KEY_JWT,     /* add_key kinds */
+    ABI_KEY_CLEARANCE,
+    ABI_KINDS,     /* number of kind names */
+    ABI_REASONS,   /* number of reason names */
+    ABI_NAMES,     /* address of the names */
+    ABI_NAMES_LEN, /* their bytes, the last NUL included */
+    ABI_N
+};
+
+static const uint32_t abi[ABI_N] = {
+    [ABI_VERSION] = 1,
+    [ABI_WORDS] = ABI_N,
+    [ABI_IN] = (uint32_t)(uintptr_t)io_in,
+    [ABI_OUT] = (uint32_t)(uintptr_t)io_out,
+    [ABI_IO_SIZE] = IO_SIZE,
+    [ABI_IN_FIELDS] = IN_FIELDS,
+    [ABI_MAX_HEADERS] = TG_MAX_HEADERS,
+    [ABI_OUT_WORDS] = OUT_WORDS,
+    [ABI_KEY_JWT] = TG_KEY_JWT,
+    [ABI_KEY_CLEARANCE] = TG_KEY_CLEARANCE,
+    [ABI_KINDS] = TG_KIND_COUNT,
+    [ABI_REASONS] = TG_REASON_COUNT,
+    [ABI_NAMES] = (uint32_t)(uintptr_t)names,
+    [ABI_NAMES_LEN] = sizeof names,
+};
+
+EXPORT("tg_abi") const uint32_t *tg_wasm_abi(void);
+EXPORT("init")
+int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
+                     uint32_t sync_interval_ms);
+EXPORT("add_key")
+int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len);
+EXPORT("jwt_config")
+int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
+                           uint32_t audience_len, uint32_t max_token_bytes);
 EXPORT("header_names") int32_t tg_wasm_header_names(void);
 EXPORT("verify") int32_t tg_wasm_verify(double now_ms);
 EXPORT("sync_due") int32_t tg_wasm_sync_due(double now_ms);
 EXPORT("sync_request") int32_t tg_wasm_sync_request(double now_ms);
-EXPORT("sync_response") int32_t tg_wasm_sync_response(double now_ms, uint32_t len);
+EXPORT("sync_response")
+int32_t tg_wasm_sync_response(double now_ms, uint32_t len);
 EXPORT("sync_failed") void tg_wasm_sync_failed(double now_ms);
 EXPORT("policy_version") double tg_wasm_policy_version(void);
 
-uint8_t *tg_wasm_in(void) { return io_in; }
-uint8_t *tg_wasm_out(void) { return io_out; }
-uint32_t tg_wasm_io_size(void) { return IO_SIZE; }
+const uint32_t *tg_wasm_abi(void)
+{
+    return abi;
+}
 
 /* Milliseconds as JS hands them: finite, non-negative, within 2^53
  * (where doubles stop being exact integers). */
@@ -66,7 +121,8 @@ static int ms_from(double d, uint64_t *ms)
 
 static uint32_t get_u32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -79,7 +135,8 @@ static void put_u32(uint8_t *p, uint32_t v)
 
 /* Re-initialising replaces the edge (a fresh one, same memory). On any
  * failure there is no edge until the next successful init. */
-int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys, uint32_t sync_interval_ms)
+int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
+                     uint32_t sync_interval_ms)
 {
     tg_config cfg;
     uintptr_t base = ((uintptr_t)&__heap_base + 7) & ~(uintptr_t)7;
@@ -96,7 +153,8 @@ int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys, uint32_t sync_inte
         return TG_EINVAL;
     size_t have = __builtin_wasm_memory_size(0) * PAGE;
     if (base + need > have &&
-        __builtin_wasm_memory_grow(0, (base + need - have + PAGE - 1) / PAGE) == SIZE_MAX)
+        __builtin_wasm_memory_grow(0, (base + need - have + PAGE - 1) / PAGE) ==
+            SIZE_MAX)
         return TG_ENOSPC;
     return tg_edge_init((void *)base, need, &cfg, &edge);
 }
@@ -107,12 +165,12 @@ int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len)
         return TG_ESTATE;
     if (kid_len > IO_SIZE || secret_len > IO_SIZE - kid_len)
         return TG_EINVAL;
-    return tg_add_key(edge, (int)kind, (tg_str){(const char *)io_in, kid_len}, io_in + kid_len,
-                      secret_len);
+    return tg_add_key(edge, (int)kind, (tg_str){(const char *)io_in, kid_len},
+                      io_in + kid_len, secret_len);
 }
 
-int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len, uint32_t audience_len,
-                           uint32_t max_token_bytes)
+int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
+                           uint32_t audience_len, uint32_t max_token_bytes)
 {
     tg_jwt_options o;
     if (!edge)
@@ -137,7 +195,7 @@ int32_t tg_wasm_header_names(void)
  * next one is used, so no sum can wrap. */
 int32_t tg_wasm_verify(double now_ms)
 {
-    tg_str f[6];
+    tg_str f[IN_FIELDS];
     tg_header hs[TG_MAX_HEADERS];
     uint32_t total;
     tg_request req;
@@ -147,13 +205,15 @@ int32_t tg_wasm_verify(double now_ms)
         return TG_ESTATE;
     if (ms_from(now_ms, &req.now_ms) < 0)
         return TG_EINVAL;
-    uint32_t nh = get_u32(io_in + 24);
+    uint32_t nh = get_u32(io_in + 4 * IN_FIELDS);
     if (nh > TG_MAX_HEADERS)
         return TG_EINVAL;
-    total = 28 + 8 * nh;
-    for (uint32_t i = 0; i < 6 + 2 * nh; i++) {
-        tg_str *s = i < 6 ? &f[i] : (i & 1) ? &hs[(i - 6) / 2].value : &hs[(i - 6) / 2].name;
-        s->len = get_u32(io_in + (i < 6 ? 4 * i : 4 + 4 * i));
+    total = 4 * (IN_FIELDS + 1) + 8 * nh;
+    for (uint32_t i = 0; i < IN_FIELDS + 2 * nh; i++) {
+        tg_str *s = i < IN_FIELDS           ? &f[i]
+                    : ((i - IN_FIELDS) & 1) ? &hs[(i - IN_FIELDS) / 2].value
+                                            : &hs[(i - IN_FIELDS) / 2].name;
+        s->len = get_u32(io_in + (i < IN_FIELDS ? 4 * i : 4 + 4 * i));
         s->p = (const char *)io_in + total;
         if (s->len > IO_SIZE - total)
             return TG_EINVAL;
@@ -170,7 +230,7 @@ int32_t tg_wasm_verify(double now_ms)
     int rc = tg_verify(edge, &req, &d);
     if (rc < 0)
         return rc;
-    if (24 + d.token.len + d.headers.len > IO_SIZE)
+    if (4 * OUT_WORDS + d.token.len + d.headers.len > IO_SIZE)
         return TG_ENOSPC;
     put_u32(io_out, (uint32_t)d.kind);
     put_u32(io_out + 4, (uint32_t)d.reason);
@@ -179,9 +239,10 @@ int32_t tg_wasm_verify(double now_ms)
     put_u32(io_out + 16, (uint32_t)d.token.len);
     put_u32(io_out + 20, (uint32_t)d.headers.len);
     if (d.token.len)
-        tg__memcpy(io_out + 24, d.token.p, d.token.len);
+        tg__memcpy(io_out + 4 * OUT_WORDS, d.token.p, d.token.len);
     if (d.headers.len)
-        tg__memcpy(io_out + 24 + d.token.len, d.headers.p, d.headers.len);
+        tg__memcpy(io_out + 4 * OUT_WORDS + d.token.len, d.headers.p,
+                   d.headers.len);
     return (int32_t)d.kind;
 }
 

@@ -195,15 +195,15 @@ static int rd_skip(rd *r, unsigned wt)
  * which the coordinator uses, is as strict); uint32 and enum fields keep
  * the low 32 bits, as every protobuf runtime; unknown fields are skipped. */
 enum {
-    K_U64,      /* varint into uint64_t */
-    K_U32,      /* varint into uint32_t or int32_t (enums) */
-    K_BOOL,     /* varint into bool */
-    K_DOUBLE,   /* fixed64 into double */
-    K_STR,      /* length-delimited into tg_str */
-    K_STATE,    /* SyncResponse.states: validated and counted */
-    K_POLICY,   /* SyncResponse.policy */
-    K_QUOTA,    /* Policy.quotas */
-    K_METHOD    /* Quota.methods */
+    K_U64,    /* varint into uint64_t */
+    K_U32,    /* varint into uint32_t or int32_t (enums) */
+    K_BOOL,   /* varint into bool */
+    K_DOUBLE, /* fixed64 into double */
+    K_STR,    /* length-delimited into tg_str */
+    K_STATE,  /* SyncResponse.states: validated and counted */
+    K_POLICY, /* SyncResponse.policy */
+    K_QUOTA,  /* Policy.quotas */
+    K_METHOD  /* Quota.methods */
 };
 
 typedef struct field {
@@ -226,39 +226,56 @@ typedef struct quota_ctx {
     int refused;
 } quota_ctx;
 
-#define F(n, k, type, member) {n, k, (uint16_t)offsetof(type, member)}
+#define F(n, k, type, member)                                                  \
+    {                                                                          \
+        n, k, (uint16_t)offsetof(type, member)                                 \
+    }
 
-static const field keystate_fields[] = {
-    F(1, K_STR, tg__keystate, quota),       F(2, K_STR, tg__keystate, key),
-    F(3, K_U32, tg__keystate, action),      F(4, K_U64, tg__keystate, lease),
-    F(5, K_U64, tg__keystate, reset_ms),    F(6, K_STR, tg__keystate, challenge_token),
-    F(7, K_U64, tg__keystate, count),       {0, 0, 0}};
+static const field keystate_fields[] =
+    {F(1, K_STR, tg__keystate, quota),
+     F(2, K_STR, tg__keystate, key),
+     F(3, K_U32, tg__keystate, action),
+     F(4, K_U64, tg__keystate, lease),
+     F(5, K_U64, tg__keystate, reset_ms),
+     F(6, K_STR, tg__keystate, challenge_token),
+     F(7, K_U64, tg__keystate, count),
+     {0, 0, 0}};
 
-static const field quota_fields[] = {
-    F(1, K_STR, quota_ctx, name),           F(2, K_U64, quota_ctx, q.limit),
-    F(3, K_U32, quota_ctx, q.window_s),     F(4, K_STR, quota_ctx, key),
-    F(5, K_STR, quota_ctx, prefix),         {6, K_METHOD, 0},
-    F(7, K_U32, quota_ctx, q.action),       F(8, K_U64, quota_ctx, q.floor),
-    F(9, K_BOOL, quota_ctx, q.shadow),      F(10, K_BOOL, quota_ctx, q.fail_open),
-    F(11, K_DOUBLE, quota_ctx, q.deny_after), F(12, K_BOOL, quota_ctx, q.require_token),
-    {0, 0, 0}};
+static const field quota_fields[] = {F(1, K_STR, quota_ctx, name),
+                                     F(2, K_U64, quota_ctx, q.limit),
+                                     F(3, K_U32, quota_ctx, q.window_s),
+                                     F(4, K_STR, quota_ctx, key),
+                                     F(5, K_STR, quota_ctx, prefix),
+                                     {6, K_METHOD, 0},
+                                     F(7, K_U32, quota_ctx, q.action),
+                                     F(8, K_U64, quota_ctx, q.floor),
+                                     F(9, K_BOOL, quota_ctx, q.shadow),
+                                     F(10, K_BOOL, quota_ctx, q.fail_open),
+                                     F(11, K_DOUBLE, quota_ctx, q.deny_after),
+                                     F(12, K_BOOL, quota_ctx, q.require_token),
+                                     {0, 0, 0}};
 
-static const field policy_fields[] = {
-    F(1, K_U64, tg__policy, version),       {2, K_QUOTA, 0},
-    F(3, K_U32, tg__policy, sync_interval_ms), F(4, K_U32, tg__policy, clearance_ttl_s),
-    {0, 0, 0}};
+static const field policy_fields[] = {F(1, K_U64, tg__policy, version),
+                                      {2, K_QUOTA, 0},
+                                      F(3, K_U32, tg__policy, sync_interval_ms),
+                                      F(4, K_U32, tg__policy, clearance_ttl_s),
+                                      {0, 0, 0}};
 
-static const field response_fields[] = {
-    F(1, K_U64, resp_ctx, r.acked_seq),     F(2, K_U32, resp_ctx, r.next_sync_ms),
-    {3, K_STATE, 0},                        F(4, K_BOOL, resp_ctx, r.degraded),
-    F(5, K_U64, resp_ctx, r.policy_version), {6, K_POLICY, 0},
-    F(7, K_U64, resp_ctx, r.server_time_ms), {0, 0, 0}};
+static const field response_fields[] = {F(1, K_U64, resp_ctx, r.acked_seq),
+                                        F(2, K_U32, resp_ctx, r.next_sync_ms),
+                                        {3, K_STATE, 0},
+                                        F(4, K_BOOL, resp_ctx, r.degraded),
+                                        F(5, K_U64, resp_ctx, r.policy_version),
+                                        {6, K_POLICY, 0},
+                                        F(7, K_U64, resp_ctx, r.server_time_ms),
+                                        {0, 0, 0}};
 
 static int decode(rd m, const field *f, void *base);
 
 /* Copies a string into a fixed field; one over the cap does not fail the
  * decode (the bytes are well-formed) but refuses the policy. */
-static void put_capped(char *dst, size_t cap, uint8_t *len, tg_str s, int *refused, int why)
+static void put_capped(char *dst, size_t cap, uint8_t *len, tg_str s,
+                       int *refused, int why)
 {
     if (s.len > cap) {
         if (!*refused)
@@ -279,11 +296,13 @@ static int decode_quota(rd m, tg__policy *p)
     tg__memset(&c, 0, sizeof c);
     if (decode(m, quota_fields, &c) < 0)
         return TG_EPROTO;
-    put_capped(c.q.name, TG__NAME_CAP, &c.q.name_len, c.name, &c.refused, TG__POLICY_BAD_NAME);
-    put_capped(c.q.prefix, TG__PREFIX_CAP, &c.q.prefix_len, c.prefix, &c.refused,
-               TG__POLICY_BAD_PREFIX);
+    put_capped(c.q.name, TG__NAME_CAP, &c.q.name_len, c.name, &c.refused,
+               TG__POLICY_BAD_NAME);
+    put_capped(c.q.prefix, TG__PREFIX_CAP, &c.q.prefix_len, c.prefix,
+               &c.refused, TG__POLICY_BAD_PREFIX);
     if (c.key.len <= TG__TEMPLATE_CAP)
-        put_capped(c.q.key, TG__TEMPLATE_CAP, &c.q.key_len, c.key, &c.refused, 0);
+        put_capped(c.q.key, TG__TEMPLATE_CAP, &c.q.key_len, c.key, &c.refused,
+                   0);
     if (p->n_quotas == TG__MAX_QUOTAS)
         c.refused = TG__POLICY_TOO_MANY_QUOTAS;
     else
@@ -311,7 +330,9 @@ static int decode(rd m, const field *f, void *base)
             continue;
         }
         char *at = (char *)base + d->off;
-        want = d->kind <= K_BOOL ? WT_VARINT : d->kind == K_DOUBLE ? WT_I64 : WT_LEN;
+        want = d->kind <= K_BOOL     ? WT_VARINT
+               : d->kind == K_DOUBLE ? WT_I64
+                                     : WT_LEN;
         if (wt != want)
             return TG_EPROTO;
         if (want == WT_VARINT) {
@@ -328,7 +349,7 @@ static int decode(rd m, const field *f, void *base)
         if (want == WT_I64) {
             if (m.end - m.p < 8)
                 return TG_EPROTO;
-            tg__memcpy(at, m.p, 8);  /* little-endian, as wasm32 and x86 */
+            tg__memcpy(at, m.p, 8); /* little-endian, as wasm32 and x86 */
             m.p += 8;
             continue;
         }
@@ -384,7 +405,8 @@ int tg__wire_decode_response(const uint8_t *buf, size_t len, tg__response *r,
     return 0;
 }
 
-int tg__wire_next_state(const uint8_t *buf, size_t len, size_t *pos, tg__keystate *ks)
+int tg__wire_next_state(const uint8_t *buf, size_t len, size_t *pos,
+                        tg__keystate *ks)
 {
     if (!buf || *pos >= len)
         return 0;

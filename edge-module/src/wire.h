@@ -58,7 +58,7 @@ typedef struct tg__keystate {
     tg_str quota;
     tg_str key;
     tg_str challenge_token;
-    int32_t action;       /* raw enum value; unknown values are kept */
+    int32_t action; /* raw enum value; unknown values are kept */
     uint64_t lease;
     uint64_t reset_ms;
     uint64_t count;
@@ -72,7 +72,7 @@ typedef struct tg__response {
     uint32_t next_sync_ms;
     uint32_t n_states;
     bool degraded;
-    bool has_policy;      /* a policy field was present */
+    bool has_policy; /* a policy field was present */
 } tg__response;
 
 /* Decodes and validates a whole SyncResponse. The policy, if present, is
@@ -84,6 +84,7 @@ int tg__wire_decode_response(const uint8_t *buf, size_t len, tg__response *r,
 
 /* Walks the KeyStates of a buffer tg__wire_decode_response() accepted.
  * Start with *pos = 0; returns 1 with *ks filled, or 0 at the end. */
-int tg__wire_next_state(const uint8_t *buf, size_t len, size_t *pos, tg__keystate *ks);
+int tg__wire_next_state(const uint8_t *buf, size_t len, size_t *pos,
+                        tg__keystate *ks);
 
 #endif /* TG_WIRE_H */

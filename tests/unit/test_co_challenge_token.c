@@ -313,8 +313,19 @@ static void test_layout_is_enforced_even_when_signed(void **state)
     p[1] = 0xff;
     sign_raw(p, n, forged);
     assert_int_equal(check(&r, forged, strlen(forged), now), CO_EBADTOKEN);
-    /* quota length 0 */
+    /* quota bytes that are not a quota name: a NUL ("q\0"), a
+     * non-UTF-8 byte (found by fuzz_challenge: verify answered 500) */
     p[1] = (uint8_t)strlen(key_a.id);
+    p[3 + p[1] + 1] = '\0';
+    sign_raw(p, n, forged);
+    assert_int_equal(check(&r, forged, strlen(forged), now), CO_EBADTOKEN);
+    p[3 + p[1] + 1] = 0x8d;
+    sign_raw(p, n, forged);
+    assert_int_equal(check(&r, forged, strlen(forged), now), CO_EBADTOKEN);
+    p[3 + p[1] + 1] = '1';
+    sign_raw(p, n, forged);
+    assert_int_equal(check(&r, forged, strlen(forged), now), CO_OK);
+    /* quota length 0 */
     p[2 + p[1]] = 0;
     sign_raw(p, n, forged);
     assert_int_equal(check(&r, forged, strlen(forged), now), CO_EBADTOKEN);

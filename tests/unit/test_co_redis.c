@@ -64,6 +64,41 @@ static void test_parse_url(void **state)
     assert_int_equal(t.db, 0);
 }
 
+/* --redis with seeds of a cluster: a comma-separated list of URLs. */
+static void test_parse_seeds(void **state)
+{
+    struct co_redis_target t[3];
+    size_t n;
+    char err[128];
+
+    (void)state;
+    assert_int_equal(co_redis_parse_seeds("redis://a:1", 50, t, 3, &n, err,
+                                          sizeof err), CO_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(t[0].host, "a");
+    assert_int_equal(co_redis_parse_seeds("redis://:pw@a:1,redis://b:2,"
+                                          "redis://[::1]:3", 50, t, 3, &n,
+                                          err, sizeof err), CO_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(t[0].password, "pw");
+    assert_string_equal(t[1].host, "b");
+    assert_int_equal(t[1].port, 2);
+    assert_string_equal(t[2].host, "::1");
+    assert_int_equal(t[2].timeout_ms, 50);
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,redis://b:2,"
+                                          "redis://c:3,redis://d:4", 50, t,
+                                          3, &n, err, sizeof err),
+                     CO_EINVAL);
+    assert_non_null(strstr(err, "at most 3"));
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,,redis://b:2", 50, t,
+                                          3, &n, err, sizeof err),
+                     CO_EINVAL);
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,http://b", 50, t, 3,
+                                          &n, err, sizeof err), CO_EINVAL);
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,", 50, t, 3, &n, err,
+                                          sizeof err), CO_EINVAL);
+}
+
 static void test_parse_url_refusals(void **state)
 {
     static const struct {
@@ -915,6 +950,7 @@ int main(void)
 {
     const struct CMUnitTest pure[] = {
         cmocka_unit_test(test_parse_url),
+        cmocka_unit_test(test_parse_seeds),
         cmocka_unit_test(test_parse_url_refusals),
     };
     const struct CMUnitTest live[] = {

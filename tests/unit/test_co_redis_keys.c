@@ -110,6 +110,48 @@ static void test_challenge_keys(void **state)
     assert_string_equal(k, "tg:{clr|per-ip|000102030405060708090a0b0c0d0eff}");
 }
 
+/* In Redis Cluster mode each sync call carries its own replay mark, in
+ * the slot of its items, with the edge encoded outside the tag. */
+static void test_replay_key_in_the_call_slot(void **state)
+{
+    static const char sig[] =
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    char k[CO_REPLAY_AT_KEY_MAX], c[CO_RKEY_COUNTERS_MAX],
+        e[CO_RKEY_COUNTERS_MAX];
+    int n;
+
+    (void)state;
+    n = co_rkey_replay_at("per-ip", "1.2.3.4", "fra-1/9f3a", sig, k,
+                          sizeof k);
+    assert_int_equal(n, (int)strlen(k));
+    assert_string_equal(k, "tg:{per-ip|1.2.3.4}:sig:fra-1%2F9f3a:"
+                           "00112233445566778899aabbccddeeff");
+    assert_true(co_rkey_counters("per-ip", 6, "1.2.3.4", 7, c, e,
+                                 sizeof c) > 0);
+    assert_int_equal(co_cluster_keyslot(k, strlen(k)),
+                     co_cluster_keyslot(c, strlen(c)));
+    /* braces in the edge id are encoded: the tag stays the item's */
+    assert_true(co_rkey_replay_at("q", "k", "{x}", sig, k, sizeof k) > 0);
+    assert_string_equal(k, "tg:{q|k}:sig:%7Bx%7D:"
+                           "00112233445566778899aabbccddeeff");
+    /* the longest quota, key and edge id fit the cap */
+    {
+        char q[CO_QUOTA_NAME_MAX + 1], key[CO_KEY_MAX + 1],
+            edge[CO_KEY_MAX + 1];
+
+        memset(q, '{', sizeof q - 1);
+        q[sizeof q - 1] = '\0';
+        memset(key, '}', sizeof key - 1);
+        key[sizeof key - 1] = '\0';
+        memset(edge, '%', sizeof edge - 1);
+        edge[sizeof edge - 1] = '\0';
+        n = co_rkey_replay_at(q, key, edge, sig, k, sizeof k);
+        assert_true(n > 0 && (size_t)n < sizeof k);
+        assert_int_equal(co_rkey_replay_at(q, key, edge, sig, k, 40),
+                         CO_ETOOBIG);
+    }
+}
+
 /* "{...}" of a name: what Redis Cluster hashes. */
 static void tag_of(const char *name, char *out, size_t outlen)
 {
@@ -157,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_key_tag_percent_encoding),
         cmocka_unit_test(test_counter_keys),
         cmocka_unit_test(test_challenge_keys),
+        cmocka_unit_test(test_replay_key_in_the_call_slot),
         cmocka_unit_test(test_store_and_stats_keys_share_their_tags),
     };
 
