@@ -22,7 +22,7 @@ SANITIZE ?=
 CC       ?= cc
 WASM_CC  ?= clang
 WASM_OPT ?= wasm-opt
-PKGS     := libmicrohttpd hiredis libprotobuf-c openssl jansson
+PKGS     := libmicrohttpd hiredis libprotobuf-c openssl jansson libcurl gnutls
 
 # Lazily expanded: `make test` installs packages before anything reads these.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -145,8 +145,9 @@ $(BUILD)/tollgated: $(BUILD)/co/main.o $(BUILD)/libco.a
 
 # ---------------------------------------------------------------- tollgatectl
 # build/tollgatectl, the admin API's command-line client (tools/, hub header
-# tools/tollgatectl.h). libcurl is its own dependency: tollgated does not
-# link it. The version is tollgated's CO_VERSION, so the two never differ.
+# tools/tollgatectl.h). tollgated links libcurl too (captcha siteverify,
+# coordinator/siteverify.c). The version is tollgated's CO_VERSION, so the
+# two never differ.
 CTL_SRC     := $(wildcard tools/*.c)
 CTL_OBJ     := $(CTL_SRC:tools/%.c=$(BUILD)/ctl/%.o)
 CTL_PKGS    := jansson libcurl

@@ -4,9 +4,8 @@
  * challenge token?" through struct co_verifier and never knows which
  * provider answers. A provider is one entry in the table below: its name
  * (the id of the key file's `captcha` line) and an open function that
- * builds a verifier from that key. Adding hCaptcha or Turnstile is a new
- * entry whose verify makes one HTTP call to the provider's siteverify URL
- * with a timeout no longer than the coordinator's Redis timeout, and maps
+ * builds a verifier from that key. Turnstile and hCaptcha (siteverify.c)
+ * make one HTTPS call to the provider's siteverify URL with a timeout, and map
  * "provider unreachable" to CO_EIO (the endpoint answers 503, the client
  * keeps its token) and "not solved" to CO_EBADTOKEN (403).
  *
@@ -71,6 +70,8 @@ struct provider {
 /* The registry: one line per provider. */
 static const struct provider providers[] = {
     {"static", static_open},
+    {"turnstile", co_captcha_open_turnstile},   /* siteverify.c */
+    {"hcaptcha", co_captcha_open_hcaptcha},
 };
 
 /* The verifier the keyring's `captcha` key configures, into out (which
@@ -89,6 +90,6 @@ int co_verifier_open(const struct co_keyring *k, struct co_verifier *out,
         if (strcmp(providers[i].name, k->captcha.id) == 0)
             return providers[i].open(&k->captcha, out, err, errlen);
     snprintf(err, errlen, "unknown captcha verifier \"%.64s\" (known: "
-             "static)", k->captcha.id);
+             "static, turnstile, hcaptcha)", k->captcha.id);
     return CO_EINVAL;
 }

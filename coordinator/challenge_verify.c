@@ -2,8 +2,11 @@
  * clearance.
  *
  * Request: Content-Type application/json, body
- *     {"token": "<challenge token>", "response": "<captcha response>"}
- * and nothing else. The answers, checked in this order:
+ *     {"token": "<challenge token>", "response": "<captcha response>",
+ *      "remote_ip": "<the client's address, optional>"}
+ * and nothing else (remote_ip goes to the provider's siteverify, which
+ * weighs it; the edge sends the address it decided the request for).
+ * The answers, checked in this order:
  *   400  body not a JSON object, a member missing, not a string or unknown
  *        (detail names it: "response: must be a string")
  *   503  no captcha verifier, no clearance key or no policy configured
@@ -71,19 +74,23 @@ static atomic_ullong *outcome_counter(enum outcome o)
     }
 }
 
-static const char *const body_members[] = {"token", "response", NULL};
+/* The required members, then the optional ones after OPTIONAL_FROM. */
+static const char *const body_members[] = {"token", "response", "remote_ip",
+                                           NULL};
+#define OPTIONAL_FROM 2
 
-/* The body's two strings (pointing into *root, which the caller frees with
- * json_decref). Returns 0, or CO_EINVAL with err naming the member, in the
- * JSON handling style of policy.c: unknown members first, then each
- * member's presence and type. */
+/* The body's strings (pointing into *root, which the caller frees with
+ * json_decref; remote_ip stays NULL when absent). Returns 0, or CO_EINVAL
+ * with err naming the member, in the JSON handling style of policy.c:
+ * unknown members first, then each member's presence and type. */
 static int parse_body(const uint8_t *body, size_t len, json_t **root,
                       const char **token, size_t *tlen,
-                      const char **response, size_t *rlen, char *err,
-                      size_t errlen)
+                      const char **response, size_t *rlen,
+                      const char **remote_ip, char *err, size_t errlen)
 {
-    const char **strs[] = {token, response};
-    size_t *lens[] = {tlen, rlen};
+    size_t iplen = 0;
+    const char **strs[] = {token, response, remote_ip};
+    size_t *lens[] = {tlen, rlen, &iplen};
     json_error_t jerr;
     const char *name;
     json_t *v;
@@ -111,6 +118,8 @@ static int parse_body(const uint8_t *body, size_t len, json_t **root,
     }
     for (size_t i = 0; body_members[i] != NULL; i++) {
         v = json_object_get(*root, body_members[i]);
+        if (v == NULL && i >= OPTIONAL_FROM)
+            continue;
         if (v == NULL || !json_is_string(v)) {
             snprintf(err, errlen, "%s: %s", body_members[i],
                      v == NULL ? "required" : "must be a string");
@@ -189,7 +198,7 @@ void co_challenge_verify(const struct co_keyring *k,
     struct co_verifier ver;
     struct co_challenge_claims c;
     json_t *root = NULL;
-    const char *token = NULL, *response = NULL;
+    const char *token = NULL, *response = NULL, *remote_ip = NULL;
     size_t tlen = 0, rlen = 0;
     char err[256] = "", jws[CO_CLEARANCE_MAX];
     char vq[96], vk[96], vd[300];
@@ -200,7 +209,7 @@ void co_challenge_verify(const struct co_keyring *k,
 
     memset(&c, 0, sizeof c);
     if (parse_body(req->body, req->body_len, &root, &token, &tlen, &response,
-                   &rlen, err, sizeof err) != CO_OK) {
+                   &rlen, &remote_ip, err, sizeof err) != CO_OK) {
         o = OUT_BAD_REQUEST;
         co_response_problem(resp, 400, err);
         goto done;
@@ -239,7 +248,7 @@ void co_challenge_verify(const struct co_keyring *k,
                             : "invalid challenge token");
         goto done;
     }
-    rc = ver.verify(&ver, token, tlen, response, rlen, NULL, err,
+    rc = ver.verify(&ver, token, tlen, response, rlen, remote_ip, err,
                     sizeof err);
     if (rc != CO_OK) {
         o = rc == CO_EBADTOKEN ? OUT_CAPTCHA_FAILED : OUT_UNAVAILABLE;

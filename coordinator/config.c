@@ -177,6 +177,42 @@ static int set_log_level(struct co_config *cfg, const char *val,
     return CO_OK;
 }
 
+static int set_captcha_url(struct co_config *cfg, const char *val,
+                           char *err, size_t errlen)
+{
+    if (strncmp(val, "https://", 8) != 0 && strncmp(val, "http://", 7) != 0) {
+        snprintf(err, errlen, "must be an https:// (or http://) URL");
+        return CO_EINVAL;
+    }
+    return copy_str(cfg->captcha_verify_url, sizeof cfg->captcha_verify_url,
+                    val, err, errlen);
+}
+
+static int set_captcha_timeout(struct co_config *cfg, const char *val,
+                               char *err, size_t errlen)
+{
+    uint64_t v;
+    int rc = parse_u64(val, 100, 30000, &v, err, errlen);
+
+    if (rc == CO_OK)
+        cfg->captcha_timeout_ms = (unsigned)v;
+    return rc;
+}
+
+static int set_tls_cert(struct co_config *cfg, const char *val, char *err,
+                        size_t errlen)
+{
+    return copy_str(cfg->tls_cert_path, sizeof cfg->tls_cert_path, val, err,
+                    errlen);
+}
+
+static int set_tls_key(struct co_config *cfg, const char *val, char *err,
+                       size_t errlen)
+{
+    return copy_str(cfg->tls_key_path, sizeof cfg->tls_key_path, val, err,
+                    errlen);
+}
+
 static const struct option_def options[] = {
     {"--listen", "TOLLGATE_LISTEN", set_listen, "HOST:PORT",
      "address to serve HTTP on (default 127.0.0.1:8080; port 0 = any)"},
@@ -197,7 +233,7 @@ static const struct option_def options[] = {
      "before answering degraded (default 50)"},
     {"--keys", "TOLLGATE_KEYS", set_keys, "FILE",
      "key file: challenge, clearance, edge and captcha secrets, one "
-     "\"<kind> <id> <hex>\" per line (required; every coordinator must "
+     "\"<kind> <id> <secret>\" per line (required; every coordinator must "
      "share the challenge and clearance keys; chmod 600)"},
     {"--admin-tokens", "TOLLGATE_ADMIN_TOKENS", set_admin_tokens, "FILE",
      "admin API bearer tokens, one \"<name> <read|admin> <sha256 hex of "
@@ -216,6 +252,19 @@ static const struct option_def options[] = {
      "closed (default 10000; apart from it a connection idle 15 s closes)"},
     {"--log-level", "TOLLGATE_LOG_LEVEL", set_log_level, "LEVEL",
      "debug, info, warn or error (default info)"},
+    {"--captcha-verify-url", "TOLLGATE_CAPTCHA_VERIFY_URL", set_captcha_url,
+     "URL", "siteverify URL for the key file's turnstile or hcaptcha "
+     "verifier (default the provider's own; for an egress proxy or tests)"},
+    {"--captcha-timeout-ms", "TOLLGATE_CAPTCHA_TIMEOUT_MS",
+     set_captcha_timeout, "MS", "most one captcha verification waits on "
+     "the provider, a retry included, before answering 503 (default "
+     "1500: under the edges' 2 s sync timeout, since the wait holds an "
+     "HTTP worker)"},
+    {"--tls-cert", "TOLLGATE_TLS_CERT", set_tls_cert, "FILE",
+     "serve HTTPS (TLS 1.2+) with this PEM certificate chain, leaf first "
+     "(with --tls-key; SIGHUP re-reads both)"},
+    {"--tls-key", "TOLLGATE_TLS_KEY", set_tls_key, "FILE",
+     "the PEM private key of --tls-cert, unencrypted (chmod 600)"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -257,6 +306,7 @@ static void set_defaults(struct co_config *cfg)
     cfg->http.max_conns = 4096;
     cfg->http.max_conns_per_ip = 128;
     cfg->http.request_timeout_ms = 10000;
+    cfg->captcha_timeout_ms = 1500;
 }
 
 /* Fill cfg from defaults, then the environment, then argv (flags win).
@@ -316,6 +366,10 @@ int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
     if (cfg->policy_path[0] == '\0') {
         snprintf(err, errlen, "--policy FILE (or TOLLGATE_POLICY) is "
                  "required");
+        return CO_EINVAL;
+    }
+    if ((cfg->tls_cert_path[0] == '\0') != (cfg->tls_key_path[0] == '\0')) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
         return CO_EINVAL;
     }
     if (cfg->keys_path[0] == '\0') {

@@ -14,7 +14,8 @@
  * the ones over either cap at accept), each request's head and body due
  * within --request-timeout-ms (libmicrohttpd's own timeout only counts
  * idle time, which a client sending a byte a second never reaches), and a
- * TLS ClientHello on this plain-HTTP port closed at accept.
+ * TLS ClientHello on this plain-HTTP port closed at accept (with
+ * --tls-cert the port is HTTPS, and plain HTTP gets a 400: tls.c).
  */
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -540,7 +541,11 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
     ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci == NULL)
         return;
-    if (tls_hello(ci->connect_fd)) {
+    if (co_tls_enabled()) {
+        /* HTTPS port: plain HTTP gets its 400 and a close (tls.c). */
+        if (co_tls_refuse_plain_http(ci->connect_fd))
+            return;
+    } else if (tls_hello(ci->connect_fd)) {
         /* A TLS client sent to the plain port: it waits for a ServerHello
          * that never comes, holding the slot; close now. */
         note_closed(&closed_tls);
@@ -932,6 +937,7 @@ int co_http_start(const char *listen, unsigned threads,
     char host[INET6_ADDRSTRLEN];
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
+    const struct MHD_OptionItem *tls_options;
     int defer = DEFER_ACCEPT_S;
 
     *out = NULL;
@@ -943,6 +949,7 @@ int co_http_start(const char *listen, unsigned threads,
         return CO_EINVAL;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    tls_options = co_tls_mhd_options(&flags);   /* HTTPS: tls.c */
     guard.timeout_ms = lim->request_timeout_ms;
     atomic_store(&guard.stop, false);
     atomic_store(&co_server.draining, false);
@@ -961,6 +968,7 @@ int co_http_start(const char *listen, unsigned threads,
                          MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                          MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+                         MHD_OPTION_ARRAY, tls_options,
                          MHD_OPTION_END);
     if (d == NULL) {
         snprintf(err, errlen, "cannot serve on %s (address in use or not "

@@ -40,6 +40,31 @@ static bool field_is(const char *f, size_t n, const char *lit)
     return n == strlen(lit) && memcmp(f, lit, n) == 0;
 }
 
+/* A hosted captcha provider's secret, kept as the provider spells it
+ * (Turnstile's "0x4AAA...", hCaptcha's "0x..." or "ES_..."): the bytes are
+ * what siteverify is sent. Returns 0 or CO_EINVAL. */
+static int raw_secret(const char *s, size_t n, struct co_key *k)
+{
+    if (n == 0 || n > CO_SECRET_MAX)
+        return CO_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return CO_EINVAL;
+    memcpy(k->secret, s, n);
+    k->len = n;
+    return CO_OK;
+}
+
+/* Whether the line of kind f[0..n) with id k->id holds a provider secret
+ * (raw) rather than one of ours (hex): captcha lines other than static. */
+static bool provider_secret(const char *f, size_t n, const struct co_key *k)
+{
+    bool widget = false;
+
+    return field_is(f, n, "captcha") &&
+           co_captcha_provider_known(k->id, &widget) == CO_OK && widget;
+}
+
 static int cmp_edge(const void *a, const void *b)
 {
     return strcmp(((const struct co_key *)a)->id,
@@ -78,7 +103,15 @@ int co_keys_parse(const char *text, size_t len, struct co_keyring *out,
             goto fail;
         }
         memcpy(k.id, f[1], fl[1]);
-        if (hex_secret(f[2], fl[2], &k) != CO_OK) {
+        if (provider_secret(f[0], fl[0], &k)) {
+            if (raw_secret(f[2], fl[2], &k) != CO_OK) {
+                snprintf(err, errlen, "line %zu: a %s secret is 1..%d "
+                         "visible ASCII bytes, as the provider gives it",
+                         lineno, k.id, CO_SECRET_MAX);
+                OPENSSL_cleanse(&k, sizeof k);
+                goto fail;
+            }
+        } else if (hex_secret(f[2], fl[2], &k) != CO_OK) {
             snprintf(err, errlen, "line %zu: secret must be %d..%d bytes as "
                      "an even number of hex digits", lineno, CO_SECRET_MIN,
                      CO_SECRET_MAX);

@@ -15,6 +15,8 @@
 
 #include <hiredis.h>
 #include <jansson.h>
+#include <curl/curl.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <protobuf-c/protobuf-c.h>
@@ -34,9 +36,12 @@ static const char *process_env(const char *name)
 static void print_version(void)
 {
     printf("tollgated %s (libmicrohttpd %s, hiredis %d.%d.%d, protobuf-c %s, "
-           "%s, jansson %s)\n", CO_VERSION, MHD_get_version(), HIREDIS_MAJOR,
-           HIREDIS_MINOR, HIREDIS_PATCH, protobuf_c_version(),
-           OpenSSL_version(OPENSSL_VERSION), JANSSON_VERSION);
+           "%s, jansson %s, GnuTLS %s, libcurl %s)\n", CO_VERSION,
+           MHD_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+           protobuf_c_version(),
+           OpenSSL_version(OPENSSL_VERSION), JANSSON_VERSION,
+           gnutls_check_version(NULL),
+           curl_version_info(CURLVERSION_NOW)->version);
 }
 
 /* Load the key file into co_keys. tollgated cannot sign a challenge or a
@@ -82,6 +87,33 @@ static int load_keys(const char *path)
     if (co_keys.n_edges == 0)
         CO_WARN("msg=keys_no_edges detail=\"no edge keys: every sync will "
                 "be refused (401 unknown_edge)\"");
+    return 0;
+}
+
+/* libcurl and the hosted captcha verifiers' settings, before any thread.
+ * A verifier can wait on its provider only as long as half the HTTP
+ * workers: the others keep answering syncs. Returns 0 or -1 after
+ * logging. */
+static int start_captcha(const struct co_config *cfg)
+{
+    struct co_captcha_config cc = {
+        .timeout_ms = cfg->captcha_timeout_ms,
+        .max_inflight = cfg->threads / 2 > 0 ? cfg->threads / 2 : 1,
+    };
+    char err[256], v[300];
+
+    snprintf(cc.verify_url, sizeof cc.verify_url, "%s",
+             cfg->captcha_verify_url);
+    if (co_captcha_init(&cc, err, sizeof err) != CO_OK) {
+        CO_ERROR("msg=captcha_init_failed detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        return -1;
+    }
+    if (co_keys.has_captcha && strcmp(co_keys.captcha.id, "static") != 0)
+        CO_INFO("msg=captcha_verifier provider=%s url=%s timeout_ms=%u "
+                "max_inflight=%u", co_keys.captcha.id,
+                cc.verify_url[0] != '\0' ? cc.verify_url : "(provider's)",
+                cc.timeout_ms, cc.max_inflight);
     return 0;
 }
 
@@ -170,6 +202,10 @@ int main(int argc, char **argv)
         goto cleanup;
     }
     co_server.max_body = cfg.max_body;
+    if (start_captcha(&cfg) != 0) {
+        rc = 1;
+        goto cleanup;
+    }
 
     rc = co_redis_init_seeds(seeds, nseeds, err, sizeof err);
     if (rc == CO_OK)
@@ -207,6 +243,14 @@ int main(int argc, char **argv)
         goto cleanup;
     }
 
+    if (cfg.tls_cert_path[0] != '\0' &&
+        co_tls_init(cfg.tls_cert_path, cfg.tls_key_path, err,
+                    sizeof err) != CO_OK) {
+        CO_ERROR("msg=tls_invalid detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        rc = 1;
+        goto cleanup;
+    }
     if (co_http_start(cfg.listen, cfg.threads, &cfg.http, &daemon, addr,
                       sizeof addr, err, sizeof err) != CO_OK) {
         CO_ERROR("msg=listen_failed detail=%s",
@@ -214,9 +258,10 @@ int main(int argc, char **argv)
         rc = 1;
         goto cleanup;
     }
-    CO_INFO("msg=listening addr=%s threads=%u max_body=%zu "
+    CO_INFO("msg=listening addr=%s scheme=%s threads=%u max_body=%zu "
             "redis_timeout_ms=%u max_connections=%u max_conns_per_ip=%u "
-            "request_timeout_ms=%u version=%s", addr, cfg.threads,
+            "request_timeout_ms=%u version=%s", addr,
+            co_tls_enabled() ? "https" : "http", cfg.threads,
             cfg.max_body, cfg.redis_timeout_ms, cfg.http.max_conns,
             cfg.http.max_conns_per_ip, cfg.http.request_timeout_ms,
             CO_VERSION);
@@ -226,6 +271,10 @@ int main(int argc, char **argv)
             continue;
         if (sig != SIGHUP)
             break;
+        if (co_tls_enabled()) {
+            co_tls_reload();
+            continue;
+        }
         CO_INFO("msg=sighup_ignored detail=\"the policy lives in Redis: "
                 "change it with the admin API (/v1/policy)\"");
     }
@@ -238,6 +287,8 @@ cleanup:
     co_stats_stop();
     co_store_stop();
     co_redis_shutdown();
+    co_captcha_shutdown();
+    co_tls_shutdown();
     co_policy_release(policy);
     co_policy_install(NULL);
     co_keys_free(&co_keys);

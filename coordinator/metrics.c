@@ -273,6 +273,36 @@ static uint64_t load(atomic_ullong *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* The hosted captcha verifier's series (siteverify.c): calls by result, the
+ * internal-error retries and whether the provider gave a usable answer
+ * last time (1 until a call says otherwise). */
+static void render_captcha(struct buf *b)
+{
+    static const char *const results[CO_CAPTCHA_RESULTS] = {
+        [CO_CAPTCHA_SOLVED] = "solved",
+        [CO_CAPTCHA_REFUSED] = "refused",
+        [CO_CAPTCHA_MISCONFIGURED] = "misconfigured",
+        [CO_CAPTCHA_UNREACHABLE] = "unreachable",
+    };
+
+    family(b, "tollgate_captcha_verifications_total", "counter",
+           "siteverify calls to the captcha provider, by result.");
+    for (size_t i = 0; i < CO_CAPTCHA_RESULTS; i++)
+        bprintf(b, "tollgate_captcha_verifications_total{result=\"%s\"} %"
+                PRIu64 "\n", results[i], load(&co_metrics.captcha_calls[i]));
+    family(b, "tollgate_captcha_retries_total", "counter",
+           "siteverify calls repeated after internal-error (Turnstile, same "
+           "idempotency_key).");
+    bprintf(b, "tollgate_captcha_retries_total %" PRIu64 "\n",
+            load(&co_metrics.captcha_retries));
+    family(b, "tollgate_captcha_provider_up", "gauge",
+           "0 when the last siteverify call got no usable answer (network, "
+           "timeout, 5xx, garbage, our secret refused), else 1.");
+    bprintf(b, "tollgate_captcha_provider_up %d\n",
+            atomic_load_explicit(&co_metrics.captcha_down,
+                                 memory_order_relaxed) ? 0 : 1);
+}
+
 int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
                       size_t *len)
 {
@@ -368,6 +398,14 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
         bprintf(&b, "tollgate_challenge_failures_total{reason=\"%s\"} %"
                 PRIu64 "\n", fails[i].name,
                 load((atomic_ullong *)((char *)&co_metrics + fails[i].off)));
+    render_captcha(&b);
+    if (load(&co_metrics.tls_not_after_s) != 0) {
+        family(&b, "tollgate_tls_certificate_expiry_timestamp_seconds",
+               "gauge", "notAfter of the certificate --tls-cert serves "
+               "(present only with TLS), in unix seconds.");
+        bprintf(&b, "tollgate_tls_certificate_expiry_timestamp_seconds %"
+                PRIu64 "\n", load(&co_metrics.tls_not_after_s));
+    }
     family(&b, "tollgate_sync_auth_failures_total", "counter",
            "Syncs refused with 401, by reason.");
     for (size_t i = CO_AUTH_OK + 1; i < CO_AUTH_REASONS; i++)

@@ -31,8 +31,9 @@ static const char *const http_methods[] = {
 
 static const char *const root_fields[] = {
     "version", "sync_interval_ms", "clearance_ttl_s", "expected_edges",
-    "quotas", NULL,
+    "quotas", "captcha", NULL,
 };
+static const char *const captcha_fields[] = {"provider", "site_key", NULL};
 
 static const char *const quota_fields[] = {
     "name", "key", "limit", "window_s", "path_prefix", "methods", "action",
@@ -574,6 +575,59 @@ static int names_check(const struct co_policy *p, char *err, size_t errlen)
     return CO_OK;
 }
 
+/* The optional "captcha" member: {"provider": one of co_captcha_providers,
+ * "site_key": the widget's public key}. A site key is required by the
+ * providers with a widget and refused by "static", which has none. The
+ * provider's secret is never here: it lives in the key file. */
+static int parse_captcha(json_t *root, struct co_policy *p, char *err,
+                         size_t errlen)
+{
+    json_t *c = json_object_get(root, "captcha");
+    const char *prov, *key;
+    size_t plen, klen;
+    bool widget;
+
+    if (c == NULL)
+        return CO_OK;
+    if (!json_is_object(c)) {
+        snprintf(err, errlen, "captcha: must be an object");
+        return CO_EINVAL;
+    }
+    if (reject_unknown(c, captcha_fields, "captcha", err, errlen) != CO_OK ||
+        get_str(c, "captcha", "provider", NULL, &prov, &plen, err,
+                errlen) != CO_OK ||
+        get_str(c, "captcha", "site_key", "", &key, &klen, err,
+                errlen) != CO_OK)
+        return CO_EINVAL;
+    if (co_captcha_provider_known(prov, &widget) != CO_OK) {
+        snprintf(err, errlen, "captcha.provider: must be turnstile, "
+                 "hcaptcha or static");
+        return CO_EINVAL;
+    }
+    if (widget && klen == 0) {
+        snprintf(err, errlen, "captcha.site_key: required for %s", prov);
+        return CO_EINVAL;
+    }
+    if (!widget && klen != 0) {
+        snprintf(err, errlen, "captcha.site_key: static has no widget");
+        return CO_EINVAL;
+    }
+    if (klen > CO_SITE_KEY_MAX) {
+        snprintf(err, errlen, "captcha.site_key: at most %d bytes",
+                 CO_SITE_KEY_MAX);
+        return CO_EINVAL;
+    }
+    for (size_t i = 0; i < klen; i++) {
+        if (!is_name_char((unsigned char)key[i])) {
+            snprintf(err, errlen, "captcha.site_key: only [A-Za-z0-9._-]");
+            return CO_EINVAL;
+        }
+    }
+    memcpy(p->captcha_provider, prov, plen + 1);
+    memcpy(p->captcha_site_key, key, klen + 1);
+    return CO_OK;
+}
+
 static int cmp_quota_name(const void *a, const void *b)
 {
     const struct co_quota *const *x = a, *const *y = b;
@@ -601,6 +655,7 @@ static void policy_free(struct co_policy *p)
 static int policy_build_pb(struct co_policy *p, char *err, size_t errlen)
 {
     Tollgate__V1__Policy pol = TOLLGATE__V1__POLICY__INIT;
+    Tollgate__V1__Captcha cap = TOLLGATE__V1__CAPTCHA__INIT;
     Tollgate__V1__Quota *qs = NULL, **qp = NULL;
     char **mp = NULL;
     int rc = CO_ENOMEM;
@@ -639,6 +694,11 @@ static int policy_build_pb(struct co_policy *p, char *err, size_t errlen)
     pol.quotas = qp;
     pol.sync_interval_ms = p->sync_interval_ms;
     pol.clearance_ttl_s = p->clearance_ttl_s;
+    if (p->captcha_provider[0] != '\0') {
+        cap.provider = p->captcha_provider;
+        cap.site_key = p->captcha_site_key;
+        pol.captcha = &cap;
+    }
 
     p->packed_len = tollgate__v1__policy__get_packed_size(&pol);
     p->packed = malloc(p->packed_len ? p->packed_len : 1);
@@ -714,6 +774,8 @@ static int policy_parse(const char *json, size_t len, uint64_t version,
                  err, errlen) != CO_OK)
         goto cleanup;
     p->expected_edges = (uint32_t)u;
+    if (parse_captcha(root, p, err, errlen) != CO_OK)
+        goto cleanup;
 
     quotas = json_object_get(root, "quotas");
     if (quotas == NULL || !json_is_array(quotas)) {
@@ -854,6 +916,14 @@ json_t *co_policy_to_json(const struct co_policy *p, uint64_t version)
                             json_integer(p->clearance_ttl_s)) == 0 &&
         json_object_set_new(doc, "expected_edges",
                             json_integer(p->expected_edges)) == 0;
+    if (ok && p->captcha_provider[0] != '\0') {
+        json_t *c = p->captcha_site_key[0] != '\0'
+            ? json_pack("{s:s, s:s}", "provider", p->captcha_provider,
+                        "site_key", p->captcha_site_key)
+            : json_pack("{s:s}", "provider", p->captcha_provider);
+
+        ok = c != NULL && json_object_set_new(doc, "captcha", c) == 0;
+    }
     for (size_t i = 0; ok && i < p->n_quotas; i++) {
         json_t *q = co_quota_to_json(&p->quotas[i]);
 

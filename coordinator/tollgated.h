@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "tollgate.pb-c.h"
 #include "../edge-module/include/tollgate_caps.h"
@@ -78,6 +79,8 @@ struct timespec;
 #define CO_TOKEN_MAX         320     /* bytes of a challenge token, NUL incl. */
 #define CO_SECRET_MIN        32      /* bytes of a key file secret */
 #define CO_SECRET_MAX        128
+#define CO_CAPTCHA_NAME_MAX  16      /* bytes of a captcha provider name */
+#define CO_SITE_KEY_MAX      128     /* bytes of a captcha site key */
 
 /* ------------------------------------------------------------ logging
  * One logfmt line per event on stderr: ts=... level=... msg=<event> k=v...
@@ -172,6 +175,10 @@ struct co_config {
     char admin_tokens_path[4096];   /* "": the admin API answers 401 */
     enum co_log_level log_level;
     struct co_http_limits http;     /* connection limits */
+    char captcha_verify_url[512];   /* "": the provider's siteverify */
+    unsigned captcha_timeout_ms;
+    char tls_cert_path[4096];       /* both "" (plain HTTP) or both set */
+    char tls_key_path[4096];
 };
 
 /* What co_config_parse() asks the caller to do besides running. */
@@ -275,6 +282,23 @@ void co_response_clear(struct co_response *resp);
 const char *co_status_title(unsigned status);
 
 struct MHD_Daemon;
+struct MHD_OptionItem;
+
+/* (tls.c; the decisions in its file comment) HTTPS on the one listener.
+ * co_tls_init() loads --tls-cert/--tls-key before the daemon starts
+ * (0, or CO_EINVAL / CO_EIO / CO_ENOMEM with err); without it TLS is off.
+ * co_tls_reload() (SIGHUP) swaps in the files' current pair, or logs why
+ * not and keeps the old one. co_tls_mhd_options() is what co_http_start()
+ * passes as MHD_OPTION_ARRAY (it sets MHD_USE_TLS in *flags when on);
+ * co_tls_refuse_plain_http() is its connection callback's check of a new
+ * connection's first bytes (true: answered 400 and shut down). */
+int co_tls_init(const char *cert, const char *key, char *err, size_t errlen);
+bool co_tls_enabled(void);
+int co_tls_reload(void);
+void co_tls_shutdown(void);
+const struct MHD_OptionItem *co_tls_mhd_options(unsigned *flags);
+bool co_tls_refuse_plain_http(int fd);
+
 /* *out: the running daemon, stopped and freed by co_http_drain_and_stop. */
 int co_http_start(const char *listen, unsigned threads,
                   const struct co_http_limits *lim, struct MHD_Daemon **out,
@@ -344,7 +368,10 @@ void co_ticker_stop(struct co_ticker *t);
  *              of its edge_id before the first '/' (edge_id "fra-1/9f3a"
  *              is instance 9f3a of edge fra-1). Several lines for one name
  *              are all accepted (rotation).
- *   captcha    a captcha verifier's secret; id = the verifier ("static").
+ *   captcha    a captcha verifier's secret; id = the verifier: "static"
+ *              (hex, as above), or "turnstile" / "hcaptcha" with the
+ *              secret exactly as the provider gives it (1..128 visible
+ *              ASCII bytes, e.g. `captcha turnstile 0x4AAAAAAA...`).
  *
  * Blank lines and lines starting with '#' are ignored. Ids are 1..64
  * visible ASCII bytes. Errors name the line. */
@@ -744,6 +771,9 @@ struct co_policy {
     uint32_t sync_interval_ms;
     uint32_t clearance_ttl_s;
     uint32_t expected_edges;
+    /* "captcha": the widget edges render; provider "" when absent */
+    char captcha_provider[CO_CAPTCHA_NAME_MAX + 1];
+    char captcha_site_key[CO_SITE_KEY_MAX + 1];
     size_t n_quotas;
     struct co_quota *quotas;         /* document order */
     const struct co_quota **by_name; /* sorted, for co_policy_find() */
@@ -951,6 +981,16 @@ enum co_sync_result {
     CO_SYNC_RESULTS
 };
 
+/* What one siteverify call of siteverify.c ended in (a metric label). */
+enum co_captcha_result {
+    CO_CAPTCHA_SOLVED = 0,       /* success: true */
+    CO_CAPTCHA_REFUSED,          /* the provider says the response is bad */
+    CO_CAPTCHA_MISCONFIGURED,    /* the provider refuses our secret/key */
+    CO_CAPTCHA_UNREACHABLE,      /* no usable answer: network, timeout,
+                                  * 5xx, garbage, internal-error */
+    CO_CAPTCHA_RESULTS
+};
+
 #define CO_METRICS_BUCKETS    11      /* finite sync duration buckets */
 #define CO_METRICS_EDGE_TTL_MS 60000u /* "active": synced this recently */
 
@@ -962,6 +1002,12 @@ struct co_metrics {
     atomic_ullong challenges_issued;   /* tokens signed in sync answers */
     atomic_ullong redis_errors;        /* I/O errors, timeouts, refusals */
     atomic_bool redis_up;              /* the last Redis exchange worked */
+    /* siteverify.c: siteverify calls by outcome, retries, provider state */
+    atomic_ullong captcha_calls[CO_CAPTCHA_RESULTS];
+    atomic_ullong captcha_retries;     /* internal-error answered again */
+    atomic_bool captcha_down;          /* the last call could not be used */
+    atomic_ullong tls_not_after_s;     /* tls.c: the served leaf's notAfter
+                                        * (unix s); 0 = plain HTTP */
     /* rejected syncs by reason ([CO_AUTH_OK] unused; auth.c) */
     atomic_ullong auth_failures[CO_AUTH_REASONS];
     /* POST /v1/challenge/verify outcomes (challenge_verify.c) */
@@ -1043,6 +1089,44 @@ struct co_verifier {
 
 int co_verifier_open(const struct co_keyring *k, struct co_verifier *out,
                      char *err, size_t errlen);
+
+/* The captcha providers, by the name the key file's `captcha` line and the
+ * policy's "captcha.provider" give: 0 when name is one (*widget: it has a
+ * browser widget, hence a site key), else CO_EINVAL. The one list of names
+ * (captcha.c registers a verifier per name; policy.c checks documents). */
+static inline int co_captcha_provider_known(const char *name, bool *widget)
+{
+    static const char *const names[] = {"static", "turnstile", "hcaptcha"};
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(names[i], name) == 0) {
+            *widget = i > 0;
+            return CO_OK;
+        }
+    }
+    return CO_EINVAL;
+}
+
+/* (siteverify.c) Turnstile and hCaptcha: siteverify over HTTPS with
+ * libcurl. Configured once before threads start: verify_url "" = the
+ * provider's own; timeout_ms bounds one verification, retries included;
+ * max_inflight caps verifications waiting on the provider at once (each
+ * holds an HTTP worker thread, which syncs also need): past it, 503. */
+struct co_captcha_config {
+    char verify_url[512];
+    unsigned timeout_ms;
+    unsigned max_inflight;
+};
+
+int co_captcha_init(const struct co_captcha_config *cfg, char *err,
+                    size_t errlen);
+void co_captcha_shutdown(void);
+int co_captcha_open_turnstile(const struct co_key *key,
+                              struct co_verifier *out, char *err,
+                              size_t errlen);
+int co_captcha_open_hcaptcha(const struct co_key *key,
+                             struct co_verifier *out, char *err,
+                             size_t errlen);
 
 /* ------------------------------------------------------------ challenge verify
  * POST /v1/challenge/verify (challenge_verify.c); contract in that file. */

@@ -2,9 +2,10 @@
 # Installs what tollgate needs to build, test and run, and nothing else.
 # Idempotent: packages already present are left alone, so `make test` and
 # `make run` can call it every time at the cost of one dpkg query.
-#   deploy/install-deps.sh          apt packages (chromium for the dashboard's
-#                                   browser test) + npm packages (workerd,
-#                                   playwright-core)
+#   deploy/install-deps.sh          apt packages (chromium for the browser
+#                                   tests, systemd and prometheus for
+#                                   systemd-analyze and promtool) + npm
+#                                   packages (workerd, playwright-core)
 #   TOLLGATE_SKIP_DEPS=1            skip everything (offline, packaged builds)
 set -euo pipefail
 
@@ -20,6 +21,7 @@ apt_pkgs=(
   valgrind wrk
   gnuplot-nox
   chromium
+  systemd prometheus
   nodejs npm curl
 )
 
@@ -43,6 +45,8 @@ fi
 
 # A Debian redis-server package starts a system instance on :6379; tollgate
 # never uses it (tests and `make run` start private ones), so leave it be.
+# The same holds for prometheus: it is installed for promtool (the alert
+# rules' tests) and systemd for systemd-analyze (the unit's check).
 
 if [ ! -x "$top/node_modules/.bin/workerd" ] || [ ! -d "$top/node_modules/playwright-core" ] ||
    [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then

@@ -19,6 +19,7 @@ const edge :Workerd.Worker = (
   modules = [
     (name = "worker.js", esModule = embed "worker.js"),
     (name = "tollgate.mjs", esModule = embed "../../edge-module/js/tollgate.mjs"),
+    (name = "challenge.mjs", esModule = embed "../../edge-module/js/challenge.mjs"),
     (name = "tollgate.wasm", wasm = embed "../../build/tollgate.wasm"),
   ],
   compatibilityDate = "2024-09-23",
@@ -28,6 +29,8 @@ const edge :Workerd.Worker = (
     # Secrets from the environment (deploy/run.sh exports them from run/keys).
     (name = "EDGE_KEY", fromEnvironment = "TOLLGATE_EDGE_KEY"),
     (name = "CLEARANCE_KEY", fromEnvironment = "TOLLGATE_CLEARANCE_KEY"),
+    # Unset in `make run`: the widget loads from its provider.
+    (name = "CAPTCHA_SCRIPT_URL", fromEnvironment = "TOLLGATE_CAPTCHA_SCRIPT_URL"),
   ],
 );
 

@@ -480,7 +480,7 @@ function splitUrl(url) {
   return [url.slice(start, p), p < q && url[p] === "/" ? url.slice(p, q) : "/"];
 }
 
-function defaultClientIp(h, trustForwardedFor) {
+export function defaultClientIp(h, trustForwardedFor) {
   const cf = h.get("cf-connecting-ip");
   if (cf) return cf;
   if (trustForwardedFor) {
@@ -517,8 +517,9 @@ export function decisionResponse(d) {
 // Wraps a fetch handler: decide, then either answer for tollgate or call the
 // handler and add the RateLimit headers to its response. options (an object,
 // or a function of env since workerd passes bindings per request) are the
-// Tollgate options plus `module` (the wasm module) and `coordinatorBinding`
-// (the name of a service binding the sync goes through).
+// Tollgate options plus `module` (the wasm module), `coordinatorBinding`
+// (the name of a service binding the sync goes through) and `challenge`
+// (the challenge.mjs module: the round trip through the edge).
 export function guard(handler, options = {}) {
   let tg = null;
   return async function fetchGuarded(request, env, ctx) {
@@ -533,10 +534,12 @@ export function guard(handler, options = {}) {
     }
     const p = tg.maybeSync();
     if (p && ctx && ctx.waitUntil) ctx.waitUntil(p);
+    const answered = tg.opt.challenge && await tg.opt.challenge.intercept(tg, request); // challenge.mjs
+    if (answered) return answered;
     const d = tg.verifyRequest(request);
     if (d.kind !== "allow") {
       const make = d.kind === "challenge" ? tg.opt.challengePage : tg.opt.denyResponse;
-      return (make || decisionResponse)(d);
+      return (make || decisionResponse)(d, request);
     }
     const resp = await handler(request, env, ctx);
     const add = d.headers;

@@ -161,6 +161,9 @@ SYNC = {
         quota("q%d" % i, "ip") for i in range(33)]))),
     "unknown_fields": (1, field(15, 7) + field(16, b"xyz") + response(next_ms=5) +
                        varint(17 << 3 | 5) + b"\x01\x02\x03\x04"),
+    # Policy.captcha (5): the glue reads it, the edge core skips it.
+    "policy_captcha": (1, response(version=7, pol=policy(7, [quota("ip", "ip")]) +
+                                   field(5, message((1, "turnstile"), (2, "1x00000000000000000000AA"))))),
     "wrong_seq": (0, response(acked=99)),
     "truncated": (0, response(version=9, pol=BIG)[:40]),
 }

@@ -10,17 +10,15 @@
 // token sees it disabled; banners for stale edges and for Redis down; the
 // page fits a phone's width. Screenshots go to build/dashboard*.png.
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { chromium } from "playwright-core";
 import {
-  ADMIN_TOKENS, BUILD, ROOT, TEST_KEYS, freePort, removeDir, startProcess, startRedis,
-  startTollgated, stopProcess, tempDir, waitFor,
+  ADMIN_TOKENS, BUILD, startExampleEdge, startRedis, startTollgated, waitFor,
 } from "./harness.mjs";
 
 const CHROMIUM = process.env.TOLLGATE_CHROMIUM || "/usr/bin/chromium";
-const WORKERD = path.join(ROOT, "node_modules/.bin/workerd");
 const ADMIN = ADMIN_TOKENS.find((t) => t.role === "admin");
 const READER = ADMIN_TOKENS.find((t) => t.role === "read");
 const HOT = "203.0.113.7";
@@ -28,32 +26,11 @@ const OUTCOMES = ["allowed", "denied", "challenged", "shadow"];
 
 let redis, co, browser;
 const edges = [];
-const dirs = [];
 
-// One workerd process serving the example edge on a spare port: `make
-// run`'s own config (deploy/workerd/config.capnp) with its ports moved and
-// its files named relative to the copy; the keys come from the environment as
-// deploy/run.sh passes them.
+// One workerd process serving the example edge (harness.startExampleEdge).
 async function startEdge(coPort) {
-  const dir = tempDir("tollgate-dash-edge-");
-  dirs.push(dir);
-  const port = await freePort();
-  const deployed = readFileSync(path.join(ROOT, "deploy/workerd/config.capnp"), "utf8");
-  const config = deployed
-    .replace('address = "127.0.0.1:8787"', `address = "127.0.0.1:${port}"`)
-    .replace('address = "127.0.0.1:8080"', `address = "127.0.0.1:${coPort}"`)
-    .replace(/embed "([^"]+)"/g, (_, f) => `embed "${path.relative(dir, path.resolve(ROOT, "deploy/workerd", f))}"`);
-  assert.ok(config.includes(`127.0.0.1:${port}`) && config.includes(`127.0.0.1:${coPort}`),
-    "deploy/workerd/config.capnp still listens on 8787 and calls 8080");
-  writeFileSync(path.join(dir, "config.capnp"), config);
-  const env = { ...process.env, TOLLGATE_EDGE_KEY: TEST_KEYS.edge, TOLLGATE_CLEARANCE_KEY: TEST_KEYS.clearance[0].secret };
-  const proc = startProcess(WORKERD, ["serve", path.join(dir, "config.capnp")], { env });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(`workerd exited ${proc.exitCode}:\n${proc.logs}`);
-    try { return (await fetch(`${url}/`)).ok; } catch { return false; }
-  }, { what: "workerd edge", timeoutMs: 20000 });
-  const edge = { proc, url, status: {} };
+  const e = await startExampleEdge(coPort);
+  const edge = { ...e, status: {} };
   edges.push(edge);
   return edge;
 }
@@ -188,10 +165,9 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  for (const e of edges) await stopProcess(e.proc);
+  for (const e of edges) await e.stop();
   if (co) await co.stop();
   if (redis) await redis.stop();
-  for (const d of dirs) removeDir(d);
 });
 
 test("dashboard: shows the /v1/stats it fetched, agreeing with a later read, rolls back for admin only", async () => {

@@ -85,27 +85,40 @@ export async function stopProcess(proc, graceMs = 5000) {
 
 // One RESP command on a fresh connection; resolves to the parsed reply
 // (errors as Error objects, not rejections).
-export function redisCommand(port, ...args) {
+export async function redisCommand(port, ...args) {
+  return (await redisCommands(port, [args]))[0];
+}
+
+// Several commands in order on one fresh connection (e.g. AUTH as an ACL
+// user, then the command to try); resolves to their replies, as above.
+export function redisCommands(port, commands) {
   return new Promise((resolve, reject) => {
     const sock = net.connect(port, "127.0.0.1");
     let buf = Buffer.alloc(0);
     sock.setTimeout(2000, () => sock.destroy(new Error("redis timeout")));
     sock.on("error", reject);
     sock.on("connect", () => {
-      let req = `*${args.length}\r\n`;
-      for (const a of args) {
-        const b = Buffer.from(String(a));
-        req += `$${b.length}\r\n${b.toString("binary")}\r\n`;
+      let req = "";
+      for (const args of commands) {
+        req += `*${args.length}\r\n`;
+        for (const a of args) {
+          const b = Buffer.from(String(a));
+          req += `$${b.length}\r\n${b.toString("binary")}\r\n`;
+        }
       }
       sock.write(Buffer.from(req, "binary"));
     });
     sock.on("data", (d) => {
       buf = Buffer.concat([buf, d]);
-      const r = parseResp(buf, 0);
-      if (r) {
-        sock.end();
-        resolve(r.value);
+      const out = [];
+      for (let at = 0; out.length < commands.length;) {
+        const r = parseResp(buf, at);
+        if (!r) return;
+        out.push(r.value);
+        at = r.end;
       }
+      sock.end();
+      resolve(out);
     });
   });
 }
@@ -150,8 +163,12 @@ export async function startRedis({ port, dir, args = [] } = {}) {
     "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
     "--save", "", "--appendonly", "no", "--daemonize", "no", ...args,
   ]);
-  await waitFor(async () => (await redisCommand(port, "PING")) === "PONG",
-    { what: `redis-server on port ${port}` });
+  // Up when it answers: PONG, or NOAUTH when an ACL file turns the
+  // default user off.
+  await waitFor(async () => {
+    const r = await redisCommand(port, "PING");
+    return r === "PONG" || (r instanceof Error && r.message.startsWith("NOAUTH"));
+  }, { what: `redis-server on port ${port}` });
   return {
     port, proc, dir,
     url: `redis://127.0.0.1:${port}`,
@@ -182,7 +199,11 @@ export function writeKeys({ edges = TEST_EDGES, keys = TEST_KEYS } = {}) {
   const lines = ["# written by tests/integration/harness.mjs"];
   for (const k of keys.challenge) lines.push(`challenge ${k.id} ${k.secret}`);
   for (const k of keys.clearance) lines.push(`clearance ${k.id} ${k.secret}`);
-  if (keys.captcha) lines.push(`captcha static ${keys.captcha}`);
+  // keys.captcha: the static verifier's hex secret, or { provider, secret }.
+  if (keys.captcha) {
+    lines.push(typeof keys.captcha === "string" ? `captcha static ${keys.captcha}`
+      : `captcha ${keys.captcha.provider} ${keys.captcha.secret}`);
+  }
   for (const e of edges) lines.push(`edge ${e} ${keys.edge}`);
   const file = path.join(tempDir("tollgate-keys-"), "keys");
   writeFileSync(file, lines.join("\n") + "\n");
@@ -244,6 +265,34 @@ export async function startTollgated({ redisPort, policy, keys, adminTokens, por
     url: `http://127.0.0.1:${addr}`,
     stop: () => stopProcess(proc),
   };
+}
+
+// workerd serving the example edge (deploy/workerd/config.capnp, `make
+// run`'s own config) on a spare port in front of the demo origin: its ports
+// moved, its files named relative to the copy, the keys (and env.*) from
+// the environment as deploy/run.sh passes them. Resolves to { proc, url,
+// dir, stop() } once the edge answers.
+export async function startExampleEdge(coPort, env = {}) {
+  const dir = tempDir("tollgate-edge-");
+  const port = await freePort();
+  const deployed = readFileSync(path.join(ROOT, "deploy/workerd/config.capnp"), "utf8");
+  const config = deployed
+    .replace('address = "127.0.0.1:8787"', `address = "127.0.0.1:${port}"`)
+    .replace('address = "127.0.0.1:8080"', `address = "127.0.0.1:${coPort}"`)
+    .replace(/embed "([^"]+)"/g, (_, f) => `embed "${path.relative(dir, path.resolve(ROOT, "deploy/workerd", f))}"`);
+  if (!config.includes(`127.0.0.1:${port}`) || !config.includes(`127.0.0.1:${coPort}`)) {
+    throw new Error("deploy/workerd/config.capnp no longer listens on 8787 and calls 8080");
+  }
+  writeFileSync(path.join(dir, "config.capnp"), config);
+  const proc = startProcess(path.join(ROOT, "node_modules/.bin/workerd"), ["serve", path.join(dir, "config.capnp")], {
+    env: { ...process.env, TOLLGATE_EDGE_KEY: TEST_KEYS.edge, TOLLGATE_CLEARANCE_KEY: TEST_KEYS.clearance[0].secret, ...env },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => {
+    if (proc.exitCode !== null) throw new Error(`workerd exited ${proc.exitCode}:\n${proc.logs}`);
+    try { return (await fetch(`${url}/`)).ok; } catch { return false; }
+  }, { what: "workerd edge", timeoutMs: 20000 });
+  return { proc, url, dir, stop: async () => { await stopProcess(proc); removeDir(dir); } };
 }
 
 export function loadWasm() {

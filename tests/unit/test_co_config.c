@@ -84,6 +84,10 @@ static void test_every_flag_both_spellings(void **state)
         "--redis-timeout-ms", "75", "--log-level=debug",
         "--keys", "/etc/tollgate/keys", "--max-connections=512",
         "--max-conns-per-ip", "0", "--request-timeout-ms=2500",
+        "--captcha-verify-url=https://proxy.internal/siteverify",
+        "--captcha-timeout-ms", "1500",
+        "--tls-cert", "/run/credentials/tls.crt",
+        "--tls-key=/run/credentials/tls.key",
     };
     struct co_config cfg;
     char err[256] = "";
@@ -91,6 +95,11 @@ static void test_every_flag_both_spellings(void **state)
     (void)state;
     assert_int_equal(parse(NULL, sizeof argv / sizeof argv[0], argv, &cfg,
                            err), CO_CONFIG_RUN);
+    assert_string_equal(cfg.captcha_verify_url,
+                        "https://proxy.internal/siteverify");
+    assert_int_equal(cfg.captcha_timeout_ms, 1500);
+    assert_string_equal(cfg.tls_cert_path, "/run/credentials/tls.crt");
+    assert_string_equal(cfg.tls_key_path, "/run/credentials/tls.key");
     assert_string_equal(cfg.listen, "127.0.0.1:0");
     assert_string_equal(cfg.redis_url, "redis://h:1/2");
     assert_string_equal(cfg.policy_path, "x.json");
@@ -158,6 +167,12 @@ static void test_bad_values_name_the_source(void **state)
         {"--log-level", "verbose", "--log-level: must be debug, info"},
         {"--policy", "", "--policy: must be 1.."},
         {"--keys", "", "--keys: must be 1.."},
+        {"--captcha-verify-url", "ftp://x", "--captcha-verify-url: must be "
+         "an https://"},
+        {"--captcha-timeout-ms", "99", "--captcha-timeout-ms: must be an "
+         "integer 100..30000"},
+        {"--tls-cert", "c.pem", "--tls-cert and --tls-key go together"},
+        {"--tls-key", "k.pem", "--tls-cert and --tls-key go together"},
         {"--max-connections", "8", "--max-connections: must be an integer "
          "16..1000000"},
         {"--max-conns-per-ip", "-1", "--max-conns-per-ip: must be"},

@@ -134,6 +134,45 @@ static void test_load_from_a_file(void **state)
     assert_non_null(strstr(err, "No such file"));
 }
 
+/* A hosted provider's secret is kept as the provider spells it (not hex):
+ * Turnstile's and hCaptcha's published test secrets; static stays hex. */
+static void test_provider_secrets_verbatim(void **state)
+{
+    static const char *const ok[][2] = {
+        {"turnstile", "1x0000000000000000000000000000000AA"},
+        {"hcaptcha", "0x0000000000000000000000000000000000000000"},
+        {"hcaptcha", "ES_0123456789abcdef0123456789abcdef"},
+    };
+    char text[300], err[160], long_secret[130];
+    struct co_keyring k;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        snprintf(text, sizeof text, "challenge c1 " S1 "\ncaptcha %s %s\n",
+                 ok[i][0], ok[i][1]);
+        assert_int_equal(co_keys_parse(text, strlen(text), &k, err,
+                                       sizeof err), CO_OK);
+        assert_true(k.has_captcha);
+        assert_string_equal(k.captcha.id, ok[i][0]);
+        assert_int_equal(k.captcha.len, strlen(ok[i][1]));
+        assert_memory_equal(k.captcha.secret, ok[i][1], k.captcha.len);
+        co_keys_free(&k);
+    }
+    /* static is ours: hex, so a provider-style secret is refused. */
+    snprintf(text, sizeof text, "captcha static %s\n", ok[0][1]);
+    assert_int_equal(co_keys_parse(text, strlen(text), &k, err, sizeof err),
+                     CO_EINVAL);
+    assert_non_null(strstr(err, "line 1: secret must be"));
+    memset(long_secret, 'a', 129);
+    long_secret[129] = '\0';
+    snprintf(text, sizeof text, "captcha turnstile %s\n", long_secret);
+    assert_int_equal(co_keys_parse(text, strlen(text), &k, err, sizeof err),
+                     CO_EINVAL);
+    assert_string_equal(err, "line 1: a turnstile secret is 1..128 visible "
+                        "ASCII bytes, as the provider gives it");
+    assert_null(strstr(err, "aaaa"));
+}
+
 /* Many edges, inserted out of order: lookups stay exact. */
 static void test_many_edges(void **state)
 {
@@ -165,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_load_from_a_file),
+        cmocka_unit_test(test_provider_secrets_verbatim),
         cmocka_unit_test(test_many_edges),
     };
 

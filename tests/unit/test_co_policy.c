@@ -460,6 +460,81 @@ static void test_serializer_round_trip(void **state)
     co_policy_release(p);
 }
 
+/* "captcha": validated, kept, serialised back, and carried to edges in
+ * Policy.captcha (provider and site key only). */
+static void test_captcha_member(void **state)
+{
+    static const char doc[] =
+        "{\"version\": 2, \"captcha\": {\"provider\": \"hcaptcha\","
+        " \"site_key\": \"10000000-ffff-ffff-ffff-000000000001\"},"
+        " \"quotas\": [{\"name\": \"q\", \"key\": \"ip\", \"limit\": 5,"
+        " \"window_s\": 60, \"action\": \"challenge\"}]}";
+    static const struct {
+        const char *captcha, *err;
+    } bad[] = {
+        {"[]", "captcha: must be an object"},
+        {"{}", "captcha.provider: required"},
+        {"{\"provider\": 1}", "captcha.provider: must be a string"},
+        {"{\"provider\": \"recaptcha\", \"site_key\": \"k\"}",
+         "captcha.provider: must be turnstile, hcaptcha or static"},
+        {"{\"provider\": \"turnstile\"}",
+         "captcha.site_key: required for turnstile"},
+        {"{\"provider\": \"static\", \"site_key\": \"k\"}",
+         "captcha.site_key: static has no widget"},
+        {"{\"provider\": \"hcaptcha\", \"site_key\": \"a b\"}",
+         "captcha.site_key: only [A-Za-z0-9._-]"},
+        {"{\"provider\": \"hcaptcha\", \"site_key\": \"k\", \"x\": 1}",
+         "captcha.x: unknown field"},
+    };
+    struct co_policy *p;
+    char err[256] = "", *text, json[512];
+
+    (void)state;
+    if (co_policy_parse(doc, strlen(doc), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    assert_string_equal(p->captcha_provider, "hcaptcha");
+    assert_string_equal(p->captcha_site_key,
+                        "10000000-ffff-ffff-ffff-000000000001");
+    assert_non_null(p->pb->captcha);
+    assert_string_equal(p->pb->captcha->provider, "hcaptcha");
+    assert_string_equal(p->pb->captcha->site_key,
+                        "10000000-ffff-ffff-ffff-000000000001");
+    text = co_policy_dump(p, 2);
+    assert_non_null(strstr(text, "\"captcha\":{\"provider\":\"hcaptcha\","
+                           "\"site_key\":\"10000000-ffff-ffff-ffff-"
+                           "000000000001\"}"));
+    free(text);
+    co_policy_release(p);
+
+    /* static: no site key; absent: no Policy.captcha at all */
+    snprintf(json, sizeof json, "{\"version\": 1, \"captcha\": {\"provider\":"
+             " \"static\"}, \"quotas\": []}");
+    if (co_policy_parse(json, strlen(json), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    assert_string_equal(p->pb->captcha->provider, "static");
+    assert_string_equal(p->pb->captcha->site_key, "");
+    co_policy_release(p);
+    snprintf(json, sizeof json, "{\"version\": 1, \"quotas\": []}");
+    if (co_policy_parse(json, strlen(json), &p, err, sizeof err) != CO_OK)
+        fail_msg("%s", err);
+    assert_null(p->pb->captcha);
+    text = co_policy_dump(p, 1);
+    assert_null(strstr(text, "captcha"));
+    free(text);
+    co_policy_release(p);
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(json, sizeof json, "{\"version\": 1, \"captcha\": %s, "
+                 "\"quotas\": []}", bad[i].captcha);
+        err[0] = '\0';
+        if (co_policy_parse(json, strlen(json), &p, err, sizeof err) ==
+            CO_OK)
+            fail_msg("case %zu accepted", i);
+        if (strcmp(err, bad[i].err) != 0)
+            fail_msg("case %zu: \"%s\", want \"%s\"", i, err, bad[i].err);
+    }
+}
+
 static void test_current_policy_is_refcounted(void **state)
 {
     static const char d1[] = "{\"version\": 1, \"quotas\": []}";
@@ -582,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_protobuf_conversion),
         cmocka_unit_test(test_burst_and_overrides),
         cmocka_unit_test(test_serializer_round_trip),
+        cmocka_unit_test(test_captcha_member),
         cmocka_unit_test(test_current_policy_is_refcounted),
         cmocka_unit_test(test_edge_caps_refused),
     };
