@@ -3,7 +3,8 @@
 # Idempotent: packages already present are left alone, so `make test` and
 # `make run` can call it every time at the cost of one dpkg query.
 #   deploy/install-deps.sh          apt packages (chromium for the dashboard's
-#                                   browser test) + npm packages (workerd,
+#                                   browser test, haproxy for the load
+#                                   balancer test) + npm packages (workerd,
 #                                   playwright-core)
 #   TOLLGATE_SKIP_DEPS=1            skip everything (offline, packaged builds)
 set -euo pipefail
@@ -18,6 +19,7 @@ apt_pkgs=(
   redis-server redis-tools
   clang lld binaryen wabt libclang-rt-14-dev
   valgrind wrk
+  haproxy
   gnuplot-nox
   chromium
   nodejs npm curl
@@ -41,8 +43,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# A Debian redis-server package starts a system instance on :6379; tollgate
-# never uses it (tests and `make run` start private ones), so leave it be.
+# A Debian redis-server package starts a system instance on :6379, and the
+# haproxy package one with /etc/haproxy/haproxy.cfg; tollgate never uses
+# them (tests and `make run` start private ones), so leave them be.
 
 if [ ! -x "$top/node_modules/.bin/workerd" ] || [ ! -d "$top/node_modules/playwright-core" ] ||
    [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then
