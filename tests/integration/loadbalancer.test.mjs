@@ -63,16 +63,22 @@ async function stats(co) {
   assert.equal(r.status, 200, `/v1/stats at ${co.url}`);
   return r.json();
 }
+// The global count of admitted requests of a per-ip key (this window and
+// the previous one: the test never crosses a window).
+async function admittedInRedis(port, ip) {
+  const g = await redisCommand(port, "HMGET", `tg:{per-ip|${ip}}:c`, "a", "pa");
+  return Number(g[0] || 0) + Number(g[1] || 0);
+}
 const sum = (a) => a.reduce((x, y) => x + y, 0);
 
-test("three coordinators behind haproxy, one killed mid-load: nothing lost or doubled", async (t) => {
+// Three tollgated (coordinator i on Redis redisPorts[i]) behind haproxy run
+// with the shipped config. Every process is stopped by PID after the test.
+async function fleet(t, redisPorts) {
   const bin = haproxyBinary();
-  const redis = await startRedis();
-  t.after(() => redis.stop());
   const cos = [];
   t.after(() => Promise.all(cos.map((c) => c.stop())));
-  for (let i = 0; i < 3; i++) {
-    cos.push(await startTollgated({ redisPort: redis.port, policy: POLICY, args: ["--max-conns-per-ip", "0"] }));
+  for (const redisPort of redisPorts) {
+    cos.push(await startTollgated({ redisPort, policy: POLICY, args: ["--max-conns-per-ip", "0"] }));
   }
   const front = await freePort();
   const lb = startProcess(bin, ["-db", "-f", haproxyConfig(front, cos.map((c) => c.port))]);
@@ -82,10 +88,24 @@ test("three coordinators behind haproxy, one killed mid-load: nothing lost or do
     if (lb.exitCode !== null) throw new Error(`haproxy exited ${lb.exitCode}:\n${lb.logs}`);
     return (await fetch(`${lbUrl}/readyz`)).status === 200;
   }, { what: "haproxy to serve /readyz" });
+  return { cos, lb, lbUrl };
+}
 
+// Edges (the Node glue) pointed at the balancer, each synced once: the
+// first sync fetches the policy, and until then an edge counts nothing.
+async function edgesAt(lbUrl, ids = EDGES) {
   const wasm = loadWasm();
-  const edges = EDGES.map((edgeId) => createTollgate(wasm, { edgeId, edgeKey: TEST_KEYS.edge, coordinator: lbUrl }));
-  for (const e of edges) assert.equal(await e.sync(), true, String(e.lastSyncError));
+  const edges = ids.map((edgeId) => createTollgate(wasm, { edgeId, edgeKey: TEST_KEYS.edge, coordinator: lbUrl }));
+  for (const e of edges) assert.equal(await e.sync(), true, `${e.edgeId}: ${e.lastSyncError}`);
+  return edges;
+}
+
+test("three coordinators behind haproxy, one killed mid-load: nothing lost or doubled", async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const { cos, lb, lbUrl } = await fleet(t, [redis.port, redis.port, redis.port]);
+
+  const edges = await edgesAt(lbUrl);
 
   const admitted = Object.fromEntries(IPS.map((ip) => [ip, 0]));
   const failures = [];
@@ -135,10 +155,7 @@ test("three coordinators behind haproxy, one killed mid-load: nothing lost or do
   // Drain: syncing with no new decisions sends what the edges still hold.
   // Then every admission is in Redis exactly once: nothing lost with the
   // dead coordinator, nothing doubled by the balancer's retries.
-  const inRedis = async (ip) => {
-    const g = await redisCommand(redis.port, "HMGET", `tg:{per-ip|${ip}}:c`, "a", "pa");
-    return Number(g[0] || 0) + Number(g[1] || 0);
-  };
+  const inRedis = (ip) => admittedInRedis(redis.port, ip);
   await waitFor(async () => {
     const oks = await Promise.all(edges.map((e) => e.sync()));
     return oks.every(Boolean);
@@ -183,4 +200,73 @@ test("three coordinators behind haproxy, one killed mid-load: nothing lost or do
   assert.doesNotMatch(dash, /sum\(tollgate_edges_active/, "a sum counts an edge once per coordinator");
   t.diagnostic(`admitted ${total}; /v1/stats allowed ${allowed}; syncs after the kill ${okAfterKill}/${syncsAfterKill} ok; ` +
     `load ${Date.now() - started} ms; co2 out of rotation ${downAfterMs} ms after the kill; haproxy: ${downLine}`);
+});
+
+test("a coordinator whose /readyz fails leaves rotation and returns when ready", async (t) => {
+  // co3 gets a Redis of its own, stopped mid-test: it stands in for a
+  // coordinator that lost its Redis link while its process lives on.
+  const shared = await startRedis();
+  t.after(() => shared.stop());
+  let lone = await startRedis();
+  t.after(() => lone.stop());
+  const { cos, lb, lbUrl } = await fleet(t, [shared.port, shared.port, lone.port]);
+  const edges = await edgesAt(lbUrl);
+
+  await lone.stop();
+  await waitFor(async () => (await fetch(`${cos[2].url}/readyz`)).status === 503, { what: "co3's /readyz to fail" });
+  await waitFor(() => /server coordinators\/co3 failed, reason: Layer7 wrong status, code: 503\b/.test(lb.logs) &&
+    /Server coordinators\/co3 is DOWN/.test(lb.logs),
+    { what: `haproxy to take co3 out on its /readyz:\n${lb.logs}` });
+  const co3Syncs = () => (cos[2].proc.logs.match(/msg=sync\b/g) || []).length;
+  const before = co3Syncs();
+
+  // Every sync now goes to co1 or co2, answered from the shared Redis.
+  const ip = "198.51.100.9";
+  let admitted = 0;
+  for (let round = 0; round < 10; round++) {
+    for (const e of edges) {
+      for (let k = 0; k < PER_ROUND; k++) admitted += e.verify({ method: "GET", path: "/api/y", host: "shop.example", ip }).kind === "allow";
+      assert.equal(await e.sync(), true, `${e.edgeId}: ${e.lastSyncError}`);
+    }
+  }
+  assert.equal(co3Syncs(), before, `co3 answered syncs while out of rotation:\n${cos[2].proc.logs}`);
+  const inRedis = await admittedInRedis(shared.port, ip);
+  // The last round's decisions are acknowledged by its sync: all are in.
+  assert.equal(inRedis, admitted, `Redis holds ${inRedis}, the edges admitted ${admitted}`);
+
+  // Its Redis back: co3 is ready again and haproxy puts it back.
+  lone = await startRedis({ port: lone.port, dir: lone.dir });
+  await waitFor(() => /Server coordinators\/co3 is UP/.test(lb.logs),
+    { timeoutMs: 15000, what: `haproxy to put co3 back:\n${lb.logs}` });
+});
+
+test("with no coordinator ready (Redis down), syncs still reach one and are answered degraded", async (t) => {
+  let redis = await startRedis();
+  t.after(() => redis.stop());
+  const { lb, lbUrl } = await fleet(t, [redis.port, redis.port, redis.port]);
+  const [edge] = await edgesAt(lbUrl, ["edge-a"]);
+
+  await redis.stop();
+  await waitFor(() => /Server coordinators\/co\d is DOWN\. 0 active and 3 backup servers left/.test(lb.logs),
+    { what: `haproxy to take every coordinator out:\n${lb.logs}` });
+  // The unchecked backup entries carry the sync: the coordinator answers
+  // 200 degraded (nothing acknowledged, the edge keeps its counts), not
+  // haproxy's 503.
+  const ip = "198.51.100.20";
+  let admitted = 0;
+  for (let k = 0; k < PER_ROUND; k++) admitted += edge.verify({ method: "GET", path: "/api/z", host: "shop.example", ip }).kind === "allow";
+  assert.equal(await edge.sync(), true, `sync through haproxy with Redis down: ${edge.lastSyncError}`);
+
+  // Redis back: the coordinators are put back and the kept counts arrive.
+  redis = await startRedis({ port: redis.port, dir: redis.dir });
+  await waitFor(() => (lb.logs.match(/Server coordinators\/co\d is UP/g) || []).length >= 3,
+    { timeoutMs: 15000, what: `haproxy to put the coordinators back:\n${lb.logs}` });
+  let inRedis = -1;
+  await waitFor(async () => {
+    await edge.sync();
+    inRedis = await admittedInRedis(redis.port, ip);
+    return inRedis >= admitted;
+  }, { what: "the kept counts to reach Redis" });
+  assert.ok(admitted > 0, "the edge admitted some while Redis was down");
+  assert.equal(inRedis, admitted);
 });
