@@ -146,7 +146,7 @@ test("three coordinators behind haproxy, one killed mid-load: nothing lost or do
   await waitFor(() => /Server coordinators\/co2 is DOWN/.test(lb.logs),
     { timeoutMs: 5000, what: `haproxy to mark co2 DOWN:\n${lb.logs}` });
   const downLine = lb.logs.split("\n").find((l) => /co2 is DOWN/.test(l));
-  assert.ok(syncsAfterKill === (ROUNDS - KILL_AT - 1) * EDGES.length);
+  assert.equal(syncsAfterKill, (ROUNDS - KILL_AT - 1) * EDGES.length);
   // A sync that fails is resent by the edge with the same seq; the
   // balancer's retries should hide the death from all but a handful.
   assert.ok(okAfterKill >= syncsAfterKill - EDGES.length,
