@@ -4,8 +4,9 @@
 # `make run` can call it every time at the cost of one dpkg query.
 #   deploy/install-deps.sh          apt packages (chromium for the browser
 #                                   tests, systemd and prometheus for
-#                                   systemd-analyze and promtool) + npm
-#                                   packages (workerd, playwright-core)
+#                                   systemd-analyze and promtool, haproxy for
+#                                   the load balancer test) + npm packages
+#                                   (workerd, playwright-core)
 #   TOLLGATE_SKIP_DEPS=1            skip everything (offline, packaged builds)
 set -euo pipefail
 
@@ -19,6 +20,7 @@ apt_pkgs=(
   redis-server redis-tools
   clang lld binaryen wabt libclang-rt-14-dev
   valgrind wrk
+  haproxy
   gnuplot-nox
   chromium
   systemd prometheus
@@ -43,10 +45,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# A Debian redis-server package starts a system instance on :6379; tollgate
-# never uses it (tests and `make run` start private ones), so leave it be.
-# The same holds for prometheus: it is installed for promtool (the alert
-# rules' tests) and systemd for systemd-analyze (the unit's check).
+# A Debian redis-server package starts a system instance on :6379, and the
+# haproxy package one with /etc/haproxy/haproxy.cfg; tollgate never uses
+# them (tests and `make run` start private ones), so leave them be.
+# prometheus is installed for promtool (the alert rules' tests) and systemd
+# for systemd-analyze (the unit's check).
 
 if [ ! -x "$top/node_modules/.bin/workerd" ] || [ ! -d "$top/node_modules/playwright-core" ] ||
    [ "$top/package-lock.json" -nt "$top/node_modules/.package-lock.json" ]; then
