@@ -1089,17 +1089,28 @@ static void require_token_missing_invalid_expired(void **state)
     d = verify_full(e, "/api/x", "192.0.2.1", "Basic YWxpY2U6cHc=", NULL, NULL, 0, T0 + 1);
     assert_int_equal(d.reason, TG_REASON_MISSING_TOKEN);
 
-    /* Forged (another key), malformed, or with alg none: invalid_token. */
-    const char *forged = jws("{\"alg\":\"HS256\",\"kid\":\"j1\"}", p, "guessed-secret");
-    const char *bad[] = {forged, "not-a-jwt", "", "a.b.c",
-                         jws("{\"alg\":\"none\",\"kid\":\"j1\"}", p, JWT_KEY)};
+    /* Forged (another key) or malformed: invalid_token; alg none:
+     * unsupported_alg; a kid no key has: unknown_kid. All are 401
+     * invalid_token to the client. */
+    char forged[600], none[600], stranger[600];
+    strcpy(forged, jws("{\"alg\":\"HS256\",\"kid\":\"j1\"}", p, "guessed-secret"));
+    strcpy(none, jws("{\"alg\":\"none\",\"kid\":\"j1\"}", p, JWT_KEY));
+    strcpy(stranger, jws("{\"alg\":\"HS256\",\"kid\":\"j9\"}", p, JWT_KEY));
+    const struct {
+        const char *tok;
+        tg_reason want;
+    } bad[] = {{forged, TG_REASON_INVALID_TOKEN},   {"not-a-jwt", TG_REASON_INVALID_TOKEN},
+               {"", TG_REASON_INVALID_TOKEN},       {"a.b.c", TG_REASON_INVALID_TOKEN},
+               {none, TG_REASON_UNSUPPORTED_ALG},   {stranger, TG_REASON_UNKNOWN_KID}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        d = verify_tok(e, "192.0.2.1", bad[i], T0 + 2);
+        d = verify_tok(e, "192.0.2.1", bad[i].tok, T0 + 2);
         assert_int_equal(d.kind, TG_DENY);
-        assert_int_equal(d.reason, TG_REASON_INVALID_TOKEN);
+        assert_int_equal(d.reason, bad[i].want);
         assert_int_equal(d.status, 401);
         assert_headers(&d, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
     }
+    assert_string_equal(tg_reason_name(TG_REASON_UNKNOWN_KID), "unknown_kid");
+    assert_string_equal(tg_reason_name(TG_REASON_UNSUPPORTED_ALG), "unsupported_alg");
 
     /* Expired beyond the leeway, or not yet valid: token_expired. */
     snprintf(p, sizeof p, "{\"sub\":\"alice\",\"exp\":%llu}", NOW_S - 120);
@@ -1126,9 +1137,71 @@ static void require_token_missing_invalid_expired(void **state)
      * claims; the claim-keyed one cannot key them. A missing token is
      * the require_token quota's refusal alone. */
     Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
-    assert_count(r, "per-ip", "192.0.2.1", 1, 7, 0);
+    assert_count(r, "per-ip", "192.0.2.1", 1, 8, 0);
     assert_count(r, "auth", "alice", 1, 0, 0);
     assert_int_equal(r->n_counts, 2);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+/* A token whose signature the host checks (every algorithm but HS256):
+ * tg_verify() asks before counting anything, the request comes back with
+ * the host's verdict, and the token's later requests decide at once. */
+static void host_checked_signature(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    int k = tg_add_key_alg(e, TG_KEY_JWT, TG_ALG_ES256, S("ec-1"), NULL, 0);
+    assert_int_equal(k, 0);
+    assert_int_equal(tg_add_key_alg(e, TG_KEY_CLEARANCE, TG_ALG_ES256, S("c"), NULL, 0), TG_EINVAL);
+    qspec qs[] = {{"auth", 100, 60, "claim:sub", "/api/", {NULL}, 5, false, false, true}};
+    install(e, T0, 1, qs, 1);
+    char h64[100], p64[100], tok[400], p[100], sig64[100];
+    uint8_t sig[64];
+    memset(sig, 0x5a, sizeof sig);
+    snprintf(p, sizeof p, "{\"sub\":\"carol\",\"exp\":%llu.25}", NOW_S + 3600);
+    const char *h = "{\"alg\":\"ES256\",\"kid\":\"ec-1\"}";
+    b64url(h, strlen(h), h64);
+    b64url(p, strlen(p), p64);
+    b64url(sig, 64, sig64);
+    snprintf(tok, sizeof tok, "%s.%s.%s", h64, p64, sig64);
+
+    tg_request req = {.method = S("GET"), .path = S("/api/x"), .host = S("example.com"),
+                      .client_ip = S("192.0.2.1"), .authorization = S(bearer(tok)),
+                      .now_ms = T0 + 1};
+    tg_decision d;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_CHECK_SIGNATURE);
+    assert_int_equal(d.sig_alg, TG_ALG_ES256);
+    assert_int_equal(d.sig_keys, 1u << k);
+    assert_int_equal(d.token.len, strlen(h64) + 1 + strlen(p64));
+    assert_memory_equal(d.token.p, tok, d.token.len);
+    assert_int_equal(d.headers.len, 64);
+    assert_memory_equal(d.headers.p, sig, 64);
+
+    /* The host's check failed: invalid_token, counted once. */
+    req.sig_verdict = -1;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.reason, TG_REASON_INVALID_TOKEN);
+    req.sig_verdict = 0;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.reason, TG_REASON_INVALID_TOKEN);
+
+    /* A new token, verified by the host under key k: keyed on its sub. */
+    snprintf(p, sizeof p, "{\"sub\":\"dave\"}");
+    b64url(p, strlen(p), p64);
+    snprintf(tok, sizeof tok, "%s.%s.%s", h64, p64, sig64);
+    req.authorization = S(bearer(tok));
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_CHECK_SIGNATURE);
+    req.sig_verdict = k + 1;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_ALLOW);
+    req.sig_verdict = 0;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_ALLOW);
+
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    assert_count(r, "auth", "dave", 2, 0, 0);
+    assert_int_equal(r->n_counts, 1);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
 }
 
@@ -1409,6 +1482,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(successful_sync_resets_backoff, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(long_challenge_token_becomes_deny, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(require_token_missing_invalid_expired, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(host_checked_signature, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(shadow_quotas_count_token_refusals, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(claim_keyed_quota_counts_per_claim, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(policy_change_reads_new_claims, setup_edge, teardown),
