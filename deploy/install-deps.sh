@@ -3,8 +3,9 @@
 # Idempotent: packages already present are left alone, so `make test` and
 # `make run` can call it every time at the cost of one dpkg query.
 #   deploy/install-deps.sh          apt packages (chromium for the dashboard's
-#                                   browser test) + npm packages (workerd,
-#                                   playwright-core)
+#                                   browser test, python3-jwt to mint tokens
+#                                   with PyJWT in the JWT tests) + npm
+#                                   packages (workerd, playwright-core, jose)
 #   TOLLGATE_SKIP_DEPS=1            skip everything (offline, packaged builds)
 set -euo pipefail
 
@@ -19,6 +20,7 @@ apt_pkgs=(
   clang lld binaryen wabt libclang-rt-14-dev
   valgrind wrk
   gnuplot-nox
+  python3 python3-jwt python3-cryptography
   chromium
   nodejs npm curl
 )

@@ -233,7 +233,7 @@ int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out);
  *
  * Up to 16 keys per kind; adding a kid that exists replaces that key in
  * place, same index (rotation: add the new kid, keep the old until its
- * tokens expire). A token with a "kid" uses the key of that kid, which
+ * tokens expire); keys without a kid are one per algorithm. A token with a "kid" uses the key of that kid, which
  * must pin the token's alg; a token without one is tried against the
  * keys of its alg, the first TG__KIDLESS_TRIES (4) of them. Kids are at
  * most 64 bytes. Returns the key's index (0..15), TG_EINVAL or TG_ENOSPC

@@ -142,10 +142,13 @@ int tg__jwt_add_key(tg__jwt *j, int kind, int alg, tg_str kid,
         alg >= TG_ALG_COUNT || (!hmac && (kind != TG_KEY_JWT || len)) ||
         (hmac && (!secret || len == 0 || len > TG__SECRET_CAP)))
         return TG_EINVAL;
+    /* A kid names one key; keys without one (a JWK Set may hold several)
+     * are told apart by their algorithm. */
     unsigned i = 0;
     while (i < j->n_keys[kind] &&
-           !tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid.p,
-                         kid.len))
+           !(tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid.p,
+                          kid.len) &&
+             (kid.len || j->keys[kind][i].alg == alg)))
         i++;
     if (i == j->n_keys[kind]) {
         if (i == TG__JWT_KEYS)
