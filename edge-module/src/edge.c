@@ -297,10 +297,19 @@ static void hw_quoted(hw *w, const char *s, size_t n)
     hw_str(w, "\"");
 }
 
-/* draft-ietf-httpapi-ratelimit-headers-10, for one quota: r is this edge's
- * own view (the tokens it may still admit alone), t the seconds until the
- * quota frees up; on a 429 t is the Retry-After, when the edge expects to
- * know more. q is NULL for a 429 no bucket explains (no room in the key
+/* What the client has left globally as far as this edge knows: the
+ * quota's limit less the key's count at the coordinator's last answer and
+ * what this edge admitted since (not this edge's lease, which is a slice
+ * of it). */
+static uint64_t left(const tg__quota *q, const tg__entry *en)
+{
+    return q->limit > en->b.seen ? q->limit - en->b.seen : 0;
+}
+
+/* draft-ietf-httpapi-ratelimit-headers-10, for one quota: r is left(), 0
+ * on a 429; t the seconds until the quota frees up; on a 429 t is the
+ * Retry-After (so Retry-After is never earlier than t), when the edge
+ * expects to know more. q is NULL for a 429 no bucket explains (no room in the key
  * table): Retry-After alone. */
 static tg_str write_headers(tg_edge *e, const tg__quota *q, const tg__entry *en,
                             const tg_decision *d, uint64_t now_ms)
@@ -318,7 +327,7 @@ static tg_str write_headers(tg_edge *e, const tg__quota *q, const tg__entry *en,
         hw_str(&w, "\r\nRateLimit: ");
         hw_quoted(&w, q->name, q->name_len);
         hw_str(&w, ";r=");
-        hw_u64(&w, is_429 ? 0 : en->b.tokens);
+        hw_u64(&w, is_429 ? 0 : left(q, en));
         hw_str(&w, ";t=");
         hw_u64(&w, is_429 ? d->retry_after_s
                           : ceil_s(tg__bucket_reset_in_ms(&en->b, window_ms,
@@ -398,7 +407,7 @@ static void decide(tg_edge *e, int final, int tok, const tg__entry *den,
  * most severe verdict of the enforced (non-shadow) quotas decides; shadow
  * quotas are counted like the others but never change the decision. The
  * headers describe the deciding quota on a refusal, otherwise the enforced
- * quota with the fewest tokens left. The token is only looked at once some
+ * quota with the least left (r). The token is only looked at once some
  * quota matches, and the clearance cookie once some key is challenged. */
 int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out)
 {
@@ -482,9 +491,9 @@ int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out)
     for (unsigned i = 0; i < n; i++) {
         account(e, &hits[i], final);
         const tg__entry *en = hits[i].en;
-        if (final == TG__V_ALLOW && en && !p->quotas[hits[i].q].shadow &&
-            en->b.tokens < best_r) {
-            best_r = en->b.tokens;
+        const tg__quota *q = &p->quotas[hits[i].q];
+        if (final == TG__V_ALLOW && en && !q->shadow && left(q, en) < best_r) {
+            best_r = left(q, en);
             shown = (int)i;
         }
     }
