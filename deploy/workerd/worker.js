@@ -1,14 +1,15 @@
 // The example edge: tollgate in front of an origin. Syncs go to the
 // coordinator through the COORDINATOR service binding, in the background,
 // signed with EDGE_KEY; CLEARANCE_KEY verifies the cookie a solved challenge
-// earns. X-Forwarded-For is trusted here only because `make run` has no real
-// proxy in front: curl -H 'X-Forwarded-For: 203.0.113.7' plays different
-// clients. Behind a real CDN leave trustForwardedFor off.
+// earns. The client address is X-Forwarded-For's last entry: `make run`
+// has no proxy in front, so curl -H 'X-Forwarded-For: 203.0.113.7' plays
+// different clients. Behind a real proxy that appends the address it saw
+// this is the right source; on Cloudflare use "cf-connecting-ip".
 import wasm from "./tollgate.wasm";
 import { guard } from "./tollgate.mjs";
 export default {
   fetch: guard((req, env) => env.ORIGIN.fetch(req), (env) => ({
     module: wasm, edgeId: "edge-local-1", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR",
-    clearanceKeys: [{ kid: "c1", hex: env.CLEARANCE_KEY }], trustForwardedFor: true,
+    clearanceKeys: [{ kid: "c1", hex: env.CLEARANCE_KEY }], clientIp: "x-forwarded-for",
   })),
 };

@@ -72,8 +72,14 @@ export class Tollgate {
   //          once for rotation (see addJwks),
   //   clearanceKeys: [{ kid, secret } or { kid, hex }]  the coordinator's
   //          clearance keys (its key file's "clearance" lines),
-  //   clientIp(request), trustForwardedFor: how verifyRequest finds the
-  //   client address.
+  //   clientIp: where verifyRequest finds the client address, named
+  //          explicitly because no header a client can send is trusted
+  //          by default: "cf-connecting-ip" (Cloudflare sets it), or
+  //          "x-forwarded-for" (its last entry: the address the proxy in
+  //          front of this worker saw; only behind such a proxy), or a
+  //          function(request) returning the address. Unset: on Cloudflare
+  //          (request.cf present) CF-Connecting-IP; anywhere else every
+  //          request throws (see NO_CLIENT_IP).
   constructor(module, options = {}) {
     this.opt = { ...DEFAULTS, ...options };
     this.fetch = this.opt.fetch || ((...a) => fetch(...a));
@@ -92,6 +98,7 @@ export class Tollgate {
       : `${this.opt.edgeId}/${hex(crypto.getRandomValues(new Uint8Array(4)))}`;
     this.signingKey = this.opt.edgeKey ? importHmacKey(this.opt.edgeKey) : null;
     this.syncPath = new URL(this.syncUrl).pathname;
+    this.clientIp = clientIpSource(this.opt.clientIp ?? (this.opt.trustForwardedFor ? "x-forwarded-for" : undefined));
     const id = this.enc.encode(this.edgeId);
     this.u8.set(id, this.inPtr);
     // Keys the edge's token-cache hash, so nobody can forge a cache hit.
@@ -341,9 +348,8 @@ export class Tollgate {
     return this.#decision(kind);
   }
 
-  // Decides a Fetch API Request. clientIp(request) says who the client is;
-  // by default CF-Connecting-IP, else (only with trustForwardedFor) the
-  // first X-Forwarded-For hop, else "unknown".
+  // Decides a Fetch API Request (a Decision, or a Promise of one: see
+  // verify). The client address comes from options.clientIp.
   verifyRequest(request) {
     const [host, path] = splitUrl(request.url);
     const h = request.headers;
@@ -351,7 +357,7 @@ export class Tollgate {
       method: request.method,
       path,
       host,
-      ip: this.opt.clientIp ? this.opt.clientIp(request) : defaultClientIp(h, this.opt.trustForwardedFor),
+      ip: this.clientIp(request),
       authorization: h.get("authorization") || "",
       cookie: h.get("cookie") || "",
       headers: h,
@@ -579,14 +585,31 @@ function splitUrl(url) {
   return [url.slice(start, p), p < q && url[p] === "/" ? url.slice(p, q) : "/"];
 }
 
-function defaultClientIp(h, trustForwardedFor) {
-  const cf = h.get("cf-connecting-ip");
-  if (cf) return cf;
-  if (trustForwardedFor) {
-    const xff = h.get("x-forwarded-for");
-    if (xff) return xff.split(",")[0].trim();
+// Outside Cloudflare, CF-Connecting-IP is whatever the client sent: a
+// client sending a new one each time would never be limited, and one
+// naming a victim's address would spend the victim's budget.
+export const NO_CLIENT_IP = "tollgate: no clientIp source. Outside Cloudflare (request.cf is absent) a " +
+  "client can send any CF-Connecting-IP, so tollgate will not trust it by default: set clientIp to " +
+  '"x-forwarded-for" (behind a proxy that appends the address it saw), "cf-connecting-ip" (only if ' +
+  "something in front sets it), or a function(request) returning the client's address";
+
+// The function verifyRequest reads the client address with.
+function clientIpSource(src) {
+  if (typeof src === "function") return (r) => String(src(r) ?? "");
+  if (src === "cf-connecting-ip") return (r) => r.headers.get("cf-connecting-ip") || "";
+  if (src === "x-forwarded-for") {
+    return (r) => {
+      const v = r.headers.get("x-forwarded-for") || "";
+      return v.slice(v.lastIndexOf(",") + 1).trim();
+    };
   }
-  return "unknown";
+  if (src === undefined) {
+    return (r) => {
+      if (r.cf === undefined || r.cf === null) throw new Error(NO_CLIENT_IP);
+      return r.headers.get("cf-connecting-ip") || "";
+    };
+  }
+  throw new Error(`tollgate: clientIp must be "cf-connecting-ip", "x-forwarded-for" or a function, not ${JSON.stringify(src)}`);
 }
 
 function escapeHtml(s) {

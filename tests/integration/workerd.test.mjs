@@ -9,9 +9,10 @@ import { after, before, test } from "node:test";
 import { BUILD, ROOT, TEST_KEYS, removeDir, startRedis, startTollgated, tempDir } from "./harness.mjs";
 import { DECISIONS_POLICY } from "./decisions.mjs";
 import { POLICY } from "./scenario.mjs";
+import { CLIENTIP_QUOTA } from "./clientip.mjs";
 
 // One coordinator for every suite: the quotas have disjoint path prefixes.
-const WORKERD_POLICY = { ...POLICY, quotas: [...POLICY.quotas, ...DECISIONS_POLICY.quotas] };
+const WORKERD_POLICY = { ...POLICY, quotas: [...POLICY.quotas, ...DECISIONS_POLICY.quotas, CLIENTIP_QUOTA] };
 
 const WORKERD = path.join(ROOT, "node_modules/.bin/workerd");
 let redis, co, dir;
@@ -22,7 +23,7 @@ before(async () => {
   dir = tempDir("tollgate-workerd-");
   copyFileSync(path.join(BUILD, "tollgate.wasm"), path.join(dir, "tollgate.wasm"));
   copyFileSync(path.join(ROOT, "edge-module/js/tollgate.mjs"), path.join(dir, "tollgate.mjs"));
-  for (const f of ["scenario.mjs", "decisions.mjs", "workerd/edge-suite.js"]) {
+  for (const f of ["scenario.mjs", "decisions.mjs", "clientip.mjs", "workerd/edge-suite.js"]) {
     copyFileSync(path.join(ROOT, "tests/integration", f), path.join(dir, path.basename(f)));
   }
   writeFileSync(path.join(dir, "config.capnp"), `using Workerd = import "/workerd/workerd.capnp";
@@ -37,6 +38,7 @@ const edgeTest :Workerd.Worker = (
     (name = "edge-suite.js", esModule = embed "edge-suite.js"),
     (name = "scenario.mjs", esModule = embed "scenario.mjs"),
     (name = "decisions.mjs", esModule = embed "decisions.mjs"),
+    (name = "clientip.mjs", esModule = embed "clientip.mjs"),
     (name = "tollgate.mjs", esModule = embed "tollgate.mjs"),
     (name = "tollgate.wasm", wasm = embed "tollgate.wasm"),
   ],
@@ -55,7 +57,7 @@ after(async () => {
   if (dir) removeDir(dir);
 });
 
-test("workerd: hot key challenged across two edges, guard(), every decision kind", async () => {
+test("workerd: hot key challenged across two edges, guard(), every decision kind, client address sources", async () => {
   const proc = spawn(WORKERD, ["test", path.join(dir, "config.capnp")], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   proc.stdout.on("data", (d) => { out += d; });
@@ -68,4 +70,5 @@ test("workerd: hot key challenged across two edges, guard(), every decision kind
   assert.match(out, /\[ PASS \] main:hotKey/);
   assert.match(out, /\[ PASS \] main:guard/);
   assert.match(out, /\[ PASS \] main:decisions/);
+  assert.match(out, /\[ PASS \] main:clientIp/);
 });

@@ -6,6 +6,7 @@ import wasm from "./tollgate.wasm";
 import { createTollgate, guard as guardHandler } from "./tollgate.mjs";
 import { hammerUntilChallenged } from "./scenario.mjs";
 import { CLEARANCE_KEY, JWT_KEY, decisionsScenario } from "./decisions.mjs";
+import { clientIpScenario } from "./clientip.mjs";
 
 export const hotKey = {
   async test(ctrl, env) {
@@ -23,7 +24,9 @@ export const guard = {
     const ctx = { waitUntil: (p) => pending.push(p) };
     const drain = async () => { while (pending.length) await pending.shift(); };
     const origin = async () => new Response("hello from origin");
-    const fetch = guardHandler(origin, { module: wasm, edgeId: "wd-guard", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR" });
+    // These requests play Cloudflare's: the address is CF-Connecting-IP.
+    const fetch = guardHandler(origin, { module: wasm, edgeId: "wd-guard", edgeKey: env.EDGE_KEY,
+      coordinatorBinding: "COORDINATOR", clientIp: "cf-connecting-ip" });
     const get = (ip) => fetch(new Request("http://shop.example/api/items", {
       headers: { "cf-connecting-ip": ip } }), env, ctx);
 
@@ -60,6 +63,21 @@ export const guard = {
     await r.text();
     await drain();
     console.log(`guard: ${JSON.stringify(seen)}`);
+  },
+};
+
+// Self-hosted workerd gives requests no cf object: the client address
+// must be named (clientip.mjs).
+export const clientIp = {
+  async test(ctrl, env) {
+    const base = { module: wasm, edgeId: "edge-b", edgeKey: env.EDGE_KEY, coordinator: "http://coordinator",
+      fetch: (url, init) => env.COORDINATOR.fetch(url, init) };
+    const { admitted } = await clientIpScenario({
+      edge: (extra) => createTollgate(wasm, { ...base, ...extra }),
+      guard: (extra) => guardHandler(() => new Response("origin"), { ...base, ...extra }),
+      assert,
+    });
+    console.log(`clientIp: spoofing client admitted ${admitted} of 60`);
   },
 };
 
