@@ -145,8 +145,10 @@ typedef enum tg_kind {
 } tg_kind;
 
 /* The kinds' names, each NUL-terminated, in enum order. */
-#define TG_KIND_COUNT 4
-#define TG_KIND_NAMES "allow\0deny\0challenge\0check_signature"
+/* The decisions' names (not TG_CHECK_SIGNATURE's), each NUL-terminated,
+ * in enum order. */
+#define TG_KIND_COUNT 3
+#define TG_KIND_NAMES "allow\0deny\0challenge"
 
 /* Stable reason set; tg_reason_name() gives the wire/log spelling. The
  * numbers never change; new reasons are appended. */
@@ -201,11 +203,10 @@ typedef enum tg_alg {
     TG_ALG_EDDSA
 } tg_alg;
 
-/* Every name is 5 bytes, each NUL-terminated, in enum order. */
+/* Every name is 5 bytes, back to back, in enum order. */
 #define TG_ALG_COUNT 12
 #define TG_ALG_NAMES                                                           \
-    "HS256\0HS384\0HS512\0RS256\0RS384\0RS512\0PS256\0PS384\0PS512\0ES256\0"   \
-    "ES384\0EdDSA"
+    "HS256HS384HS512RS256RS384RS512PS256PS384PS512ES256ES384EdDSA"
 
 /* Bytes of memory tg_edge_init() needs for this configuration. */
 size_t tg_edge_size(const tg_config *cfg);

@@ -20,7 +20,7 @@
 const ABI = {
   VERSION: 0, WORDS: 1, IN: 2, OUT: 3, IO_SIZE: 4, IN_FIELDS: 5, MAX_HEADERS: 6,
   OUT_WORDS: 7, KEY_JWT: 8, KEY_CLEARANCE: 9, KINDS: 10, REASONS: 11, NAMES: 12, NAMES_LEN: 13,
-  ALGS: 14, ALG_NAMES: 15,
+  ALGS: 14, ALG_NAMES: 15, KIND_CHECK: 16,
 };
 const ABI_VERSION = 2;
 // verify's output words (ABI.OUT_WORDS of them, then the two byte strings).
@@ -202,7 +202,7 @@ export class Tollgate {
     const t = this.x.tg_abi();
     if (t & 3) throw new Error("tollgate: ABI table not 4-byte aligned");
     const w = (i) => this.u32[(t >> 2) + i];
-    if (w(ABI.VERSION) !== ABI_VERSION || w(ABI.WORDS) <= ABI.NAMES_LEN) {
+    if (w(ABI.VERSION) !== ABI_VERSION || w(ABI.WORDS) <= ABI.KIND_CHECK) {
       throw new Error(`tollgate: module ABI ${w(ABI.VERSION)} (${w(ABI.WORDS)} words), this glue reads ABI ${ABI_VERSION}`);
     }
     this.inPtr = w(ABI.IN);
@@ -219,10 +219,10 @@ export class Tollgate {
     const nk = w(ABI.KINDS), nr = w(ABI.REASONS);
     if (names.length !== nk + nr) throw new Error("tollgate: module ABI names do not match their counts");
     this.kinds = names.slice(0, nk);
-    this.kindCheck = this.kinds.indexOf("check_signature");
+    this.kindCheck = w(ABI.KIND_CHECK);
     const na = w(ABI.ALGS), an = w(ABI.ALG_NAMES);
     this.algs = [];
-    for (let i = 0; i < na; i++) this.algs.push(ascii(this.u8, an + 6 * i, an + 6 * i + 5));
+    for (let i = 0; i < na; i++) this.algs.push(ascii(this.u8, an + 5 * i, an + 5 * i + 5));
     // An Allow has no reason: "none" reads as "".
     this.reasons = names.slice(nk).map((r, i) => (i === 0 ? "" : r));
   }

@@ -26,7 +26,8 @@
  * token, then the headers (for check_signature: the signing input, then
  * the signature). kind and reason index the names at ABI_NAMES (ABI_KINDS
  * kind names, then ABI_REASONS reason names, each NUL-terminated); a
- * tg_alg indexes the ABI_ALGS names at ABI_ALG_NAMES, 6 bytes apart.
+ * tg_alg indexes the ABI_ALGS names at ABI_ALG_NAMES, 5 bytes each;
+ * kind ABI_KIND_CHECK is check_signature (not a decision: no name).
  * verify(now_ms, sig_verdict): tg_request.sig_verdict (0 when omitted).
  * header_names output at out: the policy's header names, each followed
  * by "\n"; the return value is the length.
@@ -67,12 +68,13 @@ enum {
     ABI_OUT_WORDS,   /* verify: u32 words before the token */
     ABI_KEY_JWT,     /* add_key kinds */
     ABI_KEY_CLEARANCE,
-    ABI_KINDS,     /* number of kind names */
-    ABI_REASONS,   /* number of reason names */
-    ABI_NAMES,     /* address of the names */
-    ABI_NAMES_LEN, /* their bytes, the last NUL included */
-    ABI_ALGS,      /* number of tg_alg names */
-    ABI_ALG_NAMES, /* their address */
+    ABI_KINDS,      /* number of kind names */
+    ABI_REASONS,    /* number of reason names */
+    ABI_NAMES,      /* address of the names */
+    ABI_NAMES_LEN,  /* their bytes, the last NUL included */
+    ABI_ALGS,       /* number of tg_alg names */
+    ABI_ALG_NAMES,  /* their address */
+    ABI_KIND_CHECK, /* the kind that asks for a signature check */
     ABI_N
 };
 
@@ -93,6 +95,7 @@ static const uint32_t abi[ABI_N] = {
     [ABI_NAMES_LEN] = sizeof names,
     [ABI_ALGS] = TG_ALG_COUNT,
     [ABI_ALG_NAMES] = (uint32_t)(uintptr_t)tg__alg_names,
+    [ABI_KIND_CHECK] = TG_CHECK_SIGNATURE,
 };
 
 EXPORT("tg_abi") const uint32_t *tg_wasm_abi(void);

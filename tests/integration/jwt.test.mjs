@@ -28,6 +28,12 @@ const POLICY = {
       action: "deny", floor: 10000, require_token: true },
     { name: "per-iss", key: "claim:iss", path_prefix: "/rfc/", limit: 10000, window_s: 60,
       action: "deny", floor: 10000, require_token: true },
+    // Claim names identity providers use: Auth0's URL-named claims,
+    // Cognito's custom:, a nested object.
+    { name: "per-url-claim", key: 'claim:"https://tollgate.example/tenant"+claim:org.id', path_prefix: "/names/",
+      limit: 10000, window_s: 60, action: "deny", floor: 10000, require_token: true },
+    { name: "per-custom", key: "claim:custom:tenant", path_prefix: "/names/", limit: 10000, window_s: 60,
+      action: "deny", floor: 10000 },
   ],
 };
 
@@ -75,8 +81,11 @@ async function joseToken(alg, claims, { kid = `kid-${alg}`, exp = "10m", header 
   return t.sign(key);
 }
 
+// The global count of (quota, key), read from Redis (whose key names
+// escape "%" and "|" in the key once more).
 async function counted(quota, key) {
-  return Number(await redisCommand(redis.port, "HGET", `tg:{${quota}|${key}}:c`, "t"));
+  const k = key.replace(/%/g, "%25").replace(/\|/g, "%7C");
+  return Number(await redisCommand(redis.port, "HGET", `tg:{${quota}|${k}}:c`, "t"));
 }
 
 test("jose: every algorithm, with and without kid, accepted and counted under its sub", async () => {
@@ -127,6 +136,22 @@ test("PyJWT: every algorithm, fractional exp, with and without kid, accepted and
   }
   assert.equal(await edge.sync(), true, `sync: ${edge.lastSyncError}`);
   for (const j of jobs) assert.equal(await counted("per-sub", j.claims.sub), 1, `counted under ${j.claims.sub}`);
+});
+
+test("claim names of any characters and nested claims key the counts", async () => {
+  const edge = idpEdge("edge-b");
+  assert.equal(await edge.sync(), true, `first sync: ${edge.lastSyncError}`);
+  const token = await joseToken("HS256", { "https://tollgate.example/tenant": "acme|east", org: { id: 42, name: "x" },
+    "custom:tenant": "t-7" });
+  assert.equal((await decide(edge, token, "/names/a")).kind, "allow");
+  assert.equal((await decide(edge, token, "/names/b")).kind, "allow");
+  // Without the nested claim the first quota has no key: not counted.
+  const partial = await joseToken("HS256", { "https://tollgate.example/tenant": "acme|east", "custom:tenant": "t-7" });
+  assert.equal((await decide(edge, partial, "/names/c")).kind, "allow");
+  assert.equal(await edge.sync(), true, `sync: ${edge.lastSyncError}`);
+  // Part values joined by "|", a "|" inside one escaped as %7C.
+  assert.equal(await counted("per-url-claim", "acme%7Ceast|42"), 2);
+  assert.equal(await counted("per-custom", "t-7"), 3);
 });
 
 // RFC 7515 A.1's claims (iss "joe", exp 1300819380, in 2011): the edge

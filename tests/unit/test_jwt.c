@@ -652,6 +652,37 @@ static void host_key_verdicts(void **state)
     assert_int_equal(tg__jwt_verdict(J, (tg_str){tok, strlen(tok)}, &WANT, e[2]), TG__TOK_OK);
 }
 
+/* Claim paths (template.h): a JSON string names one top-level claim
+ * (any characters: Auth0's URL-named claims); bare segments joined by
+ * '.' walk nested objects; a malformed path reads nothing. */
+static void claim_paths(void **state)
+{
+    (void)state;
+    static const tg_str paths[] = {
+        {"org.id", 6}, {"\"https://example.com/tenant\"", 28}, {"custom:tenant", 13},
+        {"\"a.b\"", 5}, {"org.deep.x", 10}, {"org.missing", 11}, {"sub.x", 5}, {"\"x", 2},
+    };
+    const tg__claimset want = {8, paths};
+    static tg__sigcheck chk;
+    add_key(TG_KEY_JWT, "", KEY);
+    const char *tok = sign(HS, "{\"sub\":\"s\",\"org\":{\"id\":\"o-42\",\"deep\":{\"x\":7}},"
+                               "\"https://example.com/tenant\":\"acme\",\"custom:tenant\":\"c1\","
+                               "\"a.b\":\"dotted\",\"a\":{\"b\":\"nested\"}}");
+    assert_int_equal(tg__jwt_check(J, TG_KEY_JWT, (tg_str){tok, strlen(tok)}, &want, NOW_MS, &view, &chk),
+                     TG__TOK_OK);
+    static const struct {
+        int type;
+        const char *val;
+    } exp[] = {{TG__CV_STRING, "o-42"}, {TG__CV_STRING, "acme"}, {TG__CV_STRING, "c1"},
+               {TG__CV_STRING, "dotted"}, {TG__CV_NUMBER, "7"}, {TG__CV_ABSENT, ""},
+               {TG__CV_ABSENT, ""}, {TG__CV_ABSENT, ""}};
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(view->type[i], exp[i].type);
+        assert_int_equal(view->len[i], strlen(exp[i].val));
+        assert_memory_equal(view->val[i], exp[i].val, strlen(exp[i].val));
+    }
+}
+
 static void long_secret_is_hashed_first(void **state)
 {
     (void)state;
@@ -862,6 +893,7 @@ int main(void)
         T(kid_selection_and_rotation),
         T(fractional_numeric_dates),
         T(host_key_verdicts),
+        T(claim_paths),
         T(long_secret_is_hashed_first),
         T(extracts_claims),
         T(cache_hits_and_still_checks_time),
