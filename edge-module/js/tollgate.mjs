@@ -106,8 +106,10 @@ export class Tollgate {
     this.#check(this.x.init(id.length, this.opt.maxKeys, this.opt.syncIntervalMs), "init");
     this.#views(); // init grows memory: old views are detached
     const jwt = this.opt.jwt || {};
-    // Host keys by the core's key index: { alg, params, key: Promise<CryptoKey> }.
+    // Host keys by the core's key index: { alg, check(data, sig) } in Node,
+    // { alg, params, key: Promise<CryptoKey> } with WebCrypto.
     this.hostKeys = [];
+    this.nodeCrypto = jwt.webCrypto ? null : NODE_CRYPTO;
     this.keyErrors = [];
     for (const k of jwt.keys || []) this.#addKey(this.keyJwt, k);
     if (jwt.jwks) this.addJwks(jwt.jwks);
@@ -138,7 +140,8 @@ export class Tollgate {
       return;
     }
     if (kind !== this.keyJwt) throw new Error(`tollgate: clearance key "${kid}" must be HS256`);
-    this.#hostKey(alg, kid, crypto.subtle.importKey("raw", sec, { name: "HMAC", hash: HMAC_HASH[alg] }, false, ["verify"]));
+    this.#hostKey(alg, kid, () => crypto.subtle.importKey("raw", sec, { name: "HMAC", hash: HMAC_HASH[alg] }, false, ["verify"]),
+      (c) => c.createSecretKey(sec));
   }
 
   // Adds the key to the core (secret for HS256, none for a host key) and
@@ -155,13 +158,28 @@ export class Tollgate {
     return i;
   }
 
-  #hostKey(alg, kid, importing) {
-    const key = importing.catch((err) => {
-      this.keyErrors.push(new Error(`tollgate: key "${kid}" (${alg}): ${err.message}`));
-      return null;
-    });
-    const i = this.#coreKey(this.keyJwt, alg, kid, null);
-    this.hostKeys[i] = { alg, kid, params: verifyParams(alg), key };
+  // A key whose signatures the glue checks. In Node, with node:crypto's
+  // KeyObject (nodeKey(crypto), synchronous: refused here at once if
+  // malformed); elsewhere, or with jwt.webCrypto, a WebCrypto key
+  // (webKey(), a promise: see ready()).
+  #hostKey(alg, kid, webKey, nodeKey) {
+    let entry;
+    if (this.nodeCrypto) {
+      let key;
+      try {
+        key = nodeKey(this.nodeCrypto);
+      } catch (err) {
+        throw new Error(`tollgate: key "${kid}" (${alg}): ${err.message}`);
+      }
+      entry = { alg, kid, check: nodeVerifier(this.nodeCrypto, alg, key) };
+    } else {
+      const key = webKey().catch((err) => {
+        this.keyErrors.push(new Error(`tollgate: key "${kid}" (${alg}): ${err.message}`));
+        return null;
+      });
+      entry = { alg, kid, params: verifyParams(alg), key };
+    }
+    this.hostKeys[this.#coreKey(this.keyJwt, alg, kid, null)] = entry;
   }
 
   // Adds the signing keys of an RFC 7517 JWK Set ({ keys: [...] }, e.g.
@@ -185,7 +203,8 @@ export class Tollgate {
         this.#addKey(this.keyJwt, { kid, secret: fromB64url(jwk.k), alg });
         continue;
       }
-      this.#hostKey(alg, kid, crypto.subtle.importKey("jwk", material, params, false, ["verify"]));
+      this.#hostKey(alg, kid, () => crypto.subtle.importKey("jwk", material, params, false, ["verify"]),
+        (c) => c.createPublicKey({ key: material, format: "jwk" }));
     }
   }
 
@@ -268,8 +287,8 @@ export class Tollgate {
   verify(req) {
     this.#write(req);
     const kind = this.x.verify(this.opt.now());
-    if (kind === this.kindCheck) return this.#checkSignature(req);
-    return this.#decision(kind);
+    if (kind !== this.kindCheck) return this.#decision(kind);
+    return this.nodeCrypto ? this.#checkNow() : this.#checkSignature(req);
   }
 
   // Writes a request's features into the in buffer.
@@ -318,6 +337,24 @@ export class Tollgate {
       u32[r + OUT.RETRY_AFTER],
       tokenLen ? this.dec.decode(this.u8.subarray(p, p + tokenLen)) : "",
       headersLen ? this.dec.decode(this.u8.subarray(p + tokenLen, p + tokenLen + headersLen)) : "");
+  }
+
+  // check_signature with node:crypto: the verdict at once, and the same
+  // request (still in the in buffer) decided again with it.
+  #checkNow() {
+    const o = this.outPtr, r = o >> 2, u32 = this.u32;
+    const keys = u32[r + OUT.SIG_KEYS];
+    const p = o + 4 * this.outWords, inLen = u32[r + OUT.TOKEN_LEN], sigLen = u32[r + OUT.HEADERS_LEN];
+    const data = this.u8.subarray(p, p + inLen);
+    const sig = this.u8.subarray(p + inLen, p + inLen + sigLen);
+    let verdict = -1;
+    for (let i = 0; i < 32 && verdict < 0; i++) {
+      const hk = (keys >>> i) & 1 ? this.hostKeys[i] : null;
+      if (hk && hk.check(data, sig)) verdict = i;
+    }
+    const kind = this.x.verify(this.opt.now(), verdict >= 0 ? verdict + 1 : -1);
+    if (kind === this.kindCheck) throw new Error("tollgate: the core asked again for a signature it was given");
+    return this.#decision(kind);
   }
 
   // The core asked for the bearer token's signature (check_signature: the
@@ -444,6 +481,42 @@ export function createTollgate(module, options) {
 const HMAC_HASH = { HS256: "SHA-256", HS384: "SHA-384", HS512: "SHA-512" };
 const RSA_HASH = { RS256: "SHA-256", RS384: "SHA-384", RS512: "SHA-512", PS256: "SHA-256", PS384: "SHA-384", PS512: "SHA-512" };
 const EC_CURVE = { ES256: "P-256", ES384: "P-384" };
+
+// node:crypto when this runs in Node (not in workerd, whose node:crypto is
+// partial): a signature checked synchronously in the calling turn, where
+// WebCrypto's is a promise settled from a worker thread, several times
+// slower for one check.
+const NODE_CRYPTO = (() => {
+  try {
+    if (globalThis.navigator?.userAgent === "Cloudflare-Workers") return null;
+    const c = globalThis.process?.getBuiltinModule?.("node:crypto");
+    return c && typeof c.verify === "function" && typeof c.createPublicKey === "function" ? c : null;
+  } catch {
+    return null;
+  }
+})();
+
+// check(data, sig) for a node:crypto key of an algorithm (RFC 7518 §3):
+// true when the signature verifies; a malformed one is false.
+function nodeVerifier(c, alg, key) {
+  const hash = `sha${alg.slice(2)}`;
+  if (HMAC_HASH[alg]) {
+    return (data, sig) => {
+      const mac = c.createHmac(hash, key).update(data).digest();
+      return mac.length === sig.length && c.timingSafeEqual(mac, sig);
+    };
+  }
+  const opts = alg.startsWith("PS") ? { key, padding: c.constants.RSA_PKCS1_PSS_PADDING, saltLength: Number(alg.slice(2)) / 8 }
+    : alg.startsWith("ES") ? { key, dsaEncoding: "ieee-p1363" } : key;
+  const h = alg === "EdDSA" ? null : hash;
+  return (data, sig) => {
+    try {
+      return c.verify(h, data, opts, sig);
+    } catch {
+      return false;
+    }
+  };
+}
 
 // verify() parameters of an algorithm.
 function verifyParams(alg) {

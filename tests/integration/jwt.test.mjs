@@ -65,8 +65,10 @@ function newEdge(edgeId, jwt) {
   return createTollgate(loadWasm(), { edgeId, edgeKey: TEST_KEYS.edge, coordinator: co.url, jwt });
 }
 
-const idpEdge = (edgeId) => newEdge(edgeId, {
-  jwks, issuer: ISS, audience: AUD,
+// webCrypto: check signatures with WebCrypto (as in workerd) rather than
+// node:crypto (the glue's choice in Node).
+const idpEdge = (edgeId, webCrypto = false) => newEdge(edgeId, {
+  jwks, issuer: ISS, audience: AUD, webCrypto,
   keys: Object.entries(HMAC).map(([alg, secret]) => ({ kid: `kid-${alg}`, secret, alg })),
 });
 
@@ -88,33 +90,36 @@ async function counted(quota, key) {
   return Number(await redisCommand(redis.port, "HGET", `tg:{${quota}|${k}}:c`, "t"));
 }
 
-test("jose: every algorithm, with and without kid, accepted and counted under its sub", async () => {
-  const edge = idpEdge("e1");
-  assert.equal(await edge.sync(), true, `first sync: ${edge.lastSyncError}`);
-  await edge.ready();
-  const expect = new Map();
-  for (const alg of [...ALGS, ...Object.keys(HMAC)]) {
-    for (const kid of [`kid-${alg}`, null]) {
-      const sub = `jose-${alg}-${kid ? "kid" : "nokid"}`;
-      const token = await joseToken(alg, { sub, tenant: "t1" }, { kid });
-      const first = edge.verify(req(token));
-      // HS256 is the core's own; every other algorithm is checked once
-      // by WebCrypto, then answered from the core's cache.
-      assert.equal(first instanceof Promise, alg !== "HS256", `${alg}: asynchronous only for host keys`);
-      const d = await first;
-      assert.equal(d.kind, "allow", `${alg} ${kid}: ${d.reason}`);
-      const again = edge.verify(req(token));
-      assert.equal(again instanceof Promise, false, `${alg}: a repeated token is decided from the cache`);
-      assert.equal(again.kind, "allow");
-      expect.set(sub, 2);
+for (const webCrypto of [false, true]) {
+  const how = webCrypto ? "WebCrypto" : "node:crypto";
+  test(`jose: every algorithm, with and without kid, accepted and counted under its sub (${how})`, async () => {
+    const edge = idpEdge(webCrypto ? "e2" : "e1", webCrypto);
+    assert.equal(await edge.sync(), true, `first sync: ${edge.lastSyncError}`);
+    await edge.ready();
+    const expect = new Map();
+    for (const alg of [...ALGS, ...Object.keys(HMAC)]) {
+      for (const kid of [`kid-${alg}`, null]) {
+        const sub = `jose-${how}-${alg}-${kid ? "kid" : "nokid"}`;
+        const token = await joseToken(alg, { sub, tenant: "t1" }, { kid });
+        const first = edge.verify(req(token));
+        // HS256 is the core's own; node:crypto answers in the same turn;
+        // WebCrypto's answer is a promise, the first time a token is seen.
+        assert.equal(first instanceof Promise, webCrypto && alg !== "HS256", `${alg}: asynchronous only with WebCrypto`);
+        const d = await first;
+        assert.equal(d.kind, "allow", `${alg} ${kid}: ${d.reason}`);
+        const again = edge.verify(req(token));
+        assert.equal(again instanceof Promise, false, `${alg}: a repeated token is decided from the cache`);
+        assert.equal(again.kind, "allow");
+        expect.set(sub, 2);
+      }
     }
-  }
-  assert.equal(await edge.sync(), true, `sync: ${edge.lastSyncError}`);
-  for (const [sub, n] of expect) assert.equal(await counted("per-sub", sub), n, `counted under ${sub}`);
-});
+    assert.equal(await edge.sync(), true, `sync: ${edge.lastSyncError}`);
+    for (const [sub, n] of expect) assert.equal(await counted("per-sub", sub), n, `counted under ${sub}`);
+  });
+}
 
 test("PyJWT: every algorithm, fractional exp, with and without kid, accepted and counted under its sub", async () => {
-  const edge = idpEdge("e2");
+  const edge = idpEdge("edge-local-1");
   assert.equal(await edge.sync(), true, `first sync: ${edge.lastSyncError}`);
   await edge.ready();
   const jobs = [];
@@ -201,8 +206,8 @@ test("RFC 7515 A.2 (RS256), A.3 (ES256), RFC 8037 A.4 (Ed25519)", async () => {
   assert.equal(await counted("per-iss", "ed25519-rfc8037"), 1);
 });
 
-test("refused: alg none, confusion, wrong curve, short RSA, tampering, exp, nbf, iss, aud, unknown kid", async () => {
-  const edge = idpEdge("edge-a");
+for (const webCrypto of [false, true]) test(`refused: alg none, confusion, wrong curve, short RSA, tampering, exp, nbf, iss, aud, unknown kid (${webCrypto ? "WebCrypto" : "node:crypto"})`, async () => {
+  const edge = idpEdge(webCrypto ? "wd-edge-a" : "edge-a", webCrypto);
   assert.equal(await edge.sync(), true, `first sync: ${edge.lastSyncError}`);
   await edge.ready();
   const refused = async (token, reason, what) => {
@@ -258,7 +263,7 @@ test("refused: alg none, confusion, wrong curve, short RSA, tampering, exp, nbf,
 
   // Rotation a key has not reached yet, and algorithms nobody configured.
   await refused(await joseToken("RS256", { sub: "x" }, { kid: "kid-next" }), "unknown_kid", "unknown kid");
-  const edgeRsOnly = newEdge("edge-b", { jwks: { keys: [rsaPub] } });
+  const edgeRsOnly = newEdge(webCrypto ? "wd-edge-b" : "e1", { jwks: { keys: [rsaPub] }, webCrypto });
   assert.equal(await edgeRsOnly.sync(), true);
   const d = await edgeRsOnly.verify(req(await joseToken("ES256", { sub: "x" }, { kid: null })));
   assert.deepEqual([d.kind, d.reason], ["deny", "unknown_kid"], "no key of the token's alg");
@@ -266,7 +271,7 @@ test("refused: alg none, confusion, wrong curve, short RSA, tampering, exp, nbf,
   // Keys the glue refuses at load.
   // (jose will not make one; Node's crypto will.)
   const short = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ format: "jwk" });
-  const load = (keys) => () => newEdge("edge", { jwks: { keys } });
+  const load = (keys) => () => newEdge("edge", { jwks: { keys }, webCrypto });
   assert.throws(load([{ ...short, alg: "RS256", kid: "short" }]), /1024 bits is too short/);
   assert.throws(load([{ ...rsaPub, alg: undefined }]), /RSA key needs "alg"/);
   const es256 = jwks.keys.find((k) => k.kid === "kid-ES256");

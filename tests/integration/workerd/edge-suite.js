@@ -81,6 +81,34 @@ export const clientIp = {
   },
 };
 
+// Tokens an identity provider signs (minted by jose in workerd.test.mjs,
+// passed in JWT_CASES with the JWK Set): WebCrypto in workerd checks each
+// once; each is then allowed from the cache; a tampered one is refused.
+export const jwt = {
+  async test(ctrl, env) {
+    const { jwks, tokens } = JSON.parse(env.JWT_CASES);
+    const edge = createTollgate(wasm, {
+      edgeId: "wd-decisions", edgeKey: env.EDGE_KEY, coordinator: "http://coordinator",
+      fetch: (url, init) => env.COORDINATOR.fetch(url, init), jwt: { jwks },
+    });
+    await edge.ready();
+    assert.equal(await edge.sync(), true, `first sync: ${edge.lastSyncError}`);
+    const req = (t) => ({ method: "GET", path: "/v1/items", host: "api.example", ip: "192.0.2.5", authorization: `Bearer ${t}` });
+    for (const { alg, token } of tokens) {
+      const first = edge.verify(req(token));
+      assert.ok(first instanceof Promise, `${alg}: WebCrypto checks a new token asynchronously`);
+      assert.equal((await first).kind, "allow", `${alg}: ${(await first).reason}`);
+      const again = edge.verify(req(token));
+      assert.ok(!(again instanceof Promise), `${alg}: the second time from the cache`);
+      assert.equal(again.kind, "allow");
+      const bad = token.slice(0, -6) + (token.at(-6) === "A" ? "B" : "A") + token.slice(-5);
+      assert.equal((await edge.verify(req(bad))).reason, "invalid_token", `${alg}: tampered`);
+    }
+    assert.equal(await edge.sync(), true, `sync: ${edge.lastSyncError}`);
+    console.log(`jwt: ${tokens.map((t) => t.alg).join(" ")} verified by WebCrypto in workerd`);
+  },
+};
+
 export const decisions = {
   async test(ctrl, env) {
     const edge = createTollgate(wasm, {
