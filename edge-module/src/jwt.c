@@ -277,10 +277,11 @@ static bool audience_ok(const tg__jmember *m, const char *aud, size_t len)
 /* The member a claim path names (template.h), or NULL: a JSON string
  * names one top-level claim; otherwise segments joined by '.' walk down
  * nested objects. The coordinator checked the path's grammar; whatever
- * it holds, this reads nothing outside it. */
-static const tg__jmember *claim_get(const tg__json *top, tg_str path)
+ * it holds, this reads nothing outside it. A nested member lives in *sub
+ * (the caller's), valid until the next call. */
+static const tg__jmember *claim_get(const tg__json *top, tg_str path,
+                                    tg__json *sub)
 {
-    tg__json sub;
     const tg__json *obj = top;
     const tg__jmember *m = NULL;
     char name[TG__PART_NAME_CAP];
@@ -292,10 +293,10 @@ static const tg__jmember *claim_get(const tg__json *top, tg_str path)
         for (j = i; j < path.len && path.p[j] != '.'; j++)
             ;
         if (m && (m->type != TG__J_OBJECT ||
-                  tg__json_parse(m->val, m->val_len, &sub) < 0))
+                  tg__json_parse(m->val, m->val_len, sub) < 0))
             return NULL;
         if (m)
-            obj = &sub;
+            obj = sub;
         if ((m = tg__json_get(obj, path.p + i, j - i)) == NULL)
             return NULL;
     }
@@ -304,8 +305,9 @@ static const tg__jmember *claim_get(const tg__json *top, tg_str path)
 
 static void extract(const tg__json *p, const tg__claimset *want, tg__claims *c)
 {
+    tg__json sub;
     for (unsigned i = 0; i < want->n && i < TG__MAX_CLAIMS; i++) {
-        const tg__jmember *m = claim_get(p, want->names[i]);
+        const tg__jmember *m = claim_get(p, want->names[i], &sub);
         long n;
         c->type[i] = TG__CV_ABSENT;
         c->len[i] = 0;

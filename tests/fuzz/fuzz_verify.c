@@ -131,6 +131,7 @@ static tg_edge *make_edge(void)
     pb_quota(&pol, "tenant", "claim:tenant+header:x-api-key", "/api/", 2, 1, 0, 0, NULL);
     pb_quota(&pol, "route", "route+host", "/", 1, 0, 1, 0, "GET");
     pb_quota(&pol, "ua", "header:user-agent", "/", 2, 0, 1, 0, NULL);
+    pb_quota(&pol, "org", "claim:org.id+claim:\"https://x.example/t\"", "/api/", 2, 0, 1, 0, NULL);
     pb_bytes(&extra, 6, pol.b, pol.n);
     sync_round(e, T0, &extra);
     CHECK(tg_policy_version(e) == 7);
