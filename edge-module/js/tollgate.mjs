@@ -79,7 +79,8 @@ export class Tollgate {
   //          front of this worker saw; only behind such a proxy), or a
   //          function(request) returning the address. Unset: on Cloudflare
   //          (request.cf present) CF-Connecting-IP; anywhere else every
-  //          request throws (see NO_CLIENT_IP).
+  //          request throws (see NO_CLIENT_IP). trustForwardedFor: true,
+  //          the older spelling, means "x-forwarded-for".
   constructor(module, options = {}) {
     this.opt = { ...DEFAULTS, ...options };
     this.fetch = this.opt.fetch || ((...a) => fetch(...a));
