@@ -245,6 +245,7 @@ export class Tollgate {
     for (let i = 0; i < na; i++) this.algs.push(ascii(this.u8, an + 5 * i, an + 5 * i + 5));
     // An Allow has no reason: "none" reads as "".
     this.reasons = names.slice(nk).map((r, i) => (i === 0 ? "" : r));
+    this.reasonCounts = new Float64Array(nr); // a reason past them is not counted
   }
 
   #views() {
@@ -331,9 +332,11 @@ export class Tollgate {
     const tokenLen = u32[r + OUT.TOKEN_LEN];
     const headersLen = u32[r + OUT.HEADERS_LEN];
     const p = o + 4 * this.outWords;
+    const reason = u32[r + OUT.REASON];
+    this.reasonCounts[reason]++;
     return new Decision(
       this.kinds[kind],
-      this.reasons[u32[r + OUT.REASON]] ?? "unknown",
+      this.reasons[reason] ?? "unknown",
       u32[r + OUT.STATUS],
       u32[r + OUT.RETRY_AFTER],
       tokenLen ? this.dec.decode(this.u8.subarray(p, p + tokenLen)) : "",
@@ -419,6 +422,17 @@ export class Tollgate {
 
   policyVersion() {
     return this.x.policy_version();
+  }
+
+  // Decisions by reason since this edge started, for the host's logs and
+  // metrics: { rate_limited: n, invalid_token: n, unknown_kid: n, ... }
+  // (Allow is "none"). unknown_kid against unsupported_alg and
+  // invalid_token tells a key rotation the edge has not seen from forged
+  // tokens.
+  reasonStats() {
+    const out = {};
+    this.reasons.forEach((r, i) => { out[r || "none"] = this.reasonCounts[i]; });
+    return out;
   }
 
   // Sends the pending batch and applies the answer. One sync at a time: a

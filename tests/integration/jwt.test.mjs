@@ -263,6 +263,12 @@ for (const webCrypto of [false, true]) test(`refused: alg none, confusion, wrong
 
   // Rotation a key has not reached yet, and algorithms nobody configured.
   await refused(await joseToken("RS256", { sub: "x" }, { kid: "kid-next" }), "unknown_kid", "unknown kid");
+  // The host can tell them apart in its own metrics.
+  const stats = edge.reasonStats();
+  assert.equal(stats.unsupported_alg, 9, "4 none spellings twice, and hs256");
+  assert.equal(stats.unknown_kid, 1);
+  assert.equal(stats.token_expired, 2);
+  assert.ok(stats.invalid_token >= 10 && stats.none >= 1, JSON.stringify(stats));
   const edgeRsOnly = newEdge(webCrypto ? "wd-edge-b" : "e1", { jwks: { keys: [rsaPub] }, webCrypto });
   assert.equal(await edgeRsOnly.sync(), true);
   const d = await edgeRsOnly.verify(req(await joseToken("ES256", { sub: "x" }, { kid: null })));
