@@ -6,6 +6,7 @@
 #                   ASan+UBSan), the wasm import check, a short fuzz run,
 #                   integration tests
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (300)
+#   make soak       SOAK_S (600) seconds of mixed traffic: RSS/fd growth
 #   make run        install missing deps, then redis + tollgated + workerd edge
 #   make bench      benchmarks against the targets: one Markdown table,
 #                   figures in build/bench/*.json (needs wrk and valgrind)
@@ -140,8 +141,9 @@ $(BUILD)/co/%.o: coordinator/%.c
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(CO_CFLAGS) -c $< -o $@
 
+# Rebuilt whole: `ar r` would keep the object of a renamed source.
 $(BUILD)/libco.a: $(CO_OBJ) $(GEN_OBJ)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/tollgated: $(BUILD)/co/main.o $(BUILD)/libco.a
 	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
@@ -188,6 +190,15 @@ wasm-check: $(BUILD)/tollgate.wasm
 integration: all $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 	$(Q)node --test tests/integration/*.test.mjs
 
+# make soak: tests/soak/soak.mjs, SOAK_S seconds (default 600) of mixed
+# traffic through two workerd edges, with a coordinator restart and a Redis
+# pause; fails when the coordinator's RSS or fds grow over 10 % (report in
+# $(BUILD)/soak/report.json).
+SOAK_S ?= 600
+.PHONY: soak
+soak: all
+	$(Q)SOAK_S=$(SOAK_S) node tests/soak/soak.mjs
+
 # ---------------------------------------------------------------- fuzz
 # libFuzzer targets tests/fuzz/fuzz_<name>.c, built with clang and ASan+UBSan
 # straight from the edge sources (not the wasm). Seeds are committed in
@@ -227,6 +238,30 @@ $(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c $(FUZZ_POLICY_SRC) coordinat
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(CO_CFLAGS) $< $(FUZZ_POLICY_SRC) $(BUILD)/fuzz/tollgate.pb-c.o \
 	  $(shell pkg-config --libs jansson libprotobuf-c) -lpthread -lm -o $@
 
+# The coordinator's targets for what comes off the network: fuzz_sync (POST
+# /v1/sync after the signature: unpack, validation, the answer),
+# fuzz_admin (the admin API's JSON routes), fuzz_challenge (challenge
+# tokens and POST /v1/challenge/verify). They link every coordinator file
+# built with the fuzzer's instrumentation ($(BUILD)/fuzz/libco.a) and stand
+# in for Redis and the captcha provider with -Wl,--wrap, asked for by a
+# line `// fuzz-ldflags: ...` in the target's source.
+FUZZ_CO_NAMES := sync admin challenge
+FUZZ_CO_OBJ   := $(CO_SRC:coordinator/%.c=$(BUILD)/fuzz/co/%.o)
+$(BUILD)/fuzz/co/%.o: coordinator/%.c $(BUILD)/gen/tollgate.pb-c.h
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP \
+	  -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+	  $(CO_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/libco.a: $(FUZZ_CO_OBJ) $(GEN_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(FUZZ_CO_NAMES:%=$(BUILD)/fuzz/fuzz_%): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/fuzz/libco.a
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(CO_CFLAGS) $< \
+	  $(shell sed -n 's|^// fuzz-ldflags: ||p' tests/fuzz/fuzz_$*.c) \
+	  $(BUILD)/fuzz/libco.a $(PKG_LIBS) -lm -o $@
+
 fuzz-smoke: $(FUZZ_BIN)
 	$(Q)$(call FUZZ_RUN,-runs=$(FUZZ_RUNS) -seed=1)
 
@@ -244,24 +279,21 @@ run: deps
 
 # ---------------------------------------------------------------- bench
 # bench/run.mjs runs every benchmark and prints one table; each file under
-# bench/ also runs alone. The callgrind driver gets its JWT case when the
-# edge core declares tg_add_key; should that case not build, the driver is
-# built without it (the JWT rows then say so) rather than failing the bench.
-BENCH_JWT = $(if $(shell grep -s -l 'tg_add_key' edge-module/include/tollgate.h),-DBENCH_JWT)
-BENCH_DRIVER = -Iedge-module/include -I$(BUILD)/gen $(shell pkg-config --cflags libprotobuf-c openssl) \
-  bench/verify_driver.c $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/libtollgate.a $(LDFLAGS) \
-  $(shell pkg-config --libs libprotobuf-c openssl)
+# bench/ also runs alone. What it needs, built first: the binaries, the
+# callgrind driver (bench/edge/callgrind.mjs), the simulator (bench/sim),
+# the coordinator's load generator (bench/coordinator) and the peer's npm
+# packages (bench/peer).
+.PHONY: bench
+bench: all $(BUILD)/bench/verify_driver $(BUILD)/bench-sim $(BUILD)/tollgated-sim \
+       $(BUILD)/bench-loadgen node_modules/.package-lock.json
+	$(Q)node bench/run.mjs
 
 $(BUILD)/bench/verify_driver: bench/verify_driver.c $(BUILD)/libtollgate.a $(BUILD)/gen/tollgate.pb-c.o
 	@mkdir -p $(@D)
-	$(Q)rm -f $@.jwt.log
-	$(Q)if [ -n "$(BENCH_JWT)" ] && $(CC) $(CFLAGS) $(BENCH_JWT) $(BENCH_DRIVER) -o $@ 2>$@.jwt.log; then :; \
-	else [ -z "$(BENCH_JWT)" ] || echo "bench: verify_driver built without its JWT case (see $@.jwt.log)" >&2; \
-	  $(CC) $(CFLAGS) $(BENCH_DRIVER) -o $@; fi
-
-.PHONY: bench
-bench: all $(BUILD)/bench/verify_driver
-	$(Q)node bench/run.mjs
+	$(Q)$(CC) $(CFLAGS) -Iedge-module/include -I$(BUILD)/gen \
+	  $(shell pkg-config --cflags libprotobuf-c openssl) bench/verify_driver.c \
+	  $(BUILD)/gen/tollgate.pb-c.o $(BUILD)/libtollgate.a $(LDFLAGS) \
+	  $(shell pkg-config --libs libprotobuf-c openssl) -o $@
 
 # ---------------------------------------------------------------- bench/peer
 # bench/peer measures rate-limiter-flexible (with ioredis), npm
@@ -272,8 +304,6 @@ node_modules/.package-lock.json: package.json package-lock.json
 	$(Q)if [ "$${TOLLGATE_SKIP_DEPS:-0}" != 1 ]; then \
 	  echo "bench: npm install (versions pinned by package-lock.json)" >&2; \
 	  npm install --no-audit --no-fund --loglevel=error && touch $@; fi
-
-bench: node_modules/.package-lock.json
 # ---------------------------------------------------------------- end bench/peer
 
 # ---------------------------------------------------------------- bench/sim
@@ -307,7 +337,6 @@ sim: $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 	$(Q)$(BUILD)/bench-sim --all --out $(BUILD)/bench/sim
 
 # make bench runs the simulator as its "sim" suite (bench/sim/measure.mjs).
-bench: $(BUILD)/bench-sim $(BUILD)/tollgated-sim
 
 # ---------------------------------------------------------------- bench/coordinator
 # The coordinator benchmark (owner: bench/coordinator/). build/bench-loadgen
@@ -327,8 +356,6 @@ $(BUILD)/bench/coordinator/loadgen.o: bench/coordinator/loadgen.c $(BUILD)/gen/t
 
 $(BUILD)/bench-loadgen: $(BUILD)/bench/coordinator/loadgen.o $(BUILD)/sim/http.o $(BUILD)/gen/tollgate.pb-c.o
 	$(Q)$(CC) $(LDFLAGS) $^ $(LOADGEN_LIBS) -o $@
-
-bench: $(BUILD)/bench-loadgen
 # ---------------------------------------------------------------- end bench/coordinator
 
 clean:

@@ -11,9 +11,9 @@
  *     jwt-repeat  the same HS256 token every call
  *
  * Every call must answer Allow (limits are huge); anything else exits 1,
- * so the figure is never taken on a short-circuited path. Exit 3: this
- * build has no JWT support (CASE jwt-*). The clock is fixed, so two runs
- * with the same arguments execute the same instructions.
+ * so the figure is never taken on a short-circuited path. The clock is
+ * fixed, so two runs with the same arguments execute the same
+ * instructions.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -23,10 +23,8 @@
 #include "tollgate.h"
 #include "tollgate.pb-c.h"
 
-#ifdef BENCH_JWT
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#endif
 
 #define NOW_MS 1800000000000ULL /* 2027-01-15, fixed */
 #define BIG 1000000000000ULL    /* the coordinator's largest limit */
@@ -86,9 +84,6 @@ static void install_policy(tg_edge *e, const char *quota, const char *key_templa
         die("policy not installed; version", (long)tg_policy_version(e));
 }
 
-#ifdef BENCH_JWT
-/* Should this not build against a later tollgate.h, the Makefile builds
- * the driver without its JWT case and the JWT rows say so. */
 static int add_jwt_key(tg_edge *e)
 {
     return tg_add_key(e, TG_KEY_JWT, (tg_str){JWT_KID, strlen(JWT_KID)},
@@ -144,9 +139,7 @@ static void mint(unsigned i, char *out)
     b64url(mac, maclen, seg);
     snprintf(out + o, TOKEN_CAP - o, "%s", seg);
 }
-#endif
 
-#ifdef BENCH_JWT
 /* The JWT work cannot be skipped: a valid token is keyed by the per-sub
  * quota (its RateLimit-Policy header), a forged one is refused. Runs in
  * both runs of a pair, so it cancels out. */
@@ -165,7 +158,6 @@ static void check_jwt_in_force(tg_edge *e)
     if (tg_verify(e, &req, &d) < 0 || d.kind != TG_DENY)
         die("a forged token was not refused", (long)d.kind);
 }
-#endif
 
 int main(int argc, char **argv)
 {
@@ -180,21 +172,12 @@ int main(int argc, char **argv)
     int fresh = strcmp(mode, "jwt-fresh") == 0;
     if (!jwt && strcmp(mode, "none") != 0)
         die("unknown case", 0);
-#ifndef BENCH_JWT
-    if (jwt) {
-        fprintf(stderr, "verify_driver: this edge has no JWT support (no tg_add_key)\n");
-        return 3;
-    }
-    (void)pool;
-#endif
 
     tg_config cfg = {
         .edge_id = {"bench-native", 12},
         .max_keys = 4096,
         .sync_interval_ms = 1000,
-#ifdef BENCH_JWT
         .seed = "tollgate-bench!", /* fixed: the token cache hashes alike every run */
-#endif
     };
     size_t size = tg_edge_size(&cfg);
     void *mem = aligned_alloc(8, (size + 7) & ~(size_t)7);
@@ -210,7 +193,6 @@ int main(int argc, char **argv)
     if (!jwt) {
         install_policy(e, "per-ip", "ip", 0);
     } else {
-#ifdef BENCH_JWT
         rc = add_jwt_key(e);
         if (rc < 0)
             die("tg_add_key", rc);
@@ -227,7 +209,6 @@ int main(int argc, char **argv)
             mint((unsigned)i, tokens + i * TOKEN_CAP);
             token_len[i] = strlen(tokens + i * TOKEN_CAP);
         }
-#endif
     }
 
     tg_request req = {

@@ -1,7 +1,10 @@
-/* admin.c — the quota admin API: the policy document, its versions and
- * rollback, quotas, per-key overrides, key inspection and reset, audit.
+/* admin.c — the quota admin API's shared plumbing: bearer tokens, JSON
+ * answers, If-Match, store errors, one write as one new version. The
+ * endpoints live one group per file: admin_policy.c (the document, its
+ * versions, rollback, the audit log), admin_quotas.c (quotas and per-key
+ * overrides), admin_keys.c (key inspection and reset).
  *
- * Auth: "Authorization: Bearer <token>" (tokens.c). No or unknown token:
+ * Auth: "Authorization: Bearer <token>" (admin_tokens.c). No or unknown token:
  * 401 with WWW-Authenticate: Bearer realm="tollgate"; a read token on a
  * write: 403. Bodies are JSON (Content-Type application/json, checked by
  * the router: 415), errors RFC 9457 problem details. Every write makes ONE
@@ -43,14 +46,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis.h>
 #include <jansson.h>
 
 #include "tollgated.h"
-
-#define WRITE_ATTEMPTS   3      /* rebuilds of a write racing another */
-#define AUDIT_DEFAULT    50
-#define AUDIT_LIMIT_MAX  200
 
 static const char BEARER_CHALLENGE[] = "Bearer realm=\"tollgate\"";
 
@@ -81,8 +79,8 @@ const struct co_admin_token *co_admin_authorize(const struct co_request *req,
 }
 
 /* Answer a JSON value (stolen: the reference is released). */
-static void answer_json(struct co_response *resp, unsigned status, json_t *v,
-                        uint64_t etag_version)
+void co_admin_answer_json(struct co_response *resp, unsigned status,
+                          json_t *v, uint64_t etag_version)
 {
     char *text = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
 
@@ -99,8 +97,7 @@ static void answer_json(struct co_response *resp, unsigned status, json_t *v,
 }
 
 /* A store failure as the client sees it. */
-static void answer_store_error(struct co_response *resp, int rc,
-                               const char *err)
+void co_admin_store_error(struct co_response *resp, int rc, const char *err)
 {
     char v[300];
 
@@ -121,8 +118,8 @@ static void answer_store_error(struct co_response *resp, int rc,
 
 /* If-Match: absent -> *expect = -1; "3" or "\"3\"" (W/ refused: versions
  * are exact) -> 3. Returns false with a 400 in resp when malformed. */
-static bool if_match(const struct co_request *req, struct co_response *resp,
-                     int64_t *expect)
+bool co_admin_if_match(const struct co_request *req,
+                       struct co_response *resp, int64_t *expect)
 {
     const char *h = co_request_header(req, "If-Match");
     size_t n;
@@ -152,7 +149,7 @@ static bool if_match(const struct co_request *req, struct co_response *resp,
     return true;
 }
 
-static void stale(struct co_response *resp, uint64_t current)
+void co_admin_stale(struct co_response *resp, uint64_t current)
 {
     char detail[96];
 
@@ -162,8 +159,8 @@ static void stale(struct co_response *resp, uint64_t current)
 }
 
 /* The body as a JSON object, or NULL with a 400 in resp. */
-static json_t *body_object(const struct co_request *req,
-                           struct co_response *resp)
+json_t *co_admin_body_object(const struct co_request *req,
+                             struct co_response *resp)
 {
     json_error_t jerr;
     json_t *v = json_loadb(req->body ? (const char *)req->body : "",
@@ -185,8 +182,8 @@ static json_t *body_object(const struct co_request *req,
     return v;
 }
 
-static void log_write(const struct co_admin_token *t, const char *action,
-                      const char *what, unsigned status, uint64_t version)
+void co_admin_log_write(const struct co_admin_token *t, const char *action,
+                        const char *what, unsigned status, uint64_t version)
 {
     char vw[300];
 
@@ -198,7 +195,7 @@ static void log_write(const struct co_admin_token *t, const char *action,
 
 /* The current stored policy (parsed) and its version, or NULL with resp
  * holding the error. The caller releases it. */
-static struct co_policy *load_current(struct co_response *resp)
+struct co_policy *co_admin_load_current(struct co_response *resp)
 {
     struct co_policy *p = NULL;
     char *doc = NULL, err[256];
@@ -210,38 +207,18 @@ static struct co_policy *load_current(struct co_response *resp)
         rc = co_policy_parse_as(doc, len, version, &p, err, sizeof err);
     free(doc);
     if (rc != CO_OK)
-        answer_store_error(resp, rc, err);
+        co_admin_store_error(resp, rc, err);
     return p;
-}
-
-void co_admin_policy_get(const struct co_request *req,
-                         struct co_response *resp)
-{
-    char *doc = NULL, err[256];
-    uint64_t version = 0;
-    size_t len = 0;
-    int rc;
-
-    if (co_admin_authorize(req, resp, false) == NULL)
-        return;
-    rc = co_store_get(0, &doc, &len, &version, err, sizeof err);
-    if (rc != CO_OK) {
-        answer_store_error(resp, rc, err);
-        return;
-    }
-    co_response_take(resp, 200, "application/json", (uint8_t *)doc, len);
-    snprintf(resp->etag, sizeof resp->etag, "\"%llu\"",
-             (unsigned long long)version);
 }
 
 /* Store p's canonical form as the version after expect, with detail (a
  * JSON object for the audit entry; the reference is stolen). On failure
  * resp holds the error, except for a conflict when !report_stale: the
  * caller rebuilds on the new version then. Returns the store's code. */
-static int commit(const struct co_admin_token *t, const struct co_policy *p,
-                  int64_t expect, bool report_stale, const char *action,
-                  const char *target, json_t *detail, struct co_response *resp,
-                  uint64_t *version)
+int co_admin_commit(const struct co_admin_token *t, const struct co_policy *p,
+                    int64_t expect, bool report_stale, const char *action,
+                    const char *target, json_t *detail,
+                    struct co_response *resp, uint64_t *version)
 {
     char *text = co_policy_dump(p, 0), *dt = NULL, err[256] = "";
     int rc = CO_ENOMEM;
@@ -255,62 +232,17 @@ static int commit(const struct co_admin_token *t, const struct co_policy *p,
     free(text);
     free(dt);
     if (rc == CO_ECONFLICT && report_stale)
-        stale(resp, *version);
+        co_admin_stale(resp, *version);
     else if (rc != CO_OK && rc != CO_ECONFLICT)
-        answer_store_error(resp, rc, err);
+        co_admin_store_error(resp, rc, err);
     if (rc != CO_ECONFLICT || report_stale)
-        log_write(t, action, target, rc == CO_OK ? 200 : resp->status,
-                  *version);
+        co_admin_log_write(t, action, target, rc == CO_OK ? 200 : resp->status,
+                           *version);
     return rc;
 }
 
-void co_admin_policy_put(const struct co_request *req,
-                         struct co_response *resp)
-{
-    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
-    struct co_policy *p = NULL;
-    char err[512];
-    int64_t expect;
-    uint64_t version;
-
-    if (t == NULL || !if_match(req, resp, &expect))
-        return;
-    if (expect < 0) {
-        co_response_problem(resp, 428, "If-Match with the version this "
-                            "document is based on is required (GET "
-                            "/v1/policy gives it as ETag)");
-        return;
-    }
-    if (co_policy_parse_as(req->body ? (const char *)req->body : "",
-                           req->body_len, 1, &p, err, sizeof err) != CO_OK) {
-        co_response_problem(resp, 400, err);
-        return;
-    }
-    if (commit(t, p, expect, true, "policy.put", "policy",
-               json_pack("{s:i}", "quotas", (int)p->n_quotas), resp,
-               &version) == CO_OK)
-        answer_json(resp, 200, co_policy_to_json(p, version), version);
-    co_policy_release(p);
-}
-
-void co_admin_versions(const struct co_request *req,
-                       struct co_response *resp)
-{
-    json_t *out;
-    char err[256];
-    int rc;
-
-    if (co_admin_authorize(req, resp, false) == NULL)
-        return;
-    rc = co_store_versions(&out, err, sizeof err);
-    if (rc != CO_OK)
-        answer_store_error(resp, rc, err);
-    else
-        answer_json(resp, 200, out, 0);
-}
-
 /* A decimal version number 1..INT64_MAX, or 0. */
-static uint64_t parse_version(const char *s)
+uint64_t co_admin_parse_version(const char *s)
 {
     uint64_t v = 0;
 
@@ -322,543 +254,4 @@ static uint64_t parse_version(const char *s)
         v = v * 10 + (uint64_t)(*s - '0');
     }
     return v;
-}
-
-void co_admin_version_get(const struct co_request *req,
-                          struct co_response *resp)
-{
-    uint64_t want, version;
-    char *doc = NULL, err[256];
-    size_t len = 0;
-    int rc;
-
-    if (co_admin_authorize(req, resp, false) == NULL)
-        return;
-    want = parse_version(req->params->v[0]);
-    if (want == 0) {
-        co_response_problem(resp, 404, "no such version");
-        return;
-    }
-    rc = co_store_get(want, &doc, &len, &version, err, sizeof err);
-    if (rc == CO_ENOTFOUND) {
-        co_response_problem(resp, 404, "no such version");
-        return;
-    }
-    if (rc != CO_OK) {
-        answer_store_error(resp, rc, err);
-        return;
-    }
-    co_response_take(resp, 200, "application/json", (uint8_t *)doc, len);
-    snprintf(resp->etag, sizeof resp->etag, "\"%llu\"",
-             (unsigned long long)version);
-}
-
-void co_admin_rollback(const struct co_request *req,
-                       struct co_response *resp)
-{
-    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
-    json_t *body = NULL, *to;
-    const char *name;
-    json_t *v;
-    int64_t expect;
-    uint64_t version = 0;
-    char err[256], target[32];
-    int rc;
-
-    if (t == NULL || !if_match(req, resp, &expect) ||
-        (body = body_object(req, resp)) == NULL)
-        return;
-    json_object_foreach(body, name, v) {
-        if (strcmp(name, "to") != 0) {
-            snprintf(err, sizeof err, "%.64s: unknown field", name);
-            co_response_problem(resp, 400, err);
-            goto done;
-        }
-    }
-    to = json_object_get(body, "to");
-    if (to == NULL || !json_is_integer(to) || json_integer_value(to) < 1) {
-        co_response_problem(resp, 400, to == NULL ? "to: required"
-                            : "to: must be a version number (> 0)");
-        goto done;
-    }
-    rc = co_store_rollback((uint64_t)json_integer_value(to), expect, t->name,
-                           &version, err, sizeof err);
-    snprintf(target, sizeof target, "version %lld",
-             (long long)json_integer_value(to));
-    if (rc == CO_ENOTFOUND)
-        co_response_problem(resp, 404, "no such version");
-    else if (rc == CO_ECONFLICT)
-        stale(resp, version);
-    else if (rc != CO_OK)
-        answer_store_error(resp, rc, err);
-    log_write(t, "policy.rollback", target, rc == CO_OK ? 200 : resp->status,
-              version);
-    if (rc == CO_OK) {
-        char *doc = NULL;
-        size_t len = 0;
-
-        rc = co_store_get(version, &doc, &len, &version, err, sizeof err);
-        if (rc != CO_OK) {
-            answer_store_error(resp, rc, err);
-            goto done;
-        }
-        co_response_take(resp, 200, "application/json", (uint8_t *)doc,
-                         len);
-        snprintf(resp->etag, sizeof resp->etag, "\"%llu\"",
-                 (unsigned long long)version);
-    }
-done:
-    json_decref(body);
-}
-
-void co_admin_quota_get(const struct co_request *req,
-                        struct co_response *resp)
-{
-    struct co_policy *p;
-    const struct co_quota *q;
-
-    if (co_admin_authorize(req, resp, false) == NULL ||
-        (p = load_current(resp)) == NULL)
-        return;
-    q = co_policy_find(p, req->params->v[0]);
-    if (q == NULL)
-        co_response_problem(resp, 404, "no such quota");
-    else
-        answer_json(resp, 200, co_quota_to_json(q), p->version);
-    co_policy_release(p);
-}
-
-/* ------------------------------------------------------------ edits
- * Quota and override writes edit the current document as JSON, then take
- * the whole document through co_policy_parse() again: one validator, and
- * an edit can never produce a document a PUT of it would refuse. */
-
-struct edit {
-    const char *name;          /* the quota */
-    const char *key;           /* the override key, or NULL */
-    json_t *body;              /* the request body, or NULL */
-};
-
-/* Apply e to doc's quotas. Returns 0, or an HTTP status with detail. */
-typedef unsigned (*edit_fn)(json_t *quotas, const struct edit *e,
-                            char *detail, size_t len);
-
-/* The index of quota name in quotas, or -1. */
-static long quota_index(json_t *quotas, const char *name)
-{
-    size_t i;
-    json_t *q;
-
-    json_array_foreach(quotas, i, q) {
-        const char *n = json_string_value(json_object_get(q, "name"));
-
-        if (n != NULL && strcmp(n, name) == 0)
-            return (long)i;
-    }
-    return -1;
-}
-
-static unsigned edit_quota_put(json_t *quotas, const struct edit *e,
-                               char *detail, size_t len)
-{
-    json_t *name = json_object_get(e->body, "name");
-    json_t *q = json_deep_copy(e->body);
-    long i = quota_index(quotas, e->name);
-
-    if (name != NULL && (!json_is_string(name) ||
-                         strcmp(json_string_value(name), e->name) != 0)) {
-        json_decref(q);
-        snprintf(detail, len, "name: must be the quota name of the path");
-        return 400;
-    }
-    if (q == NULL || json_object_set_new(q, "name",
-                                         json_string(e->name)) != 0) {
-        json_decref(q);
-        snprintf(detail, len, "out of memory");
-        return 500;
-    }
-    if (i >= 0)
-        json_array_set_new(quotas, (size_t)i, q);
-    else
-        json_array_append_new(quotas, q);
-    return 0;
-}
-
-static unsigned edit_quota_delete(json_t *quotas, const struct edit *e,
-                                  char *detail, size_t len)
-{
-    long i = quota_index(quotas, e->name);
-
-    if (i < 0) {
-        snprintf(detail, len, "no such quota");
-        return 404;
-    }
-    json_array_remove(quotas, (size_t)i);
-    return 0;
-}
-
-static unsigned edit_override(json_t *quotas, const struct edit *e,
-                              char *detail, size_t len)
-{
-    long i = quota_index(quotas, e->name);
-    json_t *q, *ovr;
-
-    if (i < 0) {
-        snprintf(detail, len, "no such quota");
-        return 404;
-    }
-    q = json_array_get(quotas, (size_t)i);
-    ovr = json_object_get(q, "overrides");
-    if (e->body == NULL) {
-        if (ovr == NULL || json_object_del(ovr, e->key) != 0) {
-            snprintf(detail, len, "no such override");
-            return 404;
-        }
-        return 0;
-    }
-    if (ovr == NULL) {
-        ovr = json_object();
-        json_object_set_new(q, "overrides", ovr);
-    }
-    if (json_object_set(ovr, e->key, e->body) != 0) {
-        snprintf(detail, len, "the key must be 1..%d bytes of UTF-8",
-                 CO_KEY_MAX);
-        return 400;
-    }
-    return 0;
-}
-
-/* "quotas[3].limit: ..." -> "limit: ...": the client sent one quota, so
- * the path starts inside it. */
-static const char *inside_quota(const char *err)
-{
-    const char *p = strncmp(err, "quotas[", 7) == 0 ? strchr(err, ']') : NULL;
-
-    return p != NULL && p[1] == '.' ? p + 2 : err;
-}
-
-/* Load, edit, validate, store; rebuilt on a race when the client gave no
- * If-Match. full: answer {"version", "quota"} rather than {"version"}. */
-static void edit_policy(const struct co_request *req,
-                        struct co_response *resp, edit_fn fn,
-                        const char *action, bool full)
-{
-    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
-    struct edit e0 = {.name = req->params->v[0]}, *e = &e0;
-    int64_t expect;
-    char detail[512], target[2 * CO_KEY_MAX + 8];
-    int rc = CO_ECONFLICT;
-    uint64_t version = 0;
-
-    if (t == NULL || !if_match(req, resp, &expect))
-        return;
-    if (req->params->n > 1)
-        e0.key = req->params->v[1];
-    /* PUTs carry the quota or override; DELETEs nothing */
-    if (strcmp(req->method, "PUT") == 0 &&
-        (e0.body = body_object(req, resp)) == NULL)
-        return;
-    snprintf(target, sizeof target, "%s%s%s", e->name, e->key ? "/" : "",
-             e->key ? e->key : "");
-    for (int attempt = 0; attempt < WRITE_ATTEMPTS && rc == CO_ECONFLICT;
-         attempt++) {
-        struct co_policy *cur = load_current(resp), *next = NULL;
-        json_t *doc = NULL;
-        char *text = NULL;
-        unsigned status;
-
-        if (cur == NULL)
-            break;
-        if (expect >= 0 && (uint64_t)expect != cur->version) {
-            stale(resp, cur->version);
-            co_policy_release(cur);
-            break;
-        }
-        doc = co_policy_to_json(cur, 0);
-        status = doc == NULL ? 500
-                 : fn(json_object_get(doc, "quotas"), e, detail,
-                      sizeof detail);
-        text = status == 0 ? json_dumps(doc, JSON_COMPACT) : NULL;
-        if (status == 0 && text == NULL) {
-            status = 500;
-            snprintf(detail, sizeof detail, "out of memory");
-        }
-        if (status == 0 &&
-            co_policy_parse_as(text, strlen(text), 1, &next, detail,
-                               sizeof detail) != CO_OK) {
-            status = 400;
-            memmove(detail, inside_quota(detail),
-                    strlen(inside_quota(detail)) + 1);
-        }
-        if (status != 0) {
-            co_response_problem(resp, status, detail);
-        } else {
-            json_t *d = e->key != NULL
-                ? json_pack("{s:s, s:s}", "quota", e->name, "key", e->key)
-                : json_pack("{s:s}", "quota", e->name);
-
-            rc = commit(t, next, (int64_t)cur->version, expect >= 0, action,
-                        target, d, resp, &version);
-            if (rc == CO_OK) {
-                const struct co_quota *q = co_policy_find(next, e->name);
-
-                answer_json(resp, 200, full && q != NULL
-                            ? json_pack("{s:I, s:o}", "version",
-                                        (json_int_t)version, "quota",
-                                        co_quota_to_json(q))
-                            : json_pack("{s:I}", "version",
-                                        (json_int_t)version), version);
-            }
-        }
-        free(text);
-        json_decref(doc);
-        co_policy_release(next);
-        co_policy_release(cur);
-        if (status != 0)
-            break;
-    }
-    if (rc == CO_ECONFLICT && resp->status == 0)
-        co_response_problem(resp, 409, "the policy kept changing; try "
-                            "again");
-    json_decref(e0.body);
-}
-
-void co_admin_quota_put(const struct co_request *req,
-                        struct co_response *resp)
-{
-    edit_policy(req, resp, edit_quota_put, "quota.put", true);
-}
-
-void co_admin_quota_delete(const struct co_request *req,
-                           struct co_response *resp)
-{
-    edit_policy(req, resp, edit_quota_delete, "quota.delete", false);
-}
-
-void co_admin_override_put(const struct co_request *req,
-                           struct co_response *resp)
-{
-    edit_policy(req, resp, edit_override, "override.put", false);
-}
-
-void co_admin_override_delete(const struct co_request *req,
-                              struct co_response *resp)
-{
-    edit_policy(req, resp, edit_override, "override.delete", false);
-}
-
-/* ------------------------------------------------------------ keys */
-
-/* "tg:{q|k}:<suffix>" for (quota, key). */
-static void key_name(const char *quota, const char *key, const char *suffix,
-                     char *out, size_t outlen)
-{
-    char tag[CO_KEY_TAG_MAX];
-
-    co_key_tag(quota, strlen(quota), key, strlen(key), tag, sizeof tag);
-    snprintf(out, outlen, "tg:%s:%s", tag, suffix);
-}
-
-static uint64_t reply_u64(const redisReply *r)
-{
-    return r != NULL && r->type == REDIS_REPLY_STRING
-           ? strtoull(r->str, NULL, 10)
-           : r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0
-           ? (uint64_t)r->integer : 0;
-}
-
-/* What sync.lua would estimate now for one window's pair (prev, cur) of
- * the hash's w (window index) at idx: the two-window approximation. */
-static uint64_t estimate(uint64_t w, bool have_w, uint64_t idx,
-                         uint64_t cur, uint64_t prev, uint64_t window_ms,
-                         uint64_t now_ms)
-{
-    uint64_t remaining;
-
-    if (!have_w || w + 1 < idx)
-        return 0;
-    if (w + 1 == idx) {
-        prev = cur;
-        cur = 0;
-    } else if (w > idx) {
-        idx = w;     /* a clock behind the writer's: as sync.lua does */
-    }
-    remaining = (idx + 1) * window_ms > now_ms ? (idx + 1) * window_ms - now_ms
-                                               : 0;
-    if (remaining > window_ms)
-        remaining = window_ms;
-    return (prev * remaining + window_ms - 1) / window_ms + cur;
-}
-
-void co_admin_key_get(const struct co_request *req, struct co_response *resp)
-{
-    const char *quota = req->params->v[0], *key = req->params->v[1];
-    struct co_policy *p = NULL;
-    const struct co_quota *q;
-    char c[CO_KEY_TAG_MAX + 8], e[CO_KEY_TAG_MAX + 8];
-    char clr[CO_CLEARANCE_KEY_MAX], err[256];
-    uint8_t kh[16];
-    const char *hm[] = {"HMGET", c, "w", "a", "t", "pa", "pt", "L"};
-    const char *zc[] = {"ZCARD", e}, *gc[] = {"GET", clr};
-    redisReply *rh = NULL, *rz = NULL, *rg = NULL;
-    uint64_t now = co_wall_ms(), window_ms, idx, w, count, attempts, limit;
-    bool have_w;
-
-    if (co_admin_authorize(req, resp, false) == NULL)
-        return;
-    p = co_policy_current();
-    q = p != NULL ? co_policy_find(p, quota) : NULL;
-    if (q == NULL) {
-        co_response_problem(resp, 404, "no such quota");
-        goto done;
-    }
-    key_name(quota, key, "c", c, sizeof c);
-    key_name(quota, key, "e", e, sizeof e);
-    co_challenge_key_hash(quota, key, strlen(key), kh);
-    co_clearance_key(quota, kh, clr, sizeof clr);
-    if ((rh = co_redis_command(0, 8, hm, NULL, err, sizeof err)) == NULL ||
-        (rz = co_redis_command(0, 2, zc, NULL, err, sizeof err)) == NULL ||
-        (rg = co_redis_command(0, 2, gc, NULL, err, sizeof err)) == NULL) {
-        answer_store_error(resp, CO_EREDIS, err);
-        goto done;
-    }
-    if (rh->type != REDIS_REPLY_ARRAY || rh->elements != 6) {
-        answer_store_error(resp, CO_EREPLY, "HMGET: unexpected reply");
-        goto done;
-    }
-    window_ms = (uint64_t)q->window_s * 1000u;
-    idx = now / window_ms;
-    have_w = rh->element[0]->type == REDIS_REPLY_STRING;
-    w = reply_u64(rh->element[0]);
-    count = estimate(w, have_w, idx, reply_u64(rh->element[1]),
-                     reply_u64(rh->element[3]), window_ms, now);
-    attempts = estimate(w, have_w, idx, reply_u64(rh->element[2]),
-                        reply_u64(rh->element[4]), window_ms, now);
-    limit = co_quota_limit(q, key);
-    answer_json(resp, 200, json_pack(
-        "{s:s, s:s, s:I, s:i, s:I, s:I, s:I, s:I, s:s, s:o}",
-        "quota", quota, "key", key, "limit", (json_int_t)limit,
-        "window_s", (int)q->window_s, "count", (json_int_t)count,
-        "attempts", (json_int_t)attempts,
-        "lease_outstanding", (json_int_t)reply_u64(rh->element[5]),
-        "edges", (json_int_t)reply_u64(rz),
-        "state", count >= limit ? "over" : "allow",
-        "cleared_until", rg->type == REDIS_REPLY_STRING
-            ? json_integer((json_int_t)reply_u64(rg)) : json_null()), 0);
-done:
-    if (rh != NULL)
-        freeReplyObject(rh);
-    if (rz != NULL)
-        freeReplyObject(rz);
-    if (rg != NULL)
-        freeReplyObject(rg);
-    co_policy_release(p);
-}
-
-/* Forget the key's counts and edge records: the client starts afresh at
- * every edge's next sync. Clearance marks stay (a clearance is a signed
- * token the edges honour anyway). */
-void co_admin_key_reset(const struct co_request *req,
-                        struct co_response *resp)
-{
-    const struct co_admin_token *t = co_admin_authorize(req, resp, true);
-    const char *quota = req->params->v[0], *key = req->params->v[1];
-    struct co_policy *p = NULL;
-    char c[CO_KEY_TAG_MAX + 8], e[CO_KEY_TAG_MAX + 8], err[256], *dt = NULL;
-    const char *del[] = {"DEL", c, e};
-    redisReply *r = NULL;
-    json_t *detail = NULL;
-    int rc;
-
-    if (t == NULL)
-        return;
-    p = co_policy_current();
-    if (p == NULL || co_policy_find(p, quota) == NULL) {
-        co_response_problem(resp, 404, "no such quota");
-        goto done;
-    }
-    key_name(quota, key, "c", c, sizeof c);
-    key_name(quota, key, "e", e, sizeof e);
-    r = co_redis_command(0, 3, del, NULL, err, sizeof err);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        answer_store_error(resp, r == NULL ? CO_EREDIS : CO_EREPLY, err);
-        goto done;
-    }
-    detail = json_pack("{s:s, s:s}", "quota", quota, "key", key);
-    dt = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
-    rc = dt != NULL ? co_store_audit_add(t->name, "key.reset", dt, err,
-                                         sizeof err) : CO_ENOMEM;
-    if (rc != CO_OK) {
-        /* The reset happened; only its record is missing. */
-        CO_WARN("msg=admin_audit_failed action=key.reset rc=%d", rc);
-    }
-    answer_json(resp, 200, json_pack("{s:b}", "reset", 1), 0);
-    {
-        char target[2 * CO_KEY_MAX + 8];
-
-        snprintf(target, sizeof target, "%s/%s", quota, key);
-        log_write(t, "key.reset", target, 200, 0);
-    }
-done:
-    free(dt);
-    json_decref(detail);
-    if (r != NULL)
-        freeReplyObject(r);
-    co_policy_release(p);
-}
-
-/* ------------------------------------------------------------ audit */
-
-/* Query parameter name as an integer in [min, max]; absent: dflt.
- * Returns false (400 in resp) when present and not such a number. */
-static bool query_uint(const struct co_request *req, struct co_response *resp,
-                       const char *name, uint64_t min, uint64_t max,
-                       uint64_t dflt, uint64_t *out)
-{
-    const char *q = req->query;
-    size_t nlen = strlen(name);
-    char detail[96];
-
-    *out = dflt;
-    while (q != NULL && *q != '\0') {
-        const char *end = strchrnul(q, '&');
-
-        if ((size_t)(end - q) > nlen && strncmp(q, name, nlen) == 0 &&
-            q[nlen] == '=') {
-            char val[32];
-            uint64_t v;
-
-            if (co_percent_decode(q + nlen + 1, (size_t)(end - q) - nlen - 1,
-                                  val, sizeof val) != CO_OK ||
-                (v = parse_version(val)) < min || v > max) {
-                snprintf(detail, sizeof detail, "%s: must be an integer "
-                         "%llu..%llu", name, (unsigned long long)min,
-                         (unsigned long long)max);
-                co_response_problem(resp, 400, detail);
-                return false;
-            }
-            *out = v;
-        }
-        q = *end ? end + 1 : end;
-    }
-    return true;
-}
-
-void co_admin_audit(const struct co_request *req, struct co_response *resp)
-{
-    uint64_t limit, before;
-    json_t *out;
-    char err[256];
-    int rc;
-
-    if (co_admin_authorize(req, resp, false) == NULL ||
-        !query_uint(req, resp, "limit", 1, AUDIT_LIMIT_MAX, AUDIT_DEFAULT,
-                    &limit) ||
-        !query_uint(req, resp, "before", 1, INT64_MAX, 0, &before))
-        return;
-    rc = co_store_audit((unsigned)limit, before, &out, err, sizeof err);
-    if (rc != CO_OK)
-        answer_store_error(resp, rc, err);
-    else
-        answer_json(resp, 200, out, 0);
 }

@@ -184,7 +184,7 @@ void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
 
     if (reason <= CO_AUTH_OK || reason >= CO_AUTH_REASONS)
         reason = CO_AUTH_BAD_SIGNATURE;       /* a caller's bug: refuse */
-    atomic_fetch_add_explicit(&co_server.auth_failures[reason], 1,
+    atomic_fetch_add_explicit(&co_metrics.auth_failures[reason], 1,
                               memory_order_relaxed);
     CO_INFO("msg=sync_auth_failed reason=%s edge=%s",
             co_auth_reason_names[reason],
@@ -194,21 +194,4 @@ void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
     co_response_problem(resp, 401, detail);
     resp->extra.name = "WWW-Authenticate";
     resp->extra.value = CO_AUTH_SCHEME;
-}
-
-/* The Redis key that remembers a's signature was used:
- * tg:{edge|<edge_id, encoded as co_key_tag does>}:sig:<first 32 hex>.
- * 128 bits of an HMAC do not collide by chance. Returns its length or
- * CO_ETOOBIG / CO_EINVAL. */
-int co_auth_replay_key(const struct co_auth *a, char *out, size_t outlen)
-{
-    char tag[CO_KEY_TAG_MAX];
-    int tl = co_key_tag("edge", 4, a->edge_id, strlen(a->edge_id), tag,
-                        sizeof tag);
-    int n;
-
-    if (tl < 0)
-        return tl;
-    n = snprintf(out, outlen, "tg:%s:sig:%.32s", tag, a->sig_hex);
-    return n < 0 || (size_t)n >= outlen ? CO_ETOOBIG : n;
 }

@@ -121,6 +121,39 @@ static int set_redis_timeout(struct co_config *cfg, const char *val,
     return rc;
 }
 
+static int set_max_conns(struct co_config *cfg, const char *val,
+                         char *err, size_t errlen)
+{
+    uint64_t v;
+    int rc = parse_u64(val, 16, 1000000, &v, err, errlen);
+
+    if (rc == CO_OK)
+        cfg->http.max_conns = (unsigned)v;
+    return rc;
+}
+
+static int set_max_conns_per_ip(struct co_config *cfg, const char *val,
+                                char *err, size_t errlen)
+{
+    uint64_t v;
+    int rc = parse_u64(val, 0, 1000000, &v, err, errlen);
+
+    if (rc == CO_OK)
+        cfg->http.max_conns_per_ip = (unsigned)v;
+    return rc;
+}
+
+static int set_request_timeout(struct co_config *cfg, const char *val,
+                               char *err, size_t errlen)
+{
+    uint64_t v;
+    int rc = parse_u64(val, 100, 3600000, &v, err, errlen);
+
+    if (rc == CO_OK)
+        cfg->http.request_timeout_ms = (unsigned)v;
+    return rc;
+}
+
 static int set_keys(struct co_config *cfg, const char *val,
                     char *err, size_t errlen)
 {
@@ -147,9 +180,11 @@ static int set_log_level(struct co_config *cfg, const char *val,
 static const struct option_def options[] = {
     {"--listen", "TOLLGATE_LISTEN", set_listen, "HOST:PORT",
      "address to serve HTTP on (default 127.0.0.1:8080; port 0 = any)"},
-    {"--redis", "TOLLGATE_REDIS", set_redis, "URL",
-     "redis://[[user]:password@]host[:port][/db] "
-     "(default redis://127.0.0.1:6379)"},
+    {"--redis", "TOLLGATE_REDIS", set_redis, "URL[,URL...]",
+     "redis://[[user]:password@]host[:port][/db] (default "
+     "redis://127.0.0.1:6379); several comma-separated URLs are seed "
+     "nodes of a Redis Cluster (detected with CLUSTER SLOTS, also from "
+     "one URL; no /db then)"},
     {"--policy", "TOLLGATE_POLICY", set_policy, "FILE",
      "policy JSON document (required); seeds the policy store in Redis "
      "as version 1 when Redis holds no version, and is ignored after"},
@@ -168,6 +203,17 @@ static const struct option_def options[] = {
      "admin API bearer tokens, one \"<name> <read|admin> <sha256 hex of "
      "the token>\" per line (without it the admin API answers 401; "
      "chmod 600)"},
+    {"--max-connections", "TOLLGATE_MAX_CONNECTIONS", set_max_conns, "N",
+     "open HTTP connections held at once, all clients together; more are "
+     "closed at accept (default 4096; keep it under the open-files limit)"},
+    {"--max-conns-per-ip", "TOLLGATE_MAX_CONNS_PER_IP", set_max_conns_per_ip,
+     "N", "open HTTP connections from one client address; more are closed "
+     "at accept (default 128; 0 = no cap, e.g. behind a load balancer, "
+     "where every client shares its address)"},
+    {"--request-timeout-ms", "TOLLGATE_REQUEST_TIMEOUT_MS",
+     set_request_timeout, "MS", "deadline for a request's head and body, "
+     "from the accept or the previous response; past it the connection is "
+     "closed (default 10000; apart from it a connection idle 15 s closes)"},
     {"--log-level", "TOLLGATE_LOG_LEVEL", set_log_level, "LEVEL",
      "debug, info, warn or error (default info)"},
 };
@@ -208,6 +254,9 @@ static void set_defaults(struct co_config *cfg)
     cfg->max_body = 1u << 20;
     cfg->redis_timeout_ms = 50;
     cfg->log_level = CO_LOG_INFO;
+    cfg->http.max_conns = 4096;
+    cfg->http.max_conns_per_ip = 128;
+    cfg->http.request_timeout_ms = 10000;
 }
 
 /* Fill cfg from defaults, then the environment, then argv (flags win).

@@ -1,5 +1,6 @@
 /* encode.c — the text encodings several subsystems share: base64url for
- * tokens, hex for secrets and percent-escapes. Pure functions, no state. */
+ * tokens, hex for secrets, percent-escapes for URLs and Redis key names,
+ * and the name hash of the in-memory tables. Pure functions, no state. */
 #include "tollgated.h"
 
 static const char b64url[] =
@@ -123,4 +124,80 @@ long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen)
         out[i] = (uint8_t)(hi << 4 | lo);
     }
     return (long)(len / 2);
+}
+
+/* Decode %XX escapes of s[0..len) into out (NUL-terminated); refuses a
+ * truncated escape, a decoded NUL and anything longer than outlen - 1.
+ * The router decodes path parameters with it, the Redis URL parser its
+ * credentials. */
+int co_percent_decode(const char *s, size_t len, char *out, size_t outlen)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+
+        if (c == '%') {
+            int hi, lo;
+
+            if (i + 2 >= len)
+                return CO_EINVAL;
+            hi = co_hex_digit(s[i + 1]);
+            lo = co_hex_digit(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return CO_EINVAL;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (o + 1 >= outlen || c == '\0')
+            return CO_EINVAL;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return CO_OK;
+}
+
+static bool percent_plain(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+           c == '-';
+}
+
+/* Redis key names (redis_keys.c) and stats.lua's quota parts are encoded
+ * with it, so '{', '}', '|' and '%' never appear raw in a hash tag. */
+int co_percent_encode(const char *s, size_t len, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    if (outlen < 3 * len + 1)
+        return CO_ETOOBIG;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (percent_plain(c)) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return (int)o;
+}
+
+/* FNV-1a, 64 bits: fast on short names and spread well enough for the
+ * open-addressing tables of metrics.c (quotas) and stats.c (edges, top
+ * slots), whose sizes are powers of two. */
+uint64_t co_name_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h != 0 ? h : 1;
 }

@@ -5,12 +5,22 @@
  * the end (raw bytes, no PostProcessor, capped at --max-body), turns it into
  * a struct co_request, calls the route's handler and sends back the struct
  * co_response it filled. Everything decidable from the request line and
- * headers (404, 405, 413 by Content-Length, 414, 415) is answered before a
- * single body byte is read. Errors are RFC 9457 problem details.
+ * headers (404, 405, 413 by Content-Length, 414, 415, and the framing
+ * rules of RFC 9112: Host on HTTP/1.1, one Content-Length) is answered
+ * before a single body byte is read. Errors are RFC 9457 problem details.
+ *
+ * Connections (the connection guard below): at most --max-connections in
+ * all and --max-conns-per-ip from one client address (libmicrohttpd closes
+ * the ones over either cap at accept), each request's head and body due
+ * within --request-timeout-ms (libmicrohttpd's own timeout only counts
+ * idle time, which a client sending a byte a second never reaches), and a
+ * TLS ClientHello on this plain-HTTP port closed at accept.
  */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +35,25 @@
 
 #include "tollgated.h"
 
-#define CONNECTION_LIMIT    4096u
+/* Idle time a connection may sit without a byte either way (keep-alive
+ * between requests included); the deadline for a whole request is
+ * --request-timeout-ms. */
 #define CONNECTION_TIMEOUT_S 15u
 #define CONNECTION_MEMORY   (64u * 1024u)   /* headers + URL + read buffer */
 #define LISTEN_BACKLOG      1024u
 /* Bytes of an over-long chunked body read (and dropped) before hanging up
  * instead of answering 413. */
 #define DISCARD_MAX(max) ((max) > (1u << 20) ? (max) : (1u << 20))
+/* How often the reaper looks for connections past their deadline. */
+#define REAPER_TICK_MS      100u
+/* The first byte of a TLS record carrying a handshake (a ClientHello):
+ * no HTTP method starts with it. */
+#define TLS_HANDSHAKE_BYTE  0x16
+/* Seconds the kernel holds a new connection until its first bytes arrive
+ * (TCP_DEFER_ACCEPT), so the accept can look at them. */
+#define DEFER_ACCEPT_S      1
+/* At most one log line per this many ms per reason for closing. */
+#define CLOSE_LOG_MS        10000u
 
 /* The global state (tollgated.h). It lives here, not in main.c, so the
  * unit tests that link libco.a without main() get it too. */
@@ -67,11 +89,19 @@ static const struct co_route routes[] = {
     {"GET", "/dashboard/{file}", NULL, co_dashboard_handle},
 };
 
-/* Per-request state, allocated on the first access-handler call and freed
- * only in the completion callback (libmicrohttpd may call the handler many
- * times per request, and not at all after an early error). */
+/* Per-request state, allocated when the request line is in (the URI log
+ * callback, on_uri) and freed only in the completion callback
+ * (libmicrohttpd may call the handler many times per request, and not at
+ * all after an early error). */
+struct conn_rec;
+
 struct http_ctx {
     const struct co_route *route;
+    struct conn_rec *conn;    /* the connection guard's record, or NULL */
+    size_t target_len;        /* bytes of the request target as sent */
+    char *query;              /* the query as sent (malloc'd), or NULL */
+    bool started;             /* the access handler has seen the head */
+    bool close;               /* answer with Connection: close */
     struct co_body body;
     bool overflow;        /* body passed --max-body: 413 once it ends */
     bool no_memory;       /* body allocation failed: 500 once it ends */
@@ -144,15 +174,30 @@ int co_response_set(struct co_response *resp, unsigned status,
 }
 
 /* Fill resp with an RFC 9457 problem: type about:blank, the status's
- * standard title, and detail (for the client: what to fix). Out of memory
- * leaves a correct status with an empty body. */
+ * standard title, and detail (for the client: what to fix). A detail
+ * that is not UTF-8 (it may quote the client's bytes, cut anywhere) goes
+ * out with '?' for every byte over 0x7f rather than not at all. Out of
+ * memory leaves a correct status with an empty body. */
 void co_response_problem(struct co_response *resp, unsigned status,
                          const char *detail)
 {
     json_t *doc = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank",
                             "title", co_status_title(status),
                             "status", (int)status, "detail", detail);
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    char *text;
+
+    if (doc == NULL) {
+        char ascii[512];
+        size_t i;
+
+        for (i = 0; detail[i] != '\0' && i < sizeof ascii - 1; i++)
+            ascii[i] = (unsigned char)detail[i] > 0x7f ? '?' : detail[i];
+        ascii[i] = '\0';
+        doc = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank",
+                        "title", co_status_title(status), "status",
+                        (int)status, "detail", ascii);
+    }
+    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 
     json_decref(doc);
     co_response_take(resp, status, "application/problem+json",
@@ -261,8 +306,11 @@ static bool media_type_is(const char *header, const char *want)
 
 /* Decide what can be decided before reading the body. Returns 0 with
  * *route set to read the body and run the handler, or CO_EINVAL with resp
- * holding the answer (414, 404, 405 + Allow, 400 bad Content-Length, 413
- * when Content-Length already exceeds max_body, 415). */
+ * holding the answer (414, 400 for a NUL byte escaped in the path, 404,
+ * 405 + Allow, 400 bad Content-Length, 413 when Content-Length already
+ * exceeds max_body, 415). The path is as sent (still escaped): a "%00"
+ * would decode to a NUL that every C string after it (a quota name, a
+ * rate-limit key) would cut short, so it is refused rather than matched. */
 int co_http_precheck(const char *method, const char *url,
                      const char *content_type, const char *content_length,
                      size_t max_body, const struct co_route **route,
@@ -276,6 +324,10 @@ int co_http_precheck(const char *method, const char *url,
         snprintf(detail, sizeof detail, "the URL is longer than %d bytes",
                  CO_URL_MAX);
         co_response_problem(resp, 414, detail);
+        return CO_EINVAL;
+    }
+    if (strstr(url, "%00") != NULL) {
+        co_response_problem(resp, 400, "the path holds a NUL byte (%00)");
         return CO_EINVAL;
     }
     rc = co_route_lookup(method, url, route, resp->allow, sizeof resp->allow);
@@ -358,37 +410,6 @@ static const char *mhd_header(void *conn, const char *name)
     return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
-static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind,
-                               const char *key, const char *value)
-{
-    struct co_body *q = cls;
-    size_t max = CO_URL_MAX;
-
-    (void)kind;
-    if ((q->len > 0 && co_body_append(q, "&", 1, max) != CO_OK) ||
-        co_body_append(q, key, strlen(key), max) != CO_OK ||
-        (value != NULL && (co_body_append(q, "=", 1, max) != CO_OK ||
-                           co_body_append(q, value, strlen(value), max) !=
-                           CO_OK)))
-        return MHD_NO;
-    return MHD_YES;
-}
-
-/* The query string as sent (libmicrohttpd splits it into arguments; with
- * unescaping turned off they are still raw, so joined again they are the
- * original but for '+', already a space). malloc'd (free()), or NULL. */
-static char *raw_query(struct MHD_Connection *conn)
-{
-    struct co_body q = {0};
-
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_arg, &q);
-    if (q.len == 0 || co_body_append(&q, "", 1, CO_URL_MAX + 1) != CO_OK) {
-        co_body_free(&q);
-        return NULL;
-    }
-    return (char *)q.data;
-}
-
 /* Leave the URL as sent: the router splits the path at '/' before it
  * decodes a segment, so an encoded "%2F" in a rate-limit key stays part
  * of the key instead of splitting the path. */
@@ -398,6 +419,176 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
     (void)conn;
     return strlen(s);
 }
+
+/* ------------------------------------------------------------ connection guard
+ * One record per open connection, made when libmicrohttpd accepts it
+ * (NOTIFY_CONNECTION STARTED) and dropped when it closes it (CLOSED): when
+ * its current request began (the accept, or the end of the previous
+ * response on a keep-alive connection) and whether that request is still
+ * being received. A reaper thread shuts down (shutdown(2): libmicrohttpd
+ * then reads the end of the stream and closes the connection itself, so it
+ * stays the only owner of the socket) every connection whose request head
+ * and body are not all in after --request-timeout-ms. libmicrohttpd calls
+ * CLOSED before it closes the socket and the callback takes the guard's
+ * lock, so the reaper never shuts down a descriptor number already reused
+ * by a newer connection. A request being handled or answered is never cut:
+ * the deadline covers what the client sends, not what we do. */
+enum conn_phase {
+    CONN_RECEIVING,     /* waiting for the head or body of a request */
+    CONN_HANDLING,      /* all in: handler running or response going out */
+    CONN_REAPED,        /* past its deadline, shut down */
+};
+
+struct conn_rec {
+    MHD_socket fd;
+    atomic_ullong since_ms;     /* co_mono_ms() the current request began */
+    atomic_int phase;           /* enum conn_phase */
+    struct conn_rec *prev, *next;
+};
+
+static struct {
+    pthread_mutex_t lock;       /* guards the list, not the atomics */
+    struct conn_rec *head;
+    pthread_t reaper;
+    bool running;               /* one daemon per process */
+    atomic_bool stop;
+    unsigned timeout_ms;        /* --request-timeout-ms */
+} guard = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Connections closed for one reason: counted for /metrics (a co_server
+ * counter) and logged one line per CLOSE_LOG_MS at most, with how many
+ * since the last line, so a flood of connections is not a flood of log
+ * lines (what follows the last line shows in the counter, and in the
+ * next line if any). */
+struct close_log {
+    const char *msg, *detail;
+    atomic_ullong *counter;
+    atomic_ullong logged_ms;            /* last line */
+    atomic_ullong at_log;               /* counter at the last line */
+};
+
+static struct close_log closed_limit = {
+    "connections_refused", "over --max-connections or --max-conns-per-ip",
+    &co_server.http_closed_limit, 0, 0};
+static struct close_log closed_deadline = {
+    "request_deadline_missed", "a request's head and body not in within "
+    "--request-timeout-ms", &co_server.http_closed_deadline, 0, 0};
+static struct close_log closed_tls = {
+    "tls_on_plain_port", "a TLS handshake sent to the plain-HTTP port",
+    &co_server.http_closed_tls, 0, 0};
+
+static void note_closed(struct close_log *l)
+{
+    unsigned long long now = co_mono_ms(), last = atomic_load(&l->logged_ms);
+    unsigned long long total = atomic_fetch_add(l->counter, 1) + 1;
+
+    if ((last != 0 && now - last < CLOSE_LOG_MS) ||
+        !atomic_compare_exchange_strong(&l->logged_ms, &last, now))
+        return;
+    CO_WARN("msg=%s count=%llu detail=\"%s\"", l->msg,
+            total - atomic_exchange(&l->at_log, total), l->detail);
+}
+
+/* Does the connection open with a TLS handshake record? Peeks at what has
+ * arrived (TCP_DEFER_ACCEPT makes that the first bytes for every client
+ * that speaks first, as HTTP and TLS clients do) without consuming it. */
+static bool tls_hello(MHD_socket fd)
+{
+    unsigned char b;
+
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1 &&
+           b == TLS_HANDSHAKE_BYTE;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct conn_rec *rec = *socket_ctx;
+    const union MHD_ConnectionInfo *ci;
+
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub(&co_server.http_connections, 1);
+        if (rec == NULL)
+            return;
+        pthread_mutex_lock(&guard.lock);
+        if (rec->prev != NULL)
+            rec->prev->next = rec->next;
+        else
+            guard.head = rec->next;
+        if (rec->next != NULL)
+            rec->next->prev = rec->prev;
+        pthread_mutex_unlock(&guard.lock);
+        free(rec);
+        *socket_ctx = NULL;
+        return;
+    }
+    atomic_fetch_add(&co_server.http_connections, 1);
+    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL)
+        return;
+    if (tls_hello(ci->connect_fd)) {
+        /* A TLS client sent to the plain port: it waits for a ServerHello
+         * that never comes, holding the slot; close now. */
+        note_closed(&closed_tls);
+        shutdown(ci->connect_fd, SHUT_RDWR);
+        return;
+    }
+    rec = calloc(1, sizeof *rec);
+    if (rec == NULL)
+        return;   /* untracked: only the idle timeout applies to it */
+    rec->fd = ci->connect_fd;
+    atomic_store(&rec->since_ms, co_mono_ms());
+    atomic_store(&rec->phase, CONN_RECEIVING);
+    pthread_mutex_lock(&guard.lock);
+    rec->next = guard.head;
+    if (guard.head != NULL)
+        guard.head->prev = rec;
+    guard.head = rec;
+    pthread_mutex_unlock(&guard.lock);
+    *socket_ctx = rec;
+}
+
+/* Shut down every connection past its deadline, every REAPER_TICK_MS. */
+static void *reaper_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&guard.stop)) {
+        struct timespec tick = {.tv_sec = 0,
+                                .tv_nsec = REAPER_TICK_MS * 1000000L};
+        uint64_t now;
+
+        nanosleep(&tick, NULL);
+        pthread_mutex_lock(&guard.lock);
+        now = co_mono_ms();
+        for (struct conn_rec *r = guard.head; r != NULL; r = r->next) {
+            uint64_t since = atomic_load(&r->since_ms);
+            int receiving = CONN_RECEIVING;
+
+            /* since may be a little after now: a worker set it meanwhile */
+            if (since > now || now - since < guard.timeout_ms ||
+                !atomic_compare_exchange_strong(&r->phase, &receiving,
+                                                CONN_REAPED))
+                continue;
+            note_closed(&closed_deadline);
+            shutdown(r->fd, SHUT_RDWR);
+        }
+        pthread_mutex_unlock(&guard.lock);
+    }
+    return NULL;
+}
+
+static void conn_phase(struct conn_rec *rec, enum conn_phase phase)
+{
+    if (rec == NULL)
+        return;
+    if (phase == CONN_RECEIVING)
+        atomic_store(&rec->since_ms, co_mono_ms());
+    atomic_store(&rec->phase, phase);
+}
+
+/* ------------------------------------------------------------ requests */
 
 /* Hand resp to libmicrohttpd (which frees the body with free()). */
 static enum MHD_Result send_response(struct MHD_Connection *conn,
@@ -409,6 +600,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
 
     ctx->answered = true;
     ctx->status = resp->status;
+    conn_phase(ctx->conn, CONN_HANDLING);
     r = MHD_create_response_from_buffer(resp->body_len, resp->body,
                                         MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
@@ -428,12 +620,104 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
     for (const char *const *h = resp->headers; h != NULL && h[0] != NULL;
          h += 2)
         MHD_add_response_header(r, h[0], h[1]);
-    if (atomic_load(&co_server.draining))
+    if (ctx->close || atomic_load(&co_server.draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ok = MHD_queue_response(conn, resp->status, r);
     MHD_destroy_response(r);
     co_response_clear(resp);
     return ok;
+}
+
+/* Called with the request target exactly as sent, before libmicrohttpd
+ * splits off the query: the per-request state starts here, so the URL cap
+ * can cover path and query and the handler gets the query unaltered. The
+ * return value becomes *req_cls (NULL when out of memory: on_access then
+ * hangs up). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_ctx *ctx = calloc(1, sizeof *ctx);
+    const char *q;
+
+    (void)cls;
+    (void)conn;
+    if (ctx == NULL)
+        return NULL;
+    ctx->target_len = strlen(uri);
+    q = strchr(uri, '?');
+    if (q != NULL && q[1] != '\0' && ctx->target_len <= CO_URL_MAX) {
+        ctx->query = strdup(q + 1);
+        ctx->no_memory = ctx->query == NULL;
+    }
+    return ctx;
+}
+
+struct framing {
+    unsigned hosts;             /* Host field lines */
+    unsigned lengths;           /* Content-Length field lines */
+    bool lengths_differ;
+    bool chunked;               /* Transfer-Encoding present */
+    const char *length;         /* the first Content-Length */
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
+                                     const char *key, const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->hosts++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->chunked = true;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->lengths++ == 0)
+            f->length = value;
+        else if (value == NULL || f->length == NULL ||
+                 strcmp(value, f->length) != 0)
+            f->lengths_differ = true;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112's rules on the request head that libmicrohttpd leaves to us:
+ * the request target (path and query) within CO_URL_MAX (414); an
+ * HTTP/1.1 request has exactly one Host (section 3.2, 400); the body's
+ * length is not ambiguous (section 6.3: two different Content-Length
+ * values, or Content-Length beside Transfer-Encoding, are how requests are
+ * smuggled past a proxy, 400). Returns 0, or CO_EINVAL with resp filled;
+ * a framing error also closes the connection, as the body's end is not
+ * known. */
+static int head_check(struct MHD_Connection *conn, struct http_ctx *ctx,
+                      const char *version, struct co_response *resp)
+{
+    struct framing f = {0};
+    char detail[96];
+
+    if (ctx->target_len > CO_URL_MAX) {
+        snprintf(detail, sizeof detail, "the request target (path and "
+                 "query) is longer than %d bytes", CO_URL_MAX);
+        co_response_problem(resp, 414, detail);
+        return CO_EINVAL;
+    }
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+    ctx->close = true;
+    if (strcmp(version, MHD_HTTP_VERSION_1_0) != 0 && f.hosts != 1) {
+        co_response_problem(resp, 400, f.hosts == 0
+                            ? "HTTP/1.1 requires a Host header"
+                            : "more than one Host header");
+        return CO_EINVAL;
+    }
+    if (f.lengths_differ) {
+        co_response_problem(resp, 400, "conflicting Content-Length headers");
+        return CO_EINVAL;
+    }
+    if (f.lengths > 0 && f.chunked) {
+        co_response_problem(resp, 400, "both Content-Length and "
+                            "Transfer-Encoding");
+        return CO_EINVAL;
+    }
+    ctx->close = false;
+    return CO_OK;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
@@ -445,17 +729,20 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
     struct co_response resp = {0};
 
     (void)cls;
-    (void)version;
-    if (ctx == NULL) {
-        ctx = calloc(1, sizeof *ctx);
-        if (ctx == NULL)
-            return MHD_NO;
-        *req_cls = ctx;
+    if (ctx == NULL)
+        return MHD_NO;
+    if (!ctx->started) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+        ctx->started = true;
+        ctx->conn = ci != NULL ? ci->socket_context : NULL;
         atomic_fetch_add(&co_server.inflight, 1);
         ctx->start_us = co_mono_us();
         snprintf(ctx->method, sizeof ctx->method, "%s", method);
         snprintf(ctx->path, sizeof ctx->path, "%s", url);
-        if (co_http_precheck(method, url, mhd_header(conn, "Content-Type"),
+        if (head_check(conn, ctx, version, &resp) != CO_OK ||
+            co_http_precheck(method, url, mhd_header(conn, "Content-Type"),
                              mhd_header(conn, "Content-Length"),
                              co_server.max_body, &ctx->route,
                              &resp) != CO_OK)
@@ -490,6 +777,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
     }
     if (ctx->answered)
         return MHD_YES;
+    conn_phase(ctx->conn, CONN_HANDLING);
     if (ctx->overflow) {
         char detail[96];
 
@@ -504,11 +792,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
                               strlen(ctx->path)));
         co_response_problem(&resp, 500, "out of memory");
     } else {
-        char *query = raw_query(conn);
         struct co_request req = {
             .method = method,
             .path = url,
-            .query = query,
+            .query = ctx->query,
             .params = &ctx->params,
             .content_type = mhd_header(conn, "Content-Type"),
             .body = ctx->body.data,
@@ -518,7 +805,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
         };
 
         ctx->route->handler(&req, &resp);
-        free(query);
     }
     return send_response(conn, ctx, &resp);
 }
@@ -533,16 +819,24 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
     (void)conn;
     if (ctx == NULL)
         return;
-    CO_DEBUG("msg=request method=%s path=%s status=%u dur_ms=%.2f%s",
-             ctx->method, co_log_value(path, sizeof path, ctx->path,
-                                       strlen(ctx->path)),
-             ctx->status, (double)(co_mono_us() - ctx->start_us) / 1000.0,
-             code == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
-             : " terminated=abnormal");
+    if (ctx->started) {
+        CO_DEBUG("msg=request method=%s path=%s status=%u dur_ms=%.2f%s",
+                 ctx->method, co_log_value(path, sizeof path, ctx->path,
+                                           strlen(ctx->path)),
+                 ctx->status,
+                 (double)(co_mono_us() - ctx->start_us) / 1000.0,
+                 code == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
+                 : " terminated=abnormal");
+        atomic_fetch_sub(&co_server.inflight, 1);
+    }
+    /* The next request on this connection starts its clock now (a
+     * reaped connection stays reaped). */
+    if (ctx->conn != NULL && atomic_load(&ctx->conn->phase) == CONN_HANDLING)
+        conn_phase(ctx->conn, CONN_RECEIVING);
     co_body_free(&ctx->body);
+    free(ctx->query);
     free(ctx);
     *req_cls = NULL;
-    atomic_fetch_sub(&co_server.inflight, 1);
 }
 
 static void on_mhd_log(void *cls, const char *fm, va_list ap)
@@ -554,10 +848,20 @@ static void on_mhd_log(void *cls, const char *fm, va_list ap)
     n = vsnprintf(text, sizeof text, fm, ap);
     if (n < 0)
         return;
+    /* libmicrohttpd's word for a connection over either cap, once per
+     * connection */
+    if (strncmp(text, "Server reached connection limit", 31) == 0) {
+        note_closed(&closed_limit);
+        return;
+    }
     n = (int)strlen(text);
     while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
         text[--n] = '\0';
-    CO_WARN("msg=mhd detail=%s", co_log_value(v, sizeof v, text, (size_t)n));
+    /* A client hanging up mid-request, or a connection the guard shut
+     * down, is the client's doing and comes once per connection: debug. */
+    CO_LOG(strncmp(text, "Connection socket is closed", 27) == 0
+           ? CO_LOG_DEBUG : CO_LOG_WARN, "msg=mhd detail=%s",
+           co_log_value(v, sizeof v, text, (size_t)n));
 }
 
 /* Resolve "host:port" / "[v6]:port" to one socket address. */
@@ -600,12 +904,14 @@ static int resolve_listen(const char *listen, struct sockaddr_storage *ss,
     return CO_OK;
 }
 
-/* Start the daemon on listen with threads workers. On success *out is the
- * running daemon (stop it with co_http_drain_and_stop()) and addr the
- * address actually bound, with the real port when the port was 0. */
+/* Start the daemon on listen with threads workers and the connection
+ * limits in lim (one daemon per process: the connection guard is global).
+ * On success *out is the running daemon (stop it with
+ * co_http_drain_and_stop()) and addr the address actually bound, with the
+ * real port when the port was 0. */
 int co_http_start(const char *listen, unsigned threads,
-                  struct MHD_Daemon **out, char *addr, size_t addrlen,
-                  char *err, size_t errlen)
+                  const struct co_http_limits *lim, struct MHD_Daemon **out,
+                  char *addr, size_t addrlen, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -614,21 +920,33 @@ int co_http_start(const char *listen, unsigned threads,
     char host[INET6_ADDRSTRLEN];
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
+    int defer = DEFER_ACCEPT_S;
 
     *out = NULL;
+    if (guard.running) {
+        snprintf(err, errlen, "an HTTP server already runs in this process");
+        return CO_EINVAL;
+    }
     if (resolve_listen(listen, &ss, &sslen, err, errlen) != CO_OK)
         return CO_EINVAL;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    guard.timeout_ms = lim->request_timeout_ms;
+    atomic_store(&guard.stop, false);
+    atomic_store(&co_server.draining, false);
     d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, NULL,
                          MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                          MHD_OPTION_THREAD_POOL_SIZE, threads,
-                         MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT,
+                         MHD_OPTION_CONNECTION_LIMIT, lim->max_conns,
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                         lim->max_conns_per_ip,
                          MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                          (size_t)CONNECTION_MEMORY,
                          MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
+                         MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                         MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                          MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
                          MHD_OPTION_END);
@@ -637,6 +955,18 @@ int co_http_start(const char *listen, unsigned threads,
                  "local?)", listen);
         return CO_EIO;
     }
+    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
+    if (info == NULL ||
+        setsockopt(info->listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer,
+                   sizeof defer) != 0)
+        CO_WARN("msg=defer_accept_unavailable detail=\"a TLS hello on the "
+                "plain port is closed at its deadline, not at once\"");
+    if (pthread_create(&guard.reaper, NULL, reaper_main, NULL) != 0) {
+        MHD_stop_daemon(d);
+        snprintf(err, errlen, "cannot start the connection reaper thread");
+        return CO_EIO;
+    }
+    guard.running = true;
     info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     if (ss.ss_family == AF_INET6) {
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host,
@@ -674,6 +1004,11 @@ void co_http_drain_and_stop(struct MHD_Daemon *d, unsigned timeout_ms)
     }
     if (left > 0)
         CO_WARN("msg=drain_timeout requests=%u", left);
+    if (guard.running) {
+        atomic_store(&guard.stop, true);
+        pthread_join(guard.reaper, NULL);
+        guard.running = false;
+    }
     MHD_stop_daemon(d);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);

@@ -113,7 +113,8 @@ static int load_admin_tokens(const char *path)
 int main(int argc, char **argv)
 {
     struct co_config cfg;
-    struct co_redis_target target;
+    static struct co_redis_target seeds[CO_REDIS_SEEDS_MAX];
+    size_t nseeds = 0;
     struct co_policy *policy = NULL;
     struct MHD_Daemon *daemon = NULL;
     sigset_t sigs;
@@ -133,8 +134,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "tollgated: %s\nTry 'tollgated --help'.\n", err);
         return 2;
     }
-    if (co_redis_parse_url(cfg.redis_url, cfg.redis_timeout_ms, &target, err,
-                           sizeof err) != CO_OK) {
+    if (co_redis_parse_seeds(cfg.redis_url, cfg.redis_timeout_ms, seeds,
+                             CO_REDIS_SEEDS_MAX, &nseeds, err,
+                             sizeof err) != CO_OK) {
         fprintf(stderr, "tollgated: --redis: %s\nTry 'tollgated --help'.\n",
                 err);
         return 2;
@@ -169,19 +171,21 @@ int main(int argc, char **argv)
     }
     co_server.max_body = cfg.max_body;
 
-    rc = co_redis_init(&target, err, sizeof err);
+    rc = co_redis_init_seeds(seeds, nseeds, err, sizeof err);
     if (rc == CO_OK)
-        CO_INFO("msg=redis_ready addr=%s:%d script=%s", target.host,
-                target.port, co_redis_script_sha());
-    else if (rc == CO_ENOMEM) {
+        CO_INFO("msg=redis_ready addr=%s:%d mode=%s script=%s",
+                seeds[0].host, seeds[0].port,
+                co_redis_is_cluster() ? "cluster" : "single",
+                co_redis_script_sha());
+    else if (rc == CO_ENOMEM || rc == CO_EINVAL) {
         CO_ERROR("msg=redis_init_failed detail=%s",
                  co_log_value(v, sizeof v, err, strlen(err)));
         rc = 1;
         goto cleanup;
     } else
-        CO_WARN("msg=redis_unavailable addr=%s:%d detail=%s "
+        CO_WARN("msg=redis_unavailable addr=%s:%d seeds=%zu detail=%s "
                 "note=\"serving degraded until Redis answers\"",
-                target.host, target.port,
+                seeds[0].host, seeds[0].port, nseeds,
                 co_log_value(v, sizeof v, err, strlen(err)));
 
     /* The policy tollgated serves is the store's current version; the
@@ -203,16 +207,19 @@ int main(int argc, char **argv)
         goto cleanup;
     }
 
-    if (co_http_start(cfg.listen, cfg.threads, &daemon, addr, sizeof addr,
-                      err, sizeof err) != CO_OK) {
+    if (co_http_start(cfg.listen, cfg.threads, &cfg.http, &daemon, addr,
+                      sizeof addr, err, sizeof err) != CO_OK) {
         CO_ERROR("msg=listen_failed detail=%s",
                  co_log_value(v, sizeof v, err, strlen(err)));
         rc = 1;
         goto cleanup;
     }
     CO_INFO("msg=listening addr=%s threads=%u max_body=%zu "
-            "redis_timeout_ms=%u version=%s", addr, cfg.threads,
-            cfg.max_body, cfg.redis_timeout_ms, CO_VERSION);
+            "redis_timeout_ms=%u max_connections=%u max_conns_per_ip=%u "
+            "request_timeout_ms=%u version=%s", addr, cfg.threads,
+            cfg.max_body, cfg.redis_timeout_ms, cfg.http.max_conns,
+            cfg.http.max_conns_per_ip, cfg.http.request_timeout_ms,
+            CO_VERSION);
 
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)

@@ -65,17 +65,6 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct quota_slot quotas[QUOTA_SLOTS];
 static size_t n_quotas;                /* under mu */
 
-uint64_t co_name_hash(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;
-
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h != 0 ? h : 1;
-}
-
 /* The slot of quota name, added when new; NULL when the table is full
  * (more names than CO_QUOTAS_MAX over the process's life) or the name is
  * too long. */
@@ -294,13 +283,13 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
         const char *name;
         size_t off;
     } fails[] = {
-        {"invalid", offsetof(struct co_server, challenges_failed_invalid)},
-        {"expired", offsetof(struct co_server, challenges_failed_expired)},
+        {"invalid", offsetof(struct co_metrics, challenges_failed_invalid)},
+        {"expired", offsetof(struct co_metrics, challenges_failed_expired)},
         {"captcha_failed",
-         offsetof(struct co_server, challenges_failed_captcha)},
-        {"reused", offsetof(struct co_server, challenges_failed_reused)},
+         offsetof(struct co_metrics, challenges_failed_captcha)},
+        {"reused", offsetof(struct co_metrics, challenges_failed_reused)},
         {"unavailable",
-         offsetof(struct co_server, challenges_failed_unavailable)},
+         offsetof(struct co_metrics, challenges_failed_unavailable)},
     };
 
     if (b.p == NULL)
@@ -372,19 +361,36 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
     family(&b, "tollgate_challenges_solved_total", "counter",
            "POST /v1/challenge/verify calls that issued a clearance.");
     bprintf(&b, "tollgate_challenges_solved_total %" PRIu64 "\n",
-            load(&co_server.challenges_verified_ok));
+            load(&co_metrics.challenges_verified_ok));
     family(&b, "tollgate_challenge_failures_total", "counter",
            "POST /v1/challenge/verify calls refused, by reason.");
     for (size_t i = 0; i < sizeof fails / sizeof fails[0]; i++)
         bprintf(&b, "tollgate_challenge_failures_total{reason=\"%s\"} %"
                 PRIu64 "\n", fails[i].name,
-                load((atomic_ullong *)((char *)&co_server + fails[i].off)));
+                load((atomic_ullong *)((char *)&co_metrics + fails[i].off)));
     family(&b, "tollgate_sync_auth_failures_total", "counter",
            "Syncs refused with 401, by reason.");
     for (size_t i = CO_AUTH_OK + 1; i < CO_AUTH_REASONS; i++)
         bprintf(&b, "tollgate_sync_auth_failures_total{reason=\"%s\"} %"
                 PRIu64 "\n", co_auth_reason_names[i],
-                load(&co_server.auth_failures[i]));
+                load(&co_metrics.auth_failures[i]));
+
+    family(&b, "tollgate_http_connections", "gauge",
+           "HTTP connections open now.");
+    bprintf(&b, "tollgate_http_connections %u\n",
+            atomic_load_explicit(&co_server.http_connections,
+                                 memory_order_relaxed));
+    family(&b, "tollgate_http_connections_closed_total", "counter",
+           "HTTP connections closed by the coordinator: limit (over "
+           "--max-connections or --max-conns-per-ip, at accept), deadline "
+           "(request not in within --request-timeout-ms), tls (a TLS hello "
+           "on the plain port).");
+    bprintf(&b, "tollgate_http_connections_closed_total{reason=\"limit\"} %"
+            PRIu64 "\n", load(&co_server.http_closed_limit));
+    bprintf(&b, "tollgate_http_connections_closed_total{reason=\"deadline\"} "
+            "%" PRIu64 "\n", load(&co_server.http_closed_deadline));
+    bprintf(&b, "tollgate_http_connections_closed_total{reason=\"tls\"} %"
+            PRIu64 "\n", load(&co_server.http_closed_tls));
 
     co_stats_edges_active(now_ms, CO_METRICS_EDGE_TTL_MS, &active, &lag_ms);
     family(&b, "tollgate_edges_active", "gauge",

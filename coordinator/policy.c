@@ -170,6 +170,18 @@ static bool is_name_char(unsigned char c)
            (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
 }
 
+bool co_quota_name_ok(const void *s, size_t n)
+{
+    const unsigned char *c = s;
+
+    if (n == 0 || n > CO_QUOTA_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!is_name_char(c[i]))
+            return false;
+    return true;
+}
+
 static int parse_methods(json_t *q, const char *prefix, struct co_quota *out,
                          char *err, size_t errlen)
 {

@@ -1,4 +1,4 @@
-/* redis.c — Redis connections, the sync script, and the key layout.
+/* redis.c — Redis connections and the script calls sent on them.
  *
  * hiredis contexts are not thread-safe, so every HTTP worker thread owns one
  * blocking connection, created on first use. Every Redis exchange a request
@@ -11,10 +11,11 @@
  * turns into a reconnect storm or a queue of requests each waiting out its
  * timeout.
  *
- * The sync script is embedded (coordinator/sync.lua), its SHA1 computed
- * locally, loaded with SCRIPT LOAD at start when Redis is up, and called with
- * EVALSHA; a NOSCRIPT answer (Redis restarted, flushed, failed over) loads it
- * on that connection and resends the calls that did not run.
+ * Scripts (script.c) are called by their SHA1 with EVALSHA; the sync
+ * script is loaded with SCRIPT LOAD at start when Redis is up. A NOSCRIPT
+ * answer (Redis restarted, flushed, failed over) loads the script on that
+ * connection and resends the calls that did not run. Key names are
+ * redis_keys.c's.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -23,7 +24,6 @@
 #include <sys/time.h>
 
 #include <hiredis.h>
-#include <openssl/evp.h>
 
 #include "tollgated.h"
 
@@ -35,10 +35,10 @@ struct conn {
     uint64_t next_try_ms;    /* monotonic; no connect attempt before */
     unsigned backoff_ms;     /* 0 after a success */
     bool down;               /* last attempt failed (log transitions only) */
+    struct co_cluster *cc;   /* cluster mode: this thread's router */
 };
 
 static struct co_redis_target target;
-static char script_sha[41];
 static pthread_key_t conn_key;
 static pthread_once_t conn_key_once = PTHREAD_ONCE_INIT;
 static int conn_key_rc;
@@ -50,6 +50,7 @@ static void conn_destroy(void *p)
 
     if (c->ctx != NULL)
         redisFree(c->ctx);
+    co_cluster_free(c->cc);
     free(c);
 }
 
@@ -75,36 +76,6 @@ static struct conn *thread_slot(void)
         tl = NULL;
     }
     return tl;
-}
-
-/* Decode %XX escapes of s[0..len) into out (NUL-terminated); refuses a
- * truncated escape, a decoded NUL and anything longer than outlen - 1. */
-static int percent_decode(const char *s, size_t len, char *out,
-                          size_t outlen)
-{
-    size_t o = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-
-        if (c == '%') {
-            int hi, lo;
-
-            if (i + 2 >= len)
-                return CO_EINVAL;
-            hi = co_hex_digit(s[i + 1]);
-            lo = co_hex_digit(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return CO_EINVAL;
-            c = (char)(hi << 4 | lo);
-            i += 2;
-        }
-        if (o + 1 >= outlen || c == '\0')
-            return CO_EINVAL;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return CO_OK;
 }
 
 /* hiredis reports a socket timeout as EAGAIN's text; say what it means. */
@@ -258,10 +229,10 @@ int co_redis_parse_url(const char *url, unsigned timeout_ms,
             snprintf(err, errlen, "credentials must be [user]:password@");
             return CO_EINVAL;
         }
-        if (percent_decode(p, (size_t)(colon - p), t->user,
-                           sizeof t->user) != CO_OK ||
-            percent_decode(colon + 1, (size_t)(at - colon - 1), t->password,
-                           sizeof t->password) != CO_OK) {
+        if (co_percent_decode(p, (size_t)(colon - p), t->user,
+                              sizeof t->user) != CO_OK ||
+            co_percent_decode(colon + 1, (size_t)(at - colon - 1),
+                              t->password, sizeof t->password) != CO_OK) {
             snprintf(err, errlen, "bad user or password encoding");
             return CO_EINVAL;
         }
@@ -348,24 +319,25 @@ static redisReply *setup_command(redisContext *c, uint64_t deadline,
     return r;
 }
 
-/* Load the script on c and check Redis computed the SHA we call it by.
+/* Load script s on c and check Redis computed the SHA we call it by.
  * Returns 0, CO_EREDIS (I/O: c is now unusable) or CO_EREPLY. */
-static int load_script(redisContext *c, uint64_t deadline, char *err,
-                       size_t errlen)
+static int load_script(redisContext *c, uint64_t deadline,
+                       const struct co_script *s, char *err, size_t errlen)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", co_sync_lua};
-    size_t lens[] = {6, 4, co_sync_lua_len};
+    const char *argv[] = {"SCRIPT", "LOAD", s->src};
+    size_t lens[] = {6, 4, s->len};
     redisReply *r = command_by(c, deadline, 3, argv, lens, err, errlen);
     int rc = CO_OK;
 
     if (r == NULL)
         return CO_EREDIS;
     if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
-        memcmp(r->str, script_sha, 40) != 0) {
+        memcmp(r->str, s->sha, 40) != 0) {
         snprintf(err, errlen, "SCRIPT LOAD: unexpected reply %.80s",
                  r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_ERROR
                      ? r->str : "(not a string)");
-        CO_ERROR("msg=redis_script_load_failed detail=\"unexpected reply\"");
+        CO_ERROR("msg=redis_script_load_failed script=%s detail=\"unexpected "
+                 "reply\"", s->name);
         rc = CO_EREPLY;
     }
     freeReplyObject(r);
@@ -497,19 +469,6 @@ static void thread_drop(const char *why)
         conn_failed(tl, why);
 }
 
-static void sha1_hex(const char *data, size_t len, char out[41])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-
-    if (EVP_Digest(data, len, md, &n, EVP_sha1(), NULL) != 1 || n != 20) {
-        out[0] = '\0';
-        return;
-    }
-    for (unsigned i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* Remember where Redis is and load the script there if it is up. Returns
  * 0 when the script is loaded, CO_EREDIS / CO_EREPLY with err when Redis
  * could not take it (the caller logs a warning and serves anyway: workers
@@ -520,9 +479,10 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
     redisContext *c;
     int rc;
 
+    const struct co_script *sync = co_script(CO_SCRIPT_SYNC);
+
     target = *t;
-    sha1_hex(co_sync_lua, co_sync_lua_len, script_sha);
-    if (script_sha[0] == '\0') {
+    if (sync->sha[0] == '\0') {
         snprintf(err, errlen, "cannot hash the sync script");
         return CO_ENOMEM;
     }
@@ -535,7 +495,7 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
     c = connect_new(deadline, err, errlen);
     if (c == NULL)
         return CO_EREDIS;
-    rc = load_script(c, deadline, err, errlen);
+    rc = load_script(c, deadline, sync, err, errlen);
     redisFree(c);
     return rc;
 }
@@ -543,7 +503,7 @@ int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
 /* The SHA1 the script is called by (hex, for the startup log line). */
 const char *co_redis_script_sha(void)
 {
-    return script_sha;
+    return co_script(CO_SCRIPT_SYNC)->sha;
 }
 
 /* Close the calling thread's connection and free its slot (the main
@@ -554,10 +514,22 @@ void co_redis_shutdown(void)
         return;
     if (tl->ctx != NULL)
         redisFree(tl->ctx);
+    co_cluster_free(tl->cc);
     pthread_setspecific(conn_key, NULL);
     free(tl);
     tl = NULL;
 }
+
+/* Cluster mode (end of this file). cluster_mode() is 1 in cluster mode,
+ * 0 with one Redis, CO_EREDIS (err) while no seed has answered yet. */
+static int cluster_mode(uint64_t deadline, char *err, size_t errlen);
+static int cluster_check(uint64_t deadline, char *err, size_t errlen);
+static int cluster_eval_ints(struct co_script_call *calls, size_t ncalls,
+                             uint64_t deadline, char *err, size_t errlen);
+static redisReply *cluster_call(const struct co_script_call *script,
+                                int argc, const char **argv,
+                                const size_t *lens, uint64_t deadline,
+                                char *err, size_t errlen);
 
 /* PING on this thread's connection: what /readyz means by "Redis is
  * reachable from where sync requests run". Bounded like a sync (one
@@ -568,10 +540,14 @@ int co_redis_ping(char *err, size_t errlen)
 {
     const char *argv[] = {"PING"};
     uint64_t deadline = deadline_from_now();
-    redisContext *c = thread_conn_by(deadline, err, errlen);
+    int mode = cluster_mode(deadline, err, errlen);
+    redisContext *c;
     redisReply *r;
     int rc = CO_OK;
 
+    if (mode != 0)
+        return mode > 0 ? cluster_check(deadline, err, errlen) : CO_EREDIS;
+    c = thread_conn_by(deadline, err, errlen);
     if (c == NULL)
         return CO_EREDIS;
     r = command_by(c, deadline, 1, argv, NULL, err, errlen);
@@ -599,7 +575,7 @@ static int append_evalsha(redisContext *c, const struct co_script_call *call,
     snprintf(nkeys, sizeof nkeys, "%zu", call->nkeys);
     argv[0] = "EVALSHA";
     lens[0] = 7;
-    argv[1] = script_sha;
+    argv[1] = call->script->sha;
     lens[1] = 40;
     argv[2] = nkeys;
     lens[2] = strlen(nkeys);
@@ -638,16 +614,16 @@ static int take_reply(const redisReply *r, struct co_script_call *call,
     return CO_OK;
 }
 
-/* EVALSHA the sync script once per call, all calls pipelined in one round
- * trip, and copy each flat integer reply to its call's out. The whole
- * exchange, connect and a NOSCRIPT reload included, ends by one deadline
- * of --redis-timeout-ms. Returns 0; CO_EREDIS when Redis is unreachable,
- * timed out or the socket failed (some calls may have been applied:
- * the edge resends the batch with the same seq, and sync.lua answers the
- * applied items from their records without counting them twice);
+/* EVALSHA each call's script, all calls pipelined in one round trip, and
+ * copy each flat integer reply to its call's out. The whole exchange,
+ * connect and a NOSCRIPT reload included, ends by one deadline of
+ * --redis-timeout-ms. Returns 0; CO_EREDIS when Redis is unreachable,
+ * timed out or the socket failed (some calls may have been applied: for
+ * sync, the edge resends the batch with the same seq, and sync.lua answers
+ * the applied items from their records without counting them twice);
  * CO_EREPLY for an error reply (BUSY, OOM, a script error) or a reply of
  * the wrong shape; CO_ENOMEM. Never resends a call that may have run. */
-int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
+int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
                        char *err, size_t errlen)
 {
     uint64_t deadline = deadline_from_now();
@@ -657,8 +633,13 @@ int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
     redisReply **replies = NULL, **batch = NULL;
     size_t *which = NULL;
     redisContext *c;
-    int rc = CO_ENOMEM;
+    int rc = cluster_mode(deadline, err, errlen);
 
+    if (rc != 0)
+        return rc > 0 ? cluster_eval_ints(calls, ncalls, deadline, err,
+                                          errlen)
+                      : CO_EREDIS;
+    rc = CO_ENOMEM;
     for (size_t i = 0; i < ncalls; i++) {
         size_t argc = 3 + calls[i].nkeys + calls[i].nargs;
 
@@ -684,7 +665,7 @@ int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
     if (c == NULL)
         goto cleanup;
     for (int attempt = 0; attempt < 2; attempt++) {
-        bool noscript = false;
+        const struct co_script *noscript = NULL;
 
         nsent = 0;
         for (size_t i = 0; i < ncalls; i++) {
@@ -702,7 +683,7 @@ int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
         for (size_t k = 0; k < nsent; k++) {
             if (attempt == 0 && is_noscript(batch[k])) {
                 freeReplyObject(batch[k]);
-                noscript = true;
+                noscript = calls[which[k]].script;
             } else {
                 replies[which[k]] = batch[k];
             }
@@ -711,17 +692,27 @@ int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
             thread_drop(err);
             goto cleanup;
         }
-        if (!noscript)
+        if (noscript == NULL)
             break;
         /* The script cache is gone (restart, flush, failover): the calls
-         * answered NOSCRIPT did not run, so sending them again is safe. */
-        rc = load_script(c, deadline, err, errlen);
+         * answered NOSCRIPT did not run, so sending them again is safe.
+         * Every script of the batch is loaded again (a batch holds one
+         * script in practice; loading twice is harmless). */
+        for (size_t k = 0, last = ncalls; k < nsent && rc == CO_OK; k++) {
+            const struct co_script *s = calls[which[k]].script;
+
+            if (replies[which[k]] != NULL ||
+                (last < ncalls && calls[last].script == s))
+                continue;
+            rc = load_script(c, deadline, s, err, errlen);
+            last = which[k];
+        }
         if (rc == CO_EREDIS)
             thread_drop(err);
         if (rc != CO_OK)
             goto cleanup;
         CO_INFO("msg=redis_script_loaded reason=noscript script=%s",
-                script_sha);
+                noscript->sha);
     }
     /* Every call has its reply now (a second NOSCRIPT is kept as the
      * error reply it is). */
@@ -740,58 +731,9 @@ cleanup:
     return rc;
 }
 
-static bool tag_plain(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
-           c == '-';
-}
-
-static size_t tag_encode(const char *s, size_t len, char *out)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (tag_plain(c)) {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    return o;
-}
-
-/* Write the hash tag "{<quota>|<key>}" for (quota, key) into out (NUL-
- * terminated), both parts percent-encoded outside [A-Za-z0-9._:-]. Because
- * '%', '{', '}' and '|' are always encoded, distinct pairs give distinct
- * tags and Redis Cluster hashes exactly the braces' content. Returns the
- * length, or CO_ETOOBIG / CO_EINVAL (parts over their caps). */
-int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
-               char *out, size_t outlen)
-{
-    size_t o = 0;
-
-    if (qlen > CO_QUOTA_NAME_MAX || klen > CO_KEY_MAX)
-        return CO_EINVAL;
-    if (outlen < 3 + 3 * qlen + 3 * klen + 1)
-        return CO_ETOOBIG;
-    out[o++] = '{';
-    o += tag_encode(quota, qlen, out + o);
-    out[o++] = '|';
-    o += tag_encode(key, klen, out + o);
-    out[o++] = '}';
-    out[o] = '\0';
-    return (int)o;
-}
-
 /* ------------------------------------------------------------ challenges
- * Plain commands for the challenge verify endpoint (verify.c): the same
- * per-thread connection and backoff as sync, one --redis-timeout-ms
+ * Plain commands for the challenge verify endpoint (challenge_verify.c):
+ * the same per-thread connection and backoff as sync, one --redis-timeout-ms
  * deadline per call (connect included), and the same rule that a
  * connection in reconnect backoff fails at once. */
 
@@ -806,17 +748,24 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
     const char *argv[] = {"SET", key, val, "PX", ttl, "NX"};
     size_t lens[] = {3, klen, vlen, 2, 0, 2};
     uint64_t deadline = deadline_from_now();
-    redisContext *c = thread_conn_by(deadline, err, errlen);
+    int mode = cluster_mode(deadline, err, errlen);
+    redisContext *c = NULL;
     redisReply *r;
     int rc;
 
-    if (c == NULL)
+    if (mode < 0)
+        return CO_EREDIS;
+    if (mode == 0 && (c = thread_conn_by(deadline, err, errlen)) == NULL)
         return CO_EREDIS;
     lens[4] = (size_t)snprintf(ttl, sizeof ttl, "%llu",
                                (unsigned long long)(ttl_ms ? ttl_ms : 1));
-    r = command_by(c, deadline, only_new ? 6 : 5, argv, lens, err, errlen);
+    r = mode > 0 ? cluster_call(NULL, only_new ? 6 : 5, argv, lens,
+                                deadline, err, errlen)
+                 : command_by(c, deadline, only_new ? 6 : 5, argv, lens,
+                              err, errlen);
     if (r == NULL) {
-        thread_drop(err);
+        if (mode == 0)
+            thread_drop(err);
         return CO_EREDIS;
     }
     if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0) {
@@ -839,26 +788,6 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
  * --redis-timeout-ms): an admin write may move a whole policy document,
  * which a sync's few-millisecond budget was not sized for. */
 
-/* The public face of percent_decode() (contract there): the router
- * decodes path parameters with it. */
-int co_percent_decode(const char *s, size_t len, char *out, size_t outlen)
-{
-    return percent_decode(s, len, out, outlen);
-}
-
-/* The public face of tag_encode() (contract in tollgated.h): stats.c
- * names Redis keys after quotas with it. */
-int co_percent_encode(const char *s, size_t len, char *out, size_t outlen)
-{
-    size_t n;
-
-    if (outlen < 3 * len + 1)
-        return CO_ETOOBIG;
-    n = tag_encode(s, len, out);
-    out[n] = '\0';
-    return (int)n;
-}
-
 static uint64_t deadline_in(unsigned timeout_ms)
 {
     return co_mono_ms() + (timeout_ms ? timeout_ms : target.timeout_ms);
@@ -871,9 +800,15 @@ redisReply *co_redis_command(unsigned timeout_ms, int argc, const char **argv,
                              const size_t *lens, char *err, size_t errlen)
 {
     uint64_t deadline = deadline_in(timeout_ms);
-    redisContext *c = thread_conn_by(deadline, err, errlen);
+    int mode = cluster_mode(deadline, err, errlen);
+    redisContext *c;
     redisReply *r;
 
+    if (mode != 0)
+        return mode > 0 ? cluster_call(NULL, argc, argv, lens, deadline, err,
+                                       errlen)
+                        : NULL;
+    c = thread_conn_by(deadline, err, errlen);
     if (c == NULL)
         return NULL;
     r = command_by(c, deadline, argc, argv, lens, err, errlen);
@@ -882,35 +817,42 @@ redisReply *co_redis_command(unsigned timeout_ms, int argc, const char **argv,
     return r;
 }
 
-/* EVALSHA script (nkeys keys then nargs args in argv/lens); when Redis
- * answers NOSCRIPT (restart, flush, failover) the script did not run, so
- * it is sent once more as EVAL, which also caches it. Returns the reply
- * (freeReplyObject) or NULL with err, as co_redis_command(). */
-redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
-                          size_t nkeys, size_t nargs, const char **argv,
-                          const size_t *lens, char *err, size_t errlen)
+/* EVALSHA call (sealed, co_call_seal); when Redis answers NOSCRIPT
+ * (restart, flush, failover) the script did not run, so it is sent once
+ * more as EVAL, which also caches it. Returns the reply (freeReplyObject)
+ * or NULL with err, as co_redis_command(). */
+redisReply *co_redis_eval(unsigned timeout_ms,
+                          const struct co_script_call *call, char *err,
+                          size_t errlen)
 {
     uint64_t deadline = deadline_in(timeout_ms);
-    size_t argc = 3 + nkeys + nargs;
+    size_t argc = 3 + call->nkeys + call->nargs;
     const char **av = malloc(argc * sizeof *av);
     size_t *al = malloc(argc * sizeof *al);
-    char sha[41], nk[24];
+    char nk[24];
     redisContext *c;
     redisReply *r = NULL;
+    int mode = cluster_mode(deadline, err, errlen);
 
+    if (mode != 0) {
+        free(al);
+        free(av);
+        return mode > 0 ? cluster_call(call, 0, NULL, NULL, deadline, err,
+                                       errlen)
+                        : NULL;
+    }
     if (av == NULL || al == NULL) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    sha1_hex(script, strlen(script), sha);
     av[0] = "EVALSHA";
     al[0] = 7;
-    av[1] = sha;
+    av[1] = call->script->sha;
     al[1] = 40;
     av[2] = nk;
-    al[2] = (size_t)snprintf(nk, sizeof nk, "%zu", nkeys);
-    memcpy(av + 3, argv, (nkeys + nargs) * sizeof *av);
-    memcpy(al + 3, lens, (nkeys + nargs) * sizeof *al);
+    al[2] = (size_t)snprintf(nk, sizeof nk, "%zu", call->nkeys);
+    memcpy(av + 3, call->argv, (argc - 3) * sizeof *av);
+    memcpy(al + 3, call->argvlen, (argc - 3) * sizeof *al);
     c = thread_conn_by(deadline, err, errlen);
     if (c == NULL)
         goto done;
@@ -919,8 +861,8 @@ redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
         freeReplyObject(r);
         av[0] = "EVAL";
         al[0] = 4;
-        av[1] = script;
-        al[1] = strlen(script);
+        av[1] = call->script->src;
+        al[1] = call->script->len;
         r = command_by(c, deadline, (int)argc, av, al, err, errlen);
     }
     if (r == NULL)
@@ -929,4 +871,300 @@ done:
     free(al);
     free(av);
     return r;
+}
+
+/* ------------------------------------------------------------ cluster
+ * Redis Cluster mode: --redis names one or more seeds; CLUSTER SLOTS on
+ * them decides (cluster.c, co_cluster_detect). In cluster mode every call
+ * above goes through this thread's router (struct conn's cc) instead of
+ * its single connection, with the same deadline: script calls grouped per
+ * master and pipelined, redirections followed, NOSCRIPT reloaded per node.
+ * When no seed answers at start the mode stays undecided and the first
+ * call that finds a seed answering decides it (at most one try a second,
+ * within that call's deadline): a cluster (or a Redis) down at start is
+ * picked up when it comes back, without a restart. */
+
+#define MODE_UNDECIDED (-1)
+#define DETECT_EVERY_MS 1000u
+
+static atomic_int redis_mode = CO_CLUSTER_MODE_SINGLE;
+static pthread_mutex_t mode_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t mode_next_try_ms;          /* under mode_mu */
+static char seed_buf[CO_REDIS_SEEDS_MAX][300];
+static const char *seed_ptr[CO_REDIS_SEEDS_MAX];
+static struct co_cluster_config cluster_cfg;
+
+/* Log and publish a decided mode. */
+static void mode_set(int mode)
+{
+    atomic_store(&redis_mode, mode);
+    CO_INFO("msg=redis_mode mode=%s seeds=%zu",
+            mode == CO_CLUSTER_MODE_CLUSTER ? "cluster" : "single",
+            cluster_cfg.nseeds);
+}
+
+static int cluster_mode(uint64_t deadline, char *err, size_t errlen)
+{
+    int mode = atomic_load(&redis_mode);
+    uint64_t now;
+
+    if (mode != MODE_UNDECIDED)
+        return mode == CO_CLUSTER_MODE_CLUSTER;
+    pthread_mutex_lock(&mode_mu);
+    mode = atomic_load(&redis_mode);
+    now = co_mono_ms();
+    if (mode == MODE_UNDECIDED && now >= mode_next_try_ms &&
+        now < deadline) {
+        struct co_cluster_config c = cluster_cfg;
+
+        c.connect_timeout_ms = (unsigned)(deadline - now);
+        mode = co_cluster_detect(&c, err, errlen);
+        if (mode >= 0)
+            mode_set(mode);
+        else
+            mode_next_try_ms = co_mono_ms() + DETECT_EVERY_MS;
+    } else if (mode == MODE_UNDECIDED) {
+        snprintf(err, errlen, "no seed answered yet, next try in %llu ms",
+                 (unsigned long long)(mode_next_try_ms > now
+                                      ? mode_next_try_ms - now : 0));
+    }
+    pthread_mutex_unlock(&mode_mu);
+    if (mode < 0) {
+        atomic_store_explicit(&co_metrics.redis_up, false,
+                              memory_order_relaxed);
+        return CO_EREDIS;
+    }
+    return mode == CO_CLUSTER_MODE_CLUSTER;
+}
+
+bool co_redis_is_cluster(void)
+{
+    return atomic_load(&redis_mode) == CO_CLUSTER_MODE_CLUSTER;
+}
+
+/* This thread's router, created on first use (freed with its conn). */
+static struct co_cluster *thread_cluster(char *err, size_t errlen)
+{
+    struct conn *s = thread_slot();
+
+    if (s != NULL && s->cc == NULL)
+        s->cc = co_cluster_new(&cluster_cfg);
+    if (s == NULL || s->cc == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    return s->cc;
+}
+
+/* Count a cluster exchange in /metrics as the single-node path does. */
+static void cluster_outcome(int rc, const char *err)
+{
+    if (rc == CO_EINVAL)   /* a call spanning slots: our bug */
+        CO_ERROR("msg=redis_cluster_refused detail=\"%s\"", err);
+    if (rc == CO_EREDIS)
+        atomic_fetch_add_explicit(&co_metrics.redis_errors, 1,
+                                  memory_order_relaxed);
+    atomic_store_explicit(&co_metrics.redis_up, rc != CO_EREDIS,
+                          memory_order_relaxed);
+}
+
+static int cluster_check(uint64_t deadline, char *err, size_t errlen)
+{
+    struct co_cluster *cc = thread_cluster(err, errlen);
+    int rc;
+
+    if (cc == NULL)
+        return CO_EREDIS;
+    rc = co_cluster_check(cc, deadline, err, errlen);
+    cluster_outcome(rc, err);
+    return rc == CO_OK ? CO_OK : CO_EREDIS;
+}
+
+/* A script call as the router takes it. */
+static void cluster_map(const struct co_script_call *s,
+                        struct co_cluster_call *c)
+{
+    memset(c, 0, sizeof *c);
+    c->sha = s->script->sha;
+    c->script = s->script->src;
+    c->script_len = s->script->len;
+    c->nkeys = s->nkeys;
+    c->nargs = s->nargs;
+    c->argv = s->argv;
+    c->argvlen = s->argvlen;
+}
+
+/* co_redis_eval_ints() in cluster mode: same contract. */
+static int cluster_eval_ints(struct co_script_call *calls, size_t ncalls,
+                             uint64_t deadline, char *err, size_t errlen)
+{
+    struct co_cluster *cc = thread_cluster(err, errlen);
+    struct co_cluster_call *cl = calloc(ncalls ? ncalls : 1, sizeof *cl);
+    int rc = CO_ENOMEM, taken = CO_OK;
+
+    if (cc == NULL || cl == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ncalls; i++)
+        cluster_map(&calls[i], &cl[i]);
+    rc = co_cluster_run(cc, cl, ncalls, deadline, err, errlen);
+    cluster_outcome(rc, err);
+    for (size_t i = 0; i < ncalls; i++) {
+        if (cl[i].reply == NULL)
+            continue;
+        if (rc == CO_OK && taken == CO_OK)
+            taken = take_reply(cl[i].reply, &calls[i], err, errlen);
+        freeReplyObject(cl[i].reply);
+    }
+    if (rc == CO_OK)
+        rc = taken;
+done:
+    free(cl);
+    return rc;
+}
+
+/* One call in cluster mode: the script call `script`, or (script NULL)
+ * the plain command argv, routed by its key argv[1] (lens NULL: C
+ * strings). Returns the reply (freeReplyObject) or NULL with err. */
+static redisReply *cluster_call(const struct co_script_call *script,
+                                int argc, const char **argv,
+                                const size_t *lens, uint64_t deadline,
+                                char *err, size_t errlen)
+{
+    struct co_cluster *cc = thread_cluster(err, errlen);
+    struct co_cluster_call c = {.nkeys = 1, .nargs = (size_t)argc,
+                                .argv = argv, .argvlen = lens};
+    size_t *own = NULL;
+    int rc;
+
+    if (cc == NULL)
+        return NULL;
+    if (script != NULL) {
+        cluster_map(script, &c);
+    } else if (argc < 2) {
+        snprintf(err, errlen, "%s: no key to route by in cluster mode",
+                 argc > 0 ? argv[0] : "(empty)");
+        return NULL;
+    } else if (lens == NULL) {
+        own = malloc((size_t)argc * sizeof *own);
+        if (own == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        for (int i = 0; i < argc; i++)
+            own[i] = strlen(argv[i]);
+        c.argvlen = own;
+    }
+    rc = co_cluster_run(cc, &c, 1, deadline, err, errlen);
+    cluster_outcome(rc, err);
+    free(own);
+    return rc == CO_OK ? c.reply : NULL;
+}
+
+/* Split "URL[,URL...]" and parse each with co_redis_parse_url(). */
+int co_redis_parse_seeds(const char *list, unsigned timeout_ms,
+                         struct co_redis_target *out, size_t max, size_t *n,
+                         char *err, size_t errlen)
+{
+    const char *p = list;
+
+    *n = 0;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char one[sizeof seed_buf[0] + 64];
+
+        if (*n == max) {
+            snprintf(err, errlen, "at most %zu seeds", max);
+            return CO_EINVAL;
+        }
+        if (len == 0 || len >= sizeof one) {
+            snprintf(err, errlen, "seed %zu: empty or too long", *n + 1);
+            return CO_EINVAL;
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (co_redis_parse_url(one, timeout_ms, &out[*n], err, errlen) !=
+            CO_OK)
+            return CO_EINVAL;
+        (*n)++;
+        if (p[len] == '\0')
+            return CO_OK;
+        p += len + 1;
+    }
+}
+
+/* Contract in tollgated.h. */
+int co_redis_init_seeds(const struct co_redis_target *seeds, size_t n,
+                        char *err, size_t errlen)
+{
+    struct co_cluster *cc;
+    int mode;
+
+    if (n == 0 || n > CO_REDIS_SEEDS_MAX) {
+        snprintf(err, errlen, "1 to %d seeds", CO_REDIS_SEEDS_MAX);
+        return CO_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(seed_buf[i], sizeof seed_buf[i],
+                 strchr(seeds[i].host, ':') ? "[%s]:%d" : "%s:%d",
+                 seeds[i].host, seeds[i].port);
+        seed_ptr[i] = seed_buf[i];
+    }
+    cluster_cfg = (struct co_cluster_config){
+        .seeds = seed_ptr, .nseeds = n, .user = seeds[0].user,
+        .password = seeds[0].password,
+        .connect_timeout_ms = seeds[0].timeout_ms > 1000
+                              ? seeds[0].timeout_ms : 1000};
+    target = seeds[0];
+    pthread_once(&conn_key_once, conn_key_create);
+    if (conn_key_rc != 0) {
+        snprintf(err, errlen, "pthread_key_create: %s", strerror(conn_key_rc));
+        return CO_ENOMEM;
+    }
+    if (n == 1) {
+        mode = co_cluster_detect(&cluster_cfg, err, errlen);
+        if (mode == CO_CLUSTER_MODE_SINGLE) {
+            mode_set(mode);
+            return co_redis_init(&seeds[0], err, errlen);
+        }
+    } else {
+        /* Several seeds mean a cluster; a seed outside it is named (the
+         * router refreshes from the others, /readyz fails only if none
+         * is a member). */
+        mode = CO_CLUSTER_MODE_CLUSTER;
+        for (size_t i = 0; i < n; i++) {
+            struct co_cluster_config one = cluster_cfg;
+            char why[300];
+
+            one.seeds = &seed_ptr[i];
+            one.nseeds = 1;
+            if (co_cluster_detect(&one, why, sizeof why) ==
+                CO_CLUSTER_MODE_SINGLE)
+                CO_WARN("msg=redis_seed_not_in_cluster seed=%s "
+                        "detail=\"cluster support disabled\"", seed_ptr[i]);
+        }
+    }
+    for (size_t i = 0; i < n && (n > 1 || mode >= 0); i++)
+        if (seeds[i].db != 0) {
+            snprintf(err, errlen, "a Redis Cluster has no databases: drop "
+                     "/%d from the URL", seeds[i].db);
+            return CO_EINVAL;
+        }
+    if (mode < 0) {
+        /* nobody answered: decided by the first call that finds one */
+        atomic_store(&redis_mode, MODE_UNDECIDED);
+        mode_next_try_ms = co_mono_ms() + DETECT_EVERY_MS;
+        return CO_EREDIS;
+    }
+    mode_set(mode);
+    cc = co_cluster_new(&cluster_cfg);
+    if (cc == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return CO_ENOMEM;
+    }
+    mode = co_cluster_check(cc, co_mono_ms() + cluster_cfg.connect_timeout_ms,
+                            err, errlen);
+    co_cluster_free(cc);
+    return mode == CO_OK ? CO_OK : CO_EREDIS;
 }

@@ -2,33 +2,14 @@
 -- shares (coordinator/stats.c). Embedded in tollgated, called with EVALSHA
 -- (EVAL on NOSCRIPT) through co_redis_eval().
 --
--- Keys, all under the hash tag {stats} (one slot: one call may touch them
--- all, and a Redis Cluster keeps them together). The four fixed ones come
--- in KEYS; minute and top keys are computed here from the same tag, like
--- the policy store's version keys (store.c).
---   tg:{stats}:d:<minute>   HASH  "<unix s>:<a|d|c|s>" -> decisions of that
---                                 second (allowed, denied, challenged,
---                                 shadow); minute = floor(s / 60); expires
---                                 17 min after its last write
---   tg:{stats}:edges        HASH  edge_id -> "last_ms lag_ms policy_version
---                                 degraded module_version", the edge's last
---                                 sync at any coordinator (the newest wins)
---   tg:{stats}:edgez        ZSET  edge_id -> last_ms; edges silent for 10
---                                 min are removed, at most 4096 are kept
---   tg:{stats}:top:<quota>:<window_ms>:<window idx>
---                           ZSET  key -> the largest sliding-window estimate
---                                 a sync answered in that window; the top K
---                                 kept; expires a window after its own
---                                 window ends. <quota> is percent-encoded
---                                 (co_percent_encode)
---   tg:{stats}:ch           HASH  "<key hash hex>:<quota>" -> "first_ms
---                                 last_ms issued solved last_edge key"
---                                 (key: the rest of the value, any bytes;
---                                 "" until an issuing coordinator names it)
---   tg:{stats}:chz          ZSET  the same ids -> last_ms; the newest 100
---                                 kept
+-- Keys: all under the hash tag {stats} (one slot: one call may touch them
+-- all, and a Redis Cluster keeps them together), described with the rest
+-- of the data model in sync.lua's header ("stats") and named by
+-- coordinator/redis_keys.c. The minute and top keys are built here from
+-- the prefix KEYS[5], so every name still comes from the coordinator.
 --
--- KEYS: edges, edgez, ch, chz. ARGV[1] is the operation:
+-- KEYS: edges, edgez, ch, chz, prefix ('tg:{stats}:'). ARGV[1] is the
+-- operation:
 --
 -- 'flush': add one coordinator's deltas. ARGV: [2] now_ms, [3] K,
 --   [4] seconds n_s, [5] edges n_e, [6] top entries n_t, [7] challenges
@@ -42,9 +23,10 @@
 --   window_ms, window idx). Returns {decisions: 4 x points integers,
 --   oldest second first, allowed/denied/challenged/shadow per second;
 --   edges: id, row, ... newest first; challenges: id, row, ... newest
---   first; tops: per quota {key, estimate, ...} highest first}.
+--   first; tops: per quota two lists {key, estimate, ...} highest first,
+--   the window idx's then the window idx - 1's (none when idx is 0)}.
 
-local P = 'tg:{stats}:'
+local P = KEYS[5]
 local EDGE_FORGET_MS, EDGES_KEPT, CH_KEPT = 600000, 4096, 100
 local MINUTE_TTL_MS = 17 * 60000
 local OUT = {'a', 'd', 'c', 's'}
@@ -179,8 +161,12 @@ local function read()
   local tops = {}
   for i = 0, nq - 1 do
     local b = 9 + 3 * i
+    local idx = tonumber(ARGV[b + 2])
     tops[#tops + 1] = redis.call('ZREVRANGE',
       top_key(ARGV[b], ARGV[b + 1], ARGV[b + 2]), 0, k - 1, 'WITHSCORES')
+    tops[#tops + 1] = idx > 0 and redis.call('ZREVRANGE',
+      top_key(ARGV[b], ARGV[b + 1], string.format('%d', idx - 1)), 0, k - 1,
+      'WITHSCORES') or {}
   end
   return {dec,
     rows(KEYS[2], KEYS[1], string.format('(%d', now - EDGE_FORGET_MS),

@@ -2,26 +2,12 @@
  * audit log in Redis, and the thread that keeps this coordinator on the
  * current version.
  *
- * Keys (one hash tag, {policy}, so one slot: a single script may touch
- * them all, and on a Redis Cluster they live together):
- *   tg:{policy}:v:<n>      STRING  canonical JSON of version n, immutable,
- *                                  starting {"version":<n>,...
- *   tg:{policy}:current    STRING  n, the version coordinators enforce
- *   tg:{policy}:seq        counter of versions
- *   tg:{policy}:meta       HASH    n -> {"version","created_at" (unix ms),
- *                                  "by","action","from"}; "from" is the
- *                                  version copied by a rollback, else the
- *                                  version the write replaced (0: none)
- *   tg:{policy}:audit      LIST    {"id","at","who","action",
- *                                  "from_version","to_version","detail"},
- *                                  newest first, the newest AUDIT_MAX kept
- *   tg:{policy}:audit_seq  counter of audit ids (consecutive, so an id's
- *                                  place in the list is computable)
- * Every write is ONE script call (WRITE_LUA): it checks the version the
+ * The keys (one hash tag, {policy}, so one slot) are described with the
+ * rest of the data model in sync.lua's header and named by redis_keys.c.
+ * Every write is ONE call of policy_write.lua: it checks the version the
  * writer based its change on (If-Match), then writes version n+1, moves
  * current, adds meta and one audit entry; a stale expectation changes
- * nothing. Version keys are computed inside the script from the same hash
- * tag, so they hash to the slot of the declared keys.
+ * nothing. policy_audit.lua pages the audit log.
  *
  * Every coordinator polls current every STORE_POLL_MS and installs a new
  * version; a write through this coordinator installs at once. The policy
@@ -40,68 +26,6 @@
 
 #define STORE_POLL_MS 250u
 #define AUDIT_MAX     100000
-
-#define K_CURRENT   "tg:{policy}:current"
-#define K_SEQ       "tg:{policy}:seq"
-#define K_META      "tg:{policy}:meta"
-#define K_AUDIT     "tg:{policy}:audit"
-#define K_AUDIT_SEQ "tg:{policy}:audit_seq"
-#define K_VERSION   "tg:{policy}:v:"
-
-/* KEYS: current, seq, meta, audit, audit_seq. ARGV: op (seed | put |
- * rollback | audit), expected current version (-1: any), now_ms, who,
- * action, body (a canonical document without "version"; for rollback the
- * version to copy), detail (JSON text). Returns {status, version, doc}:
- * 0 written (version and document of the new version; audit: current, ""),
- * 1 stale (the current version), 2 rollback source missing, 3 seed found a
- * current version (that version). */
-static const char WRITE_LUA[] =
-    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-    "local op, expect, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]\n"
-    "local who, action, detail = cjson.encode(ARGV[4]), "
-    "cjson.encode(ARGV[5]), ARGV[7]\n"
-    "if op == 'seed' then\n"
-    "  if cur > 0 then return {3, cur, ''} end\n"
-    "elseif expect >= 0 and expect ~= cur then\n"
-    "  return {1, cur, ''}\n"
-    "end\n"
-    "local function audit(from, to)\n"
-    "  local id = redis.call('INCR', KEYS[5])\n"
-    "  redis.call('LPUSH', KEYS[4], '{\"id\":' .. id .. ',\"at\":' .. now ..\n"
-    "    ',\"who\":' .. who .. ',\"action\":' .. action ..\n"
-    "    ',\"from_version\":' .. from .. ',\"to_version\":' .. to ..\n"
-    "    ',\"detail\":' .. detail .. '}')\n"
-    "  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[8]) - 1)\n"
-    "end\n"
-    "if op == 'audit' then audit(cur, cur) return {0, cur, ''} end\n"
-    "local body, from = ARGV[6], cur\n"
-    "if op == 'rollback' then\n"
-    "  from = tonumber(body)\n"
-    "  local old = redis.call('GET', '" K_VERSION "' .. from)\n"
-    "  if not old then return {2, cur, ''} end\n"
-    "  body = '{' .. string.sub(old, string.find(old, ',', 1, true) + 1)\n"
-    "end\n"
-    "local n = redis.call('INCR', KEYS[2])\n"
-    "if n <= cur then n = cur + 1 redis.call('SET', KEYS[2], n) end\n"
-    "local doc = '{\"version\":' .. n .. ',' .. string.sub(body, 2)\n"
-    "redis.call('SET', '" K_VERSION "' .. n, doc)\n"
-    "redis.call('SET', KEYS[1], n)\n"
-    "redis.call('HSET', KEYS[3], n, '{\"version\":' .. n ..\n"
-    "  ',\"created_at\":' .. now .. ',\"by\":' .. who .. ',\"action\":' ..\n"
-    "  action .. ',\"from\":' .. from .. '}')\n"
-    "audit(cur, n)\n"
-    "return {0, n, doc}\n";
-
-/* KEYS: audit. ARGV: before (0: from the newest), limit. Ids are
- * consecutive and newest first, so id X sits at index top - X. */
-static const char AUDIT_PAGE_LUA[] =
-    "local top = redis.call('LINDEX', KEYS[1], 0)\n"
-    "if not top then return {} end\n"
-    "local before, limit = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "local start = 0\n"
-    "if before > 0 then start = cjson.decode(top).id - before + 1 end\n"
-    "if start < 0 then start = 0 end\n"
-    "return redis.call('LRANGE', KEYS[1], start, start + limit - 1)\n";
 
 static struct {
     pthread_mutex_t lock;        /* installs, and the fields below */
@@ -154,39 +78,47 @@ static int reply_error(redisReply *r, const char *what, char *err,
     return CO_EREPLY;
 }
 
-/* One run of WRITE_LUA. Returns 0 (written, or for seed: found), or
- * CO_ECONFLICT (stale; *version = current), CO_ENOTFOUND (rollback source),
- * CO_EREDIS / CO_EREPLY with err. A written version is installed here. */
+/* One call of policy_write.lua. Returns 0 (written, or for seed: found),
+ * or CO_ECONFLICT (stale; *version = current), CO_ENOTFOUND (rollback
+ * source), CO_EREDIS / CO_EREPLY / CO_ENOMEM with err. A written version
+ * is installed here. */
 static int store_write(const char *op, int64_t expect, const char *who,
                        const char *action, const char *body,
                        const char *detail, uint64_t *version, bool *seeded,
                        char *err, size_t errlen)
 {
-    const char *keys[] = {K_CURRENT, K_SEQ, K_META, K_AUDIT, K_AUDIT_SEQ};
-    char exp[24], now[24], amax[24];
-    const char *argv[13];
-    size_t lens[13];
-    redisReply *r;
+    const char *keys[] = {
+        co_rkeys.policy_current, co_rkeys.policy_seq, co_rkeys.policy_meta,
+        co_rkeys.policy_audit, co_rkeys.policy_audit_seq,
+        co_rkeys.policy_version_prefix,
+    };
+    struct co_script_call c;
+    char exp[24];
+    redisReply *r = NULL;
     int rc;
 
+    co_call_init(&c, co_script(CO_SCRIPT_POLICY_WRITE), 6 + 8);
+    for (size_t i = 0; i < 6; i++)
+        co_call_key(&c, keys[i], strlen(keys[i]));
     snprintf(exp, sizeof exp, "%lld", (long long)expect);
-    snprintf(now, sizeof now, "%llu", (unsigned long long)co_wall_ms());
-    snprintf(amax, sizeof amax, "%d", AUDIT_MAX);
-    memcpy(argv, keys, sizeof keys);
-    argv[5] = op;
-    argv[6] = exp;
-    argv[7] = now;
-    argv[8] = who;
-    argv[9] = action;
-    argv[10] = body;
-    argv[11] = detail;
-    argv[12] = amax;
-    for (size_t i = 0; i < 13; i++)
-        lens[i] = strlen(argv[i]);
-    r = co_redis_eval(st.timeout_ms, WRITE_LUA, 5, 8, argv, lens, err,
-                      errlen);
-    if (r == NULL)
-        return CO_EREDIS;
+    co_call_arg_str(&c, op);
+    co_call_arg_str(&c, exp);
+    co_call_arg_u64(&c, co_wall_ms());
+    co_call_arg_str(&c, who);
+    co_call_arg_str(&c, action);
+    co_call_arg_str(&c, body);
+    co_call_arg_str(&c, detail);
+    co_call_arg_u64(&c, AUDIT_MAX);
+    rc = co_call_seal(&c);
+    if (rc != CO_OK) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    r = co_redis_eval(st.timeout_ms, &c, err, errlen);
+    if (r == NULL) {
+        rc = CO_EREDIS;
+        goto done;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[1]->type != REDIS_REPLY_INTEGER ||
@@ -219,7 +151,9 @@ static int store_write(const char *op, int64_t expect, const char *who,
         break;
     }
 done:
-    freeReplyObject(r);
+    if (r != NULL)
+        freeReplyObject(r);
+    co_call_free(&c);
     return rc;
 }
 
@@ -263,7 +197,7 @@ int co_store_audit_add(const char *who, const char *action,
 /* The version current names, or 0 when none. */
 static int current_version(uint64_t *v, char *err, size_t errlen)
 {
-    const char *argv[2] = {"GET", K_CURRENT};
+    const char *argv[2] = {"GET", co_rkeys.policy_current};
     redisReply *r = co_redis_command(st.timeout_ms, 2, argv, NULL, err,
                                      errlen);
     int rc = CO_OK;
@@ -302,7 +236,7 @@ int co_store_get(uint64_t version, char **doc, size_t *len,
         }
     }
     /* Versions are immutable: current may move on meanwhile, v:<n> stays. */
-    snprintf(key, sizeof key, K_VERSION "%llu", (unsigned long long)version);
+    co_rkey_policy_version(version, key, sizeof key);
     r = co_redis_command(st.timeout_ms, 2, argv, NULL, err, errlen);
     if (r == NULL)
         return CO_EREDIS;
@@ -350,7 +284,8 @@ static int cmp_version_desc(const void *a, const void *b)
  * (*out, json_decref). Returns 0 or CO_EREDIS / CO_EREPLY / CO_ENOMEM. */
 int co_store_versions(struct json_t **out, char *err, size_t errlen)
 {
-    const char *cur[2] = {"GET", K_CURRENT}, *all[2] = {"HGETALL", K_META};
+    const char *cur[2] = {"GET", co_rkeys.policy_current};
+    const char *all[2] = {"HGETALL", co_rkeys.policy_meta};
     redisReply *rc_ = NULL, *rm = NULL;
     json_t **items = NULL, *arr = NULL;
     size_t n = 0;
@@ -412,9 +347,7 @@ done:
 int co_store_audit(unsigned limit, uint64_t before, struct json_t **out,
                    char *err, size_t errlen)
 {
-    char b[24], l[24];
-    const char *argv[3] = {K_AUDIT, b, l};
-    size_t lens[3];
+    struct co_script_call c;
     redisReply *r;
     json_t *entries = json_array();
     json_int_t last = 0;
@@ -423,11 +356,18 @@ int co_store_audit(unsigned limit, uint64_t before, struct json_t **out,
     *out = NULL;
     if (entries == NULL)
         return CO_ENOMEM;
-    lens[0] = strlen(K_AUDIT);
-    lens[1] = (size_t)snprintf(b, sizeof b, "%llu", (unsigned long long)before);
-    lens[2] = (size_t)snprintf(l, sizeof l, "%u", limit);
-    r = co_redis_eval(st.timeout_ms, AUDIT_PAGE_LUA, 1, 2, argv, lens, err,
-                      errlen);
+    co_call_init(&c, co_script(CO_SCRIPT_POLICY_AUDIT), 3);
+    co_call_key(&c, co_rkeys.policy_audit, strlen(co_rkeys.policy_audit));
+    co_call_arg_u64(&c, before);
+    co_call_arg_u64(&c, limit);
+    if (co_call_seal(&c) != CO_OK) {
+        co_call_free(&c);
+        json_decref(entries);
+        snprintf(err, errlen, "out of memory");
+        return CO_ENOMEM;
+    }
+    r = co_redis_eval(st.timeout_ms, &c, err, errlen);
+    co_call_free(&c);
     if (r == NULL) {
         json_decref(entries);
         return CO_EREDIS;

@@ -63,6 +63,8 @@ struct sync_item {
     struct sync_item *same;         /* the item that carries this key's
                                      * counts to Redis (itself, mostly) */
     size_t slot;                    /* its index among the script's items */
+    unsigned hslot;                 /* its Redis Cluster hash slot */
+    long long *rh, *ri;             /* its call's reply head, its reply */
 };
 
 /* What every script call of one request shares (ARGV 1..6 and KEYS[1]). */
@@ -74,138 +76,54 @@ struct call_head {
     char nonce[33];
 };
 
-/* A co_script_call and the memory behind it. */
-struct script_args {
-    struct co_script_call call;
-    const char **argv;
-    size_t *lens;
-    size_t *offs;
-    char *arena;
-    size_t arena_len;
-    size_t arena_cap;
-};
-
-static void script_args_free(struct script_args *a)
-{
-    free(a->argv);
-    free(a->lens);
-    free(a->offs);
-    free(a->arena);
-    memset(a, 0, sizeof *a);
-}
-
-/* Append one argument to the arena, remembering its offset: pointers are
- * only fixed once the arena stops moving. */
-static int arena_push(struct script_args *a, size_t idx, const char *s,
-                      size_t n)
-{
-    if (a->arena == NULL || a->arena_len + n > a->arena_cap) {
-        size_t cap = a->arena_cap ? a->arena_cap : 4096;
-        char *p;
-
-        while (cap < a->arena_len + n)
-            cap *= 2;
-        p = realloc(a->arena, cap);
-        if (p == NULL)
-            return CO_ENOMEM;
-        a->arena = p;
-        a->arena_cap = cap;
-    }
-    memcpy(a->arena + a->arena_len, s, n);
-    a->offs[idx] = a->arena_len;
-    a->lens[idx] = n;
-    a->arena_len += n;
-    return CO_OK;
-}
-
-static int arena_push_u64(struct script_args *a, size_t idx, uint64_t v)
-{
-    char num[24];
-    int n = snprintf(num, sizeof num, "%llu", (unsigned long long)v);
-
-    return arena_push(a, idx, num, (size_t)n);
-}
-
-static int arena_push_str(struct script_args *a, size_t idx, const char *s)
-{
-    return arena_push(a, idx, s, strlen(s));
-}
-
-/* Build KEYS and ARGV of one sync.lua call (layout in sync.lua and
- * tollgated.h) for items[0..n), now_ms being the coordinator's clock. The
- * reply will go to out (SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n integers).
- * On success a->call is ready for co_redis_eval_sync() and stays valid
- * until script_args_free(a). Returns 0 or CO_ENOMEM / CO_EINVAL. */
+/* Build KEYS and ARGV of one sync.lua call (layout in sync.lua's header)
+ * for items[0..n), now_ms being the coordinator's clock, into c. The reply
+ * will go to out (SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n integers). On
+ * success c is ready for co_redis_eval_ints() until co_call_free(c) (also
+ * owed on failure). Returns 0 or CO_ENOMEM / CO_EINVAL. */
 static int build_script_call(const struct call_head *h, uint64_t now_ms,
                              struct sync_item *const *items, size_t n,
-                             long long *out, struct script_args *a)
+                             long long *out, struct co_script_call *c)
 {
-    size_t nkeys = 1 + 2 * n, nargs = SYNC_HEAD_ARGS + SYNC_ITEM_ARGS * n;
-    size_t total = nkeys + nargs, k = 0;
-    char tag[CO_KEY_TAG_MAX], key[CO_KEY_TAG_MAX + 8];
-    int rc = CO_ENOMEM;
+    size_t total = 1 + 2 * n + SYNC_HEAD_ARGS + SYNC_ITEM_ARGS * n;
+    char kc[CO_RKEY_COUNTERS_MAX], ke[CO_RKEY_COUNTERS_MAX];
 
-    memset(a, 0, sizeof *a);
-    a->argv = malloc(total * sizeof *a->argv);
-    a->lens = malloc(total * sizeof *a->lens);
-    a->offs = malloc(total * sizeof *a->offs);
-    if (a->argv == NULL || a->lens == NULL || a->offs == NULL)
-        goto cleanup;
-    if (arena_push_str(a, k++, h->replay_key) != CO_OK)
-        goto cleanup;
+    co_call_init(c, co_script(CO_SCRIPT_SYNC), total);
+    co_call_key(c, h->replay_key, strlen(h->replay_key));
     for (size_t i = 0; i < n; i++) {
-        const Tollgate__V1__KeyCount *kc = items[i]->kc;
-        int tl = co_key_tag(kc->quota, strlen(kc->quota), kc->key,
-                            strlen(kc->key), tag, sizeof tag);
+        const Tollgate__V1__KeyCount *k = items[i]->kc;
+        int kl = co_rkey_counters(k->quota, strlen(k->quota), k->key,
+                                  strlen(k->key), kc, ke, sizeof kc);
 
-        if (tl < 0) {
-            rc = CO_EINVAL;   /* validated before: a bug if reached */
-            goto cleanup;
-        }
-        snprintf(key, sizeof key, "tg:%s:c", tag);
-        if (arena_push(a, k++, key, (size_t)tl + 5) != CO_OK)
-            goto cleanup;
-        key[tl + 4] = 'e';
-        if (arena_push(a, k++, key, (size_t)tl + 5) != CO_OK)
-            goto cleanup;
+        if (kl < 0)
+            return CO_EINVAL;   /* validated before: a bug if reached */
+        co_call_key(c, kc, (size_t)kl);
+        co_call_key(c, ke, (size_t)kl);
     }
-    if (arena_push_u64(a, k++, now_ms) != CO_OK ||
-        arena_push_str(a, k++, h->edge_id) != CO_OK ||
-        arena_push_u64(a, k++, h->seq) != CO_OK ||
-        arena_push_u64(a, k++, h->sync_interval_ms) != CO_OK ||
-        arena_push_str(a, k++, h->nonce) != CO_OK ||
-        arena_push_u64(a, k++, CO_AUTH_REPLAY_TTL_MS) != CO_OK ||
-        arena_push_u64(a, k++, n) != CO_OK)
-        goto cleanup;
+    co_call_arg_u64(c, now_ms);
+    co_call_arg_str(c, h->edge_id);
+    co_call_arg_u64(c, h->seq);
+    co_call_arg_u64(c, h->sync_interval_ms);
+    co_call_arg_str(c, h->nonce);
+    co_call_arg_u64(c, CO_AUTH_REPLAY_TTL_MS);
+    co_call_arg_u64(c, n);
     for (size_t i = 0; i < n; i++) {
         const struct co_quota *q = items[i]->quota;
         uint64_t over = q->action == TOLLGATE__V1__ACTION__ACTION_DENY ? 2 : 1;
 
         /* The key's own limit (its override's, else the quota's): the
          * script decides, scales deny_after and leases against it. */
-        if (arena_push_u64(a, k++, co_quota_limit(q, items[i]->kc->key)) !=
-                CO_OK ||
-            arena_push_u64(a, k++, (uint64_t)q->window_s * 1000u) != CO_OK ||
-            arena_push_u64(a, k++, over) != CO_OK ||
-            arena_push_u64(a, k++, q->deny_after_milli) != CO_OK ||
-            arena_push_u64(a, k++, items[i]->admitted) != CO_OK ||
-            arena_push_u64(a, k++, items[i]->attempts) != CO_OK ||
-            arena_push_u64(a, k++, q->burst) != CO_OK)
-            goto cleanup;
+        co_call_arg_u64(c, co_quota_limit(q, items[i]->kc->key));
+        co_call_arg_u64(c, (uint64_t)q->window_s * 1000u);
+        co_call_arg_u64(c, over);
+        co_call_arg_u64(c, q->deny_after_milli);
+        co_call_arg_u64(c, items[i]->admitted);
+        co_call_arg_u64(c, items[i]->attempts);
+        co_call_arg_u64(c, q->burst);
     }
-    for (size_t i = 0; i < total; i++)
-        a->argv[i] = a->arena + a->offs[i];
-    a->call.nkeys = nkeys;
-    a->call.nargs = nargs;
-    a->call.argv = a->argv;
-    a->call.argvlen = a->lens;
-    a->call.out = out;
-    a->call.nout = SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n;
-    rc = CO_OK;
-cleanup:
-    if (rc != CO_OK)
-        script_args_free(a);
-    return rc;
+    c->out = out;
+    c->nout = SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n;
+    return co_call_seal(c);
 }
 
 static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
@@ -375,6 +293,30 @@ static void merge_duplicates(struct sync_item *items, size_t n,
     }
 }
 
+/* Order known items by Redis Cluster hash slot, so one call per slot
+ * can take a run of them (sync_plan). */
+static int cmp_hslot(const void *x, const void *y)
+{
+    unsigned a = (*(struct sync_item *const *)x)->hslot;
+    unsigned b = (*(struct sync_item *const *)y)->hslot;
+
+    return a < b ? -1 : a > b;
+}
+
+/* How many of known[lo..n) the call starting at lo takes: at most
+ * SYNC_CALL_ITEMS, and in cluster mode only items of one hash slot (a
+ * script call's keys must share a slot there). */
+static size_t call_run(struct sync_item *const *known, size_t lo, size_t n,
+                       bool cluster)
+{
+    size_t k = lo;
+
+    while (k < n && k - lo < SYNC_CALL_ITEMS &&
+           (!cluster || known[k]->hslot == known[lo]->hslot))
+        k++;
+    return k - lo;
+}
+
 /* Sanity of the script's answer for one item: anything else is a bug in
  * sync.lua or in how we call it. */
 static bool reply_ok(const long long *r)
@@ -445,17 +387,13 @@ static int make_nonce(char out[33])
  * the script answered. */
 static void record_metrics(const struct co_policy *pol,
                            const struct sync_item *items, size_t n,
-                           const long long *reply, uint64_t now_ms,
-                           uint64_t dec[CO_STATS_OUTCOMES])
+                           uint64_t now_ms, uint64_t dec[CO_STATS_OUTCOMES])
 {
     for (size_t i = 0; i < n; i++) {
         const struct sync_item *it = &items[i];
         const struct co_quota *q = it->quota;
-        size_t k = it->same->slot, c = k / SYNC_CALL_ITEMS;
-        const long long *h = reply + SYNC_REPLY_HEAD * c +
-                             SYNC_REPLY_ITEM * c * SYNC_CALL_ITEMS;
-        const long long *r = reply + SYNC_REPLY_HEAD * (c + 1) +
-                             SYNC_REPLY_ITEM * k;
+        const long long *h = it->same->rh;
+        const long long *r = it->same->ri;
 
         if (q == NULL)
             continue;
@@ -486,8 +424,7 @@ static void record_metrics(const struct co_policy *pol,
 static void record_stats(const Tollgate__V1__SyncRequest *in,
                          const struct co_policy *pol,
                          const struct sync_item *items, size_t n,
-                         const long long *reply, uint64_t now_ms,
-                         bool degraded)
+                         uint64_t now_ms, bool degraded)
 {
     struct co_stats_sync s = {
         .edge_id = in->edge_id,
@@ -498,213 +435,311 @@ static void record_stats(const Tollgate__V1__SyncRequest *in,
     };
 
     if (!degraded)
-        record_metrics(pol, items, n, reply, now_ms, s.decisions);
+        record_metrics(pol, items, n, now_ms, s.decisions);
     co_stats_sync_seen(&s, now_ms);
 }
 
-/* The handler. Contract in the file comment; the status is 200 for every
- * well-formed, authentic request (degraded or not), 401 for a request not
- * signed by a known edge or replayed, 400 for a malformed or invalid one,
- * 409 for a seq older than one applied, 500 only when memory runs out. */
-static void sync_handle(const struct co_request *req,
-                        struct co_response *resp, uint64_t t0,
-                        bool *was_degraded)
-{
-    Tollgate__V1__SyncRequest *in = NULL;
-    Tollgate__V1__SyncResponse out = TOLLGATE__V1__SYNC_RESPONSE__INIT;
-    Tollgate__V1__KeyState *states = NULL, **state_ptrs = NULL;
-    struct co_policy *pol = NULL;
-    struct sync_item *items = NULL, **known = NULL;
-    struct script_args *args = NULL;
-    struct co_script_call *calls = NULL;
+/* One request from plan to answer: what sync_plan() decided, what
+ * sync_run() got back from Redis, what sync_answer() sends. */
+struct sync_req {
+    Tollgate__V1__SyncRequest *in;
+    struct co_policy *pol;
+    struct sync_item *items;        /* n, request order */
+    struct sync_item **known;       /* n_known: in the policy, one per key */
+    size_t n, n_known;
     struct call_head head;
-    struct co_auth auth;
-    enum co_auth_reason why;
-    long long *reply = NULL;
-    uint8_t *packed = NULL;
-    size_t n = 0, n_known = 0, n_calls = 0, wire_counts, plen;
-    const char *redis = "skipped";
-    char detail[300], err[256] = "", v1[96], v2[300];
     char replay_key[CO_REPLAY_KEY_MAX];
-    bool degraded = false, token_failed = false;
-    uint64_t now_ms, now_answer_ms;
-    int rc;
+    struct co_script_call *calls;   /* n_calls */
+    size_t n_calls;
+    long long *reply;               /* every call's: head, then its items */
+    uint64_t now_ms;                /* the clock the script ran with */
+    bool degraded;
+    const char *redis;              /* "ok", "down", "error", "skipped" */
+    char err[256];                  /* why degraded */
+};
 
-    why = co_auth_check(req, &auth);
-    if (why != CO_AUTH_OK) {
-        co_auth_reject(resp, why, auth.edge_id);
-        return;
-    }
+static void sync_req_free(struct sync_req *r)
+{
+    for (size_t c = 0; r->calls != NULL && c < r->n_calls; c++)
+        co_call_free(&r->calls[c]);
+    free(r->calls);
+    free(r->reply);
+    free(r->known);
+    free(r->items);
+    co_policy_release(r->pol);
+    if (r->in != NULL)
+        tollgate__v1__sync_request__free_unpacked(r->in, NULL);
+}
+
+static void out_of_memory(struct co_response *resp, size_t n)
+{
+    CO_ERROR("msg=sync_out_of_memory keys=%zu", n);
+    co_response_problem(resp, 500, "out of memory");
+}
+
+/* Plan: unpack and check the body (the edge's signature was checked
+ * before), look the quotas up, fold duplicate keys and build the script
+ * calls. Returns 0, or -1 with resp holding the answer (400, 401, 500,
+ * 503). */
+static int sync_plan(const struct co_request *req, const struct co_auth *auth,
+                     struct co_response *resp, struct sync_req *r)
+{
+    size_t wire_counts, n;
+    char detail[300];
+    long long *at;
+    bool cluster;
+
     if (wire_count_field(req->body, req->body_len, SYNC_COUNTS_FIELD,
                          &wire_counts) != CO_OK) {
         reject(resp, "malformed protobuf: not a SyncRequest");
-        goto cleanup;
+        return -1;
     }
     if (wire_counts > CO_SYNC_COUNTS_MAX) {
         snprintf(detail, sizeof detail, "counts: at most %d per request",
                  CO_SYNC_COUNTS_MAX);
         reject(resp, detail);
-        goto cleanup;
+        return -1;
     }
-    in = tollgate__v1__sync_request__unpack(NULL, req->body_len, req->body);
-    if (in == NULL) {
-        reject(resp, "malformed protobuf: not a SyncRequest");
-        goto cleanup;
-    }
-    if (validate_request(in, detail, sizeof detail) != CO_OK) {
+    if (co_input_protobuf(&tollgate__v1__sync_request__descriptor, req->body,
+                          req->body_len, detail, sizeof detail) != CO_OK) {
         reject(resp, detail);
-        goto cleanup;
+        return -1;
     }
-    if (strcmp(in->edge_id, auth.edge_id) != 0) {
-        co_auth_reject(resp, CO_AUTH_EDGE_MISMATCH, auth.edge_id);
-        goto cleanup;
+    r->in = tollgate__v1__sync_request__unpack(NULL, req->body_len,
+                                               req->body);
+    if (r->in == NULL) {
+        reject(resp, "malformed protobuf: not a SyncRequest");
+        return -1;
     }
-    pol = co_policy_current();
-    if (pol == NULL) {
+    if (validate_request(r->in, detail, sizeof detail) != CO_OK) {
+        reject(resp, detail);
+        return -1;
+    }
+    if (strcmp(r->in->edge_id, auth->edge_id) != 0) {
+        co_auth_reject(resp, CO_AUTH_EDGE_MISMATCH, auth->edge_id);
+        return -1;
+    }
+    r->pol = co_policy_current();
+    if (r->pol == NULL) {
         CO_ERROR("msg=sync_no_policy");
         co_response_problem(resp, 503, "no policy loaded");
-        goto cleanup;
+        return -1;
     }
 
-    n = in->n_counts;
-    items = calloc(n ? n : 1, sizeof *items);
-    known = calloc(n ? n : 1, sizeof *known);
-    states = calloc(n ? n : 1, sizeof *states);
-    state_ptrs = calloc(n ? n : 1, sizeof *state_ptrs);
-    if (items == NULL || known == NULL || states == NULL ||
-        state_ptrs == NULL)
+    n = r->n = r->in->n_counts;
+    r->items = calloc(n ? n : 1, sizeof *r->items);
+    r->known = calloc(n ? n : 1, sizeof *r->known);
+    if (r->items == NULL || r->known == NULL)
         goto oom;
     for (size_t i = 0; i < n; i++) {
-        const Tollgate__V1__KeyCount *kc = in->counts[i];
+        const Tollgate__V1__KeyCount *kc = r->in->counts[i];
 
-        items[i].kc = kc;
-        items[i].quota = co_policy_find(pol, kc->quota);
-        items[i].admitted = kc->admitted;
-        items[i].attempts = kc->admitted + kc->denied + kc->challenged;
+        r->items[i].kc = kc;
+        r->items[i].quota = co_policy_find(r->pol, kc->quota);
+        r->items[i].admitted = kc->admitted;
+        r->items[i].attempts = kc->admitted + kc->denied + kc->challenged;
     }
-    merge_duplicates(items, n, known);
+    merge_duplicates(r->items, n, r->known);
     for (size_t i = 0; i < n; i++)
-        if (items[i].quota != NULL && items[i].same == &items[i]) {
-            items[i].slot = n_known;
-            known[n_known++] = &items[i];
+        if (r->items[i].quota != NULL && r->items[i].same == &r->items[i]) {
+            r->items[i].slot = r->n_known;
+            r->known[r->n_known++] = &r->items[i];
         }
 
     /* Even a batch with nothing to count goes to Redis: the replay check
      * lives there. */
-    if (co_auth_replay_key(&auth, replay_key, sizeof replay_key) < 0 ||
-        make_nonce(head.nonce) != CO_OK) {
+    if (co_rkey_replay(auth->edge_id, auth->sig_hex, r->replay_key,
+                       sizeof r->replay_key) < 0 ||
+        make_nonce(r->head.nonce) != CO_OK) {
         CO_ERROR("msg=sync_build_failed detail=\"replay key or nonce\"");
         co_response_problem(resp, 500, "internal error");
-        goto cleanup;
+        return -1;
     }
-    head.replay_key = replay_key;
-    head.edge_id = in->edge_id;
-    head.seq = in->seq;
-    head.sync_interval_ms = pol->sync_interval_ms;
-    n_calls = n_known == 0 ? 1 : (n_known + SYNC_CALL_ITEMS - 1) /
-                                 SYNC_CALL_ITEMS;
-    args = calloc(n_calls, sizeof *args);
-    calls = calloc(n_calls, sizeof *calls);
-    reply = calloc(SYNC_REPLY_HEAD * n_calls + SYNC_REPLY_ITEM * n_known,
-                   sizeof *reply);
-    if (args == NULL || calls == NULL || reply == NULL)
-        goto oom;
-    now_ms = co_wall_ms();
-    for (size_t c = 0; c < n_calls; c++) {
-        size_t lo = c * SYNC_CALL_ITEMS;
-        size_t cnt = n_known - lo < SYNC_CALL_ITEMS ? n_known - lo
-                                                    : SYNC_CALL_ITEMS;
-        long long *o = reply + SYNC_REPLY_HEAD * c + SYNC_REPLY_ITEM * lo;
+    r->head.replay_key = r->replay_key;
+    r->head.edge_id = r->in->edge_id;
+    r->head.seq = r->in->seq;
+    r->head.sync_interval_ms = r->pol->sync_interval_ms;
+    /* In a Redis Cluster a call's keys must share a hash slot: items are
+     * grouped by slot, one call per run of a slot, each call with its own
+     * replay key in that slot (sync.lua checks KEYS[1]; a replay finds
+     * the first request's nonce in every call). */
+    cluster = co_redis_is_cluster();
+    if (cluster) {
+        for (size_t i = 0; i < r->n_known; i++) {
+            const Tollgate__V1__KeyCount *kc = r->known[i]->kc;
+            char tag[CO_KEY_TAG_MAX];
+            int tl = co_key_tag(kc->quota, strlen(kc->quota), kc->key,
+                                strlen(kc->key), tag, sizeof tag);
 
-        rc = build_script_call(&head, now_ms, known + lo, cnt, o, &args[c]);
-        if (rc == CO_EINVAL) {
+            r->known[i]->hslot = tl < 0 ? 0 : co_cluster_keyslot(
+                                                  tag, (size_t)tl);
+        }
+        qsort(r->known, r->n_known, sizeof *r->known, cmp_hslot);
+    }
+    r->n_calls = 0;
+    for (size_t lo = 0; lo < r->n_known; r->n_calls++)
+        lo += call_run(r->known, lo, r->n_known, cluster);
+    if (r->n_calls == 0)
+        r->n_calls = 1;   /* the replay check alone */
+    r->calls = calloc(r->n_calls, sizeof *r->calls);
+    r->reply = calloc(SYNC_REPLY_HEAD * r->n_calls +
+                      SYNC_REPLY_ITEM * r->n_known, sizeof *r->reply);
+    if (r->calls == NULL || r->reply == NULL)
+        goto oom;
+    r->now_ms = co_wall_ms();
+    at = r->reply;
+    for (size_t c = 0, lo = 0; c < r->n_calls; c++) {
+        size_t cnt = call_run(r->known, lo, r->n_known, cluster);
+        struct call_head head = r->head;
+        char replay_key[CO_REPLAY_AT_KEY_MAX];
+        long long *rh = at;
+        int rc = CO_OK;
+
+        at += SYNC_REPLY_HEAD;
+        for (size_t k = lo; k < lo + cnt; k++) {
+            r->known[k]->slot = k;
+            r->known[k]->rh = rh;
+            r->known[k]->ri = at;
+            at += SYNC_REPLY_ITEM;
+        }
+        if (cluster && cnt > 0) {
+            const Tollgate__V1__KeyCount *kc = r->known[lo]->kc;
+
+            rc = co_rkey_replay_at(kc->quota, kc->key, auth->edge_id,
+                                   auth->sig_hex, replay_key,
+                                   sizeof replay_key);
+            head.replay_key = replay_key;
+        }
+        if (rc >= 0)
+            rc = build_script_call(&head, r->now_ms, r->known + lo, cnt, rh,
+                                   &r->calls[c]);
+        lo += cnt;
+        if (rc == CO_EINVAL || rc == CO_ETOOBIG) {
             CO_ERROR("msg=sync_build_failed detail=\"key over its cap "
                      "after validation\"");
             co_response_problem(resp, 500, "internal error");
-            goto cleanup;
+            return -1;
         }
         if (rc != CO_OK)
             goto oom;
-        calls[c] = args[c].call;
     }
-    rc = co_redis_eval_sync(calls, n_calls, err, sizeof err);
-    if (rc == CO_ENOMEM)
-        goto oom;
-    for (size_t c = 0; c < n_calls && rc == CO_OK; c++) {
-        const long long *h = calls[c].out;
+    return 0;
+oom:
+    out_of_memory(resp, n);
+    return -1;
+}
+
+/* Run: the script calls in one pipelined round trip, and their answers
+ * checked. Redis failing or answering nonsense is no error here: r is
+ * marked degraded and the answer goes on. Returns 0, or -1 with resp
+ * holding the answer (401 replayed, 409 conflict, 500 out of memory). */
+static int sync_run(struct sync_req *r, const struct co_auth *auth,
+                    struct co_response *resp)
+{
+    char detail[300], v[96];
+    int rc = co_redis_eval_ints(r->calls, r->n_calls, r->err,
+                                sizeof r->err);
+
+    if (rc == CO_ENOMEM) {
+        out_of_memory(resp, r->n);
+        return -1;
+    }
+    for (size_t c = 0; c < r->n_calls && rc == CO_OK; c++) {
+        const long long *h = r->calls[c].out;
 
         if (h[0] == SCRIPT_REPLAYED) {
-            co_auth_reject(resp, CO_AUTH_REPLAYED, auth.edge_id);
-            goto cleanup;
+            co_auth_reject(resp, CO_AUTH_REPLAYED, auth->edge_id);
+            return -1;
         }
         if (h[0] == SCRIPT_CONFLICT) {
             CO_INFO("msg=sync_conflict edge=%s seq=%llu applied_seq=%lld",
-                    co_log_value(v1, sizeof v1, in->edge_id,
-                                 strlen(in->edge_id)),
-                    (unsigned long long)in->seq, h[1]);
+                    co_log_value(v, sizeof v, r->in->edge_id,
+                                 strlen(r->in->edge_id)),
+                    (unsigned long long)r->in->seq, h[1]);
             snprintf(detail, sizeof detail, "seq %llu is older than seq "
                      "%lld already applied for edge %s",
-                     (unsigned long long)in->seq, h[1], in->edge_id);
+                     (unsigned long long)r->in->seq, h[1], r->in->edge_id);
             co_response_problem(resp, 409, detail);
-            record_stats(in, pol, items, 0, reply, now_ms, false);
-            goto cleanup;
+            record_stats(r->in, r->pol, r->items, 0, r->now_ms,
+                         false);
+            return -1;
         }
         if (h[0] != SCRIPT_APPLIED) {
             CO_ERROR("msg=sync_bad_script_reply call=%zu status=%lld", c,
                      h[0]);
-            snprintf(err, sizeof err, "script reply out of range");
+            snprintf(r->err, sizeof r->err, "script reply out of range");
             rc = CO_EREPLY;
         }
-        for (size_t i = 0; rc == CO_OK && i < (calls[c].nout -
+        for (size_t i = 0; rc == CO_OK && i < (r->calls[c].nout -
                                                 SYNC_REPLY_HEAD) /
                                                SYNC_REPLY_ITEM; i++) {
-            const long long *r = h + SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * i;
+            const long long *it = h + SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * i;
 
-            if (!reply_ok(r)) {
+            if (!reply_ok(it)) {
                 CO_ERROR("msg=sync_bad_script_reply item=%zu action=%lld "
-                         "lease=%lld", i, r[0], r[1]);
-                snprintf(err, sizeof err, "script reply out of range");
+                         "lease=%lld", i, it[0], it[1]);
+                snprintf(r->err, sizeof r->err, "script reply out of range");
                 rc = CO_EREPLY;
             }
         }
     }
-    degraded = rc != CO_OK;
-    *was_degraded = degraded;
-    redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
+    r->degraded = rc != CO_OK;
+    r->redis = rc == CO_OK ? "ok" : rc == CO_EREDIS ? "down" : "error";
+    return 0;
+}
 
-    now_answer_ms = co_wall_ms();
-    for (size_t i = 0; i < n; i++) {
-        const long long *r = NULL;
-        size_t k = items[i].same->slot;
+/* Answer: one KeyState per KeyCount in request order (a duplicate gets
+ * its first's), acked_seq, the policy when the edge's differs. Returns 0,
+ * or -1 with resp holding a 500. */
+static int sync_answer(struct sync_req *r, struct co_response *resp)
+{
+    Tollgate__V1__SyncResponse out = TOLLGATE__V1__SYNC_RESPONSE__INIT;
+    Tollgate__V1__KeyState *states, **state_ptrs;
+    uint64_t now_answer_ms = co_wall_ms();
+    bool token_failed = false;
+    uint8_t *packed = NULL;
+    size_t plen;
+    char v[96];
+    int rc = -1;
 
-        if (items[i].quota != NULL && !degraded)
-            r = reply + SYNC_REPLY_HEAD * (k / SYNC_CALL_ITEMS + 1) +
-                SYNC_REPLY_ITEM * k;
-        fill_state(&states[i], &items[i], r, now_answer_ms, in->edge_id,
-                   &token_failed);
+    states = calloc(r->n ? r->n : 1, sizeof *states);
+    state_ptrs = calloc(r->n ? r->n : 1, sizeof *state_ptrs);
+    if (states == NULL || state_ptrs == NULL) {
+        out_of_memory(resp, r->n);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        const long long *it = NULL;
+
+        if (r->items[i].quota != NULL && !r->degraded)
+            it = r->items[i].same->ri;
+        fill_state(&states[i], &r->items[i], it, now_answer_ms,
+                   r->in->edge_id, &token_failed);
         state_ptrs[i] = &states[i];
     }
     if (token_failed)
         CO_ERROR("msg=challenge_issue_failed edge=%s",
-                 co_log_value(v1, sizeof v1, in->edge_id,
-                              strlen(in->edge_id)));
+                 co_log_value(v, sizeof v, r->in->edge_id,
+                              strlen(r->in->edge_id)));
 
-    out.acked_seq = degraded ? 0 : in->seq;
-    out.next_sync_ms = pol->sync_interval_ms;
-    if (degraded && out.next_sync_ms > DEGRADED_SYNC_MS)
+    out.acked_seq = r->degraded ? 0 : r->in->seq;
+    out.next_sync_ms = r->pol->sync_interval_ms;
+    if (r->degraded && out.next_sync_ms > DEGRADED_SYNC_MS)
         out.next_sync_ms = DEGRADED_SYNC_MS;
-    out.n_states = n;
+    out.n_states = r->n;
     out.states = state_ptrs;
-    out.degraded = degraded;
-    out.policy_version = pol->version;
-    if (in->policy_version != pol->version)
-        out.policy = pol->pb;
+    out.degraded = r->degraded;
+    out.policy_version = r->pol->version;
+    if (r->in->policy_version != r->pol->version)
+        out.policy = r->pol->pb;
     out.server_time_ms = co_wall_ms();
 
     plen = tollgate__v1__sync_response__get_packed_size(&out);
     packed = malloc(plen ? plen : 1);
-    if (packed == NULL)
-        goto oom;
+    if (packed == NULL) {
+        out_of_memory(resp, r->n);
+        goto cleanup;
+    }
     if (tollgate__v1__sync_response__pack(&out, packed) != plen) {
         CO_ERROR("msg=sync_pack_failed");
         co_response_problem(resp, 500, "cannot encode the response");
@@ -712,43 +747,61 @@ static void sync_handle(const struct co_request *req,
     }
     co_response_take(resp, 200, "application/x-protobuf", packed, plen);
     packed = NULL;
-    record_stats(in, pol, items, n, reply, now_ms, degraded);
-
-    if (degraded)
-        CO_WARN("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s "
-                "detail=%s",
-                co_log_value(v1, sizeof v1, in->edge_id, strlen(in->edge_id)),
-                (unsigned long long)in->seq, n,
-                (double)(co_mono_us() - t0) / 1000.0, redis,
-                co_log_value(v2, sizeof v2, err, strlen(err)));
-    else
-        CO_INFO("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s",
-                co_log_value(v1, sizeof v1, in->edge_id, strlen(in->edge_id)),
-                (unsigned long long)in->seq, n,
-                (double)(co_mono_us() - t0) / 1000.0, redis);
-    goto cleanup;
-
-oom:
-    CO_ERROR("msg=sync_out_of_memory keys=%zu", n);
-    co_response_problem(resp, 500, "out of memory");
+    rc = 0;
 cleanup:
-    for (size_t i = 0; states != NULL && i < n; i++)
+    for (size_t i = 0; states != NULL && i < r->n; i++)
         if (states[i].challenge_token != NULL &&
             states[i].challenge_token != protobuf_c_empty_string)
             free(states[i].challenge_token);
     free(packed);
-    free(reply);
-    for (size_t c = 0; args != NULL && c < n_calls; c++)
-        script_args_free(&args[c]);
-    free(args);
-    free(calls);
     free(state_ptrs);
     free(states);
-    free(known);
-    free(items);
-    co_policy_release(pol);
-    if (in != NULL)
-        tollgate__v1__sync_request__free_unpacked(in, NULL);
+    return rc;
+}
+
+/* The handler: auth, plan, run, answer, then the records and the log
+ * line. Contract in the file comment; the status is 200 for every
+ * well-formed, authentic request (degraded or not), 401 for a request not
+ * signed by a known edge or replayed, 400 for a malformed or invalid one,
+ * 409 for a seq older than one applied, 500 only when memory runs out. */
+static void sync_handle(const struct co_request *req,
+                        struct co_response *resp, uint64_t t0,
+                        bool *was_degraded)
+{
+    struct sync_req r = {.redis = "skipped"};
+    struct co_auth auth;
+    enum co_auth_reason why;
+    char v1[96], v2[300];
+
+    why = co_auth_check(req, &auth);
+    if (why != CO_AUTH_OK) {
+        co_auth_reject(resp, why, auth.edge_id);
+        return;
+    }
+    if (sync_plan(req, &auth, resp, &r) != 0 ||
+        sync_run(&r, &auth, resp) != 0)
+        goto cleanup;
+    *was_degraded = r.degraded;
+    if (sync_answer(&r, resp) != 0)
+        goto cleanup;
+    record_stats(r.in, r.pol, r.items, r.n, r.now_ms, r.degraded);
+
+    if (r.degraded)
+        CO_WARN("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s "
+                "detail=%s",
+                co_log_value(v1, sizeof v1, r.in->edge_id,
+                             strlen(r.in->edge_id)),
+                (unsigned long long)r.in->seq, r.n,
+                (double)(co_mono_us() - t0) / 1000.0, r.redis,
+                co_log_value(v2, sizeof v2, r.err, strlen(r.err)));
+    else
+        CO_INFO("msg=sync edge=%s seq=%llu keys=%zu dur_ms=%.2f redis=%s",
+                co_log_value(v1, sizeof v1, r.in->edge_id,
+                             strlen(r.in->edge_id)),
+                (unsigned long long)r.in->seq, r.n,
+                (double)(co_mono_us() - t0) / 1000.0, r.redis);
+cleanup:
+    sync_req_free(&r);
 }
 
 void co_sync_handle(const struct co_request *req, struct co_response *resp)

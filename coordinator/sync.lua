@@ -3,8 +3,15 @@
 -- EVALSHA; a batch over 512 items is split into several calls sent in one
 -- pipeline (each call is atomic, the batch as a whole is not).
 --
--- Data model, per (quota, key), hash tag {q|k} (percent-encoded, see
--- co_key_tag in redis.c), so a Redis Cluster can shard by key:
+-- The Redis data model of tollgated, all of it, is written here once;
+-- coordinator/redis_keys.c builds every name below (nowhere else spells
+-- one), and every other script and file points here. Each name is "tg:",
+-- a hash tag in braces, and a suffix; the keys one script call touches
+-- share a tag, so a Redis Cluster can route the call by slot. Parts a
+-- client chooses are percent-encoded outside [A-Za-z0-9._:-]
+-- (co_percent_encode), so '{', '}', '|' and '%' never appear raw.
+--
+-- Rate-limit counters (this script), per (quota, key), hash tag {q|k}:
 --   tg:{q|k}:c  HASH  w       current window index = floor(now_ms / window_ms)
 --                     a, t    admitted / attempts (admitted + denied +
 --                             challenged) in the current window
@@ -21,10 +28,58 @@
 --                       action, reset_ms, count  the rest of its answer
 --                       carry     rounding remainder of its shares, 1/1000
 --   tg:{q|k}:e  ZSET  edge_id -> last report time (ms), to expire edges
--- Both expire after 2 x window: an idle key costs nothing.
+-- Both expire after 2 x window: an idle key costs nothing. The admin API
+-- reads them (GET /v1/keys/{quota}/{key}) and deletes them (DELETE).
 -- Per edge (hash tag {edge|<edge_id>}):
 --   tg:{edge|<id>}:sig:<32 hex>  STRING  the nonce of the request that
 --                     first used this signature; lives replay_ttl_ms
+--
+-- Challenges (coordinator/challenge_verify.c, plain SETs):
+--   tg:{nonce|<32 hex>}  STRING  "1": this challenge token's nonce is
+--                     burnt (SET NX); lives until the token expires plus
+--                     a margin for clocks that disagree
+--   tg:{clr|<quota>|<32 hex key hash>}  STRING  unix s the clearance runs
+--                     to; lives as long as the clearance (key inspect)
+--
+-- Policy store (coordinator/store.c, policy_write.lua, policy_audit.lua),
+-- one hash tag {policy}, so one slot:
+--   tg:{policy}:v:<n>      STRING  canonical JSON of version n, immutable,
+--                                  starting {"version":<n>,...
+--   tg:{policy}:current    STRING  n, the version coordinators enforce
+--   tg:{policy}:seq        counter of versions
+--   tg:{policy}:meta       HASH    n -> {"version","created_at" (unix ms),
+--                                  "by","action","from"}; "from" is the
+--                                  version copied by a rollback, else the
+--                                  version the write replaced (0: none)
+--   tg:{policy}:audit      LIST    {"id","at","who","action",
+--                                  "from_version","to_version","detail"},
+--                                  newest first, the newest 100000 kept
+--   tg:{policy}:audit_seq  counter of audit ids (consecutive, so an id's
+--                                  place in the list is computable)
+--
+-- Stats (coordinator/stats.c, stats.lua), one hash tag {stats}:
+--   tg:{stats}:d:<minute>   HASH  "<unix s>:<a|d|c|s>" -> decisions of that
+--                                 second (allowed, denied, challenged,
+--                                 shadow); minute = floor(s / 60); expires
+--                                 17 min after its last write
+--   tg:{stats}:edges        HASH  edge_id -> "last_ms lag_ms policy_version
+--                                 degraded module_version", the edge's last
+--                                 sync at any coordinator (the newest wins)
+--   tg:{stats}:edgez        ZSET  edge_id -> last_ms; edges silent for 10
+--                                 min are removed, at most 4096 are kept
+--   tg:{stats}:top:<quota>:<window_ms>:<window idx>
+--                           ZSET  key -> the largest sliding-window estimate
+--                                 a sync answered in that window; the top K
+--                                 kept; expires a window after its own
+--                                 window ends (a read carries the previous
+--                                 window's keys, decayed, over the turn).
+--                                 <quota> is percent-encoded
+--   tg:{stats}:ch           HASH  "<key hash hex>:<quota>" -> "first_ms
+--                                 last_ms issued solved last_edge key"
+--                                 (key: the rest of the value, any bytes;
+--                                 "" until an issuing coordinator names it)
+--   tg:{stats}:chz          ZSET  the same ids -> last_ms; the newest 100
+--                                 kept
 --
 -- KEYS: [1] the replay key, then 2 per item: c, e.
 -- ARGV: [1] now_ms (the coordinator's wall clock), [2] edge_id, [3] seq,
@@ -90,16 +145,31 @@
 --      cap = max(1, slack, ceil(2 * r_e * sync_interval)): what the edge
 --      plausibly needs before its next sync, twice over, so one edge cannot
 --      hoard the budget a quieter edge will want a second later.
---      slack = min(8, floor(left / (4 * edges reporting the key))): while
---      there is plenty of headroom a lease may be a few requests more than
---      the demand calls for. Without it a sparse key (a fraction of a
---      request per edge per interval) is leased 1, every admission empties
---      the bucket and pulls the edge's next sync forward: 1,000 clients at
---      half their limit of 600/min over 20 edges cost 20 syncs per edge per
---      second and 80 Redis round trips per 1,000 decisions in the
---      simulator; with the slack, 2.9 and 11.7 (at 6000/min: 5.0 -> 1.9
---      syncs, 9.96 -> 3.83 round trips). Near the limit or over many edges
---      the slack is 0. The rounding diffuses
+--      slack = min(8, floor(left / (4 * reach))): while there is plenty
+--      of headroom a lease may be a few requests more than the demand
+--      calls for. Without it a sparse key (a fraction of a request per
+--      edge per interval) is leased 1, every admission empties the bucket
+--      and pulls the edge's next sync forward: 1,000 clients at half their
+--      limit of 600/min over 20 edges cost 20 syncs per edge per second and
+--      80 Redis round trips per 1,000 decisions in the simulator; with the
+--      slack, 2.9 and 11.7 (at 6000/min: 5.0 -> 1.9 syncs, 9.96 -> 3.83
+--      round trips). Near the limit or over many edges the slack is 0.
+--      reach is how many edges the key will reach, not how many have reported
+--      it so far (reach() and reach_slack() below): n edges reported it
+--      within a window, its attempts estimate is N, and N attempts thrown
+--      uniformly at reach edges land on n distinct ones on average; while no
+--      attempt has met an edge that already had the key (N <= n), reach is
+--      unbounded and the slack 0. Dividing by n alone held only once every
+--      edge had reported: a key spread thin over many edges grows its n for a
+--      whole window, so its first edges, finding n small, took 8 each (about
+--      250 of 600 for a client at half its limit over 280 edges), pinned it
+--      for a minute (they see the key once a minute), and the edges reached
+--      later found avail 0 and refused the client's next request there (95.3%
+--      admitted, 89.8% in the window after the first). With reach: 100%. A
+--      key the edges see steadily (fleet20: 20 edges, each seeing it every
+--      few seconds) has N >> n within seconds, reach = n, and the slack it
+--      had.
+--      The rounding diffuses
 --      its error: the remainder is carried to e's next share of this key, so
 --      an edge whose share is 0.3 gets 1 every third sync instead of never.
 --      Minimum 1: while the key's attempts estimate is under the limit (its
@@ -152,6 +222,33 @@
 --       a <= est holds exactly.
 -- Both (a) and (b) are counted as soon as they are reported, so they shift
 -- budget away from later grants instead of accumulating.
+-- In numbers, for a key reached by E edges, floor f (limit / expected
+-- edges unless the quota sets it) and a fixed window W: every admission in
+-- W is either out of a lease, and then in a (reported) or still inside
+-- some edge's outstanding lease (unreported: a lease leaves L only when
+-- the report that moves its admissions into a arrives), or on the edge's
+-- own. So at the last grant g of W, what W admits is at most
+--   a(g) + L(g) + O(W) <= est(g) + L(g) + O(W) <= limit + O(W),
+-- O(W) the own admissions of W, at most f per edge per window of its own
+-- (c aside): O(W) <= E * f in the worst case, where every edge meets the
+-- key fresh in W; any own admission reported before g has already cut the
+-- grants after it, and an edge holding an over-limit action grants no
+-- floor (bucket.c), so the simulator measures little of E * f (bench/sim,
+-- spray280 at 600/min: at most 1 request over the limit in a window).
+-- How a grant inside avail is sized does not enter the
+-- bound: the demand share, the cap, the slack, the carry and the minimum
+-- 1 only choose a value in [0, avail]. In particular the reach rule of
+-- 4. only ever lowers the slack (reach >= n, so the slack is at most what
+-- left / (4n) gave), and the floor path (a) is untouched, so it keeps
+-- this bound exactly; what it changes is where the budget under the
+-- limit sits: the slack of all the key's edges together is at most about
+-- E * left / (4 * reach) ~ left / 4 once reach ~ E, instead of growing
+-- with every edge that joins, which leaves avail for the minimum 1 of the
+-- edges a sparse key reaches next. The bound, not the measured figure:
+-- budget the old slack pinned and left unused now goes to demand, so
+-- where E * f nears the limit, a cold window shows more of O(W) (bench/sim
+-- spray280 --edges 500 at 600/min, floor 1: 13% -> 24% over; within the
+-- 280 edges the design targets, 0.17%).
 --
 -- Redis truncates Lua numbers in replies to integers, so every value is
 -- rounded explicitly, and numbers sent to redis.call are formatted as
@@ -162,6 +259,35 @@ local SLACK_CAP = 8  -- the most the headroom rule adds to a cap (see 4.)
 
 local function int(x)
   return string.format('%d', x)
+end
+
+-- How many edges a key spread uniformly will reach, from n, the edges
+-- that reported it within a window, and N, its attempts estimate over the
+-- same span (see 4.): the E for which N attempts thrown uniformly at E
+-- edges are expected to land on n distinct ones, n = E * (1 - exp(-N/E)).
+-- With x = N/E that is (1 - exp(-x)) / x = n/N, decreasing in x, solved by
+-- bisection. No attempt has yet met an edge that already had the key
+-- (n >= N): nothing bounds the reach, math.huge. Never below n.
+local function reach(N, n)
+  if n >= N then return math.huge end
+  local rho = n / N
+  local lo, hi = 0, 1 / rho   -- f(lo) > rho > f(hi)
+  for _ = 1, 24 do
+    local x = (lo + hi) / 2
+    if (1 - math.exp(-x)) / x > rho then lo = x else hi = x end
+  end
+  return math.max(n, N / hi)
+end
+
+-- The slack s (at most left / (4n)) cut to left / (4 * reach(N, n)). The
+-- common case, a key seen steadily, keeps all of s: reach <= left / (4s)
+-- exactly when x = 4sN / left has (1 - exp(-x)) / x >= n/N (the same
+-- decreasing function), one exp instead of the bisection.
+local function reach_slack(left, N, n, s)
+  if n >= N then return 0 end
+  local x = 4 * s * N / left
+  if (1 - math.exp(-x)) / x >= n / N then return s end
+  return math.min(s, math.floor(left / (4 * reach(N, n))))
 end
 
 -- An edge's record, or nil.
@@ -302,14 +428,20 @@ for i = 1, n do
       local left = math.max(limit - est, 0)
       local avail = math.max(left - L, 0)
       -- Headroom: while a quarter of what is left would still cover every
-      -- reporting edge holding this much, a lease may be a few requests
-      -- more than the demand calls for (at most SLACK_CAP). A sparse key
-      -- (a fraction of a request per edge per interval) then does not
-      -- empty its bucket at every admission and pull the edge's next sync
-      -- forward; near the limit, or over many edges, it changes nothing.
+      -- edge the key reaches holding this much, a lease may be a few
+      -- requests more than the demand calls for (at most SLACK_CAP). A
+      -- sparse key (a fraction of a request per edge per interval) then
+      -- does not empty its bucket at every admission and pull the edge's
+      -- next sync forward; near the limit, or over many edges, it changes
+      -- nothing. reach only when the slack would matter (it is 0 or
+      -- within the demand cap otherwise).
       local edges = redis.call('ZCARD', ke) + (prev and 0 or 1)
+      local need = math.ceil(2 * rate * interval / 1000000)
       local slack = math.min(SLACK_CAP, math.floor(left / (4 * edges)))
-      local cap = math.max(1, slack, math.ceil(2 * rate * interval / 1000000))
+      if slack > need then
+        slack = reach_slack(left, est_t, edges, slack)
+      end
+      local cap = math.max(1, slack, need)
       local x = left * rate / D + carry / 1000
       lease = math.min(math.floor(x), cap, avail)
       -- Only the rounding error is carried, not what cap or avail cut.

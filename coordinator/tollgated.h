@@ -4,37 +4,19 @@
  * keeps the global quota in Redis with one atomic Lua call per batch, and
  * answers each edge with leases and challenge/deny decisions. Every file in
  * coordinator/ includes this header: the global state, status codes, log
- * macros and all cross-file prototypes live here, grouped by subsystem.
+ * macros and all cross-file prototypes live here, grouped by subsystem and
+ * ordered bottom-up: each section uses only what comes above it (status
+ * codes, limits, logging, clock, encodings, files and config, the HTTP
+ * layer, then the subsystems from the key file and Redis up to the
+ * endpoints).
  *
- * Redis data model (the contract of coordinator/sync.lua, whose header
- * has the lease rule and the overshoot bound):
- *   For each (quota, key) the hash tag is "{<quota>|<key>}", both parts
- *   percent-encoded outside [A-Za-z0-9._:-] so '{', '}', '|' and '%' never
- *   appear raw and the tag is injective; a Redis Cluster shards on it.
- *     tg:{q|k}:c  HASH  w  = current window index (floor(now_ms / window_ms))
- *                       a  = admitted in the current window
- *                       t  = attempts (admitted + denied + challenged)
- *                       pa, pt = the same for the previous window
- *                       L  = sum of the leases outstanding
- *                       D  = sum of the edges' demand rates (milli-req/s)
- *                       e:<edge_id> = "seq lease rate last_ms action
- *                            reset_ms count carry", the edge's last report
- *                            and answer (idempotency on (edge_id, seq))
- *     tg:{q|k}:e  ZSET  edge_id -> last report time (ms); edges silent for
- *                       a window are expired (lease and rate given back)
- *   Both expire after 2 x window. Per edge, tg:{edge|<edge_id>}:sig:<32 hex>
- *   remembers a used signature for CO_AUTH_REPLAY_TTL_MS.
- *   One script call: KEYS = replay key, then (c, e) per item; ARGV =
- *   now_ms (co_wall_ms(): time comes from the coordinator, so coordinators
- *   need NTP-synchronised clocks), edge_id, seq, sync_interval_ms, nonce,
- *   replay_ttl_ms, item count, then 7 per item: limit (the key's own,
- *   co_quota_limit()), window_ms, over_action (1 challenge, 2 deny),
- *   deny_after_milli (0 = off), admitted, attempts, burst (0 = no cap).
- *   It returns 3 + 4 per item integers: status (0 applied, 1 replayed, 2
- *   conflict), the applied seq and 1-based item of a conflict (applied:
- *   0 and the number of items answered as retries); then
- *   action, lease, reset_ms, sliding-window estimate of admitted requests
- *   per item. A batch over 512 items is several calls, pipelined.
+ * Memory: a prototype that hands out memory says who frees it and with
+ * what. Buffers the caller passes (out, outlen; err, errlen) stay the
+ * caller's.
+ *
+ * The Redis data model (every key, what it holds, how long it lives) is
+ * written once, in the header of coordinator/sync.lua; redis_keys.c
+ * builds the names and script.c the script calls.
  */
 #ifndef TOLLGATED_H
 #define TOLLGATED_H
@@ -47,6 +29,10 @@
 #include <stdio.h>
 
 #include "tollgate.pb-c.h"
+
+struct json_t;          /* jansson's json_t, for the JSON prototypes */
+struct redisReply;      /* hiredis's, for the generic Redis commands */
+struct timespec;
 
 #define CO_VERSION "0.1.0"
 
@@ -79,8 +65,6 @@
 #define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
 #define CO_COUNT_MAX         1000000000000ULL  /* one KeyCount field, 1e12 */
 #define CO_URL_MAX           2048    /* bytes; longer -> 414 */
-/* "{" + 3 bytes per encoded byte of quota and key + "|" + "}" + NUL */
-#define CO_KEY_TAG_MAX       (3 + 3 * CO_QUOTA_NAME_MAX + 3 * CO_KEY_MAX + 1)
 #define CO_CHALLENGE_TTL_S   300
 #define CO_TOKEN_MAX         320     /* bytes of a challenge token, NUL incl. */
 #define CO_SECRET_MIN        32      /* bytes of a key file secret */
@@ -115,11 +99,62 @@ const char *co_log_value(char *buf, size_t buflen, const char *s, size_t len);
 #define CO_WARN(...)  CO_LOG(CO_LOG_WARN, __VA_ARGS__)
 #define CO_ERROR(...) CO_LOG(CO_LOG_ERROR, __VA_ARGS__)
 
+/* ------------------------------------------------------------ clock
+ * The only place that reads clocks, so tests can pin time with --wrap. */
+uint64_t co_wall_ms(void);
+uint64_t co_mono_ms(void);
+uint64_t co_mono_us(void);
+void co_timespec_after(bool monotonic, unsigned ms, struct timespec *out);
+
+/* ------------------------------------------------------------ encodings
+ * (encode.c) base64url without padding, as in JWS; decode is strict (one
+ * spelling per value). Both return the length written, or -1 when the
+ * output is too small or the input is not canonical. Hex and percent
+ * codecs, and the name hash. */
+long co_b64url_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
+long co_b64url_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
+int co_hex_digit(char c);  /* 0..15, or -1 */
+long co_hex_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
+/* Hex digits (either case, an even number of them) to bytes: the count,
+ * or -1 when in is not hex or out is too small. */
+long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
+/* FNV-1a of a NUL-terminated name, never 0 (0 marks a free slot): the
+ * open-addressing tables of metrics.c and stats.c hash names with it. */
+uint64_t co_name_hash(const char *s);
+/* %XX-decode s[0..len) into out (NUL-terminated); CO_EINVAL for a bad
+ * escape, a decoded NUL or more than outlen - 1 bytes. */
+int co_percent_decode(const char *s, size_t len, char *out, size_t outlen);
+/* s[0..len) %XX-encoded outside [A-Za-z0-9._:-] into out (NUL-terminated);
+ * returns the length, or CO_ETOOBIG when out has fewer than 3 * len + 1
+ * bytes. */
+int co_percent_encode(const char *s, size_t len, char *out, size_t outlen);
+
+/* ------------------------------------------------------------ files
+ * (file.c) The policy, key and token files: read whole, fields split. */
+/* path's bytes (at most max) into *buf, NUL-terminated and malloc'd (the
+ * caller frees it with free(), cleansing it first if it held secrets);
+ * *exposed says group or others may read it. Returns 0, or CO_EIO /
+ * CO_ETOOBIG / CO_ENOMEM with err (*buf NULL). */
+int co_file_read(const char *path, size_t max, char **buf, size_t *len,
+                 bool *exposed, char *err, size_t errlen);
+/* Split line[0..n) at blanks into at most max fields (pointers into
+ * line, lengths in fl): their count, or max + 1 when there are more. */
+size_t co_split_fields(const char *line, size_t n, const char **f,
+                       size_t *fl, size_t max);
+
 /* ------------------------------------------------------------ config
  * Flags and TOLLGATE_* environment variables (the flag wins). */
+/* Connection limits (flags --max-connections, --max-conns-per-ip,
+ * --request-timeout-ms; http.c's file comment says what each achieves). */
+struct co_http_limits {
+    unsigned max_conns;             /* open connections in all */
+    unsigned max_conns_per_ip;      /* from one client address; 0 = off */
+    unsigned request_timeout_ms;    /* head and body of one request */
+};
+
 struct co_config {
     char listen[256];           /* host:port */
-    char redis_url[512];
+    char redis_url[2048];       /* one URL, or seeds, comma-separated */
     char policy_path[4096];
     unsigned threads;           /* MHD worker threads */
     size_t max_body;            /* bytes */
@@ -127,6 +162,7 @@ struct co_config {
     char keys_path[4096];       /* the key file (required) */
     char admin_tokens_path[4096];   /* "": the admin API answers 401 */
     enum co_log_level log_level;
+    struct co_http_limits http;     /* connection limits */
 };
 
 /* What co_config_parse() asks the caller to do besides running. */
@@ -139,220 +175,11 @@ typedef const char *(*co_getenv_fn)(const char *name);
 int co_config_parse(int argc, char **argv, co_getenv_fn getenv_fn,
                     struct co_config *cfg, char *err, size_t errlen);
 void co_config_usage(FILE *out);
-size_t co_split_fields(const char *line, size_t n, const char **f,
-                       size_t *fl, size_t max);
-int co_file_read(const char *path, size_t max, char **buf, size_t *len,
-                 bool *exposed, char *err, size_t errlen);
-
-/* ------------------------------------------------------------ edge auth
- * (auth.c) Every sync is signed by its edge with one of the keys the key
- * file lists for the edge's name (the part of edge_id before the first
- * '/'; any of them verifies, for rotation). Request headers:
- *   Tollgate-Edge: <edge_id exactly as in the SyncRequest body>
- *   Tollgate-Timestamp: <unix time in ms, decimal, no sign>
- *   Tollgate-Signature: v1=<64 lower-case hex digits>
- * the signature being HMAC-SHA256(key, "tollgate-sync-v1\n" METHOD "\n"
- * PATH "\n" TIMESTAMP "\n" lowercase_hex(SHA-256(body))), the timestamp
- * within CO_AUTH_SKEW_MS of co_wall_ms(). A signature is accepted once:
- * sync.lua remembers it (CO_AUTH_REPLAY_TTL_MS, a bit over the 60 s in
- * which a timestamp is acceptable) in the same call that applies the
- * batch. Failures answer 401 with WWW-Authenticate: CO_AUTH_SCHEME. */
-#define CO_AUTH_SCHEME        "Tollgate-HMAC-SHA256"
-#define CO_AUTH_SKEW_MS       30000u
-#define CO_AUTH_REPLAY_TTL_MS 65000u
-/* "tg:" tag ":sig:" + 32 hex + NUL */
-#define CO_REPLAY_KEY_MAX     (3 + CO_KEY_TAG_MAX + 5 + 32 + 1)
-
-enum co_auth_reason {
-    CO_AUTH_OK = 0,
-    CO_AUTH_MISSING_SIGNATURE,   /* no Tollgate-Signature header */
-    CO_AUTH_BAD_HEADER,          /* a Tollgate-* header malformed/missing */
-    CO_AUTH_UNKNOWN_EDGE,        /* no key for the edge name */
-    CO_AUTH_EDGE_MISMATCH,       /* header edge != body edge_id */
-    CO_AUTH_STALE_TIMESTAMP,     /* more than CO_AUTH_SKEW_MS off */
-    CO_AUTH_BAD_SIGNATURE,       /* no key of the edge verifies it */
-    CO_AUTH_REPLAYED,            /* signature seen before (sync.lua) */
-    CO_AUTH_REASONS
-};
-
-/* What a verified request told us about itself. */
-struct co_auth {
-    char edge_id[CO_EDGE_ID_MAX + 1];  /* Tollgate-Edge (also on failure,
-                                        * truncated, for the log line) */
-    char sig_hex[65];                  /* the signature, hex */
-};
-
-/* reason -> "missing_signature", ... (the 401 detail and metric label) */
-extern const char *const co_auth_reason_names[CO_AUTH_REASONS];
-
-/* ------------------------------------------------------------ global state */
-struct co_policy;
-
-struct co_server {
-    size_t max_body;                   /* body cap for every route */
-    /* rejected syncs by reason ([CO_AUTH_OK] unused) */
-    atomic_ullong auth_failures[CO_AUTH_REASONS];
-    atomic_bool draining;              /* SIGTERM seen: close keep-alives */
-    atomic_uint inflight;              /* requests between first callback
-                                        * and completion */
-    /* POST /v1/challenge/verify outcomes (verify.c), for /metrics */
-    atomic_ullong challenges_verified_ok;
-    atomic_ullong challenges_failed_invalid;     /* bad or forged token */
-    atomic_ullong challenges_failed_expired;
-    atomic_ullong challenges_failed_captcha;     /* captcha not solved */
-    atomic_ullong challenges_failed_reused;      /* nonce already burnt */
-    atomic_ullong challenges_failed_unavailable; /* Redis, verifier, config */
-};
-
-extern struct co_server co_server;
-
-/* ------------------------------------------------------------ metrics
- * (metrics.c) GET /metrics in the Prometheus text format 0.0.4, no auth.
- * Process-wide counters are plain atomics (relaxed); per-quota series live
- * in a table of at most CO_QUOTAS_MAX names (lock-free once a name is in
- * it); the edge gauges come from the edge table of /v1/stats
- * (co_stats_edges_active). Labels are quota names and fixed words only,
- * never keys or edge ids. */
-enum co_sync_result {
-    CO_SYNC_RESULT_OK = 0,
-    CO_SYNC_RESULT_DEGRADED,
-    CO_SYNC_RESULT_BAD_REQUEST,
-    CO_SYNC_RESULT_UNAUTHORIZED,
-    CO_SYNC_RESULT_CONFLICT,
-    CO_SYNC_RESULT_ERROR,
-    CO_SYNC_RESULTS
-};
-
-#define CO_METRICS_BUCKETS    11      /* finite sync duration buckets */
-#define CO_METRICS_EDGE_TTL_MS 60000u /* "active": synced this recently */
-
-struct co_metrics {
-    atomic_ullong sync_requests[CO_SYNC_RESULTS];
-    /* per bucket, not cumulative; [CO_METRICS_BUCKETS] is (1 s, +Inf) */
-    atomic_ullong sync_duration_buckets[CO_METRICS_BUCKETS + 1];
-    atomic_ullong sync_duration_sum_us;
-    atomic_ullong challenges_issued;   /* tokens signed in sync answers */
-    atomic_ullong redis_errors;        /* I/O errors, timeouts, refusals */
-    atomic_bool redis_up;              /* the last Redis exchange worked */
-};
-
-extern struct co_metrics co_metrics;
-extern const char *const co_sync_result_names[CO_SYNC_RESULTS];
-
-void co_metrics_sync_done(enum co_sync_result result, uint64_t dur_us);
-/* One applied KeyCount of quota (a shadow quota's go to "shadow"). */
-void co_metrics_decisions(const char *quota, bool shadow, uint64_t admitted,
-                          uint64_t denied, uint64_t challenged);
-/* est/limit of one key of quota in a sync reply, at now_ms. */
-void co_metrics_overshoot(const char *quota, uint64_t window_ms,
-                          uint64_t now_ms, uint64_t est, uint64_t limit);
-/* The exposition at now_ms (policy_version: the current one); *out is
- * malloc'd. Returns 0 or CO_ENOMEM. */
-int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
-                      size_t *len);
-void co_metrics_reset(void);   /* tests: zero everything */
-/* FNV-1a of a NUL-terminated name, never 0 (0 marks a free slot). */
-uint64_t co_name_hash(const char *s);
-struct co_request;
-struct co_response;
-void co_metrics_handle(const struct co_request *req,
-                       struct co_response *resp);
-
-/* ------------------------------------------------------------ tickers
- * (ticker.c) A thread calling tick() every period_ms until stopped (and
- * once more after stop when final); store.c and stats.c each run one.
- * The caller fills tick, period_ms and final; the rest is the ticker's. */
-struct co_ticker {
-    void (*tick)(void);
-    unsigned period_ms;
-    bool final;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    pthread_t thread;
-    bool running, stop;
-};
-
-/* Returns 0 or CO_EIO with err (no thread). */
-int co_ticker_start(struct co_ticker *t, char *err, size_t errlen);
-/* Wakes the thread, waits for it (the tick in progress, and the final
- * one); safe when not running. */
-void co_ticker_stop(struct co_ticker *t);
-
-/* ------------------------------------------------------------ stats
- * (stats.c: the document; stats.lua: the Redis keys and script)
- * GET /v1/stats, the dashboard's one call: decisions per second over the
- * last 15 minutes, the edges seen in the last 10, the top keys of each
- * quota's current window and the recent challenges, merged across
- * coordinators through Redis. Each coordinator records locally (one mutex
- * acquisition per sync; top keys below a quota's K-th count take none) and
- * a thread flushes what Redis lacks once a second in one script call; a
- * read adds what is not flushed yet, and answers from local state alone
- * when Redis fails ("merged": false). Bearer token of any role. */
-enum co_stats_outcome {
-    CO_STATS_ALLOWED = 0,
-    CO_STATS_DENIED,
-    CO_STATS_CHALLENGED,
-    CO_STATS_SHADOW,              /* a shadow quota's, all three summed */
-    CO_STATS_OUTCOMES
-};
-
-#define CO_STATS_TOP_K 10         /* keys per quota */
-
-struct co_admin_token;
-struct co_quota;
-struct json_t;
-
-/* One authenticated, well-formed sync answered 200 (degraded or not) or
- * 409 (an older seq: the edge is alive, nothing was applied). */
-struct co_stats_sync {
-    const char *edge_id;
-    const char *module_version;   /* the SyncRequest's, as sent */
-    uint64_t sent_at_ms;          /* 0: unknown (lag 0) */
-    uint64_t policy_version;      /* what the edge says it enforces */
-    bool degraded;                /* the answer was */
-    /* applied (not degraded, not retried) decisions, attributed as
-     * co_metrics_decisions() does */
-    uint64_t decisions[CO_STATS_OUTCOMES];
-};
-
-void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms);
-/* Edges of this coordinator's table that synced within ttl_ms of now_ms,
- * and the largest lag among them (for /metrics). */
-void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
-                           uint64_t *active, uint64_t *max_lag_ms);
-/* est: the sliding-window estimate sync.lua answered for key of q, the
- * quota at its index in pol (the policy the sync ran with). */
-void co_stats_top_key(const struct co_policy *pol, const struct co_quota *q,
-                      const char *key, uint64_t est, uint64_t now_ms);
-/* A challenge token for (quota, key) went to edge_id in a sync answer. */
-void co_stats_challenge_issued(const char *quota, const char *key,
-                               size_t klen, const char *edge_id,
-                               uint64_t now_ms);
-/* POST /v1/challenge/verify succeeded for (quota, key hash). */
-void co_stats_challenge_solved(const char *quota, const uint8_t kh[16],
-                               uint64_t now_ms);
-/* The flush thread (every second; a last flush at stop); timeout_ms
- * (--redis-timeout-ms) bounds each Redis exchange of the module, a
- * GET /v1/stats included. Returns 0 or CO_EIO with err. */
-int co_stats_start(unsigned timeout_ms, char *err, size_t errlen);
-void co_stats_stop(void);
-/* One flush now, on the calling thread's Redis connection. Returns 0,
- * CO_EREDIS / CO_EREPLY (nothing marked flushed) or CO_ENOMEM, with err. */
-int co_stats_flush(char *err, size_t errlen);
-/* The /v1/stats document at now_ms for viewer: *out is a new reference
- * (json_decref). Returns 0 or CO_ENOMEM; Redis failing is not an error. */
-int co_stats_render(const struct co_admin_token *viewer, uint64_t now_ms,
-                    struct json_t **out);
-void co_stats_reset(void);   /* tests: forget everything local */
-void co_stats_handle(const struct co_request *req, struct co_response *resp);
-
-/* Generated from coordinator/stats.lua by the Makefile. */
-extern const char co_stats_lua[];
-extern const size_t co_stats_lua_len;
 
 /* ------------------------------------------------------------ http layer
- * A handler sees a fully read request and fills a response; it never
- * touches libmicrohttpd, so tests can call it as a plain function. */
+ * (http.c) A handler sees a fully read request and fills a response; it
+ * never touches libmicrohttpd, so tests can call it as a plain function.
+ * The route table is in http.c. */
 #define CO_ROUTE_PARAMS_MAX 3
 
 /* The {param} segments of a route's path, percent-decoded, in order. */
@@ -370,7 +197,8 @@ struct co_request {
     const uint8_t *body;        /* NULL when empty */
     size_t body_len;
     /* Header lookup for handlers that need more than Content-Type (edge
-     * auth later). NULL in tests: co_request_header() then returns NULL. */
+     * auth, bearer tokens, If-Match). NULL in tests: co_request_header()
+     * then returns NULL. */
     const char *(*header)(void *conn, const char *name);
     void *conn;
 };
@@ -424,6 +252,8 @@ int co_body_append(struct co_body *b, const void *data, size_t len,
 void co_body_free(struct co_body *b);
 void co_response_problem(struct co_response *resp, unsigned status,
                          const char *detail);
+/* co_response_set copies body; co_response_take takes body (malloc'd):
+ * either way co_response_clear() frees the response's copy. */
 int co_response_set(struct co_response *resp, unsigned status,
                     const char *content_type, const void *body, size_t len);
 void co_response_take(struct co_response *resp, unsigned status,
@@ -432,228 +262,62 @@ void co_response_clear(struct co_response *resp);
 const char *co_status_title(unsigned status);
 
 struct MHD_Daemon;
+/* *out: the running daemon, stopped and freed by co_http_drain_and_stop. */
 int co_http_start(const char *listen, unsigned threads,
-                  struct MHD_Daemon **out, char *addr, size_t addrlen,
-                  char *err, size_t errlen);
+                  const struct co_http_limits *lim, struct MHD_Daemon **out,
+                  char *addr, size_t addrlen, char *err, size_t errlen);
 void co_http_drain_and_stop(struct MHD_Daemon *daemon, unsigned timeout_ms);
 
-/* ------------------------------------------------------------ endpoints */
-void co_health_live(const struct co_request *req, struct co_response *resp);
-void co_health_ready(const struct co_request *req, struct co_response *resp);
-void co_sync_handle(const struct co_request *req, struct co_response *resp);
-/* GET /dashboard and /dashboard/{file} (dashboard.c): the ops page and its
- * script and style, embedded at build time from coordinator/dashboard/. */
-void co_dashboard_handle(const struct co_request *req,
-                         struct co_response *resp);
-
-/* ------------------------------------------------------------ admin API
- * (admin.c; endpoints and statuses in its file comment) Bearer tokens from
- * --admin-tokens FILE (tokens.c): "<name> <read|admin> <sha256 hex>" per
- * line. Without the file every admin route answers 401. */
-#define CO_TOKEN_NAME_MAX 64
-
-struct co_admin_token {
-    char name[CO_TOKEN_NAME_MAX + 1];   /* goes to the audit log */
-    bool admin;                         /* else read only */
-    uint8_t hash[32];                   /* SHA-256 of the token */
+/* The process's HTTP state (http.c, main.c). */
+struct co_server {
+    size_t max_body;                   /* body cap for every route */
+    atomic_bool draining;              /* SIGTERM seen: close keep-alives */
+    atomic_uint inflight;              /* requests between first callback
+                                        * and completion */
+    /* HTTP connections (http.c), for /metrics */
+    atomic_uint http_connections;      /* open now */
+    atomic_ullong http_closed_limit;   /* refused at accept: a cap */
+    atomic_ullong http_closed_deadline;/* request not in by its deadline */
+    atomic_ullong http_closed_tls;     /* TLS hello on the plain port */
 };
 
-struct co_tokens {
-    struct co_admin_token *tokens;      /* malloc'd; co_tokens_free() */
-    size_t n;
-    bool loaded;
+extern struct co_server co_server;
+
+/* ------------------------------------------------------------ input
+ * (input.c) Strings from outside hold no NUL byte: a field holding one is
+ * refused with 400 where the request is decoded. Both return 0 or
+ * CO_EINVAL with detail ("<field>: holds a NUL byte"). */
+int co_input_text(const char *field, const void *s, size_t len,
+                  char *detail, size_t detaillen);
+/* Every string field of a protobuf message of type desc, on the wire. */
+int co_input_protobuf(const ProtobufCMessageDescriptor *desc,
+                      const uint8_t *buf, size_t len, char *detail,
+                      size_t detaillen);
+
+/* ------------------------------------------------------------ tickers
+ * (ticker.c) A thread calling tick() every period_ms until stopped (and
+ * once more after stop when final); store.c and stats.c each run one.
+ * The caller fills tick, period_ms and final; the rest is the ticker's. */
+struct co_ticker {
+    void (*tick)(void);
+    unsigned period_ms;
+    bool final;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    bool running, stop;
 };
 
-/* The tokens tollgated runs with (loaded once at start). */
-extern struct co_tokens co_admin_tokens;
+/* Returns 0 or CO_EIO with err (no thread). */
+int co_ticker_start(struct co_ticker *t, char *err, size_t errlen);
+/* Wakes the thread, waits for it (the tick in progress, and the final
+ * one); safe when not running. */
+void co_ticker_stop(struct co_ticker *t);
 
-int co_tokens_parse(const char *text, size_t len, struct co_tokens *out,
-                    char *err, size_t errlen);
-int co_tokens_load(const char *path, struct co_tokens *out, char *err,
-                   size_t errlen);
-void co_tokens_free(struct co_tokens *t);
-const struct co_admin_token *co_tokens_check(const struct co_tokens *t,
-                                             const char *authorization);
-
-/* The caller's bearer token if it may read (write: and write), else NULL
- * with resp holding the 401 (and WWW-Authenticate) or 403. */
-const struct co_admin_token *co_admin_authorize(const struct co_request *req,
-                                                struct co_response *resp,
-                                                bool write);
-void co_admin_policy_get(const struct co_request *req,
-                         struct co_response *resp);
-void co_admin_policy_put(const struct co_request *req,
-                         struct co_response *resp);
-void co_admin_versions(const struct co_request *req,
-                       struct co_response *resp);
-void co_admin_version_get(const struct co_request *req,
-                          struct co_response *resp);
-void co_admin_rollback(const struct co_request *req,
-                       struct co_response *resp);
-void co_admin_quota_get(const struct co_request *req,
-                        struct co_response *resp);
-void co_admin_quota_put(const struct co_request *req,
-                        struct co_response *resp);
-void co_admin_quota_delete(const struct co_request *req,
-                           struct co_response *resp);
-void co_admin_override_put(const struct co_request *req,
-                           struct co_response *resp);
-void co_admin_override_delete(const struct co_request *req,
-                              struct co_response *resp);
-void co_admin_key_get(const struct co_request *req,
-                      struct co_response *resp);
-void co_admin_key_reset(const struct co_request *req,
-                        struct co_response *resp);
-void co_admin_audit(const struct co_request *req, struct co_response *resp);
-
-/* auth.c: see "edge auth" above. */
-enum co_auth_reason co_auth_check(const struct co_request *req,
-                                  struct co_auth *out);
-int co_auth_sign(const uint8_t *secret, size_t secret_len,
-                 const char *method, const char *path, const char *timestamp,
-                 const uint8_t *body, size_t body_len, uint8_t mac[32]);
-void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
-                    const char *edge_id);
-int co_auth_replay_key(const struct co_auth *a, char *out, size_t outlen);
-
-/* ------------------------------------------------------------ policy
- * The policy is immutable once built; readers hold a reference. */
-struct co_quota {
-    char name[CO_QUOTA_NAME_MAX + 1];
-    char key[CO_KEY_TEMPLATE_MAX + 1]; /* template, see co_key_template_check */
-    uint64_t limit;
-    uint32_t window_s;
-    char path_prefix[CO_PATH_PREFIX_MAX + 1];
-    unsigned n_methods;
-    char methods[CO_METHODS_MAX][8];
-    Tollgate__V1__Action action;     /* CHALLENGE or DENY over the limit */
-    uint64_t floor;
-    bool floor_set;                  /* the document gave floor (else it
-                                      * follows limit / expected_edges) */
-    bool shadow;
-    bool fail_open;
-    bool require_token;
-    double deny_after;               /* 0 = off, else >= 1 */
-    uint64_t deny_after_milli;       /* deny_after x 1000, rounded */
-    uint64_t burst;                  /* most one edge is leased of a key at
-                                      * once; 0 = no cap of its own */
-    size_t n_overrides;
-    struct co_override *overrides;   /* sorted by key, co_quota_override() */
-};
-
-/* A per-key exception to its quota's limit (policy "overrides"). */
-struct co_override {
-    char key[CO_KEY_MAX + 1];
-    uint64_t limit;
-};
-
-/* The limit of (q, key): its override's, or the quota's. */
-uint64_t co_quota_limit(const struct co_quota *q, const char *key);
-
-struct co_policy {
-    atomic_uint refs;
-    uint64_t version;
-    uint32_t sync_interval_ms;
-    uint32_t clearance_ttl_s;
-    uint32_t expected_edges;
-    size_t n_quotas;
-    struct co_quota *quotas;         /* document order */
-    const struct co_quota **by_name; /* sorted, for co_policy_find() */
-    uint8_t *packed;                 /* Tollgate__V1__Policy wire bytes */
-    size_t packed_len;
-    Tollgate__V1__Policy *pb;        /* unpacked once, shared by responses */
-};
-
-int co_policy_parse(const char *json, size_t len, struct co_policy **out,
-                    char *err, size_t errlen);
-int co_policy_parse_as(const char *json, size_t len, uint64_t version,
-                       struct co_policy **out, char *err, size_t errlen);
-int co_policy_load_file(const char *path, struct co_policy **out,
-                        char *err, size_t errlen);
-/* Canonical JSON (policy.c): new references, json_decref(); NULL when out
- * of memory. version 0 leaves "version" out (the store's form). The policy
- * protobuf edges get carries neither burst nor overrides: they act in the
- * coordinator's lease and limit, so an edge's RateLimit-Policy header
- * shows the quota's limit. */
-struct json_t;
-struct json_t *co_quota_to_json(const struct co_quota *q);
-struct json_t *co_policy_to_json(const struct co_policy *p, uint64_t version);
-char *co_policy_dump(const struct co_policy *p, uint64_t version);
-int co_key_template_check(const char *t, size_t len, char *err,
-                          size_t errlen);
-const struct co_quota *co_policy_find(const struct co_policy *p,
-                                      const char *name);
-void co_policy_install(struct co_policy *p);
-struct co_policy *co_policy_current(void);
-void co_policy_release(struct co_policy *p);
-
-/* ------------------------------------------------------------ policy store
- * (store.c; keys and script in its file comment) Every version of the
- * policy in Redis under the hash tag {policy}, an audit log, and a thread
- * polling tg:{policy}:current every 250 ms that installs a new version.
- * Writes install locally at once. expect is the version the write is
- * based on (If-Match), -1 for "whatever is current". Returns 0,
- * CO_ECONFLICT (*version = the current version), CO_ENOTFOUND, CO_EREDIS
- * (unreachable or timed out), CO_EREPLY or CO_ENOMEM, with err. */
-int co_store_start(const struct co_policy *file, unsigned timeout_ms,
-                   char *err, size_t errlen);
-void co_store_stop(void);
-int co_store_put(const char *doc, int64_t expect, const char *who,
-                 const char *action, const char *detail, uint64_t *version,
-                 char *err, size_t errlen);
-int co_store_rollback(uint64_t to, int64_t expect, const char *who,
-                      uint64_t *version, char *err, size_t errlen);
-int co_store_audit_add(const char *who, const char *action,
-                       const char *detail, char *err, size_t errlen);
-/* *doc: malloc'd (free()) canonical JSON of version (0: the current). */
-int co_store_get(uint64_t version, char **doc, size_t *len,
-                 uint64_t *found_version, char *err, size_t errlen);
-/* *out: new JSON references (json_decref), shapes as GET
- * /v1/policy/versions and GET /v1/audit answer them. */
-int co_store_versions(struct json_t **out, char *err, size_t errlen);
-int co_store_audit(unsigned limit, uint64_t before, struct json_t **out,
-                   char *err, size_t errlen);
-
-/* ------------------------------------------------------------ redis */
-struct co_redis_target {
-    char host[256];
-    int port;
-    char user[128];          /* "" : AUTH with password only */
-    char password[256];      /* "" : no AUTH */
-    int db;                  /* SELECT when > 0 */
-    unsigned timeout_ms;
-};
-
-/* One EVALSHA of the sync script. argv holds nkeys keys then nargs args,
- * each with its length (keys and args may contain any byte); the flat
- * integer reply (nout integers) lands in out. */
-struct co_script_call {
-    size_t nkeys;
-    size_t nargs;
-    const char **argv;
-    const size_t *argvlen;
-    long long *out;
-    size_t nout;
-};
-
-int co_redis_parse_url(const char *url, unsigned timeout_ms,
-                       struct co_redis_target *t, char *err, size_t errlen);
-int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
-void co_redis_shutdown(void);
-const char *co_redis_script_sha(void);
-int co_redis_ping(char *err, size_t errlen);
-int co_redis_eval_sync(struct co_script_call *calls, size_t ncalls,
-                       char *err, size_t errlen);
-int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
-               char *out, size_t outlen);
-
-/* Generated from coordinator/sync.lua by the Makefile. */
-extern const char co_sync_lua[];
-extern const size_t co_sync_lua_len;
-
-/* ------------------------------------------------------------ keys
- * Every secret tollgated holds comes from one key file (--keys FILE), never
- * from the command line (which `ps` shows). One key per line:
+/* ------------------------------------------------------------ key file
+ * (keyfile.c) Every secret tollgated holds comes from one key file
+ * (--keys FILE), never from the command line (which `ps` shows). One key
+ * per line:
  *
  *     <kind> <id> <secret: 32..128 bytes as an even number of hex digits>
  *
@@ -695,6 +359,7 @@ struct co_keyring {
 /* The keys tollgated runs with: loaded once at start, read-only after. */
 extern struct co_keyring co_keys;
 
+/* *out's edge keys are malloc'd: co_keys_free() releases them. */
 int co_keys_parse(const char *text, size_t len, struct co_keyring *out,
                   char *err, size_t errlen);
 int co_keys_load(const char *path, struct co_keyring *out, char *err,
@@ -707,9 +372,610 @@ size_t co_keys_edge(const struct co_keyring *k, const char *name, size_t nlen,
 const struct co_key *co_keys_find(const struct co_key *keys, size_t n,
                                   const char *id, size_t idlen);
 
-/* ------------------------------------------------------------ challenge
- * Challenge tokens (format in challenge.c) and the clearance tokens edges
- * verify. Tokens and secrets are never logged. */
+/* ------------------------------------------------------------ admin tokens
+ * (admin_tokens.c) Bearer tokens of the admin API, from --admin-tokens
+ * FILE: "<name> <read|admin> <sha256 hex>" per line. */
+#define CO_TOKEN_NAME_MAX 64
+
+struct co_admin_token {
+    char name[CO_TOKEN_NAME_MAX + 1];   /* goes to the audit log */
+    bool admin;                         /* else read only */
+    uint8_t hash[32];                   /* SHA-256 of the token */
+};
+
+struct co_tokens {
+    struct co_admin_token *tokens;      /* malloc'd; co_tokens_free() */
+    size_t n;
+    bool loaded;
+};
+
+/* The tokens tollgated runs with (loaded once at start). */
+extern struct co_tokens co_admin_tokens;
+
+/* *out's tokens are malloc'd: co_tokens_free() releases them. */
+int co_tokens_parse(const char *text, size_t len, struct co_tokens *out,
+                    char *err, size_t errlen);
+int co_tokens_load(const char *path, struct co_tokens *out, char *err,
+                   size_t errlen);
+void co_tokens_free(struct co_tokens *t);
+const struct co_admin_token *co_tokens_check(const struct co_tokens *t,
+                                             const char *authorization);
+
+/* ------------------------------------------------------------ redis cluster
+ * (cluster.c) Debian's hiredis 0.14 has no cluster client, so tollgated
+ * routes script calls itself: key slots (CRC16/XMODEM with hash tags), a
+ * slot map from CLUSTER SLOTS, one connection per node, calls grouped per
+ * node and pipelined, and the cluster's answers handled as its
+ * specification says (MOVED, ASK, TRYAGAIN, CLUSTERDOWN), plus NOSCRIPT
+ * (script caches are not replicated). A struct co_cluster is owned by one
+ * thread, like every hiredis context here; redis.c keeps one per worker
+ * in cluster mode. docs/redis-cluster.md has the whole story. */
+#define CO_CLUSTER_SLOTS      16384
+#define CO_CLUSTER_NODES_MAX  256     /* nodes one router will remember */
+
+/* The hash slot of a key (0..16383): CRC16/XMODEM of the key, or of the
+ * first "{...}" with at least one byte inside, modulo 16384. */
+unsigned co_cluster_keyslot(const char *key, size_t len);
+
+/* How a router reaches the cluster. Seeds are "host:port" ("[v6]:port"
+ * too); user/password apply to every node (AUTH), as in a cluster every
+ * node shares them. */
+struct co_cluster_config {
+    const char *const *seeds;
+    size_t nseeds;
+    const char *user;           /* NULL or "": AUTH with the password only */
+    const char *password;       /* NULL or "": no AUTH */
+    unsigned connect_timeout_ms;/* a refresh's or a connect's own bound */
+    unsigned refresh_ms;        /* periodic CLUSTER SLOTS; 0 = 10 s */
+};
+
+/* What a seed is. */
+#define CO_CLUSTER_MODE_SINGLE   0   /* cluster support disabled */
+#define CO_CLUSTER_MODE_CLUSTER  1
+
+/* Ask the seeds (in order, the first that answers decides) whether they
+ * run a cluster: CLUSTER SLOTS answering "ERR This instance has cluster
+ * support disabled" means single-node mode. Returns CO_CLUSTER_MODE_*, or
+ * CO_EREDIS with err when no seed answered sensibly (each seed's reason,
+ * in one line). */
+int co_cluster_detect(const struct co_cluster_config *cfg, char *err,
+                      size_t errlen);
+
+struct co_cluster;
+
+/* A router for the calling thread. Copies cfg (seeds included); connects
+ * lazily. Returns NULL only when out of memory. Free with
+ * co_cluster_free(). */
+struct co_cluster *co_cluster_new(const struct co_cluster_config *cfg);
+void co_cluster_free(struct co_cluster *cc);
+
+/* One script call. KEYS (argv[0..nkeys)) must all hash to one slot and
+ * nkeys must be >= 1; ARGV follows. sha is the script's SHA1 in hex and
+ * script its body, loaded with SCRIPT LOAD on a node that answers
+ * NOSCRIPT. With sha NULL the call is a plain command instead: argv holds
+ * all of it (nargs entries, the name first) and its keys are
+ * argv[1..1+nkeys) (SET, GET, HGETALL, ZADD, ...). reply is set by
+ * co_cluster_run(): the final reply (which may be an error reply such as
+ * a script error or OOM: the call reached its master and the answer is
+ * the script's), freed by the caller with freeReplyObject(); NULL when
+ * the call has no answer (see the return codes). */
+struct co_cluster_call {
+    const char *sha;
+    const char *script;
+    size_t script_len;
+    size_t nkeys;
+    size_t nargs;
+    const char **argv;
+    const size_t *argvlen;
+    struct redisReply *reply;   /* out */
+};
+
+/* Run calls on their masters before deadline (co_mono_ms() time): grouped
+ * per node, pipelined per node, all nodes written before any is read.
+ * MOVED updates the slot and schedules a full refresh, ASK sends ASKING
+ * then the call to the target (map unchanged), TRYAGAIN and CLUSTERDOWN
+ * are retried with a doubling pause while the deadline allows, NOSCRIPT
+ * loads the script on that node and retries. A call is resent only when
+ * its reply said it did not run.
+ * Returns 0 when every call has a reply; CO_EINVAL, before anything is
+ * sent, when a call's keys are in different slots or it has none (our
+ * bug); CO_EREDIS when some calls have no reply (node unreachable, I/O
+ * error or timeout: those may have run; slot not served, cluster down,
+ * redirections exhausted: those did not), with the first reason in err;
+ * CO_ENOMEM. Replies already set are kept in every case but CO_EINVAL. */
+int co_cluster_run(struct co_cluster *cc, struct co_cluster_call *calls,
+                   size_t ncalls, uint64_t deadline, char *err,
+                   size_t errlen);
+
+/* Refresh the slot map now from CLUSTER SLOTS (known masters first, then
+ * the seeds) before deadline. Returns 0 when the map covers every slot;
+ * CO_EREDIS with err when no node answered, an answer was garbage or some
+ * slot is not served (the map still holds what was learnt). */
+int co_cluster_refresh(struct co_cluster *cc, uint64_t deadline, char *err,
+                       size_t errlen);
+
+/* What /readyz asks: the map covers every slot and every master answers
+ * CLUSTER INFO with cluster_state:ok, all before deadline. Returns 0 or
+ * CO_EREDIS with the reason (one line) in err. */
+int co_cluster_check(struct co_cluster *cc, uint64_t deadline, char *err,
+                     size_t errlen);
+
+/* "host:port" of the master serving slot in the current map, into out;
+ * CO_ENOTFOUND when the slot is not served (or no map yet). */
+int co_cluster_slot_owner(const struct co_cluster *cc, unsigned slot,
+                          char *out, size_t outlen);
+
+/* ------------------------------------------------------------ redis
+ * (redis.c) One blocking connection per thread, one deadline per exchange.
+ */
+struct co_redis_target {
+    char host[256];
+    int port;
+    char user[128];          /* "" : AUTH with password only */
+    char password[256];      /* "" : no AUTH */
+    int db;                  /* SELECT when > 0 */
+    unsigned timeout_ms;
+};
+
+int co_redis_parse_url(const char *url, unsigned timeout_ms,
+                       struct co_redis_target *t, char *err, size_t errlen);
+int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
+
+/* --redis takes one URL or several (comma-separated): seeds of a Redis
+ * Cluster. co_redis_parse_seeds() splits and parses the list into
+ * out[0..*n). co_redis_init_seeds() asks the seeds CLUSTER SLOTS: a
+ * node without cluster support means single-node mode (the first seed,
+ * co_redis_init()); a cluster means every call below is routed by
+ * cluster.c. Returns 0 when ready; CO_EREDIS with err when Redis (or the
+ * cluster) is not answering or not ready yet: tollgated serves degraded
+ * and the mode is decided by the first call that finds a seed answering;
+ * CO_EINVAL (a database number in cluster mode); CO_ENOMEM. */
+#define CO_REDIS_SEEDS_MAX 16
+int co_redis_parse_seeds(const char *list, unsigned timeout_ms,
+                         struct co_redis_target *out, size_t max, size_t *n,
+                         char *err, size_t errlen);
+int co_redis_init_seeds(const struct co_redis_target *seeds, size_t n,
+                        char *err, size_t errlen);
+/* Whether the calls below go to a Redis Cluster (sync groups its items
+ * per hash slot then). */
+bool co_redis_is_cluster(void);
+void co_redis_shutdown(void);
+/* The SHA1 of the sync script (static storage), for the startup log. */
+const char *co_redis_script_sha(void);
+int co_redis_ping(char *err, size_t errlen);
+/* One command for the policy store, stats and the admin API: this
+ * thread's connection, one deadline of timeout_ms (0 = --redis-timeout-ms),
+ * connect included. Returns the reply (the caller frees it with
+ * freeReplyObject(); an error reply is returned as a reply) or NULL with
+ * err when Redis is unreachable, backing off or timed out. */
+struct redisReply *co_redis_command(unsigned timeout_ms, int argc,
+                                    const char **argv, const size_t *lens,
+                                    char *err, size_t errlen);
+
+/* SET key value PX ttl_ms (NX when only_new) on this thread's connection,
+ * for challenge verify. Returns 1 when set, 0 when only_new and the key
+ * existed; CO_EREDIS when Redis is unreachable, in reconnect backoff or
+ * timed out (a timed-out SET may have landed); CO_EREPLY otherwise. */
+int co_redis_set_px(const char *key, size_t klen, const char *val,
+                    size_t vlen, uint64_t ttl_ms, bool only_new, char *err,
+                    size_t errlen);
+
+/* ------------------------------------------------------------ redis keys
+ * (redis_keys.c) Every Redis key name, built in one place; the data model
+ * (what each key holds) is in the header of coordinator/sync.lua. The
+ * builders write a NUL-terminated name into out and return its length, or
+ * CO_ETOOBIG / CO_EINVAL. */
+struct co_rkeys {
+    const char *policy_current, *policy_seq, *policy_meta, *policy_audit,
+        *policy_audit_seq;
+    const char *policy_version_prefix;   /* + n: version n */
+    const char *stats_edges, *stats_edgez, *stats_ch, *stats_chz;
+    const char *stats_prefix;            /* stats.lua's computed keys */
+};
+extern const struct co_rkeys co_rkeys;
+
+/* "{" + 3 bytes per encoded byte of quota and key + "|" + "}" + NUL */
+#define CO_KEY_TAG_MAX       (3 + 3 * CO_QUOTA_NAME_MAX + 3 * CO_KEY_MAX + 1)
+/* "tg:" tag ":c" + NUL */
+#define CO_RKEY_COUNTERS_MAX (3 + CO_KEY_TAG_MAX + 2)
+/* "tg:" tag ":sig:" + 32 hex + NUL */
+#define CO_REPLAY_KEY_MAX    (3 + CO_KEY_TAG_MAX + 5 + 32 + 1)
+#define CO_RKEY_NONCE_MAX    (3 + 8 + 32 + 2)
+#define CO_CLEARANCE_KEY_MAX (16 + CO_QUOTA_NAME_MAX + 33)
+
+int co_key_tag(const char *quota, size_t qlen, const char *key, size_t klen,
+               char *out, size_t outlen);
+/* tg:{q|k}:c and tg:{q|k}:e (sync.lua's counters of (quota, key)) into c
+ * and e, outlen bytes each. */
+int co_rkey_counters(const char *quota, size_t qlen, const char *key,
+                     size_t klen, char *c, char *e, size_t outlen);
+/* The mark of a used sync signature (sync.lua checks and sets it). */
+int co_rkey_replay(const char *edge_id, const char *sig_hex, char *out,
+                   size_t outlen);
+/* The same mark in Redis Cluster mode, one per sync call, in the slot of
+ * the call's items (quota, key). */
+#define CO_REPLAY_AT_KEY_MAX (CO_REPLAY_KEY_MAX + 3 * CO_KEY_MAX + 1)
+int co_rkey_replay_at(const char *quota, const char *key, const char *edge_id,
+                      const char *sig_hex, char *out, size_t outlen);
+/* The mark of a burnt challenge nonce (challenge verify). */
+int co_rkey_nonce(const uint8_t nonce[16], char *out, size_t outlen);
+/* (quota, key hash) cleared: written by challenge verify, read by key
+ * inspect. */
+int co_rkey_clearance(const char *quota, const uint8_t kh[16], char *out,
+                      size_t outlen);
+int co_rkey_policy_version(uint64_t version, char *out, size_t outlen);
+
+/* ------------------------------------------------------------ scripts
+ * (script.c) The Lua scripts, embedded from coordinator/<name>.lua, and
+ * the builder of one call. A call holds nkeys keys then nargs args in one
+ * arena (any bytes, each with its length); co_redis_eval() and
+ * co_redis_eval_ints() send it. */
+enum co_script_id {
+    CO_SCRIPT_SYNC = 0,          /* sync.lua */
+    CO_SCRIPT_STATS,             /* stats.lua */
+    CO_SCRIPT_POLICY_WRITE,      /* policy_write.lua */
+    CO_SCRIPT_POLICY_AUDIT,      /* policy_audit.lua */
+    CO_SCRIPTS
+};
+
+struct co_script {
+    const char *name;            /* "sync", ... for logs */
+    const char *src;             /* the Lua source, NUL-terminated */
+    size_t len;
+    char sha[41];                /* SHA1 hex: what EVALSHA names it by */
+};
+
+/* Static storage, never freed. */
+const struct co_script *co_script(enum co_script_id id);
+/* The SHA1 of data[0..len) in lowercase hex (what EVALSHA names a script
+ * by) into out; "" when OpenSSL cannot hash. */
+void co_sha1_hex(const char *data, size_t len, char out[41]);
+
+struct co_script_call {
+    const struct co_script *script;
+    size_t nkeys;
+    size_t nargs;
+    const char **argv;           /* keys then args, after co_call_seal() */
+    size_t *argvlen;
+    long long *out;              /* co_redis_eval_ints(): the flat integer */
+    size_t nout;                 /* reply, nout integers */
+    /* the builder's */
+    size_t cap;
+    size_t *offs;
+    char *arena;
+    size_t arena_len, arena_cap;
+    int rc;                      /* first error, sticky */
+};
+
+/* Memory for cap keys and args: co_call_free() releases it (and the
+ * arena), also after a failed build. */
+void co_call_init(struct co_script_call *c, const struct co_script *s,
+                  size_t cap);
+/* Append a key (before any arg) or an arg; errors are kept for seal. */
+void co_call_key(struct co_script_call *c, const char *key, size_t n);
+void co_call_arg(struct co_script_call *c, const char *s, size_t n);
+void co_call_arg_str(struct co_script_call *c, const char *s);
+void co_call_arg_u64(struct co_script_call *c, uint64_t v);
+/* Fix argv once building is over. Returns 0, CO_ENOMEM, or CO_EINVAL (a
+ * key after an arg, more than cap entries: a bug in the builder). */
+int co_call_seal(struct co_script_call *c);
+void co_call_free(struct co_script_call *c);
+/* The hash tag all keys of c share (*tag points into c), for a Redis
+ * Cluster router; CO_EINVAL when they do not share one. */
+int co_call_tag(const struct co_script_call *c, const char **tag,
+                size_t *len);
+
+/* Send calls[0..ncalls), pipelined in one round trip on this thread's
+ * connection, each reply a flat array of calls[i].nout integers copied to
+ * calls[i].out. One deadline of --redis-timeout-ms, connect and NOSCRIPT
+ * reload included. Returns 0; CO_EREDIS when Redis is unreachable, timed
+ * out or the socket failed (some calls may have run); CO_EREPLY for an
+ * error reply or a reply of the wrong shape; CO_EINVAL; CO_ENOMEM. */
+int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
+                       char *err, size_t errlen);
+
+/* One call, as co_redis_command() (the reply is freed with
+ * freeReplyObject()); EVALSHA, and EVAL when Redis answers NOSCRIPT. */
+struct redisReply *co_redis_eval(unsigned timeout_ms,
+                                 const struct co_script_call *call,
+                                 char *err, size_t errlen);
+/* What sync.lua estimates at now_ms for a key whose counts were last
+ * written in window w (cur: that window's, prev: the one before's):
+ * Cloudflare's two-window approximation, ceil(prev x time left in the
+ * window / window) + cur. A key not written since the previous window
+ * has its cur as prev and 0 as cur; one older estimates 0; a w ahead of
+ * now (a clock behind the writer's) is taken as now's window, as sync.lua
+ * does. (script.c; for admin_keys.c's key inspect and stats.c's top keys,
+ * checked against sync.lua in test_co_admin.c.) */
+uint64_t co_window_estimate(uint64_t w, uint64_t cur, uint64_t prev,
+                            uint64_t window_ms, uint64_t now_ms);
+
+/* ------------------------------------------------------------ policy
+ * (policy.c) The policy is immutable once built; readers hold a
+ * reference. */
+/* A per-key exception to its quota's limit (policy "overrides"). */
+struct co_override {
+    char key[CO_KEY_MAX + 1];
+    uint64_t limit;
+};
+
+struct co_quota {
+    char name[CO_QUOTA_NAME_MAX + 1];
+    char key[CO_KEY_TEMPLATE_MAX + 1]; /* template, see co_key_template_check */
+    uint64_t limit;
+    uint32_t window_s;
+    char path_prefix[CO_PATH_PREFIX_MAX + 1];
+    unsigned n_methods;
+    char methods[CO_METHODS_MAX][8];
+    Tollgate__V1__Action action;     /* CHALLENGE or DENY over the limit */
+    uint64_t floor;
+    bool floor_set;                  /* the document gave floor (else it
+                                      * follows limit / expected_edges) */
+    bool shadow;
+    bool fail_open;
+    bool require_token;
+    double deny_after;               /* 0 = off, else >= 1 */
+    uint64_t deny_after_milli;       /* deny_after x 1000, rounded */
+    uint64_t burst;                  /* most one edge is leased of a key at
+                                      * once; 0 = no cap of its own */
+    size_t n_overrides;
+    struct co_override *overrides;   /* sorted by key, co_quota_override() */
+};
+
+/* The limit of (q, key): its override's, or the quota's. */
+uint64_t co_quota_limit(const struct co_quota *q, const char *key);
+
+struct co_policy {
+    atomic_uint refs;
+    uint64_t version;
+    uint32_t sync_interval_ms;
+    uint32_t clearance_ttl_s;
+    uint32_t expected_edges;
+    size_t n_quotas;
+    struct co_quota *quotas;         /* document order */
+    const struct co_quota **by_name; /* sorted, for co_policy_find() */
+    uint8_t *packed;                 /* Tollgate__V1__Policy wire bytes */
+    size_t packed_len;
+    Tollgate__V1__Policy *pb;        /* unpacked once, shared by responses */
+};
+
+/* Parse a policy document (parse_as: numbered version; load_file: from a
+ * file). *out: a new policy with one reference (co_policy_release()).
+ * Returns 0 or CO_EINVAL with err naming the JSON path (CO_EIO, CO_ENOMEM
+ * too). */
+int co_policy_parse(const char *json, size_t len, struct co_policy **out,
+                    char *err, size_t errlen);
+int co_policy_parse_as(const char *json, size_t len, uint64_t version,
+                       struct co_policy **out, char *err, size_t errlen);
+int co_policy_load_file(const char *path, struct co_policy **out,
+                        char *err, size_t errlen);
+/* Canonical JSON (policy.c): co_quota_to_json and co_policy_to_json
+ * return new references (json_decref()), co_policy_dump the compact text
+ * (malloc'd: free()); NULL when out of memory. version 0 leaves "version"
+ * out (the store's form). The policy protobuf edges get carries neither
+ * burst nor overrides: they act in the coordinator's lease and limit, so
+ * an edge's RateLimit-Policy header shows the quota's limit. */
+struct json_t *co_quota_to_json(const struct co_quota *q);
+struct json_t *co_policy_to_json(const struct co_policy *p, uint64_t version);
+char *co_policy_dump(const struct co_policy *p, uint64_t version);
+int co_key_template_check(const char *t, size_t len, char *err,
+                          size_t errlen);
+/* Is s (n bytes) a quota name: 1..CO_QUOTA_NAME_MAX of [A-Za-z0-9._-]? */
+bool co_quota_name_ok(const void *s, size_t n);
+const struct co_quota *co_policy_find(const struct co_policy *p,
+                                      const char *name);
+/* Make p the current policy; takes over the caller's reference. */
+void co_policy_install(struct co_policy *p);
+/* A new reference to the current policy (co_policy_release()), or NULL
+ * before the first install. */
+struct co_policy *co_policy_current(void);
+void co_policy_release(struct co_policy *p);   /* NULL is fine */
+
+/* ------------------------------------------------------------ policy store
+ * (store.c; keys in sync.lua's header, writes by policy_write.lua) Every
+ * version of the policy in Redis under the hash tag {policy}, an audit
+ * log, and a thread polling the current version every 250 ms that
+ * installs a new one.
+ * Writes install locally at once. expect is the version the write is
+ * based on (If-Match), -1 for "whatever is current". Returns 0,
+ * CO_ECONFLICT (*version = the current version), CO_ENOTFOUND, CO_EREDIS
+ * (unreachable or timed out), CO_EREPLY or CO_ENOMEM, with err. */
+int co_store_start(const struct co_policy *file, unsigned timeout_ms,
+                   char *err, size_t errlen);
+void co_store_stop(void);
+int co_store_put(const char *doc, int64_t expect, const char *who,
+                 const char *action, const char *detail, uint64_t *version,
+                 char *err, size_t errlen);
+int co_store_rollback(uint64_t to, int64_t expect, const char *who,
+                      uint64_t *version, char *err, size_t errlen);
+int co_store_audit_add(const char *who, const char *action,
+                       const char *detail, char *err, size_t errlen);
+/* *doc: malloc'd (free()) canonical JSON of version (0: the current). */
+int co_store_get(uint64_t version, char **doc, size_t *len,
+                 uint64_t *found_version, char *err, size_t errlen);
+/* *out: new JSON references (json_decref), shapes as GET
+ * /v1/policy/versions and GET /v1/audit answer them. */
+int co_store_versions(struct json_t **out, char *err, size_t errlen);
+int co_store_audit(unsigned limit, uint64_t before, struct json_t **out,
+                   char *err, size_t errlen);
+
+/* ------------------------------------------------------------ edge auth
+ * (auth.c, for POST /v1/sync) Every sync is signed by its edge with one
+ * of the keys the key file lists for the edge's name (the part of
+ * edge_id before the first '/'; any of them verifies, for rotation).
+ * Request headers:
+ *   Tollgate-Edge: <edge_id exactly as in the SyncRequest body>
+ *   Tollgate-Timestamp: <unix time in ms, decimal, no sign>
+ *   Tollgate-Signature: v1=<64 lower-case hex digits>
+ * the signature being HMAC-SHA256(key, "tollgate-sync-v1\n" METHOD "\n"
+ * PATH "\n" TIMESTAMP "\n" lowercase_hex(SHA-256(body))), the timestamp
+ * within CO_AUTH_SKEW_MS of co_wall_ms(). A signature is accepted once:
+ * sync.lua remembers it (CO_AUTH_REPLAY_TTL_MS, a bit over the 60 s in
+ * which a timestamp is acceptable) in the same call that applies the
+ * batch. Failures answer 401 with WWW-Authenticate: CO_AUTH_SCHEME. */
+#define CO_AUTH_SCHEME        "Tollgate-HMAC-SHA256"
+#define CO_AUTH_SKEW_MS       30000u
+#define CO_AUTH_REPLAY_TTL_MS 65000u
+
+enum co_auth_reason {
+    CO_AUTH_OK = 0,
+    CO_AUTH_MISSING_SIGNATURE,   /* no Tollgate-Signature header */
+    CO_AUTH_BAD_HEADER,          /* a Tollgate-* header malformed/missing */
+    CO_AUTH_UNKNOWN_EDGE,        /* no key for the edge name */
+    CO_AUTH_EDGE_MISMATCH,       /* header edge != body edge_id */
+    CO_AUTH_STALE_TIMESTAMP,     /* more than CO_AUTH_SKEW_MS off */
+    CO_AUTH_BAD_SIGNATURE,       /* no key of the edge verifies it */
+    CO_AUTH_REPLAYED,            /* signature seen before (sync.lua) */
+    CO_AUTH_REASONS
+};
+
+/* What a verified request told us about itself. */
+struct co_auth {
+    char edge_id[CO_EDGE_ID_MAX + 1];  /* Tollgate-Edge (also on failure,
+                                        * truncated, for the log line) */
+    char sig_hex[65];                  /* the signature, hex */
+};
+
+/* reason -> "missing_signature", ... (the 401 detail and metric label) */
+extern const char *const co_auth_reason_names[CO_AUTH_REASONS];
+
+enum co_auth_reason co_auth_check(const struct co_request *req,
+                                  struct co_auth *out);
+int co_auth_sign(const uint8_t *secret, size_t secret_len,
+                 const char *method, const char *path, const char *timestamp,
+                 const uint8_t *body, size_t body_len, uint8_t mac[32]);
+void co_auth_reject(struct co_response *resp, enum co_auth_reason reason,
+                    const char *edge_id);
+
+/* ------------------------------------------------------------ stats
+ * (stats.c records and flushes; stats_read.c reads, merges and renders
+ * the document; stats.lua is the script both call)
+ * GET /v1/stats, the dashboard's one call: decisions per second over the
+ * last 15 minutes, the edges seen in the last 10, the top keys of each
+ * quota by sliding-window estimate (carried, decaying, over the window's
+ * turn) and the recent challenges, merged across
+ * coordinators through Redis. Each coordinator records locally (one mutex
+ * acquisition per sync; top keys below a quota's K-th count take none) and
+ * a thread flushes what Redis lacks once a second in one script call; a
+ * read adds what is not flushed yet, and answers from local state alone
+ * when Redis fails ("merged": false). Bearer token of any role. */
+enum co_stats_outcome {
+    CO_STATS_ALLOWED = 0,
+    CO_STATS_DENIED,
+    CO_STATS_CHALLENGED,
+    CO_STATS_SHADOW,              /* a shadow quota's, all three summed */
+    CO_STATS_OUTCOMES
+};
+
+#define CO_STATS_TOP_K 10         /* keys per quota */
+
+/* One authenticated, well-formed sync answered 200 (degraded or not) or
+ * 409 (an older seq: the edge is alive, nothing was applied). */
+struct co_stats_sync {
+    const char *edge_id;
+    const char *module_version;   /* the SyncRequest's, as sent */
+    uint64_t sent_at_ms;          /* 0: unknown (lag 0) */
+    uint64_t policy_version;      /* what the edge says it enforces */
+    bool degraded;                /* the answer was */
+    /* applied (not degraded, not retried) decisions, attributed as
+     * co_metrics_decisions() does */
+    uint64_t decisions[CO_STATS_OUTCOMES];
+};
+
+void co_stats_sync_seen(const struct co_stats_sync *s, uint64_t now_ms);
+/* Edges of this coordinator's table that synced within ttl_ms of now_ms,
+ * and the largest lag among them (for /metrics). */
+void co_stats_edges_active(uint64_t now_ms, uint64_t ttl_ms,
+                           uint64_t *active, uint64_t *max_lag_ms);
+/* est: the sliding-window estimate sync.lua answered for key of q, the
+ * quota at its index in pol (the policy the sync ran with). */
+void co_stats_top_key(const struct co_policy *pol, const struct co_quota *q,
+                      const char *key, uint64_t est, uint64_t now_ms);
+/* A challenge token for (quota, key) went to edge_id in a sync answer. */
+void co_stats_challenge_issued(const char *quota, const char *key,
+                               size_t klen, const char *edge_id,
+                               uint64_t now_ms);
+/* POST /v1/challenge/verify succeeded for (quota, key hash). */
+void co_stats_challenge_solved(const char *quota, const uint8_t kh[16],
+                               uint64_t now_ms);
+/* The flush thread (every second; a last flush at stop); timeout_ms
+ * (--redis-timeout-ms) bounds each Redis exchange of the module, a
+ * GET /v1/stats included. Returns 0 or CO_EIO with err. */
+int co_stats_start(unsigned timeout_ms, char *err, size_t errlen);
+void co_stats_stop(void);
+/* One flush now, on the calling thread's Redis connection. Returns 0,
+ * CO_EREDIS / CO_EREPLY (nothing marked flushed) or CO_ENOMEM, with err. */
+int co_stats_flush(char *err, size_t errlen);
+/* The /v1/stats document at now_ms for viewer: *out is a new reference
+ * (json_decref). Returns 0 or CO_ENOMEM; Redis failing is not an error. */
+int co_stats_render(const struct co_admin_token *viewer, uint64_t now_ms,
+                    struct json_t **out);
+void co_stats_reset(void);   /* tests: forget everything local */
+void co_stats_handle(const struct co_request *req, struct co_response *resp);
+
+/* ------------------------------------------------------------ metrics
+ * (metrics.c) GET /metrics in the Prometheus text format 0.0.4, no auth.
+ * Process-wide counters are plain atomics (relaxed); per-quota series live
+ * in a table of at most CO_QUOTAS_MAX names (lock-free once a name is in
+ * it); the edge gauges come from the edge table of /v1/stats
+ * (co_stats_edges_active). Labels are quota names and fixed words only,
+ * never keys or edge ids. */
+enum co_sync_result {
+    CO_SYNC_RESULT_OK = 0,
+    CO_SYNC_RESULT_DEGRADED,
+    CO_SYNC_RESULT_BAD_REQUEST,
+    CO_SYNC_RESULT_UNAUTHORIZED,
+    CO_SYNC_RESULT_CONFLICT,
+    CO_SYNC_RESULT_ERROR,
+    CO_SYNC_RESULTS
+};
+
+#define CO_METRICS_BUCKETS    11      /* finite sync duration buckets */
+#define CO_METRICS_EDGE_TTL_MS 60000u /* "active": synced this recently */
+
+struct co_metrics {
+    atomic_ullong sync_requests[CO_SYNC_RESULTS];
+    /* per bucket, not cumulative; [CO_METRICS_BUCKETS] is (1 s, +Inf) */
+    atomic_ullong sync_duration_buckets[CO_METRICS_BUCKETS + 1];
+    atomic_ullong sync_duration_sum_us;
+    atomic_ullong challenges_issued;   /* tokens signed in sync answers */
+    atomic_ullong redis_errors;        /* I/O errors, timeouts, refusals */
+    atomic_bool redis_up;              /* the last Redis exchange worked */
+    /* rejected syncs by reason ([CO_AUTH_OK] unused; auth.c) */
+    atomic_ullong auth_failures[CO_AUTH_REASONS];
+    /* POST /v1/challenge/verify outcomes (challenge_verify.c) */
+    atomic_ullong challenges_verified_ok;
+    atomic_ullong challenges_failed_invalid;     /* bad or forged token */
+    atomic_ullong challenges_failed_expired;
+    atomic_ullong challenges_failed_captcha;     /* captcha not solved */
+    atomic_ullong challenges_failed_reused;      /* nonce already burnt */
+    atomic_ullong challenges_failed_unavailable; /* Redis, verifier, config */
+};
+
+extern struct co_metrics co_metrics;
+extern const char *const co_sync_result_names[CO_SYNC_RESULTS];
+
+void co_metrics_sync_done(enum co_sync_result result, uint64_t dur_us);
+/* One applied KeyCount of quota (a shadow quota's go to "shadow"). */
+void co_metrics_decisions(const char *quota, bool shadow, uint64_t admitted,
+                          uint64_t denied, uint64_t challenged);
+/* est/limit of one key of quota in a sync reply, at now_ms. */
+void co_metrics_overshoot(const char *quota, uint64_t window_ms,
+                          uint64_t now_ms, uint64_t est, uint64_t limit);
+/* The exposition at now_ms (policy_version: the current one); *out is
+ * malloc'd (the caller frees it with free()). Returns 0 or CO_ENOMEM. */
+int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
+                      size_t *len);
+/* Tests: zero the sync, decision and Redis figures (not the auth and
+ * challenge outcome counters, which tests read as deltas). */
+void co_metrics_reset(void);
+void co_metrics_handle(const struct co_request *req,
+                       struct co_response *resp);
+
+/* ------------------------------------------------------------ challenges
+ * (challenge_token.c, the format in its file comment) Challenge tokens
+ * and the clearance tokens edges verify. Tokens and secrets are never
+ * logged. */
 #define CO_CLEARANCE_MAX 768         /* bytes of a clearance JWS, NUL incl. */
 
 struct co_challenge_claims {
@@ -725,12 +991,6 @@ int co_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
                    size_t len, uint8_t out[32]);
 void co_challenge_key_hash(const char *quota, const char *key, size_t klen,
                            uint8_t out[16]);
-/* The Redis key marking (quota, key hash) cleared, tg:{clr|<quota>|<kh
- * hex>}, into out (CO_CLEARANCE_KEY_MAX bytes suffice); returns its
- * length. Written by the verify endpoint, read by key inspect. */
-#define CO_CLEARANCE_KEY_MAX (16 + CO_QUOTA_NAME_MAX + 33)
-int co_clearance_key(const char *quota, const uint8_t kh[16], char *out,
-                     size_t outlen);
 int co_challenge_issue(const struct co_key *k, const char *quota,
                        const char *key, size_t klen, uint64_t now_s,
                        uint32_t ttl_s, char *out, size_t outlen);
@@ -747,8 +1007,8 @@ int co_clearance_issue(const struct co_key *k, const char *quota,
                        const uint8_t kh[16], uint64_t now_s, uint32_t ttl_s,
                        char *out, size_t outlen);
 
-/* ------------------------------------------------------------ verifier
- * Captcha verifiers (verifier.c). verify() returns 0 when response solves
+/* ------------------------------------------------------------ captcha
+ * Captcha verifiers (captcha.c). verify() returns 0 when response solves
  * the captcha bound to the challenge token, CO_EBADTOKEN when it does not,
  * CO_EIO when the provider could not be asked (err says why; never the
  * response). remote_ip may be NULL. */
@@ -763,61 +1023,86 @@ struct co_verifier {
 int co_verifier_open(const struct co_keyring *k, struct co_verifier *out,
                      char *err, size_t errlen);
 
-/* POST /v1/challenge/verify (verify.c); contract in that file. */
+/* ------------------------------------------------------------ challenge verify
+ * POST /v1/challenge/verify (challenge_verify.c); contract in that file. */
 void co_challenge_verify(const struct co_keyring *k,
                          const struct co_request *req,
                          struct co_response *resp);
 void co_challenge_verify_handle(const struct co_request *req,
                                 struct co_response *resp);
 
-/* SET key value PX ttl_ms (NX when only_new) on this thread's connection
- * (end of redis.c). Returns 1 when set, 0 when only_new and the key
- * existed; CO_EREDIS when Redis is unreachable, in reconnect backoff or
- * timed out (a timed-out SET may have landed); CO_EREPLY otherwise. */
-int co_redis_set_px(const char *key, size_t klen, const char *val,
-                    size_t vlen, uint64_t ttl_ms, bool only_new, char *err,
-                    size_t errlen);
+/* ------------------------------------------------------------ sync
+ * POST /v1/sync (sync.c); contract in that file. */
+void co_sync_handle(const struct co_request *req, struct co_response *resp);
 
-/* Generic commands (end of redis.c) for the policy store and the admin
- * API: this thread's connection, one deadline of timeout_ms (0 =
- * --redis-timeout-ms), connect included. They return the reply (free with
- * freeReplyObject; an error reply is returned as a reply) or NULL with err
- * when Redis is unreachable, backing off or timed out. co_redis_eval()
- * sends EVALSHA and falls back to EVAL on NOSCRIPT. */
-struct redisReply;
-struct redisReply *co_redis_command(unsigned timeout_ms, int argc,
-                                    const char **argv, const size_t *lens,
-                                    char *err, size_t errlen);
-struct redisReply *co_redis_eval(unsigned timeout_ms, const char *script,
-                                 size_t nkeys, size_t nargs,
-                                 const char **argv, const size_t *lens,
-                                 char *err, size_t errlen);
-/* %XX-decode s[0..len) into out (NUL-terminated); CO_EINVAL for a bad
- * escape, a decoded NUL or more than outlen - 1 bytes. */
-int co_percent_decode(const char *s, size_t len, char *out, size_t outlen);
-/* s[0..len) %XX-encoded outside [A-Za-z0-9._:-], as in co_key_tag(), into
- * out (NUL-terminated); returns the length, or CO_ETOOBIG when out has
- * fewer than 3 * len + 1 bytes. */
-int co_percent_encode(const char *s, size_t len, char *out, size_t outlen);
+/* ------------------------------------------------------------ health
+ * (health.c) GET /healthz (alive) and GET /readyz (Redis reachable from
+ * this thread and a policy loaded; 503 with the reason otherwise). */
+void co_health_live(const struct co_request *req, struct co_response *resp);
+void co_health_ready(const struct co_request *req, struct co_response *resp);
 
-/* ------------------------------------------------------------ encodings
- * (encode.c) base64url without padding, as in JWS; decode is strict (one
- * spelling per value). Both return the length written, or -1 when the
- * output is too small or the input is not canonical. */
-long co_b64url_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
-long co_b64url_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
-int co_hex_digit(char c);  /* 0..15, or -1 */
-long co_hex_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
-/* Hex digits (either case, an even number of them) to bytes: the count,
- * or -1 when in is not hex or out is too small. */
-long co_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
+/* ------------------------------------------------------------ dashboard
+ * GET /dashboard and /dashboard/{file} (dashboard.c): the ops page and its
+ * script and style, embedded at build time from coordinator/dashboard/. */
+void co_dashboard_handle(const struct co_request *req,
+                         struct co_response *resp);
 
-/* ------------------------------------------------------------ clock
- * The only place that reads clocks, so tests can pin time with --wrap. */
-uint64_t co_wall_ms(void);
-uint64_t co_mono_ms(void);
-uint64_t co_mono_us(void);
-struct timespec;
-void co_timespec_after(bool monotonic, unsigned ms, struct timespec *out);
+/* ------------------------------------------------------------ admin API
+ * (admin.c and admin_policy.c, admin_quotas.c, admin_keys.c; endpoints and
+ * statuses in admin.c's file comment), on the admin tokens above. Without
+ * --admin-tokens every admin route answers 401. */
+
+/* The caller's bearer token if it may read (write: and write), else NULL
+ * with resp holding the 401 (and WWW-Authenticate) or 403. */
+const struct co_admin_token *co_admin_authorize(const struct co_request *req,
+                                                struct co_response *resp,
+                                                bool write);
+void co_admin_policy_get(const struct co_request *req,
+                         struct co_response *resp);
+void co_admin_policy_put(const struct co_request *req,
+                         struct co_response *resp);
+void co_admin_versions(const struct co_request *req,
+                       struct co_response *resp);
+void co_admin_version_get(const struct co_request *req,
+                          struct co_response *resp);
+void co_admin_rollback(const struct co_request *req,
+                       struct co_response *resp);
+void co_admin_quota_get(const struct co_request *req,
+                        struct co_response *resp);
+void co_admin_quota_put(const struct co_request *req,
+                        struct co_response *resp);
+void co_admin_quota_delete(const struct co_request *req,
+                           struct co_response *resp);
+void co_admin_override_put(const struct co_request *req,
+                           struct co_response *resp);
+void co_admin_override_delete(const struct co_request *req,
+                              struct co_response *resp);
+void co_admin_key_get(const struct co_request *req,
+                      struct co_response *resp);
+void co_admin_key_reset(const struct co_request *req,
+                        struct co_response *resp);
+void co_admin_audit(const struct co_request *req, struct co_response *resp);
+
+/* Shared by the admin_*.c endpoint files (admin.c). answer_json steals
+ * v (json_decref'd there); the others leave resp holding the error answer
+ * when they fail. co_admin_body_object returns a new reference
+ * (json_decref) or NULL; co_admin_load_current a policy the caller
+ * releases (co_policy_release) or NULL. co_admin_commit steals detail. */
+void co_admin_answer_json(struct co_response *resp, unsigned status,
+                          struct json_t *v, uint64_t etag_version);
+void co_admin_store_error(struct co_response *resp, int rc, const char *err);
+bool co_admin_if_match(const struct co_request *req,
+                       struct co_response *resp, int64_t *expect);
+void co_admin_stale(struct co_response *resp, uint64_t current);
+struct json_t *co_admin_body_object(const struct co_request *req,
+                                    struct co_response *resp);
+void co_admin_log_write(const struct co_admin_token *t, const char *action,
+                        const char *what, unsigned status, uint64_t version);
+struct co_policy *co_admin_load_current(struct co_response *resp);
+int co_admin_commit(const struct co_admin_token *t, const struct co_policy *p,
+                    int64_t expect, bool report_stale, const char *action,
+                    const char *target, struct json_t *detail,
+                    struct co_response *resp, uint64_t *version);
+uint64_t co_admin_parse_version(const char *s);
 
 #endif

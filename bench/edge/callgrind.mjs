@@ -3,10 +3,9 @@
 // verify_driver runs under `valgrind --tool=callgrind` with N1 and N2 calls,
 // and (Ir(N2) − Ir(N1)) / (N2 − N1) cancels setup, policy install and token
 // minting. Five pairs of different sizes per case; they agree when the cost
-// per call is constant. The JWT cases need tg_add_key (driver exit 3 = no
-// JWT support in this build).
+// per call is constant.
 
-import { existsSync, mkdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { BUILD, OUT, ROOT, isMain, progress, row, runAlone, runCommand } from "../lib.mjs";
 
@@ -17,16 +16,6 @@ const CASES = [
   { mode: "jwt-fresh", what: "instructions per verify(), native, fresh HS256 token", n1: 500, step: 100, span: 3000 },
   { mode: "jwt-repeat", what: "instructions per verify(), native, repeated HS256 token", n1: 500, step: 100, span: 3000 },
 ];
-const NA_JWT = "n/a (edge has no JWT support yet)";
-const JWT_LOG = path.join(BUILD, "bench/verify_driver.jwt.log");
-
-// Why the driver has no JWT case: the edge has none, or (see the Makefile)
-// the case did not build against this tollgate.h.
-function naJwt() {
-  const failed = existsSync(JWT_LOG) && statSync(JWT_LOG).size > 0;
-  return failed ? `n/a (the driver's JWT case did not build: ${path.relative(ROOT, JWT_LOG)})` : NA_JWT;
-}
-
 // The driver is a Makefile target; build it if this file runs alone.
 async function ensureDriver() {
   const r = await runCommand("make", ["--no-print-directory", "-s", path.relative(ROOT, DRIVER)],
@@ -38,7 +27,6 @@ async function ensureDriver() {
 async function instructions(mode, n, pool, outFile = "/dev/null") {
   const r = await runCommand("valgrind", ["--tool=callgrind", `--callgrind-out-file=${outFile}`,
     DRIVER, mode, String(n), String(pool)], { timeoutMs: 120000 });
-  if (r.code === 3) return null;
   if (r.code !== 0) throw new Error(`verify_driver ${mode} ${n} under callgrind exited ${r.code ?? r.signal}:\n${r.stderr}`);
   const m = /Collected : (\d+)/.exec(r.stderr);
   if (!m) throw new Error(`no "Collected" line from callgrind:\n${r.stderr}`);
@@ -76,8 +64,8 @@ export async function measure() {
   for (const c of CASES) {
     progress(`edge: callgrind, ${c.mode}, ${PAIRS} pairs of runs`);
     const per = [];
-    let na = false, top = [];
-    for (let p = 0; p < PAIRS && !na; p++) {
+    let top = [];
+    for (let p = 0; p < PAIRS; p++) {
       const n1 = c.n1 + p * c.step, n2 = n1 + c.span;
       const pool = c.mode === "jwt-fresh" ? n2 : 1;
       // The last pair keeps its profiles, to say where the instructions go.
@@ -86,13 +74,12 @@ export async function measure() {
       const f2 = keep ? path.join(OUT, `callgrind.${c.mode}.${n2}.out`) : "/dev/null";
       // The two runs of a pair are independent: run them side by side.
       const [a, b] = await Promise.all([instructions(c.mode, n1, pool, f1), instructions(c.mode, n2, pool, f2)]);
-      if (a === null || b === null) { na = true; break; }
       per.push((b - a) / (n2 - n1));
       if (keep) top = await topPerCall(f1, f2, n2 - n1);
     }
     rows.push(row({
       id: `edge.verify_ir_${c.mode.replace("-", "_")}`, what: c.what, unit: "instructions/call",
-      runs: na ? [] : per, na: na ? naJwt() : null, digits: 5,
+      runs: per, digits: 5,
       note: top.length ? `most per call: ${top.join(", ")}` : "",
     }));
   }

@@ -14,6 +14,15 @@
  * proxy counts the replies too): a pipeline is one trip however many
  * reads it takes the proxy to forward it, even when Redis has answered its
  * first commands before the rest arrived.
+ *
+ * Only the connections that carry syncs are counted: the coordinator's
+ * background threads (the policy store's poll every 250 ms, the stats
+ * flush every second) have their own connections and run on real time,
+ * so over a simulated run their traffic grows with how long the run took
+ * in real seconds, not with the decisions it simulated. A connection is a
+ * sync connection from the first command naming a replay key
+ * (tg:{edge|<id>}:sig:<hex>, coordinator/auth.c), which every sync.lua
+ * call carries; what it sent before that is counted then.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -331,6 +340,7 @@ struct resp_scan {
     long items;         /* bulk strings left in the command */
     long skip;          /* body bytes (+ CRLF) left */
     long num;
+    uint64_t done;      /* complete commands */
 };
 
 /* Counting top-level replies in the server's byte stream (RESP2: simple
@@ -351,7 +361,13 @@ struct proxy_conn {
     struct resp_scan scan;
     struct reply_scan rscan;
     uint64_t sent;      /* complete commands the client sent */
+    uint64_t trips;     /* round trips it started */
+    bool syncs;         /* a sync connection: its counts go to the totals */
+    size_t match;       /* bytes of SYNC_MARK matched so far */
 };
+
+/* Every sync.lua call names a replay key; no background script does. */
+static const char SYNC_MARK[] = ":sig:";
 
 static struct {
     int lfd, redis_port;
@@ -371,6 +387,24 @@ static bool skip_body(long *skip, size_t n, size_t *i)
     *skip -= (long)take;
     *i += take - 1;
     return *skip == 0;
+}
+
+/* Looks for SYNC_MARK in the client's stream, across reads. Its only
+ * repeated character is the ':' it starts and ends with, so on a mismatch
+ * the match restarts at 1 for a ':' and at 0 otherwise. */
+static bool find_mark(struct proxy_conn *c, const char *p, size_t n)
+{
+    const size_t len = sizeof SYNC_MARK - 1;
+
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == SYNC_MARK[c->match])
+            c->match++;
+        else
+            c->match = p[i] == SYNC_MARK[0];
+        if (c->match == len)
+            return true;
+    }
+    return false;
 }
 
 static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
@@ -395,8 +429,7 @@ static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
                 if (s->state == 1) {
                     s->items = s->num;
                     if (s->items <= 0) {
-                        __atomic_add_fetch(&proxy.commands, 1,
-                                           __ATOMIC_RELAXED);
+                        s->done++;
                         s->state = 0;
                     } else {
                         s->state = 2;
@@ -412,7 +445,7 @@ static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
             if (skip_body(&s->skip, n, &i)) {
                 s->num = 0;
                 if (--s->items == 0) {
-                    __atomic_add_fetch(&proxy.commands, 1, __ATOMIC_RELAXED);
+                    s->done++;
                     s->state = 0;
                 } else {
                     s->state = 2;
@@ -421,7 +454,7 @@ static void scan_bytes(struct resp_scan *s, const char *p, size_t n)
             break;
         case 4:
             if (ch == '\n') {
-                __atomic_add_fetch(&proxy.commands, 1, __ATOMIC_RELAXED);
+                s->done++;
                 s->state = 0;
             }
             break;
@@ -539,15 +572,24 @@ static void *proxy_main(void *arg)
                 if (n <= 0 || sim_send_all(c->sfd, buf, (size_t)n) < 0) {
                     bad = true;
                 } else {
-                    uint64_t before = proxy.commands;
+                    uint64_t sent = c->sent, trips = c->trips;
 
                     /* A new trip: nothing of an earlier write is still
                      * unanswered, nor half sent. */
                     if (c->scan.state == 0 && c->sent == c->rscan.replies)
-                        __atomic_add_fetch(&proxy.roundtrips, 1,
-                                           __ATOMIC_RELAXED);
+                        c->trips++;
                     scan_bytes(&c->scan, buf, (size_t)n);
-                    c->sent += proxy.commands - before;
+                    c->sent = c->scan.done;
+                    if (!c->syncs && find_mark(c, buf, (size_t)n)) {
+                        c->syncs = true;
+                        sent = trips = 0;   /* count the earlier ones too */
+                    }
+                    if (c->syncs) {
+                        __atomic_add_fetch(&proxy.commands, c->sent - sent,
+                                           __ATOMIC_RELAXED);
+                        __atomic_add_fetch(&proxy.roundtrips, c->trips - trips,
+                                           __ATOMIC_RELAXED);
+                    }
                 }
             }
             if (!bad && (sre & (POLLIN | POLLHUP | POLLERR))) {

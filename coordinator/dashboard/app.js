@@ -170,7 +170,7 @@ function renderTopKeys(s) {
         el("span", { class: "bar", role: "img", "aria-label": `${k.count} of ${k.limit}` }, fill),
         el("span", { class: "count" }, `${k.count} / ${k.limit}`));
     });
-    if (rows.length === 0) rows.push(el("p", { class: "note" }, "No key reported in this window."));
+    if (rows.length === 0) rows.push(el("p", { class: "note" }, "No key reported in this window or the last."));
     return el("div", { class: "quota", "data-quota": q.quota }, head, ...rows);
   });
   $("top-keys").replaceChildren(...blocks);

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """make_corpus.py — writes the seed corpora of the libFuzzer targets:
 tests/fuzz/corpus/verify/ (fuzz_verify.c's input format) and
-tests/fuzz/corpus/sync_response/ (fuzz_sync_response.c's). Standard library
+tests/fuzz/corpus/sync_response/ (fuzz_sync_response.c's), and the
+coordinator's: tests/fuzz/corpus/sync/, admin/ and challenge/ (fuzz_sync.c,
+fuzz_admin.c, fuzz_challenge.c). Standard library
 only; run from the repository root: python3 tests/fuzz/make_corpus.py"""
 import base64
 import hashlib
@@ -170,6 +172,85 @@ SYNC = {
 }
 
 
+def key_count(quota, key, admitted=0, denied=0, challenged=0):
+    return message((1, quota), (2, key), (3, admitted), (4, denied), (5, challenged))
+
+
+def sync_request(edge="e1", seq=1, sent=0, version=0, module="", counts=()):
+    return message((1, edge), (2, seq), (3, sent), (4, version), (5, module)) + \
+        b"".join(field(6, c) for c in counts)
+
+
+# fuzz_sync.c: flags byte (bits 0-1: applied, replayed, conflict, Redis down)
+# then the SyncRequest the target signs as edge e1.
+CO_SYNC = {
+    "empty_batch": (0, sync_request(seq=1)),
+    "counts": (0, sync_request(seq=7, sent=NOW_S * 1000, version=3, module="0.1", counts=[
+        key_count("ip", "10.0.0.1", 5, 1, 0), key_count("ip", "10.0.0.9", 9, 0, 2),
+        key_count("login", "10.0.0.1", 1), key_count("nope", "x", 1)])),
+    "duplicates": (4, sync_request(seq=8, counts=[key_count("ip", "k", 1)] * 3)),
+    "replayed": (1, sync_request(seq=2, counts=[key_count("ip", "k", 1)])),
+    "conflict": (2, sync_request(seq=3, counts=[key_count("ip", "k", 1)])),
+    "redis_down": (3, sync_request(seq=4, counts=[key_count("ip", "k", 1)])),
+    "nul_in_key": (0, sync_request(seq=5, counts=[key_count("ip", "k\0x", 1)])),
+    "other_edge": (0, sync_request(edge="e2", seq=5)),
+    "huge_counts": (0, sync_request(seq=2**64 - 1, counts=[
+        key_count("ip", "k", 10**12, 10**12, 10**12)])),
+    "truncated": (0, sync_request(seq=9, counts=[key_count("ip", "k", 1)])[:-3]),
+}
+
+# fuzz_admin.c: byte 0 = route (bits 0-2: /v1/policy, /v1/quotas/ip,
+# /v1/quotas/new-q, overrides of ip/10.0.0.9, of login/k%2F1, rollback, ...)
+# + If-Match (bits 3-4: none, "3", "2", *), then the body.
+QUOTA = {"key": "ip", "limit": 50, "window_s": 60, "action": "deny"}
+CO_ADMIN = {
+    "policy_put": (0 | 1 << 3, {"version": 1, "quotas": [dict(QUOTA, name="a")]}),
+    "policy_put_stale": (0 | 2 << 3, {"version": 1, "quotas": []}),
+    "quota_put": (1, QUOTA),
+    "quota_new": (2 | 1 << 3, dict(QUOTA, burst=10, floor=2, methods=["GET"],
+                                   path_prefix="/api/", fail_open=True)),
+    "quota_bad": (2, dict(QUOTA, limit=-1, extra=1)),
+    "override_put": (3, {"limit": 9}),
+    "override_escaped": (4, {"limit": 1}),
+    "rollback": (5 | 1 << 3, {"to": 2}),
+    "rollback_bad": (5, {"to": "x"}),
+    "nul_in_json": (1, b'{"key": "ip\\u0000", "limit": 5, "window_s": 60}'),
+    "not_json": (1, b"{"),
+    # regression: a 400 whose detail quoted the body's bytes cut inside a
+    # UTF-8 sequence went out with no body (fuzz_admin, 10M run)
+    "detail_cut_utf8": (1, b'{"key":"claim:dove-aa.aode-adv.a.aroiveeendav\xd2\x9e\xd2\xa7'
+                           b'a.droivec_eseiovl+"}'),
+}
+
+
+def challenge_payload(quota="ip", kid="c1", issued=NOW_S, expires=NOW_S + 10**9,
+                      kh=b"\x11" * 16, nonce=b"\x22" * 16, version=2):
+    return bytes([version, len(kid)]) + kid.encode() + bytes([len(quota)]) + \
+        quota.encode() + kh + struct.pack(">QQ", issued, expires) + nonce
+
+
+# fuzz_challenge.c: flags (bit 0: the rest is a payload to sign, else a
+# body; bit 1: captcha solved; bit 2: nonce already burnt), then bytes.
+CO_CHALLENGE = {
+    "solved": (1 | 2, challenge_payload()),
+    "reused": (1 | 2 | 4, challenge_payload()),
+    "unsolved": (1, challenge_payload(quota="q" * 64)),
+    "expired": (1 | 2, challenge_payload(expires=NOW_S - 1)),
+    "other_kid": (1 | 2, challenge_payload(kid="c2")),
+    "version1": (1 | 2, challenge_payload(version=1)),
+    # regression: a signed token whose quota is not a quota name (a NUL and
+    # a non-UTF-8 byte) made verify answer 500 instead of 403
+    "quota_not_a_name": (1 | 2, challenge_payload(quota="i\0\x8d")),
+    "body_forged": (2, json.dumps({"token": b64(challenge_payload()) + "." + b64(b"\0" * 32),
+                                   "response": "x"}).encode()),
+    "body_extra": (0, b'{"token": "a.b", "response": "r", "x": 1}'),
+    "body_types": (0, b'{"token": 1, "response": null}'),
+    # regression: jansson's error text quoting bytes that are not UTF-8
+    # made the 400 bodiless (fuzz_challenge, 10M run)
+    "body_bad_utf8": (2, b'{"tok\\\xd3\xb8\xcb\xfd\x7f\x00\x00en": trueA__", "response":""}'),
+}
+
+
 def write(dirname, name, data):
     d = os.path.join(HERE, "corpus", dirname)
     os.makedirs(d, exist_ok=True)
@@ -182,6 +263,14 @@ def main():
         write("verify", name, bytes([flags]) + b"".join(reqs))
     for name, (flags, body) in SYNC.items():
         write("sync_response", name, bytes([flags]) + body)
+    for name, (flags, body) in CO_SYNC.items():
+        write("sync", name, bytes([flags]) + body)
+    for name, (sel, body) in CO_ADMIN.items():
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        write("admin", name, bytes([sel]) + body)
+    for name, (flags, body) in CO_CHALLENGE.items():
+        write("challenge", name, bytes([flags]) + body)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ async function postVerify(co, body) {
   return { status: r.status, type: r.headers.get("content-type"), body: await r.json() };
 }
 
-// A challenge token (coordinator/challenge.c, version 2) signed with a key
+// A challenge token (coordinator/challenge_token.c, version 2) signed with a key
 // of the test key file, for times the real flow cannot wait for.
 function forgeChallengeToken({ quota, key, iat, exp, keyId = "ch1" }) {
   const secret = TEST_KEYS.challenge.find((k) => k.id === keyId).secret;

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { ROOT, encodeSync, postSync, startRedis, startTollgated, syncStates } from "./harness.mjs";
+import { ROOT, encodeSync, postSync, startRedis, startTollgated, syncStates, waitFor } from "./harness.mjs";
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -162,6 +162,13 @@ test("GET /metrics is strict exposition format and counts what the syncs did", a
   t.after(async () => { await co.stop(); await redis.stop(); });
   const edge = "engine/m1";
   const sign = (ts = Date.now()) => ({ edgeId: edge, ts });
+  // tollgate_quota_overshoot_ratio is the current window's: start with a
+  // minute of the hour's window left (the coordinator shares this clock),
+  // so the syncs below and the scrape fall in one window whenever the
+  // test runs.
+  const W = policy.quotas[0].window_s * 1000;
+  await waitFor(() => W - (Date.now() % W) > 60000,
+    { timeoutMs: 70000, stepMs: 500, what: "a minute left in the quota's window" });
 
   const one = await postSync(co.url, encodeSync({ edgeId: edge, seq: 1, sentAtMs: Date.now() - 2000, counts: [
     { quota: "per-ip", key: "10.0.0.1", admitted: 3, denied: 1 },

@@ -1,8 +1,12 @@
-/* test_co_admin.c — the admin handlers called as plain functions against a
- * real redis-server and the policy store: every status the API promises
- * (200, 400, 401, 403, 404, 405, 412, 428), the ETag, the key inspection
- * arithmetic and the audit trail of each write.
+/* test_co_admin.c — the admin handlers (admin.c, admin_policy.c,
+ * admin_quotas.c, admin_keys.c) called as plain functions against a real
+ * redis-server and the policy store: every status the API promises (200,
+ * 400, 401, 403, 404, 405, 412, 428), the ETag, the key inspection
+ * arithmetic (checked against what sync.lua itself estimates on the same
+ * data) and the audit trail of each write. Each test starts from an empty
+ * Redis and version 1 of DOC, so none depends on another's writes.
  */
+// test-ldflags: -Wl,--wrap=co_wall_ms
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +26,16 @@ static const char DOC[] =
     " \"limit\": 10, \"window_s\": 60, \"action\": \"challenge\"}]}";
 
 static struct test_redis redis;
+
+/* The wall clock: pinned while pinned_ms != 0, else the real one. */
+static uint64_t pinned_ms;
+uint64_t __real_co_wall_ms(void);
+uint64_t __wrap_co_wall_ms(void);
+
+uint64_t __wrap_co_wall_ms(void)
+{
+    return pinned_ms != 0 ? pinned_ms : __real_co_wall_ms();
+}
 
 /* A request's headers for co_request_header(). */
 struct hdrs {
@@ -120,19 +134,41 @@ static json_int_t member_int(const struct co_response *resp, const char *k)
 
 static int setup(void **state)
 {
-    struct co_policy *p;
     char err[256];
 
     (void)state;
     if (test_redis_start_and_connect(&redis) != 0)
         return -1;
     if (co_tokens_parse(TOKENS, strlen(TOKENS), &co_admin_tokens, err,
-                        sizeof err) != CO_OK ||
-        co_policy_parse(DOC, strlen(DOC), &p, err, sizeof err) != CO_OK ||
-        co_store_start(p, 1000, err, sizeof err) != CO_OK)
+                        sizeof err) != CO_OK)
         return -1;
-    co_policy_release(p);
     return 0;
+}
+
+/* Before each test: an empty Redis, the store seeded with DOC as version
+ * 1 (one audit entry, "seed"), the real clock. */
+static int fresh_store(void **state)
+{
+    struct co_policy *p;
+    redisReply *r;
+    char err[256];
+    int rc = -1;
+
+    (void)state;
+    pinned_ms = 0;
+    co_store_stop();
+    r = redisCommand(redis.admin, "FLUSHALL");
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        goto done;
+    if (co_policy_parse(DOC, strlen(DOC), &p, err, sizeof err) != CO_OK)
+        goto done;
+    if (co_store_start(p, 1000, err, sizeof err) == CO_OK)
+        rc = 0;
+    co_policy_release(p);
+done:
+    if (r != NULL)
+        freeReplyObject(r);
+    return rc;
 }
 
 static int teardown(void **state)
@@ -242,12 +278,22 @@ static void test_policy_put(void **state)
     co_response_clear(&resp);
 }
 
+/* Versions 2 and 3: a put and a rollback to 1, as an operator would. */
+static void two_writes(struct co_response *resp)
+{
+    call("PUT", "/v1/policy", "admin", "1", DOC, resp);
+    assert_status(resp, 200, NULL);
+    call("POST", "/v1/policy/rollback", "admin", "2", "{\"to\": 1}", resp);
+    assert_status(resp, 200, NULL);
+}
+
 static void test_quotas_and_overrides(void **state)
 {
     struct co_response resp = {0};
     json_t *j;
 
     (void)state;
+    two_writes(&resp);
     call("GET", "/v1/quotas/nope", "read", NULL, NULL, &resp);
     assert_status(&resp, 404, "no such quota");
     call("PUT", "/v1/quotas/login", "admin", NULL,
@@ -365,6 +411,107 @@ static void test_keys(void **state)
     co_response_clear(&resp);
 }
 
+/* One sync.lua call (layout in its header) for key of quota per-ip (limit
+ * 10, 60 s) from edge at now_ms: admitted of attempts. Returns sync.lua's
+ * sliding-window estimate of the key's admitted requests at now_ms, what
+ * a sync answer carries as KeyState.count. */
+static long long sync_lua_count(const char *edge, uint64_t seq,
+                                const char *key, uint64_t now_ms,
+                                uint64_t admitted, uint64_t attempts)
+{
+    struct co_script_call c;
+    char replay[CO_REPLAY_KEY_MAX], sig[65], nonce[33], err[256];
+    char kc[CO_RKEY_COUNTERS_MAX], ke[CO_RKEY_COUNTERS_MAX];
+    long long out[3 + 4];
+    int n;
+
+    snprintf(sig, sizeof sig, "%032llx", (unsigned long long)now_ms + seq);
+    snprintf(nonce, sizeof nonce, "n%llu", (unsigned long long)seq);
+    assert_true(co_rkey_replay(edge, sig, replay, sizeof replay) > 0);
+    n = co_rkey_counters("per-ip", 6, key, strlen(key), kc, ke, sizeof kc);
+    assert_true(n > 0);
+    co_call_init(&c, co_script(CO_SCRIPT_SYNC), 3 + 7 + 7);
+    co_call_key(&c, replay, strlen(replay));
+    co_call_key(&c, kc, (size_t)n);
+    co_call_key(&c, ke, (size_t)n);
+    co_call_arg_u64(&c, now_ms);
+    co_call_arg_str(&c, edge);
+    co_call_arg_u64(&c, seq);
+    co_call_arg_u64(&c, 1000);                 /* sync_interval_ms */
+    co_call_arg_str(&c, nonce);
+    co_call_arg_u64(&c, CO_AUTH_REPLAY_TTL_MS);
+    co_call_arg_u64(&c, 1);
+    co_call_arg_u64(&c, 10);                   /* limit */
+    co_call_arg_u64(&c, 60000);                /* window_ms */
+    co_call_arg_u64(&c, 1);                    /* over: challenge */
+    co_call_arg_u64(&c, 0);                    /* deny_after off */
+    co_call_arg_u64(&c, admitted);
+    co_call_arg_u64(&c, attempts);
+    co_call_arg_u64(&c, 0);                    /* burst */
+    c.out = out;
+    c.nout = 3 + 4;
+    assert_int_equal(co_call_seal(&c), CO_OK);
+    if (co_redis_eval_ints(&c, 1, err, sizeof err) != CO_OK)
+        fail_msg("sync.lua: %s", err);
+    co_call_free(&c);
+    assert_int_equal(out[0], 0);               /* applied */
+    return out[3 + 3];
+}
+
+/* GET /v1/keys/per-ip/<key> at now_ms: its "count". */
+static long long inspect_count(const char *key, uint64_t now_ms)
+{
+    struct co_response resp = {0};
+    char path[128];
+    long long v;
+
+    pinned_ms = now_ms;
+    snprintf(path, sizeof path, "/v1/keys/per-ip/%s", key);
+    call("GET", path, "read", NULL, NULL, &resp);
+    assert_status(&resp, 200, NULL);
+    v = member_int(&resp, "count");
+    co_response_clear(&resp);
+    return v;
+}
+
+/* The key inspector computes the two-window estimate in C from the
+ * stored hash; sync.lua computes it in Lua when it answers a sync. On the
+ * same data at the same instant they must agree: within a window, in the
+ * next window before any sync rolled the hash (the C side rolls it in its
+ * head), once rolled, two windows on (nothing), and with a clock behind
+ * the writer's (both keep counting into the stored window). At each
+ * instant the inspector reads first, then an edge reports nothing, which
+ * makes sync.lua answer its estimate of the same state. */
+static void test_key_inspect_matches_sync_lua(void **state)
+{
+    const uint64_t w0 = 1700000040000ULL;      /* a window start (60 s) */
+    const int64_t at[] = {
+        17000,    /* same window as the report */
+        77000,    /* the next window, hash not rolled yet */
+        95000,    /* rolled by the report at 77 s */
+        200000,   /* two windows on: nothing left */
+        250000,   /* the next window again, not rolled */
+        230000,   /* a clock 20 s behind the last writer's window */
+    };
+    uint64_t seq = 1;
+
+    (void)state;
+    pinned_ms = w0 + 5000;
+    assert_int_equal(sync_lua_count("ea", seq++, "5.6.7.8", w0 + 5000, 7,
+                                    9), 7);
+    for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
+        uint64_t t = w0 + (uint64_t)at[i];
+        long long c = inspect_count("5.6.7.8", t);
+
+        if (c != sync_lua_count("eb", seq++, "5.6.7.8", t, 0, 0))
+            fail_msg("at +%lld ms the inspector says %lld, sync.lua "
+                     "differs", (long long)at[i], c);
+        /* and a report that counts, so the next instant has data */
+        sync_lua_count("ea", seq++, "5.6.7.8", t, 3, 4);
+    }
+    pinned_ms = 0;
+}
+
 static void test_audit(void **state)
 {
     struct co_response resp = {0};
@@ -372,6 +519,23 @@ static void test_audit(void **state)
     json_int_t next;
 
     (void)state;
+    /* the writes the entries below record, after the seed */
+    two_writes(&resp);
+    call("PUT", "/v1/quotas/login", "admin", NULL,
+         "{\"key\": \"ip\", \"limit\": 3, \"window_s\": 60, \"action\": "
+         "\"deny\"}", &resp);
+    assert_status(&resp, 200, NULL);
+    call("PUT", "/v1/quotas/login/overrides/k", "admin", NULL,
+         "{\"limit\": 9}", &resp);
+    assert_status(&resp, 200, NULL);
+    call("DELETE", "/v1/quotas/login/overrides/k", "admin", NULL, NULL,
+         &resp);
+    assert_status(&resp, 200, NULL);
+    call("DELETE", "/v1/quotas/login", "admin", NULL, NULL, &resp);
+    assert_status(&resp, 200, NULL);
+    call("DELETE", "/v1/keys/per-ip/1.2.3.4", "admin", NULL, NULL, &resp);
+    assert_status(&resp, 200, NULL);
+
     call("GET", "/v1/audit?limit=0", "read", NULL, NULL, &resp);
     assert_status(&resp, 400, "limit: must be an integer 1..200");
     call("GET", "/v1/audit?limit=201", "read", NULL, NULL, &resp);
@@ -420,12 +584,14 @@ static void test_wrong_method(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_auth),
-        cmocka_unit_test(test_policy_put),
-        cmocka_unit_test(test_quotas_and_overrides),
-        cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_audit),
-        cmocka_unit_test(test_wrong_method),
+        cmocka_unit_test_setup(test_auth, fresh_store),
+        cmocka_unit_test_setup(test_policy_put, fresh_store),
+        cmocka_unit_test_setup(test_quotas_and_overrides, fresh_store),
+        cmocka_unit_test_setup(test_keys, fresh_store),
+        cmocka_unit_test_setup(test_key_inspect_matches_sync_lua,
+                               fresh_store),
+        cmocka_unit_test_setup(test_audit, fresh_store),
+        cmocka_unit_test_setup(test_wrong_method, fresh_store),
     };
 
     atomic_store(&co_log_min_level, CO_LOG_ERROR + 1);

@@ -50,6 +50,9 @@ static void test_defaults_need_only_policy_and_keys(void **state)
     assert_int_equal(cfg.redis_timeout_ms, 50);
     assert_string_equal(cfg.keys_path, "k");
     assert_int_equal(cfg.log_level, CO_LOG_INFO);
+    assert_int_equal(cfg.http.max_conns, 4096);
+    assert_int_equal(cfg.http.max_conns_per_ip, 128);
+    assert_int_equal(cfg.http.request_timeout_ms, 10000);
 }
 
 static void test_policy_and_keys_are_required(void **state)
@@ -79,7 +82,8 @@ static void test_every_flag_both_spellings(void **state)
         "tollgated", "--listen", "127.0.0.1:0", "--redis=redis://h:1/2",
         "--policy=x.json", "--threads", "3", "--max-body=2048",
         "--redis-timeout-ms", "75", "--log-level=debug",
-        "--keys", "/etc/tollgate/keys",
+        "--keys", "/etc/tollgate/keys", "--max-connections=512",
+        "--max-conns-per-ip", "0", "--request-timeout-ms=2500",
     };
     struct co_config cfg;
     char err[256] = "";
@@ -95,6 +99,9 @@ static void test_every_flag_both_spellings(void **state)
     assert_int_equal(cfg.redis_timeout_ms, 75);
     assert_int_equal(cfg.log_level, CO_LOG_DEBUG);
     assert_string_equal(cfg.keys_path, "/etc/tollgate/keys");
+    assert_int_equal(cfg.http.max_conns, 512);
+    assert_int_equal(cfg.http.max_conns_per_ip, 0);
+    assert_int_equal(cfg.http.request_timeout_ms, 2500);
 }
 
 static void test_env_and_flag_precedence(void **state)
@@ -151,6 +158,11 @@ static void test_bad_values_name_the_source(void **state)
         {"--log-level", "verbose", "--log-level: must be debug, info"},
         {"--policy", "", "--policy: must be 1.."},
         {"--keys", "", "--keys: must be 1.."},
+        {"--max-connections", "8", "--max-connections: must be an integer "
+         "16..1000000"},
+        {"--max-conns-per-ip", "-1", "--max-conns-per-ip: must be"},
+        {"--request-timeout-ms", "99", "--request-timeout-ms: must be an "
+         "integer 100..3600000"},
         /* secrets never come from the command line (ps shows it) */
         {"--challenge-secret", "00", "unknown argument"},
     };

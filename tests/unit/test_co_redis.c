@@ -2,7 +2,7 @@
  *
  * The URL parser is tested as a pure function. The script is tested for
  * real: the test starts a throwaway redis-server on a spare loopback port
- * (and stops exactly that PID at the end), then drives co_redis_eval_sync()
+ * (and stops exactly that PID at the end), then drives co_redis_eval_ints()
  * with the script's own KEYS/ARGV layout. Time is pinned: the script takes
  * the coordinator's clock from ARGV, so window rolls are tested by passing
  * a later time, not by waiting. Covered: window arithmetic, leases that
@@ -62,6 +62,41 @@ static void test_parse_url(void **state)
     assert_string_equal(t.host, "::1");
     assert_int_equal(t.port, 7000);
     assert_int_equal(t.db, 0);
+}
+
+/* --redis with seeds of a cluster: a comma-separated list of URLs. */
+static void test_parse_seeds(void **state)
+{
+    struct co_redis_target t[3];
+    size_t n;
+    char err[128];
+
+    (void)state;
+    assert_int_equal(co_redis_parse_seeds("redis://a:1", 50, t, 3, &n, err,
+                                          sizeof err), CO_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(t[0].host, "a");
+    assert_int_equal(co_redis_parse_seeds("redis://:pw@a:1,redis://b:2,"
+                                          "redis://[::1]:3", 50, t, 3, &n,
+                                          err, sizeof err), CO_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(t[0].password, "pw");
+    assert_string_equal(t[1].host, "b");
+    assert_int_equal(t[1].port, 2);
+    assert_string_equal(t[2].host, "::1");
+    assert_int_equal(t[2].timeout_ms, 50);
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,redis://b:2,"
+                                          "redis://c:3,redis://d:4", 50, t,
+                                          3, &n, err, sizeof err),
+                     CO_EINVAL);
+    assert_non_null(strstr(err, "at most 3"));
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,,redis://b:2", 50, t,
+                                          3, &n, err, sizeof err),
+                     CO_EINVAL);
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,http://b", 50, t, 3,
+                                          &n, err, sizeof err), CO_EINVAL);
+    assert_int_equal(co_redis_parse_seeds("redis://a:1,", 50, t, 3, &n, err,
+                                          sizeof err), CO_EINVAL);
 }
 
 static void test_parse_url_refusals(void **state)
@@ -226,6 +261,7 @@ static void build(struct built *b, const struct req *r, const char *nonce,
         put(b, "%llu", (unsigned long long)items[i].attempts);
         put(b, "%llu", (unsigned long long)items[i].burst);
     }
+    b->call.script = co_script(CO_SCRIPT_SYNC);
     b->call.nkeys = 1 + 2 * n;
     b->call.nargs = 7 + 7 * n;
     b->call.argv = b->argv;
@@ -259,7 +295,7 @@ static int eval(const struct req *r, const struct item *items, size_t n,
     snprintf(nonce, sizeof nonce, "n%u", request_no);
     snprintf(replay, sizeof replay, "tg:{edge|t}:sig:%u", request_no);
     build(&b, r, nonce, replay, items, n, out);
-    rc = co_redis_eval_sync(&b.call, 1, err, sizeof err);
+    rc = co_redis_eval_ints(&b.call, 1, err, sizeof err);
     if (rc != CO_OK && rc != CO_EREDIS)
         fprintf(stderr, "eval: %s\n", err);
     built_free(&b);
@@ -389,12 +425,12 @@ static void test_replayed_signature_is_refused(void **state)
 
     (void)state;
     build(&b, &r1, "nonce-1", "tg:{edge|e1}:sig:abc", &it, 1, out);
-    assert_int_equal(co_redis_eval_sync(&b.call, 1, err, sizeof err), CO_OK);
+    assert_int_equal(co_redis_eval_ints(&b.call, 1, err, sizeof err), CO_OK);
     assert_int_equal(out[0], 0);
     built_free(&b);
     /* the same signature again (another request: another nonce) */
     build(&b, &r2, "nonce-2", "tg:{edge|e1}:sig:abc", &it, 1, out);
-    assert_int_equal(co_redis_eval_sync(&b.call, 1, err, sizeof err), CO_OK);
+    assert_int_equal(co_redis_eval_ints(&b.call, 1, err, sizeof err), CO_OK);
     assert_int_equal(out[0], 1);              /* replayed */
     assert_int_equal(LEASE(out, 0), 0);
     built_free(&b);
@@ -548,6 +584,42 @@ static void test_sparse_key_gets_one_while_available(void **state)
         assert_int_equal(LEASE(out, 0), 0);
         assert_int_equal(ACTION(out, 0), 1);
     }
+}
+
+/* Issue 20: the slack waits until the key's reach is known. A key whose
+ * every attempt so far met a new edge (spread thin over many edges) gets
+ * only its demand cap, 2 = 2 x 1/s x 1 s for a first report of 1 attempt,
+ * however few edges have reported it yet: with n edges as the divisor the
+ * first of them took 8 each (min(8, 599 / 4)). Once attempts meet edges
+ * that already had the key (3 attempts, 2 edges: reach about 3.4), the
+ * slack comes back (min(8, 597 / (4 x 3.4)) = 8). */
+static void test_slack_waits_for_the_keys_reach(void **state)
+{
+    const struct item one = {"reach", "thin", 600, 60000, 1, 0, 1, 1, 0};
+    const struct item again = {"reach", "steady", 600, 60000, 1, 0, 1, 1, 0};
+    const struct req a1 = {"edge-a", 1, T0}, b1 = {"edge-b", 1, T0 + 100};
+    const struct req a2 = {"edge-a", 2, T0 + SYNC_MS};
+    long long out[7];
+
+    (void)state;
+    for (int e = 0; e < 20; e++) {
+        char edge[16];
+        const struct req r = {edge, 1, T0 + (uint64_t)e * 100};
+
+        snprintf(edge, sizeof edge, "e%d", e);
+        assert_int_equal(eval(&r, &one, 1, out), CO_OK);
+        assert_int_equal(ACTION(out, 0), 0);
+        assert_int_equal(LEASE(out, 0), 2);
+    }
+    assert_int_equal(admin_int("HGET tg:{reach|thin}:c L"), 40);
+
+    assert_int_equal(eval(&a1, &again, 1, out), CO_OK);
+    assert_int_equal(LEASE(out, 0), 2);       /* 1 attempt, 1 edge */
+    assert_int_equal(eval(&b1, &again, 1, out), CO_OK);
+    assert_int_equal(LEASE(out, 0), 2);       /* 2 attempts, 2 edges */
+    assert_int_equal(eval(&a2, &again, 1, out), CO_OK);
+    assert_int_equal(LEASE(out, 0), 8);       /* 3 attempts, 2 edges */
+    assert_int_equal(admin_int("HGET tg:{reach|steady}:c L"), 10);
 }
 
 static void test_over_limit_takes_the_quota_action(void **state)
@@ -787,7 +859,7 @@ static void test_batch_split_and_pipelined(void **state)
         calls[c] = b[c].call;
         off += 3 + 4 * n;
     }
-    if (co_redis_eval_sync(calls, 3, err, sizeof err) != CO_OK)
+    if (co_redis_eval_ints(calls, 3, err, sizeof err) != CO_OK)
         fail_msg("eval: %s", err);
     off = 0;
     for (size_t c = 0; c < 3; c++) {
@@ -878,6 +950,7 @@ int main(void)
 {
     const struct CMUnitTest pure[] = {
         cmocka_unit_test(test_parse_url),
+        cmocka_unit_test(test_parse_seeds),
         cmocka_unit_test(test_parse_url_refusals),
     };
     const struct CMUnitTest live[] = {
@@ -891,6 +964,7 @@ int main(void)
         cmocka_unit_test(test_silent_edges_expire),
         cmocka_unit_test(test_small_shares_are_carried),
         cmocka_unit_test(test_sparse_key_gets_one_while_available),
+        cmocka_unit_test(test_slack_waits_for_the_keys_reach),
         cmocka_unit_test(test_over_limit_takes_the_quota_action),
         cmocka_unit_test(test_unleasable_and_asked_for_more_is_over),
         cmocka_unit_test(test_deny_after_counts_attempts),

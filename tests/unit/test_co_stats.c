@@ -1,8 +1,8 @@
 /* test_co_stats.c — GET /v1/stats (stats.c) against a real redis-server:
  * the one-second ring (partial current second, a bucket reused 900 s
  * later), the edge table (stale after max(3 x interval, 5 s), forgotten
- * after 10 min), the top keys (order, the K bound, window turnover, an
- * override's limit), challenges issued and solved through the verify
+ * after 10 min), the top keys (order, the K bound, an override's limit,
+ * the window turn: carried, decaying, also from Redis alone), challenges issued and solved through the verify
  * endpoint (matched by key hash), a flush + read round trip, two
  * coordinators summed through Redis, a Redis outage (local answer, counts
  * flushed once Redis is back) and the bearer token check.
@@ -325,17 +325,103 @@ static void test_top_keys(void **state)
     assert_true(json_is_true(json_object_get(k, "shadow")));
     assert_int_equal(num(json_array_get(quota_top(doc, 1), 0), "count"), 3);
     json_decref(doc);
+}
 
-    /* The next window starts empty; its keys replace the old ones. */
-    doc = render(T0 + 60000);
+/* keys[i] of quota 0 is (key, count). */
+static void assert_top(json_t *doc, size_t i, const char *key,
+                       json_int_t count)
+{
+    json_t *k = json_array_get(quota_top(doc, 0), i);
+
+    assert_non_null(k);
+    assert_string_equal(str(k, "key"), key);
+    assert_int_equal(num(k, "count"), count);
+}
+
+/* W0: the window of T0 (60 s; it ends at T0 + 30 s), W1 and W2 the next. */
+#define W1 (T0 + 30000)
+#define W2 (W1 + 60000)
+
+/* The list survives the window turn: the previous window's keys stay,
+ * their counts decayed as sync.lua decays the previous window (x time
+ * left / window, rounded up), until a sync of the new window answers
+ * for the key or its estimate reaches 0 two windows on; the same from
+ * Redis alone. The clock is injected: nothing here depends on when the
+ * test runs. */
+static void test_top_keys_window_turn(void **state)
+{
+    char key[16];
+    json_t *doc, *before, *after;
+
+    (void)state;
+    top_at("per-ip", "hot", 90, T0);
+    top_at("per-ip", "warm", 30, T0 + 1);
+    doc = render(W1 - 1);                        /* the end of W0 */
+    assert_int_equal(json_array_size(quota_top(doc, 0)), 2);
+    assert_top(doc, 0, "hot", 90);
+    assert_top(doc, 1, "warm", 30);
+    json_decref(doc);
+
+    doc = render(W1);                            /* the turn: nothing lost */
+    assert_int_equal(json_array_size(quota_top(doc, 0)), 2);
+    assert_top(doc, 0, "hot", 90);
+    assert_top(doc, 1, "warm", 30);
+    json_decref(doc);
+
+    doc = render(W1 + 15000);                    /* 3/4 of W1 left */
+    assert_top(doc, 0, "hot", 68);               /* ceil(67.5) */
+    assert_top(doc, 1, "warm", 23);              /* ceil(22.5) */
+    json_decref(doc);
+
+    /* Through Redis: the same figures once only Redis knows them. */
+    now_ms = T0 + 2;
+    flush_ok();
+    before = render(W1 + 15000);
+    co_stats_reset();
+    after = render(W1 + 15000);
+    assert_same(before, after, "top_keys");
+    json_decref(before);
+    json_decref(after);
+
+    /* A sync of W1 answers for warm: its estimate (the decayed W0 count
+     * plus W1's) replaces the carried figure; hot keeps decaying. */
+    top_at("per-ip", "warm", 40, W1 + 15001);
+    doc = render(W1 + 54000);                    /* 1/10 of W1 left */
+    assert_int_equal(json_array_size(quota_top(doc, 0)), 2);
+    assert_top(doc, 0, "warm", 40);
+    assert_top(doc, 1, "hot", 9);
+    json_decref(doc);
+
+    /* W2: hot's W0 figure is gone, warm's W1 figure is carried. */
+    doc = render(W2 + 30000);
+    assert_int_equal(json_array_size(quota_top(doc, 0)), 1);
+    assert_top(doc, 0, "warm", 20);
+    json_decref(doc);
+    doc = render(W2 + 60000);                    /* decayed to 0: gone */
     assert_int_equal(json_array_size(quota_top(doc, 0)), 0);
     json_decref(doc);
-    top_at("per-ip", "10.0.0.1", 1, T0 + 60001);
-    doc = render(T0 + 60002);
-    keys = quota_top(doc, 0);
-    assert_int_equal(json_array_size(keys), 1);
-    assert_string_equal(str(json_array_get(keys, 0), "key"), "10.0.0.1");
-    assert_int_equal(num(json_array_get(keys, 0), "count"), 1);
+
+    /* K keys of W1 fill the table without pushing the carried W1 figures
+     * out: a key heavy in W1 outranks W2's light ones until it decays. */
+    co_stats_reset();
+    for (unsigned i = 0; i < CO_STATS_TOP_K; i++) {
+        snprintf(key, sizeof key, "old-%u", i);
+        top_at("per-ip", key, 100 + 2 * i, W1 + 1000 + i);
+    }
+    for (unsigned i = 0; i < CO_STATS_TOP_K; i++) {
+        snprintf(key, sizeof key, "new-%u", i);
+        top_at("per-ip", key, 1 + i, W2 + 1000 + i);
+    }
+    doc = render(W2 + 30000);                    /* half of W2 left */
+    assert_int_equal(json_array_size(quota_top(doc, 0)), CO_STATS_TOP_K);
+    for (unsigned i = 0; i < CO_STATS_TOP_K; i++) {
+        snprintf(key, sizeof key, "old-%u", CO_STATS_TOP_K - 1 - i);
+        assert_top(doc, i, key, 50 + CO_STATS_TOP_K - 1 - i);
+    }
+    json_decref(doc);
+    top_at("per-ip", "new-9", 60, W2 + 30001);
+    doc = render(W2 + 30002);
+    assert_top(doc, 0, "new-9", 60);
     json_decref(doc);
 }
 
@@ -589,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup(test_ring, fresh),
         cmocka_unit_test_setup(test_edges, fresh),
         cmocka_unit_test_setup(test_top_keys, fresh),
+        cmocka_unit_test_setup(test_top_keys_window_turn, fresh),
         cmocka_unit_test_setup(test_challenges, fresh),
         cmocka_unit_test_setup(test_round_trip, fresh),
         cmocka_unit_test_setup(test_two_coordinators, fresh),

@@ -23,7 +23,7 @@ struct test_redis {
 };
 
 /* A port the kernel just handed out on 127.0.0.1 (free a moment ago). */
-static int test_redis_spare_port(void)
+static inline int test_redis_spare_port(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t len = sizeof sa;
@@ -84,7 +84,7 @@ static inline int test_redis_start_on(struct test_redis *t)
 }
 
 /* Start redis-server on a spare port: test_redis_start_on(). */
-static int test_redis_start(struct test_redis *t)
+static inline int test_redis_start(struct test_redis *t)
 {
     t->port = test_redis_spare_port();
     return test_redis_start_on(t);
@@ -109,7 +109,7 @@ static inline int test_redis_start_and_connect(struct test_redis *t)
 }
 
 /* Stop exactly the server this test started; safe to call twice. */
-static void test_redis_stop(struct test_redis *t)
+static inline void test_redis_stop(struct test_redis *t)
 {
     if (t->admin != NULL)
         redisFree(t->admin);
