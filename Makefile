@@ -67,8 +67,10 @@ CO_CFLAGS    = -Icoordinator -I$(BUILD)/gen $(PKG_CFLAGS)
 WASM_FEATURES := -mbulk-memory -msign-ext -mnontrapping-fptoint
 WASM_CFLAGS := --target=wasm32 -ffreestanding -nostdlib $(WASM_FEATURES) -Oz -flto \
                -std=c11 $(WARN) -fvisibility=hidden -MMD -MP $(EDGE_CFLAGS)
+# The link-time inliner keeps to functions marked inline (the -Oz default
+# copies small static helpers into their callers, a few dozen bytes).
 WASM_LDFLAGS := --target=wasm32 -nostdlib -flto -Wl,--no-entry -Wl,--gc-sections \
-                -Wl,--strip-all -Wl,-z,stack-size=65536
+                -Wl,--strip-all -Wl,-z,stack-size=65536 -Wl,-mllvm,-inline-threshold=0
 
 .PHONY: all deps test check unit unit-asan integration wasm-check fuzz fuzz-smoke run clean
 all: $(BUILD)/tollgated $(BUILD)/tollgate.wasm $(BUILD)/libtollgate.a
@@ -91,10 +93,13 @@ $(BUILD)/wasm/%.o: edge-module/src/%.c
 # Link without -O, then let binaryen shrink it; refuse a module with imports.
 # --low-memory-unused: the linker puts data at 1024 and the stack above
 # it, so nothing lives below 1024 and binaryen may fold constant addresses
-# into load/store offsets.
+# into load/store offsets. --ignore-implicit-traps: the core never divides
+# by zero or reads outside memory (C leaves both undefined anyway; the
+# sanitizer and fuzz builds check), so binaryen may move such operations.
 $(BUILD)/tollgate.wasm: $(WASM_OBJ)
 	$(Q)$(WASM_CC) $(WASM_LDFLAGS) $^ -o $(BUILD)/tollgate.raw.wasm
-	$(Q)$(WASM_OPT) -Oz --converge --low-memory-unused --enable-bulk-memory \
+	$(Q)$(WASM_OPT) -Oz --converge --low-memory-unused --ignore-implicit-traps \
+	  --enable-bulk-memory \
 	  --enable-sign-ext --enable-nontrapping-float-to-int \
 	  $(BUILD)/tollgate.raw.wasm -o $@
 	$(Q)if wasm-objdump -x -j Import $@ 2>/dev/null | grep -q ' <- '; then \

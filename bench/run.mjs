@@ -19,6 +19,7 @@ const SUITES = {
     ["size", () => import("./edge/size.mjs")],
     ["coldstart", () => import("./edge/coldstart.mjs")],
     ["verify", () => import("./edge/verify.mjs")],
+    ["verify-pk", () => import("./edge/verify_pk.mjs")],
     ["callgrind", () => import("./edge/callgrind.mjs")],
     ["workerd", () => import("./edge/workerd.mjs")],
   ],

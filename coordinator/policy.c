@@ -452,12 +452,40 @@ static bool is_header_char(unsigned char c)
            c == '_';
 }
 
+/* A claim path (edge-module/src/template.h): a JSON string naming one
+ * top-level claim of any name ("https://example.com/tenant"; a "+" spelled
+ * \u002b), or bare segments joined by "." that walk nested objects, each
+ * of visible ASCII but . " \ + (sub, custom:tenant, org.id). The edge
+ * reads whatever it is given safely but does not check this grammar:
+ * this is the check. */
+static bool claim_path_ok(const char *p, size_t n)
+{
+    if (n > 0 && p[0] == '"') {
+        json_t *v = json_loadb(p, n, JSON_DECODE_ANY, NULL);
+        bool ok = v != NULL && json_is_string(v);
+
+        json_decref(v);
+        return ok;
+    }
+    for (size_t i = 0, seg = 0; i <= n; i++, seg++) {
+        if (i == n || p[i] == '.') {
+            if (seg == 0)
+                return false;
+            seg = (size_t)-1;
+        } else if (p[i] <= ' ' || p[i] > '~' || p[i] == '"' || p[i] == '\\' ||
+                   p[i] == '+') {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* A key template is what the edge builds a rate-limit key from (see Quota.key
  * in proto/tollgate.proto): up to CO_KEY_PARTS_MAX parts joined by "+",
- * each "ip", "route", "host", "claim:NAME" (NAME of [A-Za-z0-9._-]) or
+ * each "ip", "route", "host", "claim:PATH" (claim_path_ok) or
  * "header:NAME" (NAME a lower-case header name), no part twice. The edge
- * checks the same grammar; refusing here keeps a bad template from ever
- * reaching an edge. */
+ * checks the same grammar (claim paths only here); refusing here keeps a
+ * bad template from ever reaching an edge. */
 int co_key_template_check(const char *t, size_t len, char *err, size_t errlen)
 {
     const char *end = t + len, *p = t;
@@ -499,10 +527,16 @@ int co_key_template_check(const char *t, size_t len, char *err, size_t errlen)
                      "bytes", CO_KEY_PART_NAME_MAX);
             return CO_EINVAL;
         }
-        for (size_t i = name_at; i < n; i++) {
+        if (!is_header && name_at == 6 && !claim_path_ok(p + 6, n - 6)) {
+            snprintf(err, errlen, "bad claim path in \"%.*s\" (a JSON string, "
+                     "or names of visible ASCII joined by \".\")",
+                     (int)(n > 40 ? 40 : n), p);
+            return CO_EINVAL;
+        }
+        for (size_t i = name_at; i < n && is_header; i++) {
             unsigned char c = (unsigned char)p[i];
 
-            if (is_header ? !is_header_char(c) : !is_name_char(c)) {
+            if (!is_header_char(c)) {
                 snprintf(err, errlen, "bad character in \"%.*s\"%s",
                          (int)(n > 40 ? 40 : n), p,
                          is_header ? " (header names are lower case)" : "");

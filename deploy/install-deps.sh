@@ -5,8 +5,9 @@
 #   deploy/install-deps.sh          apt packages (chromium for the browser
 #                                   tests, systemd and prometheus for
 #                                   systemd-analyze and promtool, haproxy for
-#                                   the load balancer test) + npm packages
-#                                   (workerd, playwright-core)
+#                                   the load balancer test, python3-jwt to
+#                                   mint tokens with PyJWT) + npm packages
+#                                   (workerd, playwright-core, jose)
 #   TOLLGATE_SKIP_DEPS=1            skip everything (offline, packaged builds)
 set -euo pipefail
 
@@ -22,6 +23,7 @@ apt_pkgs=(
   valgrind wrk
   haproxy
   gnuplot-nox
+  python3 python3-jwt python3-cryptography
   chromium
   systemd prometheus
   nodejs npm curl

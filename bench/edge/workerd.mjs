@@ -46,7 +46,7 @@ export default { fetch: origin };
 import wasm from "./tollgate.wasm";
 import { guard } from "./tollgate.mjs";
 import { origin } from "./origin.js";
-export default { fetch: guard(origin, (env) => ({ module: wasm, edgeId: "bench-workerd", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR" })) };
+export default { fetch: guard(origin, (env) => ({ module: wasm, edgeId: "bench-workerd", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR", clientIp: "cf-connecting-ip" })) };
 `,
   decide: `// guard() without its response copy: sync when due, decide, answer with
 // the origin's own response (a refusal would fail the run).
@@ -57,7 +57,7 @@ let tg = null;
 export default {
   fetch(req, env, ctx) {
     tg ||= createTollgate(wasm, { edgeId: "bench-decide", edgeKey: env.EDGE_KEY, coordinator: "http://coordinator",
-      fetch: (url, init) => env.COORDINATOR.fetch(url, init) });
+      fetch: (url, init) => env.COORDINATOR.fetch(url, init), clientIp: "cf-connecting-ip" });
     const p = tg.maybeSync();
     if (p) ctx.waitUntil(p);
     const d = tg.verifyRequest(req);

@@ -15,9 +15,13 @@
  *  1. The quotas whose path prefix and method match. None: Allow, nothing
  *     counted, the Authorization and Cookie headers never looked at.
  *  2. The token: "Authorization: Bearer <token>" (scheme case-insensitive,
- *     one space; any other Authorization value is no token). A token that
- *     fails verification is Deny(invalid_token), or Deny(token_expired) for
- *     exp / nbf outside the leeway: 401 with
+ *     one space; any other Authorization value is no token). A token whose
+ *     signature the host must check first makes tg_verify() answer
+ *     TG_CHECK_SIGNATURE before anything is counted (see tg_verify()). A token that fails verification is
+ *     Deny(invalid_token), Deny(unknown_kid) (no key has its kid, or no key
+ *     its algorithm when it has none), Deny(unsupported_alg) (an alg
+ *     outside tg_alg, "none" in any case included), or Deny(token_expired)
+ *     for exp / nbf outside the leeway: 401 with
  *     `WWW-Authenticate: Bearer error="invalid_token"`. Quotas whose key
  *     needs no claim still count such a request as denied.
  *  3. No token: a quota with require_token is Deny(missing_token) (401,
@@ -42,12 +46,14 @@
  *  the policy names more than 8 claims or 16 headers in all) never
  *  matches; the rest of the policy is enforced.
  *
- * Tokens: HS256 only, verified strictly (see edge-module/src/jwt.c); the
- * outcome of each distinct token is cached (256 entries, keyed by a
- * SipHash of the token under tg_config.seed, confirmed by its length and
- * signature), so a repeated token costs one hash; exp / nbf are checked
- * against the clock on every request. tg_add_key(), tg_jwt_configure() and
- * a new policy empty the cache.
+ * Tokens: every algorithm of tg_alg, verified strictly (see
+ * edge-module/src/jwt.c): HS256 here, the others by the host (WebCrypto
+ * in the JS glue) when tg_verify() asks. The outcome of each distinct
+ * token is cached (256 entries, keyed by a SipHash of the token under
+ * tg_config.seed, confirmed by its length and the end of its signature),
+ * so a repeated token costs one hash; exp / nbf are checked against the
+ * clock on every request. tg_add_key(), tg_jwt_configure() and a new
+ * policy empty the cache.
  *
  * Counts are never lost to the fixed-size key table: evicting a key with
  * counts not yet sent moves them to a spill list (256 records) sent with
@@ -125,11 +131,24 @@ typedef struct tg_request {
      * at most TG_MAX_HEADERS; the first of a name counts. */
     const tg_header *headers;
     size_t n_headers;
+    /* The host's verdict on the bearer token's signature, once
+     * tg_verify() answered TG_CHECK_SIGNATURE for it: 0 none (the usual
+     * case), -1 no candidate key verified it, i + 1 the key of index i
+     * did. */
+    int sig_verdict;
 } tg_request;
 
-typedef enum tg_kind { TG_ALLOW = 0, TG_DENY = 1, TG_CHALLENGE = 2 } tg_kind;
+/* TG_CHECK_SIGNATURE is not a decision: see tg_signature_verdict(). */
+typedef enum tg_kind {
+    TG_ALLOW = 0,
+    TG_DENY = 1,
+    TG_CHALLENGE = 2,
+    TG_CHECK_SIGNATURE = 3
+} tg_kind;
 
 /* The kinds' names, each NUL-terminated, in enum order. */
+/* The decisions' names (not TG_CHECK_SIGNATURE's), each NUL-terminated,
+ * in enum order. */
 #define TG_KIND_COUNT 3
 #define TG_KIND_NAMES "allow\0deny\0challenge"
 
@@ -137,30 +156,59 @@ typedef enum tg_kind { TG_ALLOW = 0, TG_DENY = 1, TG_CHALLENGE = 2 } tg_kind;
  * numbers never change; new reasons are appended. */
 typedef enum tg_reason {
     TG_REASON_NONE = 0,
-    TG_REASON_RATE_LIMITED = 1,  /* 429: local lease spent, or Challenge */
-    TG_REASON_BLOCKED = 2,       /* 429: coordinator action DENY */
-    TG_REASON_INVALID_TOKEN = 3, /* 401: bad, forged or unacceptable token */
-    TG_REASON_TOKEN_EXPIRED = 4, /* 401: exp passed / nbf not reached */
-    TG_REASON_MISSING_TOKEN = 5, /* 401: a matching quota requires a token */
-    TG_REASON_BAD_REQUEST = 6    /* 400: features the edge cannot key on */
+    TG_REASON_RATE_LIMITED = 1,   /* 429: local lease spent, or Challenge */
+    TG_REASON_BLOCKED = 2,        /* 429: coordinator action DENY */
+    TG_REASON_INVALID_TOKEN = 3,  /* 401: bad, forged or unacceptable token */
+    TG_REASON_TOKEN_EXPIRED = 4,  /* 401: exp passed / nbf not reached */
+    TG_REASON_MISSING_TOKEN = 5,  /* 401: a matching quota requires a token */
+    TG_REASON_BAD_REQUEST = 6,    /* 400: features the edge cannot key on */
+    TG_REASON_UNKNOWN_KID = 7,    /* 401: no key for the token's kid */
+    TG_REASON_UNSUPPORTED_ALG = 8 /* 401: an alg outside tg_alg */
 } tg_reason;
 
 /* The reasons' names (tg_reason_name()), each NUL-terminated, in enum
  * order: the one spelling of the set, which wasm hosts read from the
  * module (src/wasm.c) instead of copying it. */
-#define TG_REASON_COUNT 7
+#define TG_REASON_COUNT 9
 #define TG_REASON_NAMES                                                        \
     "none\0rate_limited\0blocked\0invalid_token\0"                             \
-    "token_expired\0missing_token\0bad_request"
+    "token_expired\0missing_token\0bad_request\0unknown_kid\0"                 \
+    "unsupported_alg"
 
 typedef struct tg_decision {
     tg_kind kind;
     tg_reason reason;
     uint16_t status;        /* 200 for Allow; 429 / 401 / 400 otherwise */
     uint32_t retry_after_s; /* set with 429 */
-    tg_str token;           /* Challenge: the coordinator's captcha token */
-    tg_str headers;         /* "Name: value\r\n" lines for the host to add */
+    tg_str token;           /* Challenge: the coordinator's captcha token.
+                               TG_CHECK_SIGNATURE: the signing input */
+    tg_str headers;         /* "Name: value\r\n" lines for the host to add.
+                               TG_CHECK_SIGNATURE: the decoded signature */
+    uint32_t sig_keys;      /* TG_CHECK_SIGNATURE: bit i, try key index i */
+    uint32_t sig_alg;       /* TG_CHECK_SIGNATURE: the token's tg_alg */
 } tg_decision;
+
+/* JWS algorithms (RFC 7518 §3.1, RFC 8037 §3.1), numbered as
+ * TG_ALG_NAMES spells them. */
+typedef enum tg_alg {
+    TG_ALG_HS256 = 0,
+    TG_ALG_HS384,
+    TG_ALG_HS512,
+    TG_ALG_RS256,
+    TG_ALG_RS384,
+    TG_ALG_RS512,
+    TG_ALG_PS256,
+    TG_ALG_PS384,
+    TG_ALG_PS512,
+    TG_ALG_ES256,
+    TG_ALG_ES384,
+    TG_ALG_EDDSA
+} tg_alg;
+
+/* Every name is 5 bytes, back to back, in enum order. */
+#define TG_ALG_COUNT 12
+#define TG_ALG_NAMES                                                           \
+    "HS256HS384HS512RS256RS384RS512PS256PS384PS512ES256ES384EdDSA"
 
 /* Bytes of memory tg_edge_init() needs for this configuration. */
 size_t tg_edge_size(const tg_config *cfg);
@@ -169,20 +217,35 @@ size_t tg_edge_size(const tg_config *cfg);
  * The memory belongs to the caller; the edge never frees it. */
 int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out);
 
-/* Token keys, provisioned by the host (secret bindings), never synced.
- * TG_KEY_JWT keys verify clients' JWTs; TG_KEY_CLEARANCE keys verify the
- * coordinator's clearance tokens: JWS HS256 tokens in the cookie
- * tollgate_clearance, claims {"q": quota name, "kh": base64url of the first
- * 16 bytes of SHA-256(quota "\n" key), "exp", "iat"}. Every key is an
- * HS256 key. Up to 8 keys per kind; adding a kid that exists replaces its
- * secret (rotation: add the new kid, keep the old until its tokens
- * expire). A token with a "kid" uses the key of that kid, a token without
- * one the key added with an empty kid; there is no fallback from one to
- * the other, and a kid not provisioned makes the token invalid. Secrets
- * are 1..128 bytes (over 64 they are hashed first, RFC 2104); kids at most
- * 64 bytes. Returns 0, TG_EINVAL or TG_ENOSPC (8 keys of that kind). */
+/* Token keys, provisioned by the host, never synced. TG_KEY_JWT keys
+ * verify clients' JWTs; TG_KEY_CLEARANCE keys verify the coordinator's
+ * clearance tokens: JWS HS256 tokens in the cookie tollgate_clearance,
+ * claims {"q": quota name, "kh": base64url of the first 16 bytes of
+ * SHA-256(quota "\n" key), "exp", "iat"}.
+ *
+ * Each key pins one algorithm: a token is only ever checked with keys of
+ * its own alg (an RS256 public key is never an HMAC secret, an ES256
+ * token never meets an RSA key). TG_ALG_HS256 keys carry their secret
+ * (1..128 bytes, over 64 hashed first, RFC 2104) and the core computes
+ * the MAC. Any other algorithm is a host key (secret NULL, len 0; JWT
+ * keys only): the core keeps its kid and algorithm, and the host holds
+ * the key itself under the index returned, checks signatures when
+ * tg_verify() asks (TG_CHECK_SIGNATURE) and answers in the next
+ * tg_verify() (tg_request.sig_verdict). The host refuses weak keys (RSA under 2048
+ * bits) before adding them.
+ *
+ * Up to 16 keys per kind; adding a kid that exists replaces that key in
+ * place, same index (rotation: add the new kid, keep the old until its
+ * tokens expire); keys without a kid are one per algorithm. A token with a "kid" uses the key of that kid, which
+ * must pin the token's alg; a token without one is tried against the
+ * keys of its alg, the first TG__KIDLESS_TRIES (4) of them. Kids are at
+ * most 64 bytes. Returns the key's index (0..15), TG_EINVAL or TG_ENOSPC
+ * (16 keys of that kind). tg_add_key() is tg_add_key_alg() with
+ * TG_ALG_HS256, returning 0 on success. */
 #define TG_KEY_JWT       0
 #define TG_KEY_CLEARANCE 1
+int tg_add_key_alg(tg_edge *e, int kind, int alg, tg_str kid,
+                   const uint8_t *secret, size_t len);
 int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret,
                size_t len);
 
@@ -203,7 +266,16 @@ typedef struct tg_jwt_options {
 int tg_jwt_configure(tg_edge *e, const tg_jwt_options *o);
 
 /* Decides one request. Always fills *out (Allow when the edge has no policy
- * yet); returns 0, or TG_EINVAL for NULL arguments. */
+ * yet); returns 0, or TG_EINVAL for NULL arguments. out->kind
+ * TG_CHECK_SIGNATURE is not a decision: nothing was counted, and the host
+ * checks the bearer token's signature (sig_alg, the signing input in
+ * out->token, the signature bytes in out->headers, valid until the next
+ * call) with its keys whose index bit is set in sig_keys, then calls
+ * tg_verify() again for the request with req->sig_verdict set. The core
+ * checks the token again from the start with that verdict standing in
+ * for the signature (a key that is not a candidate counts as none) and
+ * caches the outcome, so the token's next requests decide without the
+ * host. */
 int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out);
 
 /* 1 when the host should sync now: the interval passed, a lease runs low,

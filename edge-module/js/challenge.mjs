@@ -27,8 +27,6 @@
 //   scriptUrl  the widget script (default: the provider's own; a test
 //              serves a stand-in)
 
-import { defaultClientIp } from "./tollgate.mjs";
-
 export const CHALLENGE_PATH = "/.well-known/tollgate/challenge";
 const BODY_MAX = 8192;        // token + a 2,048-character response + return
 const WIDGETS = {
@@ -191,7 +189,7 @@ async function verify(tg, request, form, opts, s) {
     token: keepToken ? token : "", ret, message, status, captcha: s.captcha, scriptUrl: opts.scriptUrl,
   });
   if (!form || !token) return again(MESSAGES.bad, 400, Boolean(token));
-  const who = tg.opt.clientIp ? tg.opt.clientIp(request) : defaultClientIp(request.headers, tg.opt.trustForwardedFor);
+  const who = tg.clientIp(request);
   const ip = who && who !== "unknown" ? who : "";
   let resp, body;
   try {

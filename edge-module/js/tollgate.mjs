@@ -20,8 +20,11 @@
 const ABI = {
   VERSION: 0, WORDS: 1, IN: 2, OUT: 3, IO_SIZE: 4, IN_FIELDS: 5, MAX_HEADERS: 6,
   OUT_WORDS: 7, KEY_JWT: 8, KEY_CLEARANCE: 9, KINDS: 10, REASONS: 11, NAMES: 12, NAMES_LEN: 13,
+  ALGS: 14, ALG_NAMES: 15, KIND_CHECK: 16,
 };
-const ABI_VERSION = 1;
+const ABI_VERSION = 2;
+// verify's output words (ABI.OUT_WORDS of them, then the two byte strings).
+const OUT = { KIND: 0, REASON: 1, STATUS: 2, RETRY_AFTER: 3, TOKEN_LEN: 4, HEADERS_LEN: 5, SIG_KEYS: 6, SIG_ALG: 7 };
 const DEFAULTS = {
   edgeId: "edge",
   coordinator: "http://127.0.0.1:8080",
@@ -72,13 +75,24 @@ export class Tollgate {
   //   coordinator (base URL), fetch (defaults to the global fetch;
   //   in workerd pass a service binding's fetch), maxKeys, syncIntervalMs,
   //   syncTimeoutMs, now (ms clock, for tests),
-  //   jwt: { keys: [{ kid, secret }], leewaySeconds, issuer, audience,
-  //          maxTokenBytes }  HS256 keys for client tokens (secret bindings;
-  //          never sent anywhere), several at once for rotation,
+  //   jwt: { keys: [{ kid, secret, alg }], jwks: { keys: [JWK, ...] },
+  //          leewaySeconds, issuer, audience, maxTokenBytes }  keys for
+  //          client tokens: HMAC secrets (secret bindings, never sent
+  //          anywhere; alg HS256 by default, or HS384 / HS512) and public
+  //          keys as an RFC 7517 JWK Set (RS256/384/512, PS256/384/512,
+  //          ES256/384, EdDSA); every key pins one algorithm; several at
+  //          once for rotation (see addJwks),
   //   clearanceKeys: [{ kid, secret } or { kid, hex }]  the coordinator's
   //          clearance keys (its key file's "clearance" lines),
-  //   clientIp(request), trustForwardedFor: how verifyRequest finds the
-  //   client address,
+  //   clientIp: where verifyRequest finds the client address, named
+  //          explicitly because no header a client can send is trusted
+  //          by default: "cf-connecting-ip" (Cloudflare sets it), or
+  //          "x-forwarded-for" (its last entry: the address the proxy in
+  //          front of this worker saw; only behind such a proxy), or a
+  //          function(request) returning the address. Unset: on Cloudflare
+  //          (request.cf present) CF-Connecting-IP; anywhere else every
+  //          request throws (see NO_CLIENT_IP). trustForwardedFor: true,
+  //          the older spelling, means "x-forwarded-for".
   //   log(line): where sync failures go, once per kind and logIntervalMs
   //   (default console.warn, 60 s), and one line when syncs recover.
   constructor(module, options = {}) {
@@ -100,6 +114,7 @@ export class Tollgate {
       : `${this.opt.edgeId}/${hex(crypto.getRandomValues(new Uint8Array(4)))}`;
     this.signingKey = this.opt.edgeKey ? importHmacKey(this.opt.edgeKey) : null;
     this.syncPath = new URL(this.syncUrl).pathname;
+    this.clientIp = clientIpSource(this.opt.clientIp ?? (this.opt.trustForwardedFor ? "x-forwarded-for" : undefined));
     const id = this.enc.encode(this.edgeId);
     this.u8.set(id, this.inPtr);
     // Keys the edge's token-cache hash, so nobody can forge a cache hit.
@@ -107,8 +122,14 @@ export class Tollgate {
     this.#check(this.x.init(id.length, this.opt.maxKeys, this.opt.syncIntervalMs), "init");
     this.#views(); // init grows memory: old views are detached
     const jwt = this.opt.jwt || {};
+    // Host keys by the core's key index: { alg, check(data, sig) } in Node,
+    // { alg, params, key: Promise<CryptoKey> } with WebCrypto.
+    this.hostKeys = [];
+    this.nodeCrypto = jwt.webCrypto ? null : NODE_CRYPTO;
+    this.keyErrors = [];
     for (const k of jwt.keys || []) this.#addKey(this.keyJwt, k);
-    for (const k of this.opt.clearanceKeys || []) this.#addKey(this.keyClearance, k);
+    if (jwt.jwks) this.addJwks(jwt.jwks);
+    for (const k of this.opt.clearanceKeys || []) this.#addKey(this.keyClearance, { ...k, alg: "HS256" });
     if (this.opt.jwt) {
       const iss = this.enc.encode(jwt.issuer || "");
       const aud = this.enc.encode(jwt.audience || "");
@@ -124,14 +145,90 @@ export class Tollgate {
   }
 
   // { kid, secret } (a string, taken as UTF-8, or bytes) or { kid, hex }
-  // (hex digits, as in the coordinator's key file).
-  #addKey(kind, { kid = "", secret, hex: h }) {
-    const k = this.enc.encode(kid);
+  // (hex digits, as in the coordinator's key file), with alg HS256 (the
+  // core computes it), HS384 or HS512 (WebCrypto does).
+  #addKey(kind, { kid = "", secret, hex: h, alg = "HS256" }) {
     const sec = h !== undefined ? fromHex(h) : typeof secret === "string" ? this.enc.encode(secret) : secret;
     if (!sec || !sec.length) throw new Error(`tollgate: key "${kid}" has no secret`);
+    if (!HMAC_HASH[alg]) throw new Error(`tollgate: key "${kid}": alg ${JSON.stringify(alg)} is not an HMAC algorithm (HS256, HS384, HS512)`);
+    if (alg === "HS256") {
+      this.#coreKey(kind, alg, kid, sec);
+      return;
+    }
+    if (kind !== this.keyJwt) throw new Error(`tollgate: clearance key "${kid}" must be HS256`);
+    this.#hostKey(alg, kid, () => crypto.subtle.importKey("raw", sec, { name: "HMAC", hash: HMAC_HASH[alg] }, false, ["verify"]),
+      (c) => c.createSecretKey(sec));
+  }
+
+  // Adds the key to the core (secret for HS256, none for a host key) and
+  // returns its index.
+  #coreKey(kind, alg, kid, secret) {
+    const a = this.algs.indexOf(alg);
+    if (a < 0) throw new Error(`tollgate: key "${kid}": this module has no algorithm ${alg}`);
+    const k = this.enc.encode(kid);
+    this.#views();
     this.u8.set(k, this.inPtr);
-    this.u8.set(sec, this.inPtr + k.length);
-    this.#check(this.x.add_key(kind, k.length, sec.length), `add_key "${kid}"`);
+    if (secret) this.u8.set(secret, this.inPtr + k.length);
+    const i = this.x.add_key(kind, a, k.length, secret ? secret.length : 0);
+    this.#check(i, `add_key "${kid}"`);
+    return i;
+  }
+
+  // A key whose signatures the glue checks. In Node, with node:crypto's
+  // KeyObject (nodeKey(crypto), synchronous: refused here at once if
+  // malformed); elsewhere, or with jwt.webCrypto, a WebCrypto key
+  // (webKey(), a promise: see ready()).
+  #hostKey(alg, kid, webKey, nodeKey) {
+    let entry;
+    if (this.nodeCrypto) {
+      let key;
+      try {
+        key = nodeKey(this.nodeCrypto);
+      } catch (err) {
+        throw new Error(`tollgate: key "${kid}" (${alg}): ${err.message}`);
+      }
+      entry = { alg, kid, check: nodeVerifier(this.nodeCrypto, alg, key) };
+    } else {
+      const key = webKey().catch((err) => {
+        this.keyErrors.push(new Error(`tollgate: key "${kid}" (${alg}): ${err.message}`));
+        return null;
+      });
+      entry = { alg, kid, params: verifyParams(alg), key };
+    }
+    this.hostKeys[this.#coreKey(this.keyJwt, alg, kid, null)] = entry;
+  }
+
+  // Adds the signing keys of an RFC 7517 JWK Set ({ keys: [...] }, e.g.
+  // an identity provider's jwks_uri document); a kid already present is
+  // replaced in place. Each key pins its algorithm: the JWK's "alg", or
+  // the one its curve implies (EC P-256: ES256, P-384: ES384, OKP
+  // Ed25519: EdDSA); an RSA key without "alg" is refused (RS256 and PS256
+  // share a key type), as are RSA moduli under 2048 bits, curves that do
+  // not match the alg, and algorithms tollgate does not verify. Keys
+  // marked for encryption ("use": "enc", or key_ops without "verify") are
+  // skipped. Throws on the first refused key; importing is asynchronous,
+  // see ready().
+  addJwks(jwks) {
+    if (!jwks || !Array.isArray(jwks.keys)) throw new Error("tollgate: jwks must be a JWK Set: { keys: [...] }");
+    for (const jwk of jwks.keys) {
+      if (jwk.use !== undefined && jwk.use !== "sig") continue;
+      if (Array.isArray(jwk.key_ops) && !jwk.key_ops.includes("verify")) continue;
+      const { alg, params, material } = checkJwk(jwk);
+      const kid = typeof jwk.kid === "string" ? jwk.kid : "";
+      if (jwk.kty === "oct") {
+        this.#addKey(this.keyJwt, { kid, secret: fromB64url(jwk.k), alg });
+        continue;
+      }
+      this.#hostKey(alg, kid, () => crypto.subtle.importKey("jwk", material, params, false, ["verify"]),
+        (c) => c.createPublicKey({ key: material, format: "jwk" }));
+    }
+  }
+
+  // Resolves once every host key is imported; rejects with the first key
+  // WebCrypto refused (such a key verifies nothing).
+  async ready() {
+    await Promise.all(this.hostKeys.filter(Boolean).map((k) => k.key));
+    if (this.keyErrors.length) throw this.keyErrors[0];
   }
 
   // The layout and the enums, from the module's own table.
@@ -140,7 +237,7 @@ export class Tollgate {
     const t = this.x.tg_abi();
     if (t & 3) throw new Error("tollgate: ABI table not 4-byte aligned");
     const w = (i) => this.u32[(t >> 2) + i];
-    if (w(ABI.VERSION) !== ABI_VERSION || w(ABI.WORDS) <= ABI.NAMES_LEN) {
+    if (w(ABI.VERSION) !== ABI_VERSION || w(ABI.WORDS) <= ABI.KIND_CHECK) {
       throw new Error(`tollgate: module ABI ${w(ABI.VERSION)} (${w(ABI.WORDS)} words), this glue reads ABI ${ABI_VERSION}`);
     }
     this.inPtr = w(ABI.IN);
@@ -157,8 +254,13 @@ export class Tollgate {
     const nk = w(ABI.KINDS), nr = w(ABI.REASONS);
     if (names.length !== nk + nr) throw new Error("tollgate: module ABI names do not match their counts");
     this.kinds = names.slice(0, nk);
+    this.kindCheck = w(ABI.KIND_CHECK);
+    const na = w(ABI.ALGS), an = w(ABI.ALG_NAMES);
+    this.algs = [];
+    for (let i = 0; i < na; i++) this.algs.push(ascii(this.u8, an + 5 * i, an + 5 * i + 5));
     // An Allow has no reason: "none" reads as "".
     this.reasons = names.slice(nk).map((r, i) => (i === 0 ? "" : r));
+    this.reasonCounts = new Float64Array(nr); // a reason past them is not counted
   }
 
   #views() {
@@ -194,25 +296,35 @@ export class Tollgate {
   // authorization, cookie, headers } (strings; missing ones are empty;
   // headers: a Headers object or a plain object, read only for the names
   // the policy's key templates use). Returns a Decision: { kind:
-  // "allow"|"deny"|"challenge", reason, status, retryAfter, token, headers }.
-  // Features too large for the core are trimmed (see TOKEN_KEEP); when even
-  // the trimmed ones do not fit (a method, path, host or address of tens of
-  // KiB) the decision is Deny(bad_request), 400, never an exception.
+  // "allow"|"deny"|"challenge", reason, status, retryAfter, token, headers },
+  // or, the first time a bearer token signed with a host key (any
+  // algorithm but HS256) is seen, a Promise of it: the signature is
+  // checked with WebCrypto, the core caches the verdict, and the token's
+  // later requests are decided synchronously again. Features too large for
+  // the core are trimmed (see TOKEN_KEEP); when even the trimmed ones do
+  // not fit (a method, path, host or address of tens of KiB) the decision
+  // is Deny(bad_request), 400, never an exception.
   verify(req) {
     try {
-      return this.#decide(req);
+      this.#write(req);
     } catch (err) {
       if (!(err instanceof RangeError)) throw err;
+      req = trimmed(req);
+      try {
+        this.#write(req);
+      } catch (err2) {
+        if (!(err2 instanceof RangeError)) throw err2;
+        return new Decision("deny", "bad_request", 400, 0, "", "");
+      }
     }
-    try {
-      return this.#decide(trimmed(req));
-    } catch (err) {
-      if (!(err instanceof RangeError)) throw err;
-      return new Decision("deny", "bad_request", 400, 0, "", "");
-    }
+    const kind = this.x.verify(this.opt.now());
+    if (kind !== this.kindCheck) return this.#decision(kind);
+    return this.nodeCrypto ? this.#checkNow() : this.#checkSignature(req);
   }
 
-  #decide(req) {
+  // Writes a request's features into the in buffer; a RangeError when
+  // they do not fit.
+  #write(req) {
     this.#views();
     // Only the headers present are sent: an absent one leaves the quota
     // that keys on it out of this request.
@@ -241,26 +353,74 @@ export class Tollgate {
     for (let i = 0; i < 2 * present; i++) {
       n = this.#put(found[i], off, end); u32[w + nf + 1 + i] = n; off += n;
     }
-    const kind = this.x.verify(this.opt.now());
+  }
+
+  // The Decision in the out buffer (see OUT).
+  #decision(kind) {
     if (kind < 0) throw new Error(`tollgate: verify failed (${kind})`);
-    // Output words: kind, reason, status, retry_after_s, token_len,
-    // headers_len; then ABI.OUT_WORDS words in, the token and the headers.
-    const o = this.outPtr, r = o >> 2;
-    const tokenLen = u32[r + 4];
-    const headersLen = u32[r + 5];
+    const o = this.outPtr, r = o >> 2, u32 = this.u32;
+    const tokenLen = u32[r + OUT.TOKEN_LEN];
+    const headersLen = u32[r + OUT.HEADERS_LEN];
     const p = o + 4 * this.outWords;
+    const reason = u32[r + OUT.REASON];
+    this.reasonCounts[reason]++;
     return new Decision(
       this.kinds[kind],
-      this.reasons[u32[r + 1]] ?? "unknown",
-      u32[r + 2],
-      u32[r + 3],
+      this.reasons[reason] ?? "unknown",
+      u32[r + OUT.STATUS],
+      u32[r + OUT.RETRY_AFTER],
       tokenLen ? this.dec.decode(this.u8.subarray(p, p + tokenLen)) : "",
       headersLen ? this.dec.decode(this.u8.subarray(p + tokenLen, p + tokenLen + headersLen)) : "");
   }
 
-  // Decides a Fetch API Request. clientIp(request) says who the client is;
-  // by default CF-Connecting-IP, else (only with trustForwardedFor) the
-  // first X-Forwarded-For hop, else "unknown".
+  // check_signature with node:crypto: the verdict at once, and the same
+  // request (still in the in buffer) decided again with it.
+  #checkNow() {
+    const o = this.outPtr, r = o >> 2, u32 = this.u32;
+    const keys = u32[r + OUT.SIG_KEYS];
+    const p = o + 4 * this.outWords, inLen = u32[r + OUT.TOKEN_LEN], sigLen = u32[r + OUT.HEADERS_LEN];
+    const data = this.u8.subarray(p, p + inLen);
+    const sig = this.u8.subarray(p + inLen, p + inLen + sigLen);
+    let verdict = -1;
+    for (let i = 0; i < 32 && verdict < 0; i++) {
+      const hk = (keys >>> i) & 1 ? this.hostKeys[i] : null;
+      if (hk && hk.check(data, sig)) verdict = i;
+    }
+    const kind = this.x.verify(this.opt.now(), verdict >= 0 ? verdict + 1 : -1);
+    if (kind === this.kindCheck) throw new Error("tollgate: the core asked again for a signature it was given");
+    return this.#decision(kind);
+  }
+
+  // The core asked for the bearer token's signature (check_signature: the
+  // signing input and the signature bytes in the out buffer, the
+  // candidate keys as bits, all pinning the token's algorithm). Tries
+  // them in turn with WebCrypto, then decides the request again with the
+  // verdict: the core checks the token anew with it and caches the
+  // outcome. Other requests may run while this awaits, so the features
+  // are written again.
+  async #checkSignature(req) {
+    const o = this.outPtr, r = o >> 2, u32 = this.u32;
+    const keys = u32[r + OUT.SIG_KEYS];
+    const p = o + 4 * this.outWords, inLen = u32[r + OUT.TOKEN_LEN], sigLen = u32[r + OUT.HEADERS_LEN];
+    const data = this.u8.slice(p, p + inLen);
+    const sig = this.u8.slice(p + inLen, p + inLen + sigLen);
+    let verdict = -1;
+    for (let i = 0; i < 32 && verdict < 0; i++) {
+      const hk = (keys >>> i) & 1 ? this.hostKeys[i] : null;
+      if (!hk) continue;
+      const key = await hk.key;
+      // A malformed signature (e.g. the wrong length for the curve) makes
+      // some runtimes throw rather than answer false: not verified.
+      if (key && await crypto.subtle.verify(hk.params, key, sig, data).catch(() => false)) verdict = i;
+    }
+    this.#write(req);
+    const kind = this.x.verify(this.opt.now(), verdict >= 0 ? verdict + 1 : -1);
+    if (kind === this.kindCheck) throw new Error("tollgate: the core asked again for a signature it was given");
+    return this.#decision(kind);
+  }
+
+  // Decides a Fetch API Request (a Decision, or a Promise of one: see
+  // verify). The client address comes from options.clientIp.
   verifyRequest(request) {
     const [host, path] = splitUrl(request.url);
     const h = request.headers;
@@ -268,7 +428,7 @@ export class Tollgate {
       method: request.method,
       path,
       host,
-      ip: this.opt.clientIp ? this.opt.clientIp(request) : defaultClientIp(h, this.opt.trustForwardedFor),
+      ip: this.clientIp(request),
       authorization: h.get("authorization") || "",
       cookie: h.get("cookie") || "",
       headers: h,
@@ -292,6 +452,17 @@ export class Tollgate {
 
   policyVersion() {
     return this.x.policy_version();
+  }
+
+  // Decisions by reason since this edge started, for the host's logs and
+  // metrics: { rate_limited: n, invalid_token: n, unknown_kid: n, ... }
+  // (Allow is "none"). unknown_kid against unsupported_alg and
+  // invalid_token tells a key rotation the edge has not seen from forged
+  // tokens.
+  reasonStats() {
+    const out = {};
+    this.reasons.forEach((r, i) => { out[r || "none"] = this.reasonCounts[i]; });
+    return out;
   }
 
   // Sends the pending batch and applies the answer. One sync at a time: a
@@ -381,6 +552,112 @@ export class Tollgate {
 
 export function createTollgate(module, options) {
   return new Tollgate(module, options);
+}
+
+// ---------------------------------------------------------------- JWT keys
+// RFC 7518 §3: what WebCrypto calls each algorithm tollgate verifies in the
+// host (HS256 is the core's own).
+const HMAC_HASH = { HS256: "SHA-256", HS384: "SHA-384", HS512: "SHA-512" };
+const RSA_HASH = { RS256: "SHA-256", RS384: "SHA-384", RS512: "SHA-512", PS256: "SHA-256", PS384: "SHA-384", PS512: "SHA-512" };
+const EC_CURVE = { ES256: "P-256", ES384: "P-384" };
+
+// node:crypto when this runs in Node (not in workerd, whose node:crypto is
+// partial): a signature checked synchronously in the calling turn, where
+// WebCrypto's is a promise settled from a worker thread, several times
+// slower for one check.
+const NODE_CRYPTO = (() => {
+  try {
+    if (globalThis.navigator?.userAgent === "Cloudflare-Workers") return null;
+    const c = globalThis.process?.getBuiltinModule?.("node:crypto");
+    return c && typeof c.verify === "function" && typeof c.createPublicKey === "function" ? c : null;
+  } catch {
+    return null;
+  }
+})();
+
+// check(data, sig) for a node:crypto key of an algorithm (RFC 7518 §3):
+// true when the signature verifies; a malformed one is false.
+function nodeVerifier(c, alg, key) {
+  const hash = `sha${alg.slice(2)}`;
+  if (HMAC_HASH[alg]) {
+    return (data, sig) => {
+      const mac = c.createHmac(hash, key).update(data).digest();
+      return mac.length === sig.length && c.timingSafeEqual(mac, sig);
+    };
+  }
+  const opts = alg.startsWith("PS") ? { key, padding: c.constants.RSA_PKCS1_PSS_PADDING, saltLength: Number(alg.slice(2)) / 8 }
+    : alg.startsWith("ES") ? { key, dsaEncoding: "ieee-p1363" } : key;
+  const h = alg === "EdDSA" ? null : hash;
+  return (data, sig) => {
+    try {
+      return c.verify(h, data, opts, sig);
+    } catch {
+      return false;
+    }
+  };
+}
+
+// verify() parameters of an algorithm.
+function verifyParams(alg) {
+  if (HMAC_HASH[alg]) return { name: "HMAC" };
+  if (alg.startsWith("RS")) return { name: "RSASSA-PKCS1-v1_5" };
+  // RFC 7518 §3.5: the salt is as long as the hash.
+  if (alg.startsWith("PS")) return { name: "RSA-PSS", saltLength: Number(alg.slice(2)) / 8 };
+  if (EC_CURVE[alg]) return { name: "ECDSA", hash: alg === "ES256" ? "SHA-256" : "SHA-384" };
+  return { name: "Ed25519" };
+}
+
+// Checks a JWK against the rules addJwks() states; returns its pinned
+// alg, WebCrypto's import parameters, and the bare public key to import
+// (so a JWK's own alg, use or key_ops cannot disagree with them).
+function checkJwk(jwk) {
+  const kid = typeof jwk.kid === "string" ? jwk.kid : "";
+  const fail = (why) => { throw new Error(`tollgate: JWK "${kid}": ${why}`); };
+  if (!jwk || typeof jwk !== "object") fail("not an object");
+  let alg = jwk.alg;
+  if (alg === undefined) {
+    if (jwk.kty === "EC") alg = jwk.crv === "P-256" ? "ES256" : jwk.crv === "P-384" ? "ES384" : undefined;
+    else if (jwk.kty === "OKP") alg = jwk.crv === "Ed25519" ? "EdDSA" : undefined;
+    else if (jwk.kty === "oct") alg = "HS256";
+    else if (jwk.kty === "RSA") fail('an RSA key needs "alg" (RS256 and PS256 share a key type)');
+    if (alg === undefined) fail(`no algorithm for kty ${JSON.stringify(jwk.kty)} crv ${JSON.stringify(jwk.crv)}`);
+  }
+  if (typeof alg !== "string") fail("alg must be a string");
+  if (HMAC_HASH[alg]) {
+    if (jwk.kty !== "oct" || typeof jwk.k !== "string") fail(`${alg} needs kty "oct" with k`);
+    return { alg, params: null, material: null };
+  }
+  if (RSA_HASH[alg]) {
+    if (jwk.kty !== "RSA" || typeof jwk.n !== "string" || typeof jwk.e !== "string") fail(`${alg} needs kty "RSA" with n and e`);
+    const n = fromB64url(jwk.n);
+    let i = 0;
+    while (i < n.length && n[i] === 0) i++;
+    const bits = i === n.length ? 0 : (n.length - i - 1) * 8 + (32 - Math.clz32(n[i]));
+    if (bits < 2048) fail(`an RSA modulus of ${bits} bits is too short (at least 2048)`);
+    return {
+      alg,
+      params: { name: alg.startsWith("PS") ? "RSA-PSS" : "RSASSA-PKCS1-v1_5", hash: RSA_HASH[alg] },
+      material: { kty: "RSA", n: jwk.n, e: jwk.e },
+    };
+  }
+  if (EC_CURVE[alg]) {
+    if (jwk.kty !== "EC" || jwk.crv !== EC_CURVE[alg]) fail(`${alg} needs kty "EC" on curve ${EC_CURVE[alg]}, not ${jwk.kty} ${jwk.crv}`);
+    return { alg, params: { name: "ECDSA", namedCurve: jwk.crv }, material: { kty: "EC", crv: jwk.crv, x: jwk.x, y: jwk.y } };
+  }
+  if (alg === "EdDSA") {
+    if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519") fail(`EdDSA is verified on Ed25519 only, not ${jwk.kty} ${jwk.crv}`);
+    return { alg, params: { name: "Ed25519" }, material: { kty: "OKP", crv: "Ed25519", x: jwk.x } };
+  }
+  return fail(`alg ${JSON.stringify(alg)} is not one tollgate verifies`);
+}
+
+// Strict base64url (RFC 4648 §5, no padding) to bytes.
+function fromB64url(s) {
+  if (typeof s !== "string" || !/^[A-Za-z0-9_-]*$/.test(s) || s.length % 4 === 1) throw new Error("tollgate: bad base64url in a key");
+  const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/") + "==".slice(0, (4 - (s.length % 4)) % 4));
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
 }
 
 // ---------------------------------------------------------------- sync auth
@@ -480,14 +757,31 @@ function splitUrl(url) {
   return [url.slice(start, p), p < q && url[p] === "/" ? url.slice(p, q) : "/"];
 }
 
-export function defaultClientIp(h, trustForwardedFor) {
-  const cf = h.get("cf-connecting-ip");
-  if (cf) return cf;
-  if (trustForwardedFor) {
-    const xff = h.get("x-forwarded-for");
-    if (xff) return xff.split(",")[0].trim();
+// Outside Cloudflare, CF-Connecting-IP is whatever the client sent: a
+// client sending a new one each time would never be limited, and one
+// naming a victim's address would spend the victim's budget.
+export const NO_CLIENT_IP = "tollgate: no clientIp source. Outside Cloudflare (request.cf is absent) a " +
+  "client can send any CF-Connecting-IP, so tollgate will not trust it by default: set clientIp to " +
+  '"x-forwarded-for" (behind a proxy that appends the address it saw), "cf-connecting-ip" (only if ' +
+  "something in front sets it), or a function(request) returning the client's address";
+
+// The function verifyRequest reads the client address with.
+function clientIpSource(src) {
+  if (typeof src === "function") return (r) => String(src(r) ?? "");
+  if (src === "cf-connecting-ip") return (r) => r.headers.get("cf-connecting-ip") || "";
+  if (src === "x-forwarded-for") {
+    return (r) => {
+      const v = r.headers.get("x-forwarded-for") || "";
+      return v.slice(v.lastIndexOf(",") + 1).trim();
+    };
   }
-  return "unknown";
+  if (src === undefined) {
+    return (r) => {
+      if (r.cf === undefined || r.cf === null) throw new Error(NO_CLIENT_IP);
+      return r.headers.get("cf-connecting-ip") || "";
+    };
+  }
+  throw new Error(`tollgate: clientIp must be "cf-connecting-ip", "x-forwarded-for" or a function, not ${JSON.stringify(src)}`);
 }
 
 function escapeHtml(s) {
@@ -536,7 +830,8 @@ export function guard(handler, options = {}) {
     if (p && ctx && ctx.waitUntil) ctx.waitUntil(p);
     const answered = tg.opt.challenge && await tg.opt.challenge.intercept(tg, request); // challenge.mjs
     if (answered) return answered;
-    const d = tg.verifyRequest(request);
+    let d = tg.verifyRequest(request);
+    if (d instanceof Promise) d = await d;
     if (d.kind !== "allow") {
       const make = d.kind === "challenge" ? tg.opt.challengePage : tg.opt.denyResponse;
       return (make || decisionResponse)(d, request);

@@ -15,6 +15,7 @@ void tg__bucket_init(tg__bucket *b, uint64_t floor, uint64_t now_ms)
     b->lease = 0;
     b->refill_ms = now_ms;
     b->action = TG__ACT_ALLOW;
+    b->seen = 0;
 }
 
 /* Two fallbacks keep an edge useful when the coordinator is silent about a
@@ -38,6 +39,8 @@ void tg__bucket_refresh(tg__bucket *b, uint64_t floor, uint64_t window_ms,
     }
     if (now_ms < add_sat(b->granted_at_ms, window_ms))
         return;
+    /* A window without an answer: the count it knew has slid out. */
+    b->seen = 0;
     b->tokens = floor;
     b->grant = floor;
     b->granted_at_ms = now_ms;
@@ -111,6 +114,7 @@ void tg__bucket_take(tg__bucket *b)
 {
     if (b->tokens > 0)
         b->tokens--;
+    b->seen++;
 }
 
 bool tg__bucket_low(const tg__bucket *b)

@@ -36,7 +36,11 @@ typedef struct tg__bucket {
     uint64_t reset_at_ms;   /* when the coordinator's action ends; 0: none */
     uint64_t lease;         /* the coordinator's last lease; 0: none yet */
     uint64_t refill_ms;     /* stale refill accounted up to here */
-    uint8_t action;         /* TG__ACT_* */
+    /* The key's global count as the edge knows it: the coordinator's
+     * count at its last answer plus what this edge admitted since (the
+     * RateLimit header's r is the limit minus this). */
+    uint64_t seen;
+    uint8_t action; /* TG__ACT_* */
 } tg__bucket;
 
 /* When the edge went stale and how fast its trust decays. */
@@ -73,7 +77,8 @@ void tg__bucket_refresh_stale(tg__bucket *b, uint64_t floor, uint64_t window_ms,
 /* TG__V_ALLOW, TG__V_CHALLENGE, TG__V_RATE or TG__V_BLOCKED; no change. */
 int tg__bucket_verdict(const tg__bucket *b, uint64_t now_ms);
 
-/* Spends one token; the caller has seen TG__V_ALLOW. */
+/* Spends one token (and counts it in seen); the caller has seen
+ * TG__V_ALLOW. */
 void tg__bucket_take(tg__bucket *b);
 
 /* True when the allowance ran low: at or under a quarter of the last grant. */

@@ -59,12 +59,19 @@ int tg_edge_init(void *mem, size_t len, const tg_config *cfg, tg_edge **out)
     return 0;
 }
 
-int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret,
-               size_t len)
+int tg_add_key_alg(tg_edge *e, int kind, int alg, tg_str kid,
+                   const uint8_t *secret, size_t len)
 {
     if (!e || e->magic != TG__MAGIC)
         return TG_EINVAL;
-    return tg__jwt_add_key(&e->jwt, kind, kid, secret, len);
+    return tg__jwt_add_key(&e->jwt, kind, alg, kid, secret, len);
+}
+
+int tg_add_key(tg_edge *e, int kind, tg_str kid, const uint8_t *secret,
+               size_t len)
+{
+    int rc = tg_add_key_alg(e, kind, TG_ALG_HS256, kid, secret, len);
+    return rc < 0 ? rc : 0;
 }
 
 int tg_jwt_configure(tg_edge *e, const tg_jwt_options *o)
@@ -108,6 +115,7 @@ typedef struct reqctx {
     const tg__claims *claims;
     int clr; /* clearance cookie: TG__TOK_*; -1: not looked at */
     const tg__claims *clv;
+    tg__sigcheck chk; /* tok == TG__TOK_PENDING: what the host checks */
     bool stale;
     tg__stale st;
 } reqctx;
@@ -147,7 +155,8 @@ static tg__entry *entry_for(tg_edge *e, const reqctx *rc, const tg__quota *q,
 }
 
 /* The request's JWT, verified once however many quotas look at it; only
- * the claims the policy's templates name are extracted. */
+ * the claims the policy's templates name are extracted. A verdict from
+ * the host on its signature is recorded first. */
 static int token_state(tg_edge *e, reqctx *rc)
 {
     if (rc->tok < 0) {
@@ -156,9 +165,13 @@ static int token_state(tg_edge *e, reqctx *rc)
                              p->names.name[TG__NAMES_CLAIM]};
         tg_str t;
         rc->tok = TG__TOK_NONE;
-        if (tg__jwt_bearer(rc->req->authorization, &t))
+        if (tg__jwt_bearer(rc->req->authorization, &t)) {
+            if (rc->req->sig_verdict)
+                (void)tg__jwt_verdict(&e->jwt, t, &want,
+                                      rc->req->sig_verdict - 1);
             rc->tok = tg__jwt_check(&e->jwt, TG_KEY_JWT, t, &want,
-                                    rc->req->now_ms, &rc->claims);
+                                    rc->req->now_ms, &rc->claims, &rc->chk);
+        }
     }
     return rc->tok;
 }
@@ -177,7 +190,7 @@ static bool cleared(tg_edge *e, reqctx *rc, const tg__quota *q, const char *key,
         if (tg__cookie_get(rc->req->cookie, CLEARANCE_COOKIE,
                            sizeof CLEARANCE_COOKIE - 1, &c))
             rc->clr = tg__jwt_check(&e->jwt, TG_KEY_CLEARANCE, c, &want,
-                                    rc->req->now_ms, &rc->clv);
+                                    rc->req->now_ms, &rc->clv, &rc->chk);
     }
     if (rc->clr != TG__TOK_OK)
         return false;
@@ -284,10 +297,19 @@ static void hw_quoted(hw *w, const char *s, size_t n)
     hw_str(w, "\"");
 }
 
-/* draft-ietf-httpapi-ratelimit-headers-10, for one quota: r is this edge's
- * own view (the tokens it may still admit alone), t the seconds until the
- * quota frees up; on a 429 t is the Retry-After, when the edge expects to
- * know more. q is NULL for a 429 no bucket explains (no room in the key
+/* What the client has left globally as far as this edge knows: the
+ * quota's limit less the key's count at the coordinator's last answer and
+ * what this edge admitted since (not this edge's lease, which is a slice
+ * of it). */
+static uint64_t left(const tg__quota *q, const tg__entry *en)
+{
+    return q->limit > en->b.seen ? q->limit - en->b.seen : 0;
+}
+
+/* draft-ietf-httpapi-ratelimit-headers-10, for one quota: r is left(), 0
+ * on a 429; t the seconds until the quota frees up; on a 429 t is the
+ * Retry-After (so Retry-After is never earlier than t), when the edge
+ * expects to know more. q is NULL for a 429 no bucket explains (no room in the key
  * table): Retry-After alone. */
 static tg_str write_headers(tg_edge *e, const tg__quota *q, const tg__entry *en,
                             const tg_decision *d, uint64_t now_ms)
@@ -305,7 +327,7 @@ static tg_str write_headers(tg_edge *e, const tg__quota *q, const tg__entry *en,
         hw_str(&w, "\r\nRateLimit: ");
         hw_quoted(&w, q->name, q->name_len);
         hw_str(&w, ";r=");
-        hw_u64(&w, is_429 ? 0 : en->b.tokens);
+        hw_u64(&w, is_429 ? 0 : left(q, en));
         hw_str(&w, ";t=");
         hw_u64(&w, is_429 ? d->retry_after_s
                           : ceil_s(tg__bucket_reset_in_ms(&en->b, window_ms,
@@ -336,6 +358,14 @@ static tg_str www_authenticate(tg_edge *e, tg_reason r)
  * (NULL when it had none). A challenge or block lasts until the
  * coordinator's reset; a spent allowance until the next sync may refill
  * it. */
+static const uint8_t tok_reason[] = {
+    [TG__TOK_NONE] = TG_REASON_MISSING_TOKEN,
+    [TG__TOK_INVALID] = TG_REASON_INVALID_TOKEN,
+    [TG__TOK_EXPIRED] = TG_REASON_TOKEN_EXPIRED,
+    [TG__TOK_UNKNOWN_KID] = TG_REASON_UNKNOWN_KID,
+    [TG__TOK_BAD_ALG] = TG_REASON_UNSUPPORTED_ALG,
+};
+
 static void decide(tg_edge *e, int final, int tok, const tg__entry *den,
                    uint64_t now_ms, tg_decision *out)
 {
@@ -358,9 +388,7 @@ static void decide(tg_edge *e, int final, int tok, const tg__entry *den,
         break;
     case TG__V_TOKEN:
         out->kind = TG_DENY;
-        out->reason = tok == TG__TOK_EXPIRED   ? TG_REASON_TOKEN_EXPIRED
-                      : tok == TG__TOK_INVALID ? TG_REASON_INVALID_TOKEN
-                                               : TG_REASON_MISSING_TOKEN;
+        out->reason = (tg_reason)tok_reason[tok];
         out->status = 401;
         out->headers = www_authenticate(e, out->reason);
         return;
@@ -379,7 +407,7 @@ static void decide(tg_edge *e, int final, int tok, const tg__entry *den,
  * most severe verdict of the enforced (non-shadow) quotas decides; shadow
  * quotas are counted like the others but never change the decision. The
  * headers describe the deciding quota on a refusal, otherwise the enforced
- * quota with the fewest tokens left. The token is only looked at once some
+ * quota with the least left (r). The token is only looked at once some
  * quota matches, and the clearance cookie once some key is challenged. */
 int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out)
 {
@@ -391,24 +419,35 @@ int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out)
 
     if (!out)
         return TG_EINVAL;
-    *out = (tg_decision){TG_ALLOW, TG_REASON_NONE, 200, 0, {"", 0}, {"", 0}};
+    *out =
+        (tg_decision){TG_ALLOW, TG_REASON_NONE, 200, 0, {"", 0}, {"", 0}, 0, 0};
     if (!e || !req || e->magic != TG__MAGIC)
         return TG_EINVAL;
 
     const tg__policy *p = tg__policy_cur(e);
     uint64_t now = req->now_ms;
-    reqctx rc = {req, -1, NULL, -1, NULL, false, {0, 0}};
+    reqctx rc = {.req = req, .tok = -1, .clr = -1};
     rc.stale = stale_ctx(e, now, &rc.st);
     for (uint32_t qi = 0; qi < p->n_quotas; qi++) {
         const tg__quota *q = &p->quotas[qi];
         if (!tg__quota_matches(q, req))
             continue;
         int tok = token_state(e, &rc);
+        if (tok == TG__TOK_PENDING) {
+            /* The first quota that matched asked: nothing counted yet. */
+            out->kind = TG_CHECK_SIGNATURE;
+            out->status = 0;
+            out->token = rc.chk.input;
+            out->headers = rc.chk.sig;
+            out->sig_keys = rc.chk.keys;
+            out->sig_alg = rc.chk.alg;
+            return 0;
+        }
         hit *h = &hits[n];
         h->q = (uint8_t)qi;
         h->en = NULL;
         h->overflow = false;
-        if (tok == TG__TOK_INVALID || tok == TG__TOK_EXPIRED ||
+        if (tok >= TG__TOK_INVALID ||
             (tok == TG__TOK_NONE && q->require_token)) {
             /* Refused for its token; counted as denied where the key
              * needs no claim. */
@@ -452,9 +491,9 @@ int tg_verify(tg_edge *e, const tg_request *req, tg_decision *out)
     for (unsigned i = 0; i < n; i++) {
         account(e, &hits[i], final);
         const tg__entry *en = hits[i].en;
-        if (final == TG__V_ALLOW && en && !p->quotas[hits[i].q].shadow &&
-            en->b.tokens < best_r) {
-            best_r = en->b.tokens;
+        const tg__quota *q = &p->quotas[hits[i].q];
+        if (final == TG__V_ALLOW && en && !q->shadow && left(q, en) < best_r) {
+            best_r = left(q, en);
             shown = (int)i;
         }
     }

@@ -1,11 +1,18 @@
-/* jwt.c — HS256 JWS verification, provisioned keys and the verified-token
- * cache; see jwt.h. */
+/* jwt.c — JWS verification (HS256 here, the other algorithms through the
+ * host), provisioned keys and the verified-token cache; see jwt.h. */
 #include "jwt.h"
 
 #include "json.h"
 #include "mem.h"
 
-#define SIG_CHARS 43 /* base64url of 32 bytes */
+#define SIG_CHARS_MAX (TG__SIG_MAX / 3 * 4 + 3) /* base64url of 512 bytes */
+#define SIG_AT        (TG__TOKEN_MAX / 4 * 3)   /* the signature in scratch */
+
+_Static_assert(SIG_AT + TG__SIG_MAX <= TG__TOKEN_MAX, "scratch too small");
+_Static_assert(TG__JWT_KEYS <= 32, "key indices are bits of a uint32_t");
+
+/* The names tg_alg numbers, 5 bytes each. */
+const char tg__alg_names[] = TG_ALG_NAMES;
 
 /* ---------------------------------------------------------------- base64url */
 
@@ -126,29 +133,37 @@ void tg__jwt_flush(tg__jwt *j)
     j->gen = 1;
 }
 
-int tg__jwt_add_key(tg__jwt *j, int kind, tg_str kid, const uint8_t *secret,
-                    size_t len)
+int tg__jwt_add_key(tg__jwt *j, int kind, int alg, tg_str kid,
+                    const uint8_t *secret, size_t len)
 {
+    bool hmac = alg == TG_ALG_HS256;
     if ((kind != TG_KEY_JWT && kind != TG_KEY_CLEARANCE) ||
-        kid.len > TG__KID_CAP || (kid.len && !kid.p) || !secret || len == 0 ||
-        len > TG__SECRET_CAP)
+        kid.len > TG__KID_CAP || (kid.len && !kid.p) || alg < 0 ||
+        alg >= TG_ALG_COUNT || (!hmac && (kind != TG_KEY_JWT || len)) ||
+        (hmac && (!secret || len == 0 || len > TG__SECRET_CAP)))
         return TG_EINVAL;
-    tg__jwk *k = NULL;
-    for (unsigned i = 0; i < j->n_keys[kind]; i++)
-        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid.p,
-                         kid.len))
-            k = &j->keys[kind][i];
-    if (!k) {
-        if (j->n_keys[kind] == TG__JWT_KEYS)
+    /* A kid names one key; keys without one (a JWK Set may hold several)
+     * are told apart by their algorithm. */
+    unsigned i = 0;
+    while (i < j->n_keys[kind] &&
+           !(tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid.p,
+                          kid.len) &&
+             (kid.len || j->keys[kind][i].alg == alg)))
+        i++;
+    if (i == j->n_keys[kind]) {
+        if (i == TG__JWT_KEYS)
             return TG_ENOSPC;
-        k = &j->keys[kind][j->n_keys[kind]++];
+        j->n_keys[kind]++;
     }
-    tg__hmac_key_init(&k->k, secret, len);
+    tg__jwk *k = &j->keys[kind][i];
+    if (hmac)
+        tg__hmac_key_init(&k->k, secret, len);
+    k->alg = (uint8_t)alg;
     k->kid_len = (uint8_t)kid.len;
     if (kid.len)
         tg__memcpy(k->kid, kid.p, kid.len);
     tg__jwt_flush(j);
-    return 0;
+    return (int)i;
 }
 
 int tg__jwt_configure(tg__jwt *j, const tg_jwt_options *o)
@@ -206,19 +221,28 @@ bool tg__cookie_get(tg_str c, const char *name, size_t len, tg_str *value)
 
 /* ---------------------------------------------------------------- verification */
 
-/* NumericDate (RFC 7519 §2), narrowed: a JSON integer written with digits
- * only (no sign, fraction or exponent), at most 2^53. Anything else, e.g.
- * 99999999999999999999999999 or 1.5, makes the token invalid. */
+/* NumericDate (RFC 7519 §2): a JSON number of digits, with or without a
+ * fraction (Date.now() / 1000, Python's time.time() + 600), no sign or
+ * exponent, at most 2^53 seconds. The fraction is dropped: exp and nbf
+ * are whole seconds, so a token may lapse or start up to a second early,
+ * well inside the leeway. Anything else, e.g. 99999999999999999999999999,
+ * -1 or 1e9, makes the token invalid. */
 static int numeric_date(const tg__jmember *m, uint64_t *out)
 {
     uint64_t v = 0;
-    if (m->type != TG__J_NUMBER || m->val_len > 16)
+    uint32_t i = 0;
+    if (m->type != TG__J_NUMBER)
         return -1;
-    for (uint32_t i = 0; i < m->val_len; i++) {
-        if (m->val[i] < '0' || m->val[i] > '9')
+    for (; i < m->val_len && m->val[i] != '.'; i++) {
+        if (m->val[i] < '0' || m->val[i] > '9' || i == 16)
             return -1;
         v = v * 10 + (uint64_t)(m->val[i] - '0');
     }
+    /* The JSON reader let through only digits after a '.', and then
+     * perhaps an exponent. */
+    for (; i < m->val_len; i++)
+        if ((m->val[i] | 0x20) == 'e')
+            return -1;
     if (v > TG__MAX_NUMERIC_DATE)
         return -1;
     *out = v;
@@ -250,21 +274,40 @@ static bool audience_ok(const tg__jmember *m, const char *aud, size_t len)
     return rc == 0 && found;
 }
 
-static const tg__jwk *find_key(const tg__jwt *j, int kind, const char *kid,
-                               size_t len)
+/* The member a claim path names (template.h), or NULL: a JSON string
+ * names one top-level claim; otherwise segments joined by '.' walk down
+ * nested objects. The coordinator checked the path's grammar; whatever
+ * it holds, this reads nothing outside it. A nested member lives in *sub
+ * (the caller's), valid until the next call. */
+static const tg__jmember *claim_get(const tg__json *top, tg_str path,
+                                    tg__json *sub)
 {
-    for (unsigned i = 0; i < j->n_keys[kind]; i++)
-        if (tg__bytes_eq(j->keys[kind][i].kid, j->keys[kind][i].kid_len, kid,
-                         len))
-            return &j->keys[kind][i];
-    return NULL;
+    const tg__json *obj = top;
+    const tg__jmember *m = NULL;
+    char name[TG__PART_NAME_CAP];
+    if (path.len >= 2 && path.p[0] == '"') {
+        long n = tg__json_unescape(path.p + 1, path.len - 2, name, sizeof name);
+        return n < 0 ? NULL : tg__json_get(top, name, (size_t)n);
+    }
+    for (size_t i = 0, j; i < path.len; i = j + 1) {
+        for (j = i; j < path.len && path.p[j] != '.'; j++)
+            ;
+        if (m && (m->type != TG__J_OBJECT ||
+                  tg__json_parse(m->val, m->val_len, sub) < 0))
+            return NULL;
+        if (m)
+            obj = sub;
+        if ((m = tg__json_get(obj, path.p + i, j - i)) == NULL)
+            return NULL;
+    }
+    return m;
 }
 
 static void extract(const tg__json *p, const tg__claimset *want, tg__claims *c)
 {
+    tg__json sub;
     for (unsigned i = 0; i < want->n && i < TG__MAX_CLAIMS; i++) {
-        const tg__jmember *m =
-            tg__json_get(p, want->names[i].p, want->names[i].len);
+        const tg__jmember *m = claim_get(p, want->names[i], &sub);
         long n;
         c->type[i] = TG__CV_ABSENT;
         c->len[i] = 0;
@@ -286,31 +329,51 @@ static void extract(const tg__json *p, const tg__claimset *want, tg__claims *c)
     }
 }
 
+/* The alg member's tg_alg (compared unescaped, so "HS\u0032 56" is
+ * HS256), or TG_ALG_COUNT for any other value. */
+static int alg_of(const tg__jmember *m)
+{
+    int a = 0;
+    while (a < TG_ALG_COUNT &&
+           !tg__json_str_eq(m->val, m->val_len, tg__alg_names + 5 * a, 5))
+        a++;
+    return a;
+}
+
 /* The checks of a token not in the cache, in this order (RFC 7515 §5.2,
- * RFC 8725 §3): exactly three segments, each strict base64url, the
- * signature exactly 32 bytes; the header a strict JSON object (see json.h:
- * duplicate members such as two "alg" are refused) with "alg" exactly
- * "HS256" (so "none" in any case, and every other algorithm, is refused:
- * every provisioned key is an HS256 key), no "crit" at all (this verifier
- * understands no extension, and an empty list is itself invalid), "kid"
- * absent or a string naming a provisioned key of this kind (a token
- * without "kid" uses the key provisioned with an empty kid, if any); the
- * HMAC over the signing input equal in constant time; only then the
+ * RFC 8725 §3): exactly three segments, each strict base64url; the
+ * header a strict JSON object (see json.h: duplicate members such as two
+ * "alg" are refused) with a string "alg", one of tg_alg spelled exactly
+ * (else TG__TOK_BAD_ALG: "none" in any case, "hs256", "RS256 "); the
+ * signature 1..512 bytes; no "crit" at all (this verifier understands
+ * no extension, and an empty list is itself invalid), "kid" absent or a
+ * string. The candidate keys: the key with that kid, which must pin the
+ * token's alg (an RSA key's kid on an HS256 or ES256 token is algorithm
+ * confusion: invalid); without a kid, the first TG__KIDLESS_TRIES keys
+ * pinning the token's alg. None: TG__TOK_UNKNOWN_KID. Then the
+ * signature: HS256 an HMAC-SHA256 of exactly 32 bytes equal in constant
+ * time under some candidate; any other alg the host's verdict (verdict
+ * -2: none yet, so TG__TOK_PENDING with *chk filled; -1: no candidate
+ * verified; i: key i did, which must be a candidate). Only then the
  * payload: a strict JSON object, exp / nbf / iat NumericDates when
  * present, iss and aud as configured (client JWTs only), exp present
  * (clearance tokens only). exp and nbf are checked against the clock on
- * every call, cached or not, by tg__jwt_check(). */
-static void verify_fresh(tg__jwt *j, int kind, tg_str tok,
-                         const uint8_t sig[32], const tg__claimset *want,
-                         tg__claims *c)
+ * every call, cached or not, by tg__jwt_check(). Sets and returns
+ * c->status. */
+static int verify_fresh(tg__jwt *j, int kind, tg_str tok,
+                        const tg__claimset *want, tg__claims *c, int verdict,
+                        tg__sigcheck *chk)
 {
     tg__json js;
     size_t d1 = 0, d2 = 0, dots = 0;
     const tg__jmember *m;
     char kid[TG__KID_CAP];
-    long kid_len = 0, hlen, plen;
+    long kid_len = -1, hlen, plen, slen;
+    uint32_t cand = 0;
+    unsigned tries = 0;
     uint64_t t;
-    uint8_t mac[32];
+    uint8_t mac[32], *sig = j->scratch + SIG_AT;
+    int alg;
 
     c->status = TG__TOK_INVALID;
     c->has_exp = c->has_nbf = false;
@@ -322,90 +385,124 @@ static void verify_fresh(tg__jwt *j, int kind, tg_str tok,
         else
             d2 = i;
     }
-    if (dots != 2 || d2 + 1 + SIG_CHARS != tok.len)
-        return;
-
+    if (dots != 2 || tok.len - d2 - 1 > SIG_CHARS_MAX)
+        return c->status;
     hlen = tg__b64url_decode(tok.p, d1, j->scratch);
     if (hlen <= 0 ||
-        tg__json_parse((const char *)j->scratch, (size_t)hlen, &js) < 0)
-        return;
-    if (!str_member_eq(tg__json_get(&js, "alg", 3), "HS256", 5) ||
-        tg__json_get(&js, "crit", 4))
-        return;
+        tg__json_parse((const char *)j->scratch, (size_t)hlen, &js) < 0 ||
+        (m = tg__json_get(&js, "alg", 3)) == NULL || m->type != TG__J_STRING)
+        return c->status;
+    if ((alg = alg_of(m)) == TG_ALG_COUNT)
+        return c->status = TG__TOK_BAD_ALG;
+    slen = tg__b64url_decode(tok.p + d2 + 1, tok.len - d2 - 1, sig);
+    if (slen <= 0 || tg__json_get(&js, "crit", 4))
+        return c->status;
     if ((m = tg__json_get(&js, "kid", 3)) != NULL) {
         if (m->type != TG__J_STRING ||
             (kid_len = tg__json_unescape(m->val, m->val_len, kid, sizeof kid)) <
                 0)
-            return;
+            return c->status;
     }
-    const tg__jwk *k = find_key(j, kind, kid, (size_t)kid_len);
-    if (!k)
-        return;
-    tg__hmac_sha256(&k->k, tok.p, d2, mac);
-    if (!tg__ct_equal(mac, sig, 32))
-        return;
+    for (unsigned i = 0; i < j->n_keys[kind]; i++) {
+        const tg__jwk *k = &j->keys[kind][i];
+        if (kid_len >= 0
+                ? tg__bytes_eq(k->kid, k->kid_len, kid, (size_t)kid_len)
+                : k->alg == alg && tries++ < TG__KIDLESS_TRIES) {
+            if (k->alg != alg)
+                return c->status;
+            cand |= 1u << i;
+        }
+    }
+    if (!cand)
+        return c->status = TG__TOK_UNKNOWN_KID;
+    if (alg == TG_ALG_HS256) {
+        bool ok = false;
+        for (unsigned i = 0; i < j->n_keys[kind] && slen == 32; i++) {
+            if (!(cand >> i & 1))
+                continue;
+            tg__hmac_sha256(&j->keys[kind][i].k, tok.p, d2, mac);
+            ok |= tg__ct_equal(mac, sig, 32);
+        }
+        if (!ok)
+            return c->status;
+    } else if (verdict == -2) {
+        chk->alg = (uint8_t)alg;
+        chk->keys = cand;
+        chk->input = (tg_str){tok.p, d2};
+        chk->sig = (tg_str){(const char *)sig, (size_t)slen};
+        return c->status = TG__TOK_PENDING;
+    } else if (verdict < 0 || !(cand >> verdict & 1)) {
+        return c->status;
+    }
 
     uint8_t *pbuf = j->scratch + hlen;
     plen = tg__b64url_decode(tok.p + d1 + 1, d2 - d1 - 1, pbuf);
     if (plen <= 0 || tg__json_parse((const char *)pbuf, (size_t)plen, &js) < 0)
-        return;
+        return c->status;
     if ((m = tg__json_get(&js, "exp", 3)) != NULL) {
         if (numeric_date(m, &c->exp) < 0)
-            return;
+            return c->status;
         c->has_exp = true;
     }
     if ((m = tg__json_get(&js, "nbf", 3)) != NULL) {
         if (numeric_date(m, &c->nbf) < 0)
-            return;
+            return c->status;
         c->has_nbf = true;
     }
     if ((m = tg__json_get(&js, "iat", 3)) != NULL && numeric_date(m, &t) < 0)
-        return;
+        return c->status;
     if (kind == TG_KEY_JWT) {
         if (j->iss_len &&
             !str_member_eq(tg__json_get(&js, "iss", 3), j->iss, j->iss_len))
-            return;
+            return c->status;
         if (j->aud_len &&
             !audience_ok(tg__json_get(&js, "aud", 3), j->aud, j->aud_len))
-            return;
+            return c->status;
     } else if (!c->has_exp) {
-        return;
+        return c->status;
     }
     extract(&js, want, c);
-    c->status = TG__TOK_OK;
+    return c->status = TG__TOK_OK;
 }
 
-int tg__jwt_check(tg__jwt *j, int kind, tg_str tok, const tg__claimset *want,
-                  uint64_t now_ms, const tg__claims **view)
+/* The token's cache slot, filled: a hit as it stands (only when no
+ * verdict is being reported), otherwise verified afresh and, unless the
+ * host must check it first, stored. The size cap comes before any work,
+ * even hashing. A hit compares the end of the signature segment as text:
+ * strict base64url has one spelling per value. */
+static int lookup(tg__jwt *j, int kind, tg_str tok, const tg__claimset *want,
+                  int verdict, tg__sigcheck *chk, const tg__claims **c)
 {
-    uint8_t sig[32];
-    *view = NULL;
-    /* The size cap comes before any work, even hashing. */
-    if (tok.len < SIG_CHARS + 2 || tok.len > j->max_bytes ||
-        tok.p[tok.len - SIG_CHARS - 1] != '.')
+    if (tok.len < TG__SIG_TAIL + 2 || tok.len > j->max_bytes)
         return TG__TOK_INVALID;
-
-    /* A hit compares the signature segment as text: strict base64url has
-     * one spelling per value, so equal text is an equal signature. */
-    const char *sig64 = tok.p + tok.len - SIG_CHARS;
+    const char *tail = tok.p + tok.len - TG__SIG_TAIL;
     uint64_t tag = tg__siphash(j->sip, tok.p, tok.len);
     tg__cache_slot *s = kind == TG_KEY_JWT
                             ? &j->jwt_cache[tag & (TG__CACHE_JWT - 1)]
                             : &j->clr_cache[tag & (TG__CACHE_CLEARANCE - 1)];
-    if (s->gen != j->gen || s->tag != tag || s->len != tok.len ||
-        !tg__memeq(s->sig, sig64, SIG_CHARS)) {
-        if (tg__b64url_decode(sig64, SIG_CHARS, sig) != 32)
-            return TG__TOK_INVALID;
-        s->gen = 0;
-        verify_fresh(j, kind, tok, sig, want, &s->c);
+    *c = &s->c;
+    if (verdict == -2 && s->gen == j->gen && s->tag == tag &&
+        s->len == tok.len && tg__memeq(s->sig, tail, TG__SIG_TAIL))
+        return s->c.status;
+    s->gen = 0;
+    int st = verify_fresh(j, kind, tok, want, &s->c, verdict, chk);
+    if (st != TG__TOK_PENDING) {
         s->tag = tag;
         s->len = (uint32_t)tok.len;
-        tg__memcpy(s->sig, sig64, SIG_CHARS);
+        tg__memcpy(s->sig, tail, TG__SIG_TAIL);
         s->gen = j->gen;
     }
-    const tg__claims *c = &s->c;
-    if (c->status != TG__TOK_OK)
-        return TG__TOK_INVALID;
+    return st;
+}
+
+int tg__jwt_check(tg__jwt *j, int kind, tg_str tok, const tg__claimset *want,
+                  uint64_t now_ms, const tg__claims **view, tg__sigcheck *chk)
+{
+    const tg__claims *c;
+    int st = lookup(j, kind, tok, want, -2, chk, &c);
+    *view = NULL;
+    if (st != TG__TOK_OK)
+        return st;
     *view = c;
     uint64_t leeway_ms = (uint64_t)j->leeway_s * 1000;
     if (c->has_exp && now_ms >= c->exp * 1000 + leeway_ms)
@@ -414,4 +511,11 @@ int tg__jwt_check(tg__jwt *j, int kind, tg_str tok, const tg__claimset *want,
         c->nbf * 1000 - now_ms > leeway_ms)
         return TG__TOK_EXPIRED;
     return TG__TOK_OK;
+}
+
+int tg__jwt_verdict(tg__jwt *j, tg_str tok, const tg__claimset *want, int key)
+{
+    const tg__claims *c;
+    return lookup(j, TG_KEY_JWT, tok, want,
+                  key < 0 || key >= TG__JWT_KEYS ? -1 : key, NULL, &c);
 }

@@ -302,6 +302,8 @@ static void apply_state(tg_edge *e, tg__entry *en, const tg__keystate *ks,
     }
     tg__bucket_apply(&en->b, action, ks->lease, ks->reset_ms,
                      en->c.pend[TG__C_ADMITTED], now_ms);
+    /* The count includes the batch; what was admitted since comes on top. */
+    en->b.seen = ks->count + en->c.pend[TG__C_ADMITTED];
     tg__entry_want(&e->tab, en, false);
 }
 

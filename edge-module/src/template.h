@@ -1,11 +1,17 @@
 /* template.h — rate-limit key templates (Quota.key in proto/tollgate.proto).
  *
  * A template is up to four parts joined by "+": ip, route, host,
- * claim:NAME (NAME of [A-Za-z0-9._-]) or header:NAME (NAME of
- * [a-z0-9_-]), each at most once, names at most 64 bytes, the whole at
- * most 160 bytes: the grammar the coordinator validates
- * (co_key_template_check). Templates are parsed once, when a policy is
- * installed; the claim and header names they use are collected in the
+ * claim:PATH or header:NAME (NAME of [a-z0-9_-]), each at most once,
+ * names at most 64 bytes, the whole at most 160 bytes: the grammar the
+ * coordinator validates (co_key_template_check). A claim PATH is either
+ * one JSON string naming a top-level claim of any name
+ * ("https://example.com/tenant"; a "+" written \u002b, as the parts are
+ * split on "+" first) or bare names joined by "." walking nested objects,
+ * each of visible ASCII but . " \ + (sub, custom:tenant, org.id: the
+ * member id of the object org). The edge reads a path safely whatever it
+ * holds; the coordinator refuses a malformed one.
+ *
+ * Templates are parsed once, when a policy is installed; the claim and header names they use are collected in the
  * policy's tables (so a token is asked only for the claims some quota
  * needs, and the host passes only the headers some quota needs). A
  * template that does not parse, or that would take the policy past

@@ -13,23 +13,29 @@
  * the meaning of an existing word or export does.
  *
  * init input at in: the edge id, then 16 random seed bytes.
- * add_key input: the kid, then the secret. jwt_config input: the issuer,
- * then the audience.
+ * add_key(kind, alg, kid_len, secret_len) input: the kid, then the
+ * secret (none for a host key); returns the key's index. jwt_config
+ * input: the issuer, then the audience.
  * verify input at in: ABI_IN_FIELDS + 1 u32 (the lengths of method,
  * path, host, client_ip, authorization, cookie, and n_headers <=
  * ABI_MAX_HEADERS), then n_headers pairs of u32 (name length, value
  * length), then the byte strings in that order, then name0, value0,
  * name1, value1, ...
  * verify output at out: ABI_OUT_WORDS u32 (kind, reason, status,
- * retry_after_s, token_len, headers_len), then the token, then the
- * headers. kind and reason index the names at ABI_NAMES (ABI_KINDS kind
- * names, then ABI_REASONS reason names, each NUL-terminated).
+ * retry_after_s, token_len, headers_len, sig_keys, sig_alg), then the
+ * token, then the headers (for check_signature: the signing input, then
+ * the signature). kind and reason index the names at ABI_NAMES (ABI_KINDS
+ * kind names, then ABI_REASONS reason names, each NUL-terminated); a
+ * tg_alg indexes the ABI_ALGS names at ABI_ALG_NAMES, 5 bytes each;
+ * kind ABI_KIND_CHECK is check_signature (not a decision: no name).
+ * verify(now_ms, sig_verdict): tg_request.sig_verdict (0 when omitted).
  * header_names output at out: the policy's header names, each followed
  * by "\n"; the return value is the length.
  */
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jwt.h" /* tg__alg_names */
 #include "mem.h"
 #include "tollgate.h"
 
@@ -45,14 +51,14 @@ static tg_edge *edge;
 
 /* verify's input fields: method, path, host, client_ip, authorization,
  * cookie; its output words: kind, reason, status, retry_after_s,
- * token_len, headers_len. */
+ * token_len, headers_len, sig_keys, sig_alg. */
 #define IN_FIELDS 6
-#define OUT_WORDS 6
+#define OUT_WORDS 8
 
 static const char names[] = TG_KIND_NAMES "\0" TG_REASON_NAMES;
 
 enum {
-    ABI_VERSION,     /* 1 */
+    ABI_VERSION,     /* 2 */
     ABI_WORDS,       /* words in this table */
     ABI_IN,          /* address of the in buffer */
     ABI_OUT,         /* address of the out buffer */
@@ -62,15 +68,18 @@ enum {
     ABI_OUT_WORDS,   /* verify: u32 words before the token */
     ABI_KEY_JWT,     /* add_key kinds */
     ABI_KEY_CLEARANCE,
-    ABI_KINDS,     /* number of kind names */
-    ABI_REASONS,   /* number of reason names */
-    ABI_NAMES,     /* address of the names */
-    ABI_NAMES_LEN, /* their bytes, the last NUL included */
+    ABI_KINDS,      /* number of kind names */
+    ABI_REASONS,    /* number of reason names */
+    ABI_NAMES,      /* address of the names */
+    ABI_NAMES_LEN,  /* their bytes, the last NUL included */
+    ABI_ALGS,       /* number of tg_alg names */
+    ABI_ALG_NAMES,  /* their address */
+    ABI_KIND_CHECK, /* the kind that asks for a signature check */
     ABI_N
 };
 
 static const uint32_t abi[ABI_N] = {
-    [ABI_VERSION] = 1,
+    [ABI_VERSION] = 2,
     [ABI_WORDS] = ABI_N,
     [ABI_IN] = (uint32_t)(uintptr_t)io_in,
     [ABI_OUT] = (uint32_t)(uintptr_t)io_out,
@@ -84,6 +93,9 @@ static const uint32_t abi[ABI_N] = {
     [ABI_REASONS] = TG_REASON_COUNT,
     [ABI_NAMES] = (uint32_t)(uintptr_t)names,
     [ABI_NAMES_LEN] = sizeof names,
+    [ABI_ALGS] = TG_ALG_COUNT,
+    [ABI_ALG_NAMES] = (uint32_t)(uintptr_t)tg__alg_names,
+    [ABI_KIND_CHECK] = TG_CHECK_SIGNATURE,
 };
 
 EXPORT("tg_abi") const uint32_t *tg_wasm_abi(void);
@@ -91,12 +103,13 @@ EXPORT("init")
 int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
                      uint32_t sync_interval_ms);
 EXPORT("add_key")
-int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len);
+int32_t tg_wasm_add_key(uint32_t kind, uint32_t alg, uint32_t kid_len,
+                        uint32_t secret_len);
 EXPORT("jwt_config")
 int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
                            uint32_t audience_len, uint32_t max_token_bytes);
 EXPORT("header_names") int32_t tg_wasm_header_names(void);
-EXPORT("verify") int32_t tg_wasm_verify(double now_ms);
+EXPORT("verify") int32_t tg_wasm_verify(double now_ms, int32_t sig_verdict);
 EXPORT("sync_due") int32_t tg_wasm_sync_due(double now_ms);
 EXPORT("sync_request") int32_t tg_wasm_sync_request(double now_ms);
 EXPORT("sync_response")
@@ -162,14 +175,16 @@ int32_t tg_wasm_init(uint32_t edge_id_len, uint32_t max_keys,
     return tg_edge_init((void *)base, need, &cfg, &edge);
 }
 
-int32_t tg_wasm_add_key(uint32_t kind, uint32_t kid_len, uint32_t secret_len)
+int32_t tg_wasm_add_key(uint32_t kind, uint32_t alg, uint32_t kid_len,
+                        uint32_t secret_len)
 {
     if (!edge)
         return TG_ESTATE;
     if (kid_len > IO_SIZE || secret_len > IO_SIZE - kid_len)
         return TG_EINVAL;
-    return tg_add_key(edge, (int)kind, (tg_str){(const char *)io_in, kid_len},
-                      io_in + kid_len, secret_len);
+    return tg_add_key_alg(edge, (int)kind, (int)alg,
+                          (tg_str){(const char *)io_in, kid_len},
+                          secret_len ? io_in + kid_len : NULL, secret_len);
 }
 
 int32_t tg_wasm_jwt_config(uint32_t leeway_s, uint32_t issuer_len,
@@ -196,7 +211,7 @@ int32_t tg_wasm_header_names(void)
 
 /* Every length is checked against what is left of the buffer before the
  * next one is used, so no sum can wrap. */
-int32_t tg_wasm_verify(double now_ms)
+int32_t tg_wasm_verify(double now_ms, int32_t sig_verdict)
 {
     tg_str f[IN_FIELDS];
     tg_header hs[TG_MAX_HEADERS];
@@ -230,6 +245,7 @@ int32_t tg_wasm_verify(double now_ms)
     req.cookie = f[5];
     req.headers = hs;
     req.n_headers = nh;
+    req.sig_verdict = sig_verdict;
     int rc = tg_verify(edge, &req, &d);
     if (rc < 0)
         return rc;
@@ -241,6 +257,8 @@ int32_t tg_wasm_verify(double now_ms)
     put_u32(io_out + 12, d.retry_after_s);
     put_u32(io_out + 16, (uint32_t)d.token.len);
     put_u32(io_out + 20, (uint32_t)d.headers.len);
+    put_u32(io_out + 24, d.sig_keys);
+    put_u32(io_out + 28, d.sig_alg);
     if (d.token.len)
         tg__memcpy(io_out + 4 * OUT_WORDS, d.token.p, d.token.len);
     if (d.headers.len)

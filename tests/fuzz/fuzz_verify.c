@@ -116,6 +116,10 @@ static tg_edge *make_edge(void)
                       strlen(JWT_SECRET)) == 0);
     CHECK(tg_add_key(e, TG_KEY_CLEARANCE, (tg_str){"c1", 2}, (const uint8_t *)CLR_SECRET,
                       strlen(CLR_SECRET)) == 0);
+    /* Host keys (indices 2, 3: HOST_KEYS): their signatures are the
+     * input's verdict to give. */
+    CHECK(tg_add_key_alg(e, TG_KEY_JWT, TG_ALG_RS256, (tg_str){"r1", 2}, NULL, 0) == 2);
+    CHECK(tg_add_key_alg(e, TG_KEY_JWT, TG_ALG_ES256, (tg_str){"e1", 2}, NULL, 0) == 3);
     tg_jwt_options o = {60, {"https://issuer.example", 22}, {"api", 3}, 0};
     CHECK(tg_jwt_configure(e, &o) == 0);
 
@@ -127,6 +131,7 @@ static tg_edge *make_edge(void)
     pb_quota(&pol, "tenant", "claim:tenant+header:x-api-key", "/api/", 2, 1, 0, 0, NULL);
     pb_quota(&pol, "route", "route+host", "/", 1, 0, 1, 0, "GET");
     pb_quota(&pol, "ua", "header:user-agent", "/", 2, 0, 1, 0, NULL);
+    pb_quota(&pol, "org", "claim:org.id+claim:\"https://x.example/t\"", "/api/", 2, 0, 1, 0, NULL);
     pb_bytes(&extra, 6, pol.b, pol.n);
     sync_round(e, T0, &extra);
     CHECK(tg_policy_version(e) == 7);
@@ -202,9 +207,19 @@ static void resign(char *tok, size_t len, const char *secret)
     b64url(mac, 32, tok + len - 43);
 }
 
+#define HOST_KEYS (1u << 2 | 1u << 3)
+
 static void check_decision(const tg_decision *d)
 {
-    CHECK(d->reason <= TG_REASON_BAD_REQUEST);
+    CHECK(d->reason < TG_REASON_COUNT);
+    if (d->kind == TG_CHECK_SIGNATURE) {
+        /* The signing input lies in the token, the signature is 1..512
+         * bytes, the candidates are host keys of the token's algorithm. */
+        CHECK(d->status == 0 && d->sig_alg < TG_ALG_COUNT && d->sig_alg != TG_ALG_HS256);
+        CHECK((d->sig_keys & ~HOST_KEYS) == 0 && d->sig_keys != 0);
+        CHECK(d->headers.len >= 1 && d->headers.len <= 512 && d->token.len > 0);
+        return;
+    }
     CHECK(d->headers.len <= 512);
     switch (d->kind) {
     case TG_ALLOW:
@@ -255,10 +270,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             resign(bufs[5] + at, end - at, CLR_SECRET);
         }
         tg_header hs[2] = {{{"user-agent", 10}, f[6]}, {{"x-api-key", 9}, f[7]}};
-        tg_request req = {f[0], f[1], f[2], f[3], f[4], f[5], now, hs, 2};
+        tg_request req = {f[0], f[1], f[2], f[3], f[4], f[5], now, hs, 2, 0};
         tg_decision d;
         CHECK(tg_verify(e, &req, &d) == 0);
         check_decision(&d);
+        if (d.kind == TG_CHECK_SIGNATURE) {
+            /* The host's verdict: none, a candidate, or any index. */
+            req.sig_verdict = (int)(flags >> 2 & 7) - 1;
+            CHECK(tg_verify(e, &req, &d) == 0);
+            CHECK(d.kind != TG_CHECK_SIGNATURE);
+            check_decision(&d);
+        }
     }
     long n = tg_sync_request(e, now, out, sizeof out);
     CHECK(n > 0);

@@ -73,6 +73,12 @@ VERIFY = {
         '{"alg":"HS256","crit":["exp"]}', json.dumps(GOOD), JWT_SECRET))]),
     "jwt_nested": (1, [request(path="/api/", auth="Bearer " + jwt(dict(
         GOOD, extra={"a": [1, 2.5e3, True, None, {"b": "c"}]}, n=-0.5)))]),
+    # Host keys (fuzz_verify.c: r1 RS256, e1 ES256): the core asks for the
+    # signature; flags bits 2..4 give the verdict.
+    "jwt_rs256": (4 * 3, [request(path="/api/v1", auth="Bearer " + b64(b'{"alg":"RS256","kid":"r1"}') + "." +
+                                      b64(json.dumps(dict(GOOD, org={"id": 7})).encode()) + "." + b64(bytes(range(256))))]),
+    "jwt_es256_nokid": (4 * 4, [request(path="/api/v1", auth="Bearer " + b64(b'{"alg":"ES256"}') + "." +
+                                            b64(json.dumps(GOOD).encode()) + "." + b64(bytes(64)))]),
     "missing_token": (0, [request(path="/api/x"), request(path="/api/x", auth="Basic eDp5")]),
     "clearance": (2, [request(ip="1.2.3.4"),
                       request(ip="1.2.3.4", cookie="a=b; tollgate_clearance=" +

@@ -67,6 +67,23 @@ static void test_missing_file_is_an_error(void **state)
     "{\"version\": 1" top ", \"quotas\": [" quotas "]}"
 #define Q(extra) "{" QUOTA_BASE ", \"limit\": 10" extra "}"
 
+/* Claim paths the edge reads (edge-module/src/template.h): bare names of
+ * visible ASCII, nested with ".", or one JSON string for any name. */
+static void test_claim_paths_accepted(void **state)
+{
+    static const char *ok[] = {
+        "claim:sub", "claim:custom:tenant", "claim:org.id", "claim:org.deep.x",
+        "claim:\"https://example.com/tenant\"", "claim:\"a\\u002bb\"",
+        "claim:\"caf\u00e9\"", "claim:\"a.b\"+ip", "claim:\"\\\"quoted\\\"\"",
+    };
+    char err[200];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (co_key_template_check(ok[i], strlen(ok[i]), err, sizeof err) != CO_OK)
+            fail_msg("refused %s: %s", ok[i], err);
+}
+
 static void test_invalid_documents_name_the_field(void **state)
 {
     static const struct {
@@ -125,7 +142,13 @@ static void test_invalid_documents_name_the_field(void **state)
                "\"window_s\": 1, \"action\": \"deny\"}"
         {DOC("", KEY("ip+")), "quotas[0].key: unknown part \"\""},
         {DOC("", KEY("claim:")), "quotas[0].key: unknown part \"claim:\""},
-        {DOC("", KEY("claim:a b")), "quotas[0].key: bad character"},
+        {DOC("", KEY("claim:a b")), "quotas[0].key: bad claim path in \"claim:a b\""},
+        {DOC("", KEY("claim:org..id")), "quotas[0].key: bad claim path"},
+        {DOC("", KEY("claim:.id")), "quotas[0].key: bad claim path"},
+        {DOC("", KEY("claim:a\\\"b")), "quotas[0].key: bad claim path"},
+        {DOC("", KEY("claim:\\\"unterminated")), "quotas[0].key: bad claim path"},
+        {DOC("", KEY("claim:\\\"a\\\".b")), "quotas[0].key: bad claim path"},
+        {DOC("", KEY("claim:\\\"bad \\\\q escape\\\"")), "quotas[0].key: bad claim path"},
         {DOC("", KEY("header:X-Api-Key")),
          "quotas[0].key: bad character in \"header:X-Api-Key\" (header names"},
         {DOC("", KEY("ip+route+ip")), "quotas[0].key: part \"ip\" given twice"},
@@ -653,6 +676,7 @@ int main(void)
         cmocka_unit_test(test_example_policy_loads),
         cmocka_unit_test(test_missing_file_is_an_error),
         cmocka_unit_test(test_invalid_documents_name_the_field),
+        cmocka_unit_test(test_claim_paths_accepted),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_protobuf_conversion),
         cmocka_unit_test(test_burst_and_overrides),

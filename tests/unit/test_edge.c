@@ -17,6 +17,7 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
+#include "edge.h" /* tokens_of: the bucket behind a decision */
 #include "tollgate.h"
 #include "tollgate.pb-c.h"
 #include "tollgated.h"   /* co_b64url_encode */
@@ -115,6 +116,10 @@ typedef struct sspec {
     const char *token;
 } sspec;
 
+/* The global count every KeyState of respond() carries: 0 unless a test
+ * sets it. */
+static uint64_t state_count;
+
 /* Packs a SyncResponse with protobuf-c and hands it to the edge. version 0
  * means no policy field. */
 static int respond(tg_edge *e, uint64_t now, uint64_t acked, bool degraded, uint32_t next_sync_ms,
@@ -137,6 +142,7 @@ static int respond(tg_edge *e, uint64_t now, uint64_t acked, bool degraded, uint
         s[i].action = (Tollgate__V1__Action)ss[i].action;
         s[i].lease = ss[i].lease;
         s[i].reset_ms = ss[i].reset_ms;
+        s[i].count = state_count;
         s[i].challenge_token = (char *)(ss[i].token ? ss[i].token : "");
         sp[i] = &s[i];
     }
@@ -319,6 +325,51 @@ static long remaining(const tg_decision *d)
     return r ? strtol(r + 3, NULL, 10) : -1;
 }
 
+/* What the edge may still admit alone for (quota, key): the bucket, which
+ * the RateLimit header no longer shows (its r is the global view). */
+static uint64_t tokens_of(tg_edge *e, const char *quota, const char *key)
+{
+    const tg__policy *p = tg__policy_cur(e);
+    int qi = tg__policy_find(p, quota, strlen(quota));
+    assert_true(qi >= 0);
+    tg__entry *en = tg__table_find(&e->tab, tg__key_hash(S(quota), S(key)), (unsigned)qi, S(key));
+    assert_non_null(en);
+    return en->b.tokens;
+}
+
+/* RateLimit's r is what the client has left globally as far as this edge
+ * knows: the limit less the key's count at the coordinator's last answer
+ * and what this edge admitted since; t and Retry-After agree on a 429. */
+static void ratelimit_r_is_the_global_view(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    install(e, T0, 1, &API, 1);
+    tg_decision d = verify_ip(e, "192.0.2.1", T0 + 1);
+    assert_int_equal(remaining(&d), 99);
+    /* Another edge's traffic: the coordinator counts 60 (ours included),
+     * and leases this edge 3. */
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 10);
+    d = verify_ip(e, "192.0.2.1", T0 + 11); /* admitted during the sync */
+    sspec st = {"api", "192.0.2.1", 0, 3, 0, NULL};
+    state_count = 60;
+    assert_int_equal(respond(e, T0 + 20, r->seq, false, 0, 0, NULL, 0, &st, 1), 0);
+    state_count = 0;
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+    d = verify_ip(e, "192.0.2.1", T0 + 21);
+    assert_int_equal(d.kind, TG_ALLOW);
+    assert_int_equal(remaining(&d), 100 - 60 - 2);
+    /* The lease (3, less the one admitted during the sync) runs out long
+     * before the global budget: 429 with r = 0, t = Retry-After. */
+    assert_int_equal(verify_ip(e, "192.0.2.1", T0 + 22).kind, TG_ALLOW);
+    d = verify_ip(e, "192.0.2.1", T0 + 23);
+    assert_int_equal(d.status, 429);
+    assert_int_equal(remaining(&d), 0);
+    char h[512], want[64];
+    snprintf(h, sizeof h, "%.*s", (int)d.headers.len, d.headers.p);
+    snprintf(want, sizeof want, ";t=%u\r\nRetry-After: %u\r\n", d.retry_after_s, d.retry_after_s);
+    assert_non_null(strstr(h, want));
+}
+
 /* ---------------------------------------------------------------- tests */
 
 static void init_rejects_bad_arguments(void **state)
@@ -391,7 +442,7 @@ static void new_key_gets_floor_then_rate_limited(void **state)
     tg_decision d = verify_ip(e, "192.0.2.1", T0 + 10);
     assert_int_equal(d.kind, TG_ALLOW);
     assert_headers(&d, "RateLimit-Policy: \"api\";q=100;w=60\r\n"
-                       "RateLimit: \"api\";r=1;t=60\r\n");
+                       "RateLimit: \"api\";r=99;t=60\r\n");
     /* A new key wants a lease: due 50 ms after the last sync. */
     assert_false(tg_sync_due(e, T0 + 49));
     assert_true(tg_sync_due(e, T0 + 50));
@@ -399,7 +450,7 @@ static void new_key_gets_floor_then_rate_limited(void **state)
     d = verify_ip(e, "192.0.2.1", T0 + 1010);
     assert_int_equal(d.kind, TG_ALLOW);
     assert_headers(&d, "RateLimit-Policy: \"api\";q=100;w=60\r\n"
-                       "RateLimit: \"api\";r=0;t=59\r\n");
+                       "RateLimit: \"api\";r=98;t=59\r\n");
 
     d = verify_ip(e, "192.0.2.1", T0 + 1020);
     assert_int_equal(d.kind, TG_DENY);
@@ -640,18 +691,18 @@ static void most_severe_quota_wins(void **state)
 
     tg_decision d = verify_ip(e, "192.0.2.1", T0 + 1);
     assert_int_equal(d.kind, TG_ALLOW);
-    /* Headers name the quota with the fewest tokens left. */
+    /* Headers name the quota with the least left globally. */
     assert_headers(&d, "RateLimit-Policy: \"narrow\";q=10;w=60\r\n"
-                       "RateLimit: \"narrow\";r=0;t=60\r\n");
+                       "RateLimit: \"narrow\";r=9;t=60\r\n");
     d = verify_ip(e, "192.0.2.1", T0 + 2);
     assert_int_equal(d.kind, TG_DENY);
     assert_int_equal(d.reason, TG_REASON_RATE_LIMITED);
 
-    /* Outside /api/ only "wide" applies, and the refused request above did
-     * not spend its tokens: 5 - 1 = 4 left. */
+    /* Outside /api/ only "wide" applies, and the refused request above was
+     * not admitted: two admitted of 1000. */
     d = verify_at(e, "GET", "/", "192.0.2.1", T0 + 3);
     assert_headers(&d, "RateLimit-Policy: \"wide\";q=1000;w=60\r\n"
-                       "RateLimit: \"wide\";r=3;t=60\r\n");
+                       "RateLimit: \"wide\";r=998;t=60\r\n");
 
     /* wide says CHALLENGE, narrow says rate-limited: DENY outranks it, and
      * each quota counts its own refusal. */
@@ -867,15 +918,15 @@ static void eviction_spares_blocked_keys(void **state)
     assert_int_equal(verify_ip(e, "10.0.0.0", T0 + 201).reason, TG_REASON_BLOCKED);
     tg_decision d = verify_ip(e, "10.0.0.2", T0 + 202);
     assert_headers(&d, "RateLimit-Policy: \"api\";q=1000;w=60\r\n"
-                       "RateLimit: \"api\";r=4;t=60\r\n");
+                       "RateLimit: \"api\";r=999;t=60\r\n");
     /* 10.0.0.1 lost its lease with its entry: it starts over at the floor
      * (100), evicting the next least recently used idle key, 10.0.0.3. */
     d = verify_ip(e, "10.0.0.1", T0 + 203);
     assert_headers(&d, "RateLimit-Policy: \"api\";q=1000;w=60\r\n"
-                       "RateLimit: \"api\";r=99;t=60\r\n");
+                       "RateLimit: \"api\";r=999;t=60\r\n");
     d = verify_ip(e, "10.0.0.4", T0 + 204);
     assert_headers(&d, "RateLimit-Policy: \"api\";q=1000;w=60\r\n"
-                       "RateLimit: \"api\";r=4;t=60\r\n");
+                       "RateLimit: \"api\";r=999;t=60\r\n");
     Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 1200);
     assert_count(r, "api", "10.0.0.100", 1, 0, 0);
     assert_count(r, "api", "10.0.0.0", 0, 1, 0);
@@ -985,7 +1036,7 @@ static void invalid_policy_is_refused_whole(void **state)
     install(e, T0 + 40, 5, &odd, 1);
     tg_decision d = verify_ip(e, "192.0.2.1", T0 + 41);
     assert_headers(&d, "RateLimit-Policy: \"a\\\"b\\\\c\";q=10;w=60\r\n"
-                       "RateLimit: \"a\\\"b\\\\c\";r=2;t=60\r\n");
+                       "RateLimit: \"a\\\"b\\\\c\";r=9;t=60\r\n");
 }
 
 /* A refused policy is reported with every sync (SyncRequest fields 7, 8)
@@ -1152,17 +1203,28 @@ static void require_token_missing_invalid_expired(void **state)
     d = verify_full(e, "/api/x", "192.0.2.1", "Basic YWxpY2U6cHc=", NULL, NULL, 0, T0 + 1);
     assert_int_equal(d.reason, TG_REASON_MISSING_TOKEN);
 
-    /* Forged (another key), malformed, or with alg none: invalid_token. */
-    const char *forged = jws("{\"alg\":\"HS256\",\"kid\":\"j1\"}", p, "guessed-secret");
-    const char *bad[] = {forged, "not-a-jwt", "", "a.b.c",
-                         jws("{\"alg\":\"none\",\"kid\":\"j1\"}", p, JWT_KEY)};
+    /* Forged (another key) or malformed: invalid_token; alg none:
+     * unsupported_alg; a kid no key has: unknown_kid. All are 401
+     * invalid_token to the client. */
+    char forged[600], none[600], stranger[600];
+    strcpy(forged, jws("{\"alg\":\"HS256\",\"kid\":\"j1\"}", p, "guessed-secret"));
+    strcpy(none, jws("{\"alg\":\"none\",\"kid\":\"j1\"}", p, JWT_KEY));
+    strcpy(stranger, jws("{\"alg\":\"HS256\",\"kid\":\"j9\"}", p, JWT_KEY));
+    const struct {
+        const char *tok;
+        tg_reason want;
+    } bad[] = {{forged, TG_REASON_INVALID_TOKEN},   {"not-a-jwt", TG_REASON_INVALID_TOKEN},
+               {"", TG_REASON_INVALID_TOKEN},       {"a.b.c", TG_REASON_INVALID_TOKEN},
+               {none, TG_REASON_UNSUPPORTED_ALG},   {stranger, TG_REASON_UNKNOWN_KID}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        d = verify_tok(e, "192.0.2.1", bad[i], T0 + 2);
+        d = verify_tok(e, "192.0.2.1", bad[i].tok, T0 + 2);
         assert_int_equal(d.kind, TG_DENY);
-        assert_int_equal(d.reason, TG_REASON_INVALID_TOKEN);
+        assert_int_equal(d.reason, bad[i].want);
         assert_int_equal(d.status, 401);
         assert_headers(&d, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
     }
+    assert_string_equal(tg_reason_name(TG_REASON_UNKNOWN_KID), "unknown_kid");
+    assert_string_equal(tg_reason_name(TG_REASON_UNSUPPORTED_ALG), "unsupported_alg");
 
     /* Expired beyond the leeway, or not yet valid: token_expired. */
     snprintf(p, sizeof p, "{\"sub\":\"alice\",\"exp\":%llu}", NOW_S - 120);
@@ -1189,9 +1251,71 @@ static void require_token_missing_invalid_expired(void **state)
      * claims; the claim-keyed one cannot key them. A missing token is
      * the require_token quota's refusal alone. */
     Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
-    assert_count(r, "per-ip", "192.0.2.1", 1, 7, 0);
+    assert_count(r, "per-ip", "192.0.2.1", 1, 8, 0);
     assert_count(r, "auth", "alice", 1, 0, 0);
     assert_int_equal(r->n_counts, 2);
+    tollgate__v1__sync_request__free_unpacked(r, NULL);
+}
+
+/* A token whose signature the host checks (every algorithm but HS256):
+ * tg_verify() asks before counting anything, the request comes back with
+ * the host's verdict, and the token's later requests decide at once. */
+static void host_checked_signature(void **state)
+{
+    tg_edge *e = ((fx *)*state)->e;
+    int k = tg_add_key_alg(e, TG_KEY_JWT, TG_ALG_ES256, S("ec-1"), NULL, 0);
+    assert_int_equal(k, 0);
+    assert_int_equal(tg_add_key_alg(e, TG_KEY_CLEARANCE, TG_ALG_ES256, S("c"), NULL, 0), TG_EINVAL);
+    qspec qs[] = {{"auth", 100, 60, "claim:sub", "/api/", {NULL}, 5, false, false, true}};
+    install(e, T0, 1, qs, 1);
+    char h64[100], p64[100], tok[400], p[100], sig64[100];
+    uint8_t sig[64];
+    memset(sig, 0x5a, sizeof sig);
+    snprintf(p, sizeof p, "{\"sub\":\"carol\",\"exp\":%llu.25}", NOW_S + 3600);
+    const char *h = "{\"alg\":\"ES256\",\"kid\":\"ec-1\"}";
+    b64url(h, strlen(h), h64);
+    b64url(p, strlen(p), p64);
+    b64url(sig, 64, sig64);
+    snprintf(tok, sizeof tok, "%s.%s.%s", h64, p64, sig64);
+
+    tg_request req = {.method = S("GET"), .path = S("/api/x"), .host = S("example.com"),
+                      .client_ip = S("192.0.2.1"), .authorization = S(bearer(tok)),
+                      .now_ms = T0 + 1};
+    tg_decision d;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_CHECK_SIGNATURE);
+    assert_int_equal(d.sig_alg, TG_ALG_ES256);
+    assert_int_equal(d.sig_keys, 1u << k);
+    assert_int_equal(d.token.len, strlen(h64) + 1 + strlen(p64));
+    assert_memory_equal(d.token.p, tok, d.token.len);
+    assert_int_equal(d.headers.len, 64);
+    assert_memory_equal(d.headers.p, sig, 64);
+
+    /* The host's check failed: invalid_token, counted once. */
+    req.sig_verdict = -1;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.reason, TG_REASON_INVALID_TOKEN);
+    req.sig_verdict = 0;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.reason, TG_REASON_INVALID_TOKEN);
+
+    /* A new token, verified by the host under key k: keyed on its sub. */
+    snprintf(p, sizeof p, "{\"sub\":\"dave\"}");
+    b64url(p, strlen(p), p64);
+    snprintf(tok, sizeof tok, "%s.%s.%s", h64, p64, sig64);
+    req.authorization = S(bearer(tok));
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_CHECK_SIGNATURE);
+    req.sig_verdict = k + 1;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_ALLOW);
+    req.sig_verdict = 0;
+    assert_int_equal(tg_verify(e, &req, &d), 0);
+    assert_int_equal(d.kind, TG_ALLOW);
+
+    Tollgate__V1__SyncRequest *r = sync_req(e, T0 + 100);
+    assert_count(r, "auth", "dave", 2, 0, 0);
+    assert_int_equal(r->n_counts, 1);
     tollgate__v1__sync_request__free_unpacked(r, NULL);
 }
 
@@ -1377,19 +1501,19 @@ static void staleness_decays_to_the_floor(void **state)
     const uint64_t ok = T0 + 100, stale = ok + 3000;
 
     /* Within grace: the lease, untouched. */
-    tg_decision d = verify_at(e, "GET", "/c/", "192.0.2.1", stale);
-    assert_int_equal(remaining(&d), 999);
+    verify_at(e, "GET", "/c/", "192.0.2.1", stale);
+    assert_int_equal(tokens_of(e, "closed", "192.0.2.1"), 999);
     /* One half-life beyond: at most 500. */
-    d = verify_at(e, "GET", "/c/", "192.0.2.1", stale + 10000);
-    assert_int_equal(remaining(&d), 499);
+    verify_at(e, "GET", "/c/", "192.0.2.1", stale + 10000);
+    assert_int_equal(tokens_of(e, "closed", "192.0.2.1"), 499);
     /* Spent, it refills at A per 60 s window: 16 s beyond grace A is
      * 500 * (1 - 0.6 / 2) = 350, and 6 s of it is 35 tokens. */
     for (int i = 0; i < 499; i++)
         assert_int_equal(verify_at(e, "GET", "/c/", "192.0.2.1", stale + 10000).kind, TG_ALLOW);
     assert_int_equal(verify_at(e, "GET", "/c/", "192.0.2.1", stale + 10000).kind, TG_DENY);
-    d = verify_at(e, "GET", "/c/", "192.0.2.1", stale + 16000);
+    tg_decision d = verify_at(e, "GET", "/c/", "192.0.2.1", stale + 16000);
     assert_int_equal(d.kind, TG_ALLOW);
-    assert_int_equal(remaining(&d), 34);
+    assert_int_equal(tokens_of(e, "closed", "192.0.2.1"), 34);
 
     /* Ten half-lives on, A is at the floor (2): fail-closed stops refilling. */
     uint64_t far = stale + 100000;
@@ -1418,7 +1542,7 @@ static void staleness_decays_to_the_floor(void **state)
     tollgate__v1__sync_request__free_unpacked(r, NULL);
     d = verify_at(e, "GET", "/c/", "192.0.2.1", back + 1);
     assert_int_equal(d.kind, TG_ALLOW);
-    assert_int_equal(remaining(&d), 49);
+    assert_int_equal(tokens_of(e, "closed", "192.0.2.1"), 49);
 }
 
 /* ---------------------------------------------------------------- host API */
@@ -1474,6 +1598,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(successful_sync_resets_backoff, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(long_challenge_token_becomes_deny, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(require_token_missing_invalid_expired, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(host_checked_signature, setup_edge, teardown),
+        cmocka_unit_test_setup_teardown(ratelimit_r_is_the_global_view, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(shadow_quotas_count_token_refusals, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(claim_keyed_quota_counts_per_claim, setup_edge, teardown),
         cmocka_unit_test_setup_teardown(policy_change_reads_new_claims, setup_edge, teardown),

@@ -6,6 +6,7 @@ import wasm from "./tollgate.wasm";
 import { createTollgate, guard as guardHandler } from "./tollgate.mjs";
 import { hammerUntilChallenged } from "./scenario.mjs";
 import { CLEARANCE_KEY, JWT_KEY, decisionsScenario } from "./decisions.mjs";
+import { clientIpScenario } from "./clientip.mjs";
 
 export const hotKey = {
   async test(ctrl, env) {
@@ -23,7 +24,9 @@ export const guard = {
     const ctx = { waitUntil: (p) => pending.push(p) };
     const drain = async () => { while (pending.length) await pending.shift(); };
     const origin = async () => new Response("hello from origin");
-    const fetch = guardHandler(origin, { module: wasm, edgeId: "wd-guard", edgeKey: env.EDGE_KEY, coordinatorBinding: "COORDINATOR" });
+    // These requests play Cloudflare's: the address is CF-Connecting-IP.
+    const fetch = guardHandler(origin, { module: wasm, edgeId: "wd-guard", edgeKey: env.EDGE_KEY,
+      coordinatorBinding: "COORDINATOR", clientIp: "cf-connecting-ip" });
     const get = (ip) => fetch(new Request("http://shop.example/api/items", {
       headers: { "cf-connecting-ip": ip } }), env, ctx);
 
@@ -74,6 +77,49 @@ export const guard = {
     await r.text();
     await drain();
     console.log(`guard: ${JSON.stringify(seen)}`);
+  },
+};
+
+// Self-hosted workerd gives requests no cf object: the client address
+// must be named (clientip.mjs).
+export const clientIp = {
+  async test(ctrl, env) {
+    const base = { module: wasm, edgeId: "edge-b", edgeKey: env.EDGE_KEY, coordinator: "http://coordinator",
+      fetch: (url, init) => env.COORDINATOR.fetch(url, init) };
+    const { admitted } = await clientIpScenario({
+      edge: (extra) => createTollgate(wasm, { ...base, ...extra }),
+      guard: (extra) => guardHandler(() => new Response("origin"), { ...base, ...extra }),
+      assert,
+    });
+    console.log(`clientIp: spoofing client admitted ${admitted} of 60`);
+  },
+};
+
+// Tokens an identity provider signs (minted by jose in workerd.test.mjs,
+// passed in JWT_CASES with the JWK Set): WebCrypto in workerd checks each
+// once; each is then allowed from the cache; a tampered one is refused.
+export const jwt = {
+  async test(ctrl, env) {
+    const { jwks, tokens } = JSON.parse(env.JWT_CASES);
+    const edge = createTollgate(wasm, {
+      edgeId: "wd-decisions", edgeKey: env.EDGE_KEY, coordinator: "http://coordinator",
+      fetch: (url, init) => env.COORDINATOR.fetch(url, init), jwt: { jwks },
+    });
+    await edge.ready();
+    assert.equal(await edge.sync(), true, `first sync: ${edge.lastSyncError}`);
+    const req = (t) => ({ method: "GET", path: "/v1/items", host: "api.example", ip: "192.0.2.5", authorization: `Bearer ${t}` });
+    for (const { alg, token } of tokens) {
+      const first = edge.verify(req(token));
+      assert.ok(first instanceof Promise, `${alg}: WebCrypto checks a new token asynchronously`);
+      assert.equal((await first).kind, "allow", `${alg}: ${(await first).reason}`);
+      const again = edge.verify(req(token));
+      assert.ok(!(again instanceof Promise), `${alg}: the second time from the cache`);
+      assert.equal(again.kind, "allow");
+      const bad = token.slice(0, -6) + (token.at(-6) === "A" ? "B" : "A") + token.slice(-5);
+      assert.equal((await edge.verify(req(bad))).reason, "invalid_token", `${alg}: tampered`);
+    }
+    assert.equal(await edge.sync(), true, `sync: ${edge.lastSyncError}`);
+    console.log(`jwt: ${tokens.map((t) => t.alg).join(" ")} verified by WebCrypto in workerd`);
   },
 };
 
