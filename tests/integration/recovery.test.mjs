@@ -70,7 +70,8 @@ test("an edge restarted under a fixed id continues past the stored seq: no 409 l
 });
 
 test("oversized request features get a decision, never an exception", async () => {
-  const edge = createTollgate(wasm, { edgeId: "edge-b", edgeKey: TEST_KEYS.edge, coordinator: co.url });
+  const edge = createTollgate(wasm, { edgeId: "edge-b", edgeKey: TEST_KEYS.edge, coordinator: co.url,
+    clientIp: "cf-connecting-ip" });
   assert.equal(await edge.sync(), true, String(edge.lastSyncError));
   const big = "x".repeat(100 * 1024);
   const ip = "192.0.2.20";
