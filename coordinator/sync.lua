@@ -81,6 +81,10 @@
 --   tg:{stats}:chz          ZSET  the same ids -> last_ms; the newest 100
 --                                 kept
 --
+-- Readiness probe (coordinator/redis.c, probe.lua), two tags on purpose:
+--   tg:{probe}:a, tg:{probe-b}:b  STRING  "1", lives 2 s; written by the
+--                                 probe to show Redis takes scripted writes
+--
 -- KEYS: [1] the replay key, then 2 per item: c, e.
 -- ARGV: [1] now_ms (the coordinator's wall clock), [2] edge_id, [3] seq,
 --   [4] sync_interval_ms, [5] nonce (unique per HTTP request, the same in
