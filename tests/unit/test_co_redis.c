@@ -911,11 +911,73 @@ static void test_redis_gone_fails_fast(void **state)
     assert_true(co_mono_ms() - t0 < 2000);
 }
 
+/* Every reply error Redis sends for a failure an operator fixes has its
+ * kind, whichever way a version words it (Redis 7 passes a script call's
+ * code; older ones wrap it in ERR); a Cluster router gets the same. */
+static void test_classify(void **state)
+{
+    static const struct {
+        const char *e;
+        enum co_redis_kind k;
+    } cases[] = {
+        {"NOSCRIPT No matching script. Please use EVAL.", CO_REDIS_NOSCRIPT},
+        {"NOPERM User tg has no permissions to run the 'evalsha' command",
+         CO_REDIS_NOPERM},
+        {"NOAUTH Authentication required.", CO_REDIS_AUTH},
+        {"WRONGPASS invalid username-password pair or user is disabled.",
+         CO_REDIS_AUTH},
+        {"OOM command not allowed when used memory > 'maxmemory'.",
+         CO_REDIS_OOM},
+        {"OOM command not allowed when used memory > 'maxmemory'. script: "
+         "abc, on @user_script:12.", CO_REDIS_OOM},
+        {"READONLY You can't write against a read only replica.",
+         CO_REDIS_READONLY},
+        {"LOADING Redis is loading the dataset in memory", CO_REDIS_LOADING},
+        {"BUSY Redis is busy running a script.", CO_REDIS_BUSY},
+        {"MASTERDOWN Link with MASTER is down and replica-serve-stale-data "
+         "is set to 'no'.", CO_REDIS_MASTERDOWN},
+        {"CROSSSLOT Keys in request don't hash to the same slot",
+         CO_REDIS_CROSSSLOT},
+        {"MOVED 3999 127.0.0.1:6381", CO_REDIS_MOVED},
+        {"ASK 3999 127.0.0.1:6381", CO_REDIS_ASK},
+        {"CLUSTERDOWN Hash slot not served", CO_REDIS_CLUSTERDOWN},
+        {"TRYAGAIN Multiple keys request during rehashing of slot",
+         CO_REDIS_TRYAGAIN},
+        {"WRONGTYPE Operation against a key holding the wrong kind of value",
+         CO_REDIS_WRONGTYPE},
+        {"ERR unknown command 'EVALSHA', with args beginning with: ",
+         CO_REDIS_UNKNOWN_COMMAND},
+        {"ERR Error running script (call to f_0a1b): @user_script:3: "
+         "@user_script: 3: -READONLY You can't write against a read only "
+         "replica.", CO_REDIS_READONLY},
+        {"ERR user_script:5: Script attempted to access nonexistent global "
+         "variable 'x' script: abc", CO_REDIS_SCRIPT_ERROR},
+        {"ERR value is not an integer or out of range", CO_REDIS_OTHER},
+        {"ASKING-not-a-code", CO_REDIS_OTHER},
+        {"", CO_REDIS_OTHER},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        enum co_redis_kind k = co_redis_classify(cases[i].e);
+
+        if (k != cases[i].k)
+            fail_msg("%s: %s, expected %s", cases[i].e,
+                     co_redis_kind_names[k], co_redis_kind_names[cases[i].k]);
+    }
+    assert_int_equal(co_redis_classify(NULL), CO_REDIS_OTHER);
+    for (int k = 0; k < CO_REDIS_KINDS; k++) {
+        assert_non_null(co_redis_kind_names[k]);
+        assert_true(strlen(co_redis_kind_reason((enum co_redis_kind)k)) > 5);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest pure[] = {
         cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_parse_url_refusals),
+        cmocka_unit_test(test_classify),
     };
     const struct CMUnitTest live[] = {
         cmocka_unit_test(test_init_loads_script),
