@@ -64,6 +64,10 @@ struct timespec;
 #define CO_OVERRIDES_MAX     10000   /* per quota */
 #define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
 #define CO_COUNT_MAX         1000000000000ULL  /* one KeyCount field, 1e12 */
+#define CO_SEQ_MAX           9007199254740991ULL /* 2^53 - 1: exact in Lua
+                                                  * and JSON; larger -> 400 */
+#define CO_LAG_MAX_MS        300000u /* an edge clock further off is
+                                      * clamped for the lag gauge */
 #define CO_URL_MAX           2048    /* bytes; longer -> 414 */
 #define CO_CHALLENGE_TTL_S   300
 #define CO_TOKEN_MAX         320     /* bytes of a challenge token, NUL incl. */
@@ -858,6 +862,7 @@ struct co_metrics {
     atomic_ullong sync_duration_buckets[CO_METRICS_BUCKETS + 1];
     atomic_ullong sync_duration_sum_us;
     atomic_ullong challenges_issued;   /* tokens signed in sync answers */
+    atomic_ullong sent_at_clamped;     /* sent_at_ms over CO_LAG_MAX_MS off */
     /* Redis failures by kind ([CO_REDIS_OK] unused; redis.c) */
     atomic_ullong redis_errors[CO_REDIS_KINDS];
     atomic_bool redis_up;              /* the Redis state is CO_REDIS_OK */

@@ -169,6 +169,10 @@ struct req {
     uint64_t now;
 };
 
+/* The batch digest the next build() sends; 0: one computed from the
+ * items (the same counts give the same digest). */
+static uint64_t forced_digest;
+
 /* The strings behind one co_script_call. */
 struct built {
     struct co_script_call call;
@@ -195,7 +199,8 @@ static void build(struct built *b, const struct req *r, const char *nonce,
                   const char *replay, const struct item *items, size_t n,
                   long long *out)
 {
-    size_t total = 1 + 2 * n + 7 + 7 * n;
+    size_t total = 1 + 2 * n + 7 + 7 * n + 1;
+    unsigned long long digest = forced_digest;
 
     memset(b, 0, sizeof *b);
     b->s = calloc(total, sizeof *b->s);
@@ -225,10 +230,15 @@ static void build(struct built *b, const struct req *r, const char *nonce,
         put(b, "%llu", (unsigned long long)items[i].admitted);
         put(b, "%llu", (unsigned long long)items[i].attempts);
         put(b, "%llu", (unsigned long long)items[i].burst);
+        /* the batch's digest: a stand-in for sync.c's, the same for the
+         * same counts unless the test names one */
+        if (forced_digest == 0)
+            digest = digest * 31 + items[i].admitted * 7 + items[i].attempts;
     }
+    put(b, "%llu", digest % CO_SEQ_MAX);
     b->call.script = co_script(CO_SCRIPT_SYNC);
     b->call.nkeys = 1 + 2 * n;
-    b->call.nargs = 7 + 7 * n;
+    b->call.nargs = 7 + 7 * n + 1;
     b->call.argv = b->argv;
     b->call.argvlen = b->lens;
     b->call.out = out;
@@ -349,6 +359,98 @@ static void test_retry_is_idempotent(void **state)
     assert_int_equal(admin_int("HGET tg:{idem|b}:c a"), 10);
 }
 
+/* HGETALL key now is what before (an HGETALL reply, freed here) held. */
+static void assert_hash_unchanged(redisReply *before, const char *key)
+{
+    redisReply *after = redisCommand(redis.admin, "HGETALL %s", key);
+
+    assert_non_null(after);
+    assert_int_equal(before->elements, after->elements);
+    for (size_t i = 0; i < before->elements; i++)
+        assert_string_equal(before->element[i]->str, after->element[i]->str);
+    freeReplyObject(before);
+    freeReplyObject(after);
+}
+
+/* The same seq with other counts is no retry: status 3, nothing written,
+ * not answered from the record (which would drop its counts silently). */
+static void test_same_seq_other_counts_conflicts(void **state)
+{
+    const struct item one = {"mis", "a", 100, HOUR, 1, 0, 5, 5, 0};
+    const struct item other = {"mis", "a", 100, HOUR, 1, 0, 6, 9, 0};
+    const struct req r = {"e1", 4, T0 + 1000};
+    const struct req again = {"e1", 4, T0 + 2000};
+    long long out[7];
+    redisReply *before;
+
+    (void)state;
+    assert_int_equal(eval(&r, &one, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    before = redisCommand(redis.admin, "HGETALL tg:{mis|a}:c");
+    assert_int_equal(eval(&again, &other, 1, out), CO_OK);
+    assert_int_equal(out[0], 3);              /* the seq, other counts */
+    assert_int_equal(out[1], 4);
+    assert_int_equal(out[2], 1);              /* the item */
+    assert_hash_unchanged(before, "tg:{mis|a}:c");
+    /* the same counts again: a retry, as before */
+    assert_int_equal(eval(&again, &one, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(out[2], 1);
+    assert_int_equal(admin_int("HGET tg:{mis|a}:c a"), 5);
+}
+
+/* Sums past 2^53 saturate there: exact below, never rounded to a
+ * neighbour, never formatted past int64 into a negative number. The
+ * script is fed more than sync.c lets through (1e12 per count) on
+ * purpose: the saturation is its own guard. */
+static void test_huge_counts_saturate(void **state)
+{
+    const struct item big = {"huge", "a", 1000000000000ULL, HOUR, 1, 0,
+                             CO_SEQ_MAX - 1, CO_SEQ_MAX - 1, 0};
+    const struct item more = {"huge", "a", 1000000000000ULL, HOUR, 1, 0,
+                              3, 3, 0};
+    const struct req r1 = {"e1", 1, T0 + 1000};
+    const struct req r2 = {"e1", 2, T0 + 1001};
+    const struct req r3 = {"e2", 1, T0 + 1002};
+    long long out[7];
+
+    (void)state;
+    assert_int_equal(eval(&r1, &big, 1, out), CO_OK);
+    assert_int_equal(admin_int("HGET tg:{huge|a}:c a"),
+                     (long long)CO_SEQ_MAX - 1);
+    assert_int_equal(eval(&r2, &more, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(admin_int("HGET tg:{huge|a}:c a"), (long long)CO_SEQ_MAX);
+    assert_int_equal(admin_int("HGET tg:{huge|a}:c t"), (long long)CO_SEQ_MAX);
+    assert_int_equal(ACTION(out, 0), 1);      /* far over: challenged */
+    assert_true(COUNT(out, 0) > 0);
+    /* a second edge's huge demand: D saturates, never wraps negative */
+    assert_int_equal(eval(&r3, &big, 1, out), CO_OK);
+    assert_true(admin_int("HGET tg:{huge|a}:c D") > 0);
+    assert_true(admin_int("HGET tg:{huge|a}:c D") <= (long long)CO_SEQ_MAX);
+    assert_true(COUNT(out, 0) > 0);
+}
+
+/* The largest seq sync.c lets through (2^53 - 1) is exact: the next one
+ * down is older (conflict), its resend a retry counted once. */
+static void test_largest_seq_is_exact(void **state)
+{
+    const struct item it = {"bigseq", "a", 100, HOUR, 1, 0, 1, 1, 0};
+    const struct req top = {"e1", CO_SEQ_MAX, T0 + 1000};
+    const struct req below = {"e1", CO_SEQ_MAX - 1, T0 + 2000};
+    long long out[7];
+
+    (void)state;
+    assert_int_equal(eval(&top, &it, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(eval(&top, &it, 1, out), CO_OK);
+    assert_int_equal(out[2], 1);              /* a retry */
+    assert_int_equal(admin_int("HGET tg:{bigseq|a}:c a"), 1);
+    assert_int_equal(eval(&below, &it, 1, out), CO_OK);
+    assert_int_equal(out[0], 2);
+    assert_int_equal(out[1], (long long)CO_SEQ_MAX);
+}
+
 /* A seq older than one applied for any key of the call changes nothing. */
 static void test_older_seq_conflicts(void **state)
 {
@@ -360,7 +462,7 @@ static void test_older_seq_conflicts(void **state)
     const struct req newer = {"e1", 9, T0 + 1000};
     const struct req older = {"e1", 8, T0 + 2000};
     long long out[11];
-    redisReply *before, *after;
+    redisReply *before;
 
     (void)state;
     assert_int_equal(eval(&newer, &a, 1, out), CO_OK);
@@ -369,12 +471,7 @@ static void test_older_seq_conflicts(void **state)
     assert_int_equal(out[0], 2);              /* conflict */
     assert_int_equal(out[1], 9);              /* the seq already applied */
     assert_int_equal(out[2], 2);              /* at the second item */
-    after = redisCommand(redis.admin, "HGETALL tg:{old|a}:c");
-    assert_int_equal(before->elements, after->elements);
-    for (size_t i = 0; i < before->elements; i++)
-        assert_string_equal(before->element[i]->str, after->element[i]->str);
-    freeReplyObject(before);
-    freeReplyObject(after);
+    assert_hash_unchanged(before, "tg:{old|a}:c");
     /* the first item was not written either, nor the replay key */
     assert_int_equal(admin_int("EXISTS tg:{old|fresh}:c"), 0);
     assert_int_equal(admin_int("EXISTS tg:{edge|t}:sig:%u", request_no), 0);
@@ -984,6 +1081,9 @@ int main(void)
         cmocka_unit_test(test_first_report),
         cmocka_unit_test(test_retry_is_idempotent),
         cmocka_unit_test(test_older_seq_conflicts),
+        cmocka_unit_test(test_same_seq_other_counts_conflicts),
+        cmocka_unit_test(test_huge_counts_saturate),
+        cmocka_unit_test(test_largest_seq_is_exact),
         cmocka_unit_test(test_replayed_signature_is_refused),
         cmocka_unit_test(test_leases_follow_demand),
         cmocka_unit_test(test_leases_never_exceed_what_is_left),
