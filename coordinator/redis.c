@@ -877,6 +877,8 @@ int co_redis_check(enum co_redis_kind *kind, char *err, size_t errlen)
     r = co_redis_eval(0, &pc, why, sizeof why);
     if (r == NULL) {
         *kind = co_redis_thread_kind();
+        if (*kind == CO_REDIS_OK)   /* out of memory here, not Redis */
+            *kind = CO_REDIS_OTHER;
         snprintf(err, errlen, "%s: %s", kind_reasons[*kind], why);
         rc = CO_EREDIS;
         goto done;

@@ -447,7 +447,7 @@ enum co_redis_kind co_redis_thread_kind(void);
 enum co_redis_kind co_redis_state(char *detail, size_t detaillen);
 /* Run the probe (probe.lua) on this thread's connection; clear the state
  * when it passes and no failure came in the last second. Returns 0, or
- * CO_EREDIS / CO_EREPLY with *kind and err. The watcher thread
+ * CO_EREDIS / CO_EREPLY (CO_ENOMEM) with *kind and err. The watcher thread
  * (co_redis_watch_start) calls it once a second while the state is not
  * CO_REDIS_OK, so tollgated recovers by itself once Redis is fixed. */
 int co_redis_check(enum co_redis_kind *kind, char *err, size_t errlen);
