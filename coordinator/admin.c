@@ -36,7 +36,8 @@
  * If-Match ("3" or "\"3\"") is optional on the other writes and checked
  * when present (412). A write without one that loses a race to another
  * writer is rebuilt on the new version (a few times) rather than undoing
- * the other write. Redis unreachable: 503. Path parameters arrive
+ * the other write. Any Redis failure: 503 with Retry-After: 1 and its
+ * "kind" in the problem document. Path parameters arrive
  * percent-decoded from the router.
  *
  * One log line per write: who (the token's name, never the token), what,
@@ -99,21 +100,29 @@ void co_admin_answer_json(struct co_response *resp, unsigned status,
 /* A store failure as the client sees it. */
 void co_admin_store_error(struct co_response *resp, int rc, const char *err)
 {
-    char v[300];
+    enum co_redis_kind kind = co_redis_thread_kind();
+    char v[300], detail[512];
 
     if (rc == CO_ENOTFOUND) {
-        co_response_problem(resp, 503, "no policy stored yet (Redis was "
-                            "unreachable at start); try again");
+        co_response_unavailable(resp, "no_policy", "no policy stored yet "
+                                "(Redis was unreachable at start); try "
+                                "again");
         return;
     }
-    if (rc == CO_EREDIS) {
-        co_response_problem(resp, 503, "the policy store (Redis) is "
-                            "unreachable; try again");
+    if (rc == CO_EREDIS || rc == CO_EREPLY) {
+        if (kind == CO_REDIS_OK) {
+            /* Redis answered, but not what the store expects */
+            kind = CO_REDIS_BAD_REPLY;
+            co_redis_failed(kind, err);
+        }
+        snprintf(detail, sizeof detail, "the policy store (Redis) failed: "
+                 "%s; try again", co_redis_kind_reason(kind));
+        co_response_unavailable(resp, co_redis_kind_names[kind], detail);
         return;
     }
     CO_ERROR("msg=admin_store_failed rc=%d detail=%s", rc,
              co_log_value(v, sizeof v, err, strlen(err)));
-    co_response_problem(resp, 500, "policy store error");
+    co_response_problem(resp, 500, "internal error");
 }
 
 /* If-Match: absent -> *expect = -1; "3" or "\"3\"" (W/ refused: versions

@@ -90,7 +90,8 @@ done:
 
 /* Forget the key's counts and edge records: the client starts afresh at
  * every edge's next sync. Clearance marks stay (a clearance is a signed
- * token the edges honour anyway). */
+ * token the edges honour anyway). The DEL and its audit entry are one
+ * script call (co_store_key_reset): no 200 without its entry. */
 void co_admin_key_reset(const struct co_request *req,
                         struct co_response *resp)
 {
@@ -98,44 +99,33 @@ void co_admin_key_reset(const struct co_request *req,
     const char *quota = req->params->v[0], *key = req->params->v[1];
     struct co_policy *p = NULL;
     char c[CO_RKEY_COUNTERS_MAX], e[CO_RKEY_COUNTERS_MAX], err[256];
+    char target[2 * CO_KEY_MAX + 8];
     char *dt = NULL;
-    const char *del[] = {"DEL", c, e};
-    redisReply *r = NULL;
     json_t *detail = NULL;
     int rc;
 
     if (t == NULL)
         return;
+    snprintf(target, sizeof target, "%s/%s", quota, key);
     p = co_policy_current();
     if (p == NULL || co_policy_find(p, quota) == NULL) {
         co_response_problem(resp, 404, "no such quota");
         goto done;
     }
     co_rkey_counters(quota, strlen(quota), key, strlen(key), c, e, sizeof c);
-    r = co_redis_command(0, 3, del, NULL, err, sizeof err);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        co_admin_store_error(resp, r == NULL ? CO_EREDIS : CO_EREPLY, err);
-        goto done;
-    }
     detail = json_pack("{s:s, s:s}", "quota", quota, "key", key);
     dt = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
-    rc = dt != NULL ? co_store_audit_add(t->name, "key.reset", dt, err,
-                                         sizeof err) : CO_ENOMEM;
+    rc = dt != NULL ? co_store_key_reset(t->name, dt, c, e, err, sizeof err)
+                    : CO_ENOMEM;
     if (rc != CO_OK) {
-        /* The reset happened; only its record is missing. */
-        CO_WARN("msg=admin_audit_failed action=key.reset rc=%d", rc);
+        co_admin_store_error(resp, rc, err);
+        co_admin_log_write(t, "key.reset", target, resp->status, 0);
+        goto done;
     }
     co_admin_answer_json(resp, 200, json_pack("{s:b}", "reset", 1), 0);
-    {
-        char target[2 * CO_KEY_MAX + 8];
-
-        snprintf(target, sizeof target, "%s/%s", quota, key);
-        co_admin_log_write(t, "key.reset", target, 200, 0);
-    }
+    co_admin_log_write(t, "key.reset", target, 200, 0);
 done:
     free(dt);
     json_decref(detail);
-    if (r != NULL)
-        freeReplyObject(r);
     co_policy_release(p);
 }

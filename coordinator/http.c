@@ -217,6 +217,21 @@ void co_response_problem_with(struct co_response *resp, unsigned status,
                      (uint8_t *)text, text ? strlen(text) : 0);
 }
 
+void co_response_unavailable(struct co_response *resp, const char *kind,
+                             const char *detail)
+{
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type",
+                            "about:blank", "title", co_status_title(503),
+                            "status", 503, "detail", detail, "kind", kind);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+
+    json_decref(doc);
+    co_response_take(resp, 503, "application/problem+json",
+                     (uint8_t *)text, text ? strlen(text) : 0);
+    resp->extra.name = "Retry-After";
+    resp->extra.value = "1";
+}
+
 /* Does path match pattern segment by segment? A "{...}" segment matches
  * one non-empty segment, percent-decoded into params (when not NULL); one
  * that does not decode (a bad escape, a NUL, over CO_KEY_MAX bytes) does

@@ -220,7 +220,7 @@ int main(int argc, char **argv)
         goto cleanup;
     } else
         CO_WARN("msg=redis_unavailable addr=%s:%d seeds=%zu detail=%s "
-                "note=\"serving degraded until Redis answers\"",
+                "note=\"serving degraded until Redis is fixed\"",
                 seeds[0].host, seeds[0].port, nseeds,
                 co_log_value(v, sizeof v, err, strlen(err)));
 
@@ -238,6 +238,12 @@ int main(int argc, char **argv)
     policy = NULL;
     if (co_stats_start(cfg.redis_timeout_ms, err, sizeof err) != CO_OK) {
         CO_ERROR("msg=stats_start_failed detail=%s",
+                 co_log_value(v, sizeof v, err, strlen(err)));
+        rc = 1;
+        goto cleanup;
+    }
+    if (co_redis_watch_start(err, sizeof err) != CO_OK) {
+        CO_ERROR("msg=redis_watch_start_failed detail=%s",
                  co_log_value(v, sizeof v, err, strlen(err)));
         rc = 1;
         goto cleanup;
@@ -284,6 +290,7 @@ int main(int argc, char **argv)
     CO_INFO("msg=stopped");
     rc = 0;
 cleanup:
+    co_redis_watch_stop();
     co_stats_stop();
     co_store_stop();
     co_redis_shutdown();

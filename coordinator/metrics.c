@@ -195,7 +195,9 @@ void co_metrics_reset(void)
         atomic_store(&co_metrics.sync_duration_buckets[i], 0);
     atomic_store(&co_metrics.sync_duration_sum_us, 0);
     atomic_store(&co_metrics.challenges_issued, 0);
-    atomic_store(&co_metrics.redis_errors, 0);
+    atomic_store(&co_metrics.sent_at_clamped, 0);
+    for (size_t i = 0; i < CO_REDIS_KINDS; i++)
+        atomic_store(&co_metrics.redis_errors[i], 0);
     atomic_store(&co_metrics.redis_up, false);
     pthread_mutex_unlock(&mu);
 }
@@ -438,20 +440,28 @@ int co_metrics_render(uint64_t now_ms, uint64_t policy_version, char **out,
     bprintf(&b, "tollgate_edges_active %" PRIu64 "\n", active);
     family(&b, "tollgate_edge_sync_lag_seconds", "gauge",
            "Largest server time minus sent_at_ms over active edges at their "
-           "last sync, floored at 0.");
+           "last sync, floored at 0 and capped at 300 (clock skew).");
     bprintf(&b, "tollgate_edge_sync_lag_seconds %" PRIu64 ".%03" PRIu64 "\n",
             lag_ms / 1000u, lag_ms % 1000u);
     family(&b, "tollgate_edges_policy_refused", "gauge",
            "Active edges whose last sync reported a policy they could not "
            "install (they enforce an older one; see /v1/stats).");
     bprintf(&b, "tollgate_edges_policy_refused %" PRIu64 "\n", refused);
+    family(&b, "tollgate_sync_sent_at_clamped_total", "counter",
+           "Syncs whose sent_at_ms was more than 300 s off this "
+           "coordinator's clock (clamped for the lag gauge).");
+    bprintf(&b, "tollgate_sync_sent_at_clamped_total %" PRIu64 "\n",
+            load(&co_metrics.sent_at_clamped));
 
     family(&b, "tollgate_redis_errors_total", "counter",
-           "Redis connection failures, I/O errors and timeouts.");
-    bprintf(&b, "tollgate_redis_errors_total %" PRIu64 "\n",
-            load(&co_metrics.redis_errors));
+           "Redis failures by kind: connection failures, timeouts and "
+           "error replies (noperm, oom, readonly, crossslot, ...).");
+    for (size_t i = CO_REDIS_OK + 1; i < CO_REDIS_KINDS; i++)
+        bprintf(&b, "tollgate_redis_errors_total{kind=\"%s\"} %" PRIu64
+                "\n", co_redis_kind_names[i], load(&co_metrics.redis_errors[i]));
     family(&b, "tollgate_redis_up", "gauge",
-           "1 when the last Redis exchange of any worker succeeded, else 0.");
+           "1 while Redis works, 0 from a failure until Redis answers again "
+           "(a configuration failure: until the readiness probe passes).");
     bprintf(&b, "tollgate_redis_up %d\n",
             atomic_load_explicit(&co_metrics.redis_up, memory_order_relaxed)
                 ? 1 : 0);

@@ -16,6 +16,16 @@
  * answer (Redis restarted, flushed, failed over) loads the script on that
  * connection and resends the calls that did not run. Key names are
  * redis_keys.c's.
+ *
+ * Every failure, an error reply or a connection's, is classified here
+ * (co_redis_classify) and reported in one place (co_redis_failed): it is
+ * counted by kind, becomes the process's Redis state (tollgate_redis_up 0,
+ * /readyz 503 with the kind) and is logged once per change of state, not
+ * per request. Failures a reconnect cures (unreachable, timeout, loading,
+ * busy, masterdown) end with the next exchange that works; the others
+ * (ACL, a renamed EVALSHA, out of memory, a replica, a cluster node, a
+ * wrong type, ...) end only when probe.lua passes again, run by /readyz
+ * and by a watcher thread once a second while the state is not "ok".
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -30,12 +40,16 @@
 #define BACKOFF_FIRST_MS 100u
 #define BACKOFF_MAX_MS   5000u
 
+#define PROBE_TTL_MS     2000u
+#define STATE_QUIET_MS   1000u  /* no failure for this long before "ok" */
+
 struct conn {
     redisContext *ctx;
     uint64_t next_try_ms;    /* monotonic; no connect attempt before */
     unsigned backoff_ms;     /* 0 after a success */
     bool down;               /* last attempt failed (log transitions only) */
     struct co_cluster *cc;   /* cluster mode: this thread's router */
+    enum co_redis_kind why;  /* the kind that started the backoff */
 };
 
 static struct co_redis_target target;
@@ -43,6 +57,236 @@ static pthread_key_t conn_key;
 static pthread_once_t conn_key_once = PTHREAD_ONCE_INIT;
 static int conn_key_rc;
 static _Thread_local struct conn *tl;
+static _Thread_local enum co_redis_kind tl_kind;
+
+/* ------------------------------------------------------------ failures */
+
+const char *const co_redis_kind_names[CO_REDIS_KINDS] = {
+    [CO_REDIS_OK] = "ok",
+    [CO_REDIS_UNREACHABLE] = "unreachable",
+    [CO_REDIS_TIMEOUT] = "timeout",
+    [CO_REDIS_AUTH] = "auth",
+    [CO_REDIS_NOPERM] = "noperm",
+    [CO_REDIS_NOSCRIPT] = "noscript",
+    [CO_REDIS_UNKNOWN_COMMAND] = "unknown_command",
+    [CO_REDIS_OOM] = "oom",
+    [CO_REDIS_READONLY] = "readonly",
+    [CO_REDIS_LOADING] = "loading",
+    [CO_REDIS_BUSY] = "busy",
+    [CO_REDIS_MASTERDOWN] = "masterdown",
+    [CO_REDIS_CROSSSLOT] = "crossslot",
+    [CO_REDIS_MOVED] = "moved",
+    [CO_REDIS_ASK] = "ask",
+    [CO_REDIS_CLUSTERDOWN] = "clusterdown",
+    [CO_REDIS_TRYAGAIN] = "tryagain",
+    [CO_REDIS_WRONGTYPE] = "wrongtype",
+    [CO_REDIS_SCRIPT_ERROR] = "script_error",
+    [CO_REDIS_BAD_REPLY] = "bad_reply",
+    [CO_REDIS_OTHER] = "other",
+};
+
+static const char *const kind_reasons[CO_REDIS_KINDS] = {
+    [CO_REDIS_OK] = "Redis works",
+    [CO_REDIS_UNREACHABLE] = "Redis cannot be reached",
+    [CO_REDIS_TIMEOUT] = "Redis does not answer within --redis-timeout-ms",
+    [CO_REDIS_AUTH] = "Redis refuses the user or password of --redis",
+    [CO_REDIS_NOPERM] = "the ACL user lacks a permission tollgated needs "
+                        "(+@scripting, and reads and writes of tg:* keys)",
+    [CO_REDIS_NOSCRIPT] = "Redis lost tollgated's scripts and does not "
+                          "take them again",
+    [CO_REDIS_UNKNOWN_COMMAND] = "Redis does not know a command tollgated "
+                                 "sends (EVALSHA or SCRIPT renamed or "
+                                 "disabled with rename-command?)",
+    [CO_REDIS_OOM] = "Redis is out of memory (maxmemory reached under "
+                     "maxmemory-policy noeviction)",
+    [CO_REDIS_READONLY] = "Redis is a read-only replica; point --redis at "
+                          "the primary",
+    [CO_REDIS_LOADING] = "Redis is loading its dataset",
+    [CO_REDIS_BUSY] = "Redis is busy running a script",
+    [CO_REDIS_MASTERDOWN] = "Redis is a replica that lost its primary",
+    [CO_REDIS_CROSSSLOT] = "Redis is a cluster node; tollgated needs a "
+                           "standalone Redis",
+    [CO_REDIS_MOVED] = "Redis is a cluster node (a slot lives elsewhere); "
+                       "tollgated needs a standalone Redis",
+    [CO_REDIS_ASK] = "Redis is a cluster node (a slot is migrating); "
+                     "tollgated needs a standalone Redis",
+    [CO_REDIS_CLUSTERDOWN] = "Redis is a cluster node that does not serve "
+                             "the slot",
+    [CO_REDIS_TRYAGAIN] = "Redis is a cluster node being resharded",
+    [CO_REDIS_WRONGTYPE] = "a tg:* key holds another type (does another "
+                           "program write tollgated's keys?)",
+    [CO_REDIS_SCRIPT_ERROR] = "a tollgated script failed in Redis",
+    [CO_REDIS_BAD_REPLY] = "Redis answered something tollgated does not "
+                           "expect",
+    [CO_REDIS_OTHER] = "Redis refused a command",
+};
+
+/* Error codes by their leading word; "ERR" is looked into below. */
+static const struct {
+    const char *code;
+    enum co_redis_kind kind;
+} codes[] = {
+    {"NOSCRIPT", CO_REDIS_NOSCRIPT},   {"NOPERM", CO_REDIS_NOPERM},
+    {"NOAUTH", CO_REDIS_AUTH},         {"WRONGPASS", CO_REDIS_AUTH},
+    {"OOM", CO_REDIS_OOM},             {"READONLY", CO_REDIS_READONLY},
+    {"LOADING", CO_REDIS_LOADING},     {"BUSY", CO_REDIS_BUSY},
+    {"MASTERDOWN", CO_REDIS_MASTERDOWN},
+    {"CROSSSLOT", CO_REDIS_CROSSSLOT}, {"MOVED", CO_REDIS_MOVED},
+    {"ASK", CO_REDIS_ASK},             {"CLUSTERDOWN", CO_REDIS_CLUSTERDOWN},
+    {"TRYAGAIN", CO_REDIS_TRYAGAIN},   {"WRONGTYPE", CO_REDIS_WRONGTYPE},
+    {"UNKILLABLE", CO_REDIS_BUSY},     {"NOREPLICAS", CO_REDIS_MASTERDOWN},
+    {"MISCONF", CO_REDIS_OOM},
+};
+
+/* The code word at s (up to a blank or the end) as a kind, or OTHER. */
+static enum co_redis_kind code_kind(const char *s)
+{
+    size_t n = strcspn(s, " \t\r\n");
+
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strlen(codes[i].code) == n && strncmp(s, codes[i].code, n) == 0)
+            return codes[i].kind;
+    return CO_REDIS_OTHER;
+}
+
+/* Contract in tollgated.h. Redis 7 passes the code of an error a script's
+ * redis.call() met on ("OOM command not allowed ... script: ..."); older
+ * versions wrap it ("ERR Error running script ...: -OOM ..."), so a "-CODE"
+ * inside an ERR is looked for too. */
+enum co_redis_kind co_redis_classify(const char *e)
+{
+    enum co_redis_kind k;
+    const char *dash;
+
+    if (e == NULL || *e == '\0')
+        return CO_REDIS_OTHER;
+    if (strncmp(e, "ERR ", 4) != 0 && strcmp(e, "ERR") != 0)
+        return code_kind(e);
+    if (strstr(e, "unknown command") != NULL ||
+        strstr(e, "unknown subcommand") != NULL)
+        return CO_REDIS_UNKNOWN_COMMAND;
+    for (dash = strchr(e, '-'); dash != NULL; dash = strchr(dash + 1, '-'))
+        if ((dash == e || dash[-1] == ' ') &&
+            (k = code_kind(dash + 1)) != CO_REDIS_OTHER)
+            return k;
+    if (strstr(e, "script") != NULL || strstr(e, "Script") != NULL)
+        return CO_REDIS_SCRIPT_ERROR;
+    return CO_REDIS_OTHER;
+}
+
+const char *co_redis_kind_reason(enum co_redis_kind kind)
+{
+    return kind >= 0 && kind < CO_REDIS_KINDS ? kind_reasons[kind]
+                                              : kind_reasons[CO_REDIS_OTHER];
+}
+
+/* A reconnect cures it: the next exchange that works ends the state. */
+static bool transient(enum co_redis_kind k)
+{
+    return k == CO_REDIS_UNREACHABLE || k == CO_REDIS_TIMEOUT ||
+           k == CO_REDIS_LOADING || k == CO_REDIS_BUSY ||
+           k == CO_REDIS_MASTERDOWN || k == CO_REDIS_TRYAGAIN;
+}
+
+static atomic_int state;                 /* enum co_redis_kind */
+static atomic_ullong last_failure_ms;    /* monotonic */
+static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+static char state_detail[256];           /* of the change into state */
+
+/* Contract in tollgated.h. The mutex orders the log lines and the detail
+ * with the changes; a failure of the current kind takes no lock. */
+void co_redis_failed(enum co_redis_kind kind, const char *detail)
+{
+    char v[300];
+
+    if (kind <= CO_REDIS_OK || kind >= CO_REDIS_KINDS)
+        kind = CO_REDIS_OTHER;
+    tl_kind = kind;
+    atomic_fetch_add_explicit(&co_metrics.redis_errors[kind], 1,
+                              memory_order_relaxed);
+    atomic_store_explicit(&last_failure_ms, co_mono_ms(),
+                          memory_order_relaxed);
+    if (atomic_load_explicit(&state, memory_order_relaxed) == (int)kind)
+        return;
+    pthread_mutex_lock(&state_lock);
+    if (atomic_load_explicit(&state, memory_order_relaxed) != (int)kind) {
+        enum co_redis_kind was = atomic_load(&state);
+
+        atomic_store(&state, (int)kind);
+        atomic_store(&co_metrics.redis_up, false);
+        snprintf(state_detail, sizeof state_detail, "%s",
+                 detail != NULL ? detail : "");
+        CO_WARN("msg=redis_failing kind=%s was=%s addr=%s:%d reason=\"%s\" "
+                "detail=%s", co_redis_kind_names[kind],
+                co_redis_kind_names[was], target.host, target.port,
+                kind_reasons[kind],
+                co_log_value(v, sizeof v, state_detail,
+                             strlen(state_detail)));
+    }
+    pthread_mutex_unlock(&state_lock);
+}
+
+/* An exchange worked; probe: it was probe.lua, which ends any state. On
+ * the hot path this is one relaxed load. */
+static void state_ok(bool probe)
+{
+    enum co_redis_kind k = atomic_load_explicit(&state, memory_order_relaxed);
+
+    if (k == CO_REDIS_OK || !(probe || transient(k)))
+        return;
+    if (probe && co_mono_ms() - atomic_load_explicit(&last_failure_ms,
+                                                     memory_order_relaxed)
+                 < STATE_QUIET_MS)
+        return;
+    pthread_mutex_lock(&state_lock);
+    if (atomic_load(&state) == (int)k) {
+        atomic_store(&state, CO_REDIS_OK);
+        atomic_store(&co_metrics.redis_up, true);
+        state_detail[0] = '\0';
+        CO_INFO("msg=redis_ok was=%s addr=%s:%d", co_redis_kind_names[k],
+                target.host, target.port);
+    }
+    pthread_mutex_unlock(&state_lock);
+}
+
+enum co_redis_kind co_redis_thread_kind(void)
+{
+    return tl_kind;
+}
+
+enum co_redis_kind co_redis_state(char *detail, size_t detaillen)
+{
+    enum co_redis_kind k;
+
+    pthread_mutex_lock(&state_lock);
+    k = atomic_load(&state);
+    if (detail != NULL && detaillen > 0)
+        snprintf(detail, detaillen, "%s", state_detail);
+    pthread_mutex_unlock(&state_lock);
+    return k;
+}
+
+/* An I/O failure's kind, from the words io_error() and arm_timeout() use. */
+static enum co_redis_kind io_kind(const char *why)
+{
+    return strstr(why, "timed out") != NULL ? CO_REDIS_TIMEOUT
+                                            : CO_REDIS_UNREACHABLE;
+}
+
+/* Record r when it is an error reply (NOSCRIPT too when count_noscript:
+ * callers that reload the script pass false). Returns r's kind, OK for a
+ * reply that is no error. */
+static enum co_redis_kind reply_kind(const redisReply *r, bool count_noscript)
+{
+    enum co_redis_kind k;
+
+    if (r == NULL || r->type != REDIS_REPLY_ERROR)
+        return CO_REDIS_OK;
+    k = co_redis_classify(r->str);
+    if (k != CO_REDIS_NOSCRIPT || count_noscript)
+        co_redis_failed(k, r->str);
+    return k;
+}
 
 static void conn_destroy(void *p)
 {
@@ -164,7 +408,6 @@ static int exchange(redisContext *c, uint64_t deadline, redisReply **replies,
         snprintf(why, sizeof why, "set timeout: %s", c->errstr);
         goto fail;
     }
-    atomic_store_explicit(&co_metrics.redis_up, true, memory_order_relaxed);
     return CO_OK;
 io:
     snprintf(why, sizeof why, "%s", io_error(c, target.timeout_ms, tmo,
@@ -190,6 +433,14 @@ static redisReply *command_by(redisContext *c, uint64_t deadline, int argc,
     if (exchange(c, deadline, &r, 1, argv[0], err, errlen) != CO_OK)
         return NULL;
     return r;
+}
+
+/* Account for one reply: an error reply is a failure of its kind; any
+ * other shows Redis answers (ending a transient state). */
+static void note(const redisReply *r)
+{
+    if (reply_kind(r, true) == CO_REDIS_OK)
+        state_ok(false);
 }
 
 /* Parse redis://[[user]:password@]host[:port][/db] into t. The host may be
@@ -303,24 +554,29 @@ int co_redis_parse_url(const char *url, unsigned timeout_ms,
 }
 
 /* Run one command that must not fail on a fresh connection (AUTH, SELECT).
- * Returns the reply (caller frees with freeReplyObject) or NULL with err;
- * an error reply is freed and reported as NULL too. */
+ * Returns the reply (caller frees with freeReplyObject) or NULL with err
+ * and *kind; an error reply is freed and reported as NULL too. */
 static redisReply *setup_command(redisContext *c, uint64_t deadline,
-                                 int argc, const char **argv, char *err,
+                                 int argc, const char **argv,
+                                 enum co_redis_kind *kind, char *err,
                                  size_t errlen)
 {
     redisReply *r = command_by(c, deadline, argc, argv, NULL, err, errlen);
 
     if (r != NULL && r->type == REDIS_REPLY_ERROR) {
         snprintf(err, errlen, "%s: %s", argv[0], r->str);
+        *kind = co_redis_classify(r->str);
         freeReplyObject(r);
         return NULL;
     }
+    if (r == NULL)
+        *kind = io_kind(err);
     return r;
 }
 
 /* Load script s on c and check Redis computed the SHA we call it by.
- * Returns 0, CO_EREDIS (I/O: c is now unusable) or CO_EREPLY. */
+ * Returns 0, CO_EREDIS (I/O: c is now unusable) or CO_EREPLY (recorded by
+ * kind: an ACL without +@scripting, a renamed SCRIPT, ...). */
 static int load_script(redisContext *c, uint64_t deadline,
                        const struct co_script *s, char *err, size_t errlen)
 {
@@ -331,13 +587,16 @@ static int load_script(redisContext *c, uint64_t deadline,
 
     if (r == NULL)
         return CO_EREDIS;
-    if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
-        memcmp(r->str, s->sha, 40) != 0) {
-        snprintf(err, errlen, "SCRIPT LOAD: unexpected reply %.80s",
-                 r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_ERROR
-                     ? r->str : "(not a string)");
-        CO_ERROR("msg=redis_script_load_failed script=%s detail=\"unexpected "
-                 "reply\"", s->name);
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "SCRIPT LOAD %s: %.200s", s->name, r->str);
+        co_redis_failed(co_redis_classify(r->str), err);
+        rc = CO_EREPLY;
+    } else if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
+               memcmp(r->str, s->sha, 40) != 0) {
+        snprintf(err, errlen, "SCRIPT LOAD %s: unexpected reply %.80s",
+                 s->name, r->type == REDIS_REPLY_STRING ? r->str
+                                                        : "(not a string)");
+        co_redis_failed(CO_REDIS_BAD_REPLY, err);
         rc = CO_EREPLY;
     }
     freeReplyObject(r);
@@ -345,17 +604,21 @@ static int load_script(redisContext *c, uint64_t deadline,
 }
 
 /* Open, time-bound, authenticate and select, all before deadline. Returns
- * a ready context (the caller frees it with redisFree) or NULL with err. */
-static redisContext *connect_new(uint64_t deadline, char *err, size_t errlen)
+ * a ready context (the caller frees it with redisFree) or NULL with err
+ * and *kind. */
+static redisContext *connect_new(uint64_t deadline, enum co_redis_kind *kind,
+                                 char *err, size_t errlen)
 {
     uint64_t now = co_mono_ms();
     redisContext *c;
     redisReply *r;
     char db[16];
 
+    *kind = CO_REDIS_UNREACHABLE;
     if (now >= deadline) {
         snprintf(err, errlen, "connect: timed out after %u ms",
                  target.timeout_ms);
+        *kind = CO_REDIS_TIMEOUT;
         return NULL;
     }
     c = redisConnectWithTimeout(target.host, target.port,
@@ -366,6 +629,9 @@ static redisContext *connect_new(uint64_t deadline, char *err, size_t errlen)
     }
     if (c->err) {
         snprintf(err, errlen, "connect: %s", c->errstr);
+        if (strstr(c->errstr, "timed out") != NULL ||
+            strstr(c->errstr, "temporarily unavailable") != NULL)
+            *kind = CO_REDIS_TIMEOUT;
         goto fail;
     }
     if (redisSetTimeout(c, ms_to_tv(target.timeout_ms)) != REDIS_OK) {
@@ -377,8 +643,9 @@ static redisContext *connect_new(uint64_t deadline, char *err, size_t errlen)
         const char *a2[] = {"AUTH", target.password};
         const char *a3[] = {"AUTH", target.user, target.password};
 
-        r = target.user[0] ? setup_command(c, deadline, 3, a3, err, errlen)
-                           : setup_command(c, deadline, 2, a2, err, errlen);
+        r = target.user[0]
+            ? setup_command(c, deadline, 3, a3, kind, err, errlen)
+            : setup_command(c, deadline, 2, a2, kind, err, errlen);
         if (r == NULL)
             goto fail;
         freeReplyObject(r);
@@ -387,7 +654,7 @@ static redisContext *connect_new(uint64_t deadline, char *err, size_t errlen)
         const char *a[] = {"SELECT", db};
 
         snprintf(db, sizeof db, "%d", target.db);
-        r = setup_command(c, deadline, 2, a, err, errlen);
+        r = setup_command(c, deadline, 2, a, kind, err, errlen);
         if (r == NULL)
             goto fail;
         freeReplyObject(r);
@@ -398,15 +665,14 @@ fail:
     return NULL;
 }
 
-/* Forget this thread's context (if any) after a failure and back off: no
- * connect before next_try_ms. A late reply would otherwise be read as the
- * answer to the next command, and an unreachable or stalled Redis would
- * cost every request its whole timeout. why is logged once, as the start
- * of an outage for this thread. */
-static void conn_failed(struct conn *s, const char *why)
+/* Forget this thread's context (if any) after a failure of kind and back
+ * off: no connect before next_try_ms. A late reply would otherwise be read
+ * as the answer to the next command, and an unreachable or stalled Redis
+ * would cost every request its whole timeout. The failure is reported
+ * (co_redis_failed: logged once per change of state). */
+static void conn_failed(struct conn *s, enum co_redis_kind kind,
+                        const char *why)
 {
-    char v[300];
-
     if (s->ctx != NULL) {
         redisFree(s->ctx);
         s->ctx = NULL;
@@ -415,14 +681,8 @@ static void conn_failed(struct conn *s, const char *why)
                     : s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                     : s->backoff_ms * 2;
     s->next_try_ms = co_mono_ms() + s->backoff_ms;
-    atomic_fetch_add_explicit(&co_metrics.redis_errors, 1,
-                              memory_order_relaxed);
-    atomic_store_explicit(&co_metrics.redis_up, false, memory_order_relaxed);
-    if (!s->down)
-        CO_WARN("msg=redis_down addr=%s:%d detail=%s retry_ms=%u",
-                target.host, target.port,
-                co_log_value(v, sizeof v, why, strlen(why)), s->backoff_ms);
-    s->down = true;
+    s->why = kind;
+    co_redis_failed(kind, why);
 }
 
 /* This thread's live context, connecting before deadline if the backoff
@@ -432,6 +692,7 @@ static redisContext *thread_conn_by(uint64_t deadline, char *err,
                                     size_t errlen)
 {
     struct conn *s = thread_slot();
+    enum co_redis_kind kind;
     uint64_t now;
     char why[256];
 
@@ -443,19 +704,18 @@ static redisContext *thread_conn_by(uint64_t deadline, char *err,
         return s->ctx;
     now = co_mono_ms();
     if (now < s->next_try_ms) {
-        snprintf(err, errlen, "unreachable, next try in %llu ms",
+        snprintf(err, errlen, "%s, next try in %llu ms",
+                 co_redis_kind_names[s->why],
                  (unsigned long long)(s->next_try_ms - now));
+        tl_kind = s->why;
         return NULL;
     }
-    s->ctx = connect_new(deadline, why, sizeof why);
+    s->ctx = connect_new(deadline, &kind, why, sizeof why);
     if (s->ctx == NULL) {
-        conn_failed(s, why);
+        conn_failed(s, kind, why);
         snprintf(err, errlen, "%s", why);
         return NULL;
     }
-    if (s->down)
-        CO_INFO("msg=redis_up addr=%s:%d", target.host, target.port);
-    s->down = false;
     s->backoff_ms = 0;
     s->next_try_ms = 0;
     return s->ctx;
@@ -466,37 +726,119 @@ static redisContext *thread_conn_by(uint64_t deadline, char *err,
 static void thread_drop(const char *why)
 {
     if (tl != NULL && tl->ctx != NULL)
-        conn_failed(tl, why);
+        conn_failed(tl, io_kind(why), why);
 }
 
-/* Remember where Redis is and load the script there if it is up. Returns
- * 0 when the script is loaded, CO_EREDIS / CO_EREPLY with err when Redis
- * could not take it (the caller logs a warning and serves anyway: workers
- * connect by themselves later), CO_ENOMEM on local failure. */
+static int append_evalsha(redisContext *c, const struct co_script_call *call,
+                          const char **argv, size_t *lens);
+
+/* probe.lua's call (co_call_free() it, also after a failure). Returns 0
+ * or CO_ENOMEM. */
+static int probe_call(struct co_script_call *c)
+{
+    co_call_init(c, co_script(CO_SCRIPT_PROBE), 3);
+    co_call_key(c, co_rkeys.probe_a, strlen(co_rkeys.probe_a));
+    co_call_key(c, co_rkeys.probe_b, strlen(co_rkeys.probe_b));
+    co_call_arg_u64(c, PROBE_TTL_MS);
+    return co_call_seal(c);
+}
+
+/* Did the probe's reply (noted already) say it passed? Describes a
+ * failure into err (plain reason first, then Redis's words). */
+static enum co_redis_kind probe_verdict(const redisReply *r, char *err,
+                                        size_t errlen)
+{
+    enum co_redis_kind k;
+    const char *what;
+
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        return CO_REDIS_OK;
+    what = r->type == REDIS_REPLY_ERROR && r->str != NULL
+           ? r->str : "probe: unexpected reply";
+    k = r->type == REDIS_REPLY_ERROR ? co_redis_classify(what)
+                                     : CO_REDIS_BAD_REPLY;
+    snprintf(err, errlen, "%s: %.200s", kind_reasons[k], what);
+    if (k == CO_REDIS_BAD_REPLY)   /* note() recorded an error reply */
+        co_redis_failed(k, err);
+    return k;
+}
+
+/* Contract in tollgated.h. Every script is loaded on a connection of our
+ * own, then probe.lua runs, so what is missing is said at start. */
 int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen)
 {
+    struct co_script_call pc;
+    enum co_redis_kind kind;
     uint64_t deadline;
-    redisContext *c;
-    int rc;
-
-    const struct co_script *sync = co_script(CO_SCRIPT_SYNC);
+    redisContext *c = NULL;
+    redisReply *r = NULL;
+    int rc = CO_ENOMEM;
 
     target = *t;
-    if (sync->sha[0] == '\0') {
-        snprintf(err, errlen, "cannot hash the sync script");
-        return CO_ENOMEM;
+    memset(&pc, 0, sizeof pc);
+    for (int i = 0; i < CO_SCRIPTS; i++) {
+        if (co_script((enum co_script_id)i)->sha[0] == '\0') {
+            snprintf(err, errlen, "cannot hash the %s script",
+                     co_script((enum co_script_id)i)->name);
+            return CO_ENOMEM;
+        }
     }
     pthread_once(&conn_key_once, conn_key_create);
     if (conn_key_rc != 0) {
         snprintf(err, errlen, "pthread_key_create: %s", strerror(conn_key_rc));
         return CO_ENOMEM;
     }
+    if (probe_call(&pc) != CO_OK) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
     deadline = deadline_from_now();
-    c = connect_new(deadline, err, errlen);
-    if (c == NULL)
-        return CO_EREDIS;
-    rc = load_script(c, deadline, sync, err, errlen);
-    redisFree(c);
+    rc = CO_EREDIS;
+    c = connect_new(deadline, &kind, err, errlen);
+    if (c == NULL) {
+        co_redis_failed(kind, err);
+        goto done;
+    }
+    for (int i = 0; i < CO_SCRIPTS; i++) {
+        rc = load_script(c, deadline, co_script((enum co_script_id)i), err,
+                         errlen);
+        if (rc == CO_EREPLY) {
+            char why[256];
+
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "%s: %s",
+                     kind_reasons[co_redis_thread_kind()], why);
+        }
+        if (rc != CO_OK)
+            goto done;
+    }
+    {
+        const char *av[3 + 2 + 1];
+        size_t al[3 + 2 + 1];
+
+        if (append_evalsha(c, &pc, av, al) != CO_OK)
+            snprintf(err, errlen, "EVALSHA: %s", c->errstr);
+        else if (exchange(c, deadline, &r, 1, "EVALSHA", err, errlen) !=
+                 CO_OK && r != NULL) {
+            freeReplyObject(r);
+            r = NULL;
+        }
+    }
+    if (r == NULL) {
+        co_redis_failed(io_kind(err), err);
+        rc = CO_EREDIS;
+        goto done;
+    }
+    note(r);
+    rc = probe_verdict(r, err, errlen) == CO_REDIS_OK ? CO_OK : CO_EREPLY;
+    if (rc == CO_OK)
+        atomic_store(&co_metrics.redis_up, true);
+done:
+    if (r != NULL)
+        freeReplyObject(r);
+    if (c != NULL)
+        redisFree(c);
+    co_call_free(&pc);
     return rc;
 }
 
@@ -531,37 +873,90 @@ static redisReply *cluster_call(const struct co_script_call *script,
                                 const size_t *lens, uint64_t deadline,
                                 char *err, size_t errlen);
 
-/* PING on this thread's connection: what /readyz means by "Redis is
- * reachable from where sync requests run". Bounded like a sync (one
- * deadline, connect included); a thread that found Redis down or stalled
- * is backing off and answers CO_EREDIS at once, so /readyz turns 503
- * exactly while syncs on it answer degraded. Returns 0 or CO_EREDIS. */
+/* Contract in tollgated.h. The probe runs on this thread's connection,
+ * the one its syncs use, bounded like a sync; a thread backing off
+ * answers at once. */
+int co_redis_check(enum co_redis_kind *kind, char *err, size_t errlen)
+{
+    struct co_script_call pc;
+    redisReply *r = NULL;
+    char why[256];
+    int rc = CO_ENOMEM;
+
+    *kind = CO_REDIS_OK;
+    {
+        /* In cluster mode the probe (two keys in two slots, on purpose)
+         * does not apply: every master must be reachable and every slot
+         * served instead. */
+        uint64_t deadline = deadline_from_now();
+        int mode = cluster_mode(deadline, err, errlen);
+
+        if (mode != 0) {
+            rc = mode > 0 ? cluster_check(deadline, err, errlen) : CO_EREDIS;
+            if (rc == CO_OK) {
+                state_ok(true);
+                return CO_OK;
+            }
+            *kind = mode > 0 ? CO_REDIS_CLUSTERDOWN : CO_REDIS_UNREACHABLE;
+            co_redis_failed(*kind, err);
+            return CO_EREDIS;
+        }
+    }
+    if (probe_call(&pc) != CO_OK) {
+        snprintf(err, errlen, "out of memory");
+        *kind = CO_REDIS_OTHER;
+        goto done;
+    }
+    r = co_redis_eval(0, &pc, why, sizeof why);
+    if (r == NULL) {
+        *kind = co_redis_thread_kind();
+        if (*kind == CO_REDIS_OK)   /* out of memory here, not Redis */
+            *kind = CO_REDIS_OTHER;
+        snprintf(err, errlen, "%s: %s", kind_reasons[*kind], why);
+        rc = CO_EREDIS;
+        goto done;
+    }
+    *kind = probe_verdict(r, err, errlen);
+    rc = *kind == CO_REDIS_OK ? CO_OK : CO_EREPLY;
+    if (rc == CO_OK)
+        state_ok(true);
+done:
+    if (r != NULL)
+        freeReplyObject(r);
+    co_call_free(&pc);
+    return rc;
+}
+
 int co_redis_ping(char *err, size_t errlen)
 {
-    const char *argv[] = {"PING"};
-    uint64_t deadline = deadline_from_now();
-    int mode = cluster_mode(deadline, err, errlen);
-    redisContext *c;
-    redisReply *r;
-    int rc = CO_OK;
+    enum co_redis_kind kind;
 
-    if (mode != 0)
-        return mode > 0 ? cluster_check(deadline, err, errlen) : CO_EREDIS;
-    c = thread_conn_by(deadline, err, errlen);
-    if (c == NULL)
-        return CO_EREDIS;
-    r = command_by(c, deadline, 1, argv, NULL, err, errlen);
-    if (r == NULL) {
-        thread_drop(err);
-        return CO_EREDIS;
-    }
-    if (r->type != REDIS_REPLY_STATUS || strcmp(r->str, "PONG") != 0) {
-        snprintf(err, errlen, "PING: %.100s",
-                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        rc = CO_EREDIS;
-    }
-    freeReplyObject(r);
-    return rc;
+    return co_redis_check(&kind, err, errlen);
+}
+
+/* ------------------------------------------------------------ watcher
+ * Once a second while the state is not "ok": the probe, on the watcher's
+ * own connection, so the state ends by itself once Redis is fixed even
+ * when nothing else asks. */
+static void watch_tick(void)
+{
+    enum co_redis_kind kind;
+    char err[256];
+
+    if (atomic_load_explicit(&state, memory_order_relaxed) != CO_REDIS_OK)
+        co_redis_check(&kind, err, sizeof err);
+}
+
+static struct co_ticker watcher = {.tick = watch_tick, .period_ms = 1000};
+
+int co_redis_watch_start(char *err, size_t errlen)
+{
+    return co_ticker_start(&watcher, err, errlen);
+}
+
+void co_redis_watch_stop(void)
+{
+    co_ticker_stop(&watcher);
 }
 
 /* Append EVALSHA of one call to c's output buffer. argv/lens are scratch
@@ -640,6 +1035,7 @@ int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
                                           errlen)
                       : CO_EREDIS;
     rc = CO_ENOMEM;
+    tl_kind = CO_REDIS_OK;
     for (size_t i = 0; i < ncalls; i++) {
         size_t argc = 3 + calls[i].nkeys + calls[i].nargs;
 
@@ -715,10 +1111,15 @@ int co_redis_eval_ints(struct co_script_call *calls, size_t ncalls,
                 noscript->sha);
     }
     /* Every call has its reply now (a second NOSCRIPT is kept as the
-     * error reply it is). */
+     * error reply it is); the first error reply is the failure's kind. */
     rc = CO_OK;
-    for (size_t i = 0; i < ncalls && rc == CO_OK; i++)
+    for (size_t i = 0; i < ncalls && rc == CO_OK; i++) {
         rc = take_reply(replies[i], &calls[i], err, errlen);
+        if (rc != CO_OK && reply_kind(replies[i], true) == CO_REDIS_OK)
+            co_redis_failed(CO_REDIS_BAD_REPLY, err);
+    }
+    if (rc == CO_OK)
+        state_ok(false);
 cleanup:
     for (size_t i = 0; replies != NULL && i < ncalls; i++)
         if (replies[i] != NULL)
@@ -753,6 +1154,7 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
     redisReply *r;
     int rc;
 
+    tl_kind = CO_REDIS_OK;
     if (mode < 0)
         return CO_EREDIS;
     if (mode == 0 && (c = thread_conn_by(deadline, err, errlen)) == NULL)
@@ -768,6 +1170,7 @@ int co_redis_set_px(const char *key, size_t klen, const char *val,
             thread_drop(err);
         return CO_EREDIS;
     }
+    note(r);
     if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0) {
         rc = 1;
     } else if (r->type == REDIS_REPLY_NIL && only_new) {
@@ -800,10 +1203,12 @@ redisReply *co_redis_command(unsigned timeout_ms, int argc, const char **argv,
                              const size_t *lens, char *err, size_t errlen)
 {
     uint64_t deadline = deadline_in(timeout_ms);
-    int mode = cluster_mode(deadline, err, errlen);
     redisContext *c;
     redisReply *r;
+    int mode;
 
+    tl_kind = CO_REDIS_OK;
+    mode = cluster_mode(deadline, err, errlen);
     if (mode != 0)
         return mode > 0 ? cluster_call(NULL, argc, argv, lens, deadline, err,
                                        errlen)
@@ -814,6 +1219,8 @@ redisReply *co_redis_command(unsigned timeout_ms, int argc, const char **argv,
     r = command_by(c, deadline, argc, argv, lens, err, errlen);
     if (r == NULL)
         thread_drop(err);
+    else
+        note(r);
     return r;
 }
 
@@ -853,6 +1260,7 @@ redisReply *co_redis_eval(unsigned timeout_ms,
     al[2] = (size_t)snprintf(nk, sizeof nk, "%zu", call->nkeys);
     memcpy(av + 3, call->argv, (argc - 3) * sizeof *av);
     memcpy(al + 3, call->argvlen, (argc - 3) * sizeof *al);
+    tl_kind = CO_REDIS_OK;
     c = thread_conn_by(deadline, err, errlen);
     if (c == NULL)
         goto done;
@@ -867,6 +1275,8 @@ redisReply *co_redis_eval(unsigned timeout_ms,
     }
     if (r == NULL)
         thread_drop(err);
+    else
+        note(r);
 done:
     free(al);
     free(av);
@@ -930,8 +1340,7 @@ static int cluster_mode(uint64_t deadline, char *err, size_t errlen)
     }
     pthread_mutex_unlock(&mode_mu);
     if (mode < 0) {
-        atomic_store_explicit(&co_metrics.redis_up, false,
-                              memory_order_relaxed);
+        co_redis_failed(CO_REDIS_UNREACHABLE, err);
         return CO_EREDIS;
     }
     return mode == CO_CLUSTER_MODE_CLUSTER;
@@ -961,11 +1370,10 @@ static void cluster_outcome(int rc, const char *err)
 {
     if (rc == CO_EINVAL)   /* a call spanning slots: our bug */
         CO_ERROR("msg=redis_cluster_refused detail=\"%s\"", err);
-    if (rc == CO_EREDIS)
-        atomic_fetch_add_explicit(&co_metrics.redis_errors, 1,
-                                  memory_order_relaxed);
-    atomic_store_explicit(&co_metrics.redis_up, rc != CO_EREDIS,
-                          memory_order_relaxed);
+    if (rc == CO_EREDIS)   /* the router's one-line reason */
+        co_redis_failed(CO_REDIS_CLUSTERDOWN, err);
+    else
+        state_ok(false);
 }
 
 static int cluster_check(uint64_t deadline, char *err, size_t errlen)

@@ -13,7 +13,8 @@
  * Tags: "{<quota>|<key>}" for a rate-limit key's counters,
  * "{edge|<edge_id>}" for replay marks, "{nonce|<hex>}" for burnt challenge
  * nonces, "{clr|<quota>|<hex>}" for clearance marks, "{policy}" for the
- * policy store and "{stats}" for /v1/stats. Parts a client chooses are
+ * policy store and "{stats}" for /v1/stats; probe.lua's two keys hash to
+ * two slots on purpose (it checks Redis is no cluster node). Parts a client chooses are
  * percent-encoded outside [A-Za-z0-9._:-] (co_percent_encode), so '{',
  * '}', '|' and '%' never appear raw and distinct parts give distinct
  * names.
@@ -37,6 +38,8 @@ const struct co_rkeys co_rkeys = {
     .stats_ch = PREFIX "{stats}:ch",
     .stats_chz = PREFIX "{stats}:chz",
     .stats_prefix = PREFIX "{stats}:",
+    .probe_a = PREFIX "{probe}:a",
+    .probe_b = PREFIX "{probe-b}:b",
 };
 
 /* Write the hash tag "{<quota>|<key>}" for (quota, key) into out (NUL-

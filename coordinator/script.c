@@ -34,9 +34,9 @@
 
 /* Generated from coordinator/<name>.lua by the Makefile. */
 extern const char co_sync_lua[], co_stats_lua[], co_policy_write_lua[],
-    co_policy_audit_lua[];
+    co_policy_audit_lua[], co_probe_lua[];
 extern const size_t co_sync_lua_len, co_stats_lua_len,
-    co_policy_write_lua_len, co_policy_audit_lua_len;
+    co_policy_write_lua_len, co_policy_audit_lua_len, co_probe_lua_len;
 
 static struct co_script scripts[CO_SCRIPTS] = {
     [CO_SCRIPT_SYNC] = {.name = "sync", .src = co_sync_lua},
@@ -45,6 +45,7 @@ static struct co_script scripts[CO_SCRIPTS] = {
                                 .src = co_policy_write_lua},
     [CO_SCRIPT_POLICY_AUDIT] = {.name = "policy_audit",
                                 .src = co_policy_audit_lua},
+    [CO_SCRIPT_PROBE] = {.name = "probe", .src = co_probe_lua},
 };
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
@@ -73,6 +74,7 @@ static void scripts_init(void)
         [CO_SCRIPT_STATS] = co_stats_lua_len,
         [CO_SCRIPT_POLICY_WRITE] = co_policy_write_lua_len,
         [CO_SCRIPT_POLICY_AUDIT] = co_policy_audit_lua_len,
+        [CO_SCRIPT_PROBE] = co_probe_lua_len,
     };
 
     for (size_t i = 0; i < CO_SCRIPTS; i++) {

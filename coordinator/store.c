@@ -84,8 +84,9 @@ static int reply_error(redisReply *r, const char *what, char *err,
  * is installed here. */
 static int store_write(const char *op, int64_t expect, const char *who,
                        const char *action, const char *body,
-                       const char *detail, uint64_t *version, bool *seeded,
-                       char *err, size_t errlen)
+                       const char *detail, const char *const *del,
+                       uint64_t *version, bool *seeded, char *err,
+                       size_t errlen)
 {
     const char *keys[] = {
         co_rkeys.policy_current, co_rkeys.policy_seq, co_rkeys.policy_meta,
@@ -97,9 +98,11 @@ static int store_write(const char *op, int64_t expect, const char *who,
     redisReply *r = NULL;
     int rc;
 
-    co_call_init(&c, co_script(CO_SCRIPT_POLICY_WRITE), 6 + 8);
+    co_call_init(&c, co_script(CO_SCRIPT_POLICY_WRITE), 6 + 2 + 8);
     for (size_t i = 0; i < 6; i++)
         co_call_key(&c, keys[i], strlen(keys[i]));
+    for (size_t i = 0; del != NULL && i < 2; i++)
+        co_call_key(&c, del[i], strlen(del[i]));
     snprintf(exp, sizeof exp, "%lld", (long long)expect);
     co_call_arg_str(&c, op);
     co_call_arg_str(&c, exp);
@@ -167,8 +170,8 @@ int co_store_put(const char *doc, int64_t expect, const char *who,
                  const char *action, const char *detail, uint64_t *version,
                  char *err, size_t errlen)
 {
-    return store_write("put", expect, who, action, doc, detail, version,
-                       NULL, err, errlen);
+    return store_write("put", expect, who, action, doc, detail, NULL,
+                       version, NULL, err, errlen);
 }
 
 /* A new version equal to version to. As co_store_put(), plus CO_ENOTFOUND
@@ -181,7 +184,7 @@ int co_store_rollback(uint64_t to, int64_t expect, const char *who,
     snprintf(num, sizeof num, "%llu", (unsigned long long)to);
     snprintf(detail, sizeof detail, "{\"to\":%llu}", (unsigned long long)to);
     return store_write("rollback", expect, who, "policy.rollback", num,
-                       detail, version, NULL, err, errlen);
+                       detail, NULL, version, NULL, err, errlen);
 }
 
 /* One audit entry that makes no version (a key reset). */
@@ -190,8 +193,20 @@ int co_store_audit_add(const char *who, const char *action,
 {
     uint64_t v;
 
-    return store_write("audit", -1, who, action, "", detail, &v, NULL, err,
-                       errlen);
+    return store_write("audit", -1, who, action, "", detail, NULL, &v, NULL,
+                       err, errlen);
+}
+
+/* Delete a key's counters c and e with its "key.reset" audit entry, in
+ * one atomic call: both or neither. */
+int co_store_key_reset(const char *who, const char *detail, const char *c,
+                       const char *e, char *err, size_t errlen)
+{
+    const char *del[2] = {c, e};
+    uint64_t v;
+
+    return store_write("reset", -1, who, "key.reset", "", detail, del, &v,
+                       NULL, err, errlen);
 }
 
 /* The version current names, or 0 when none. */
@@ -410,7 +425,7 @@ static int seed_and_load(bool force, char *err, size_t errlen)
     pthread_mutex_unlock(&st.lock);
     if (seed != NULL) {
         rc = store_write("seed", -1, "tollgated", "seed", seed,
-                         "{\"source\":\"--policy\"}", &version, &seeded,
+                         "{\"source\":\"--policy\"}", NULL, &version, &seeded,
                          err, errlen);
         if (rc != CO_OK)
             return rc;

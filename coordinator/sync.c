@@ -58,6 +58,7 @@
 #define SCRIPT_APPLIED    0
 #define SCRIPT_REPLAYED   1
 #define SCRIPT_CONFLICT   2
+#define SCRIPT_MISMATCH   3       /* the seq was applied with other counts */
 
 /* One KeyCount and what the policy says about it. */
 struct sync_item {
@@ -79,7 +80,34 @@ struct call_head {
     uint64_t seq;
     uint32_t sync_interval_ms;
     char nonce[33];
+    uint64_t digest;                /* batch_digest(): the last ARGV */
 };
+
+/* FNV-1a over the batch the script sees (each known item's quota, key and
+ * merged counts, in request order), cut to 53 bits so Lua holds it
+ * exactly. sync.lua keeps it in each record: a resend of a seq with other
+ * counts is told apart from a retry (409), not answered from the record. */
+static uint64_t batch_digest(struct sync_item *const *items, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        const Tollgate__V1__KeyCount *k = items[i]->kc;
+        uint64_t v[2] = {items[i]->admitted, items[i]->attempts};
+        const char *parts[2] = {k->quota, k->key};
+
+        for (size_t p = 0; p < 2; p++)
+            for (const char *c = parts[p];; c++) {   /* the NUL too */
+                h = (h ^ (uint8_t)*c) * 1099511628211ULL;
+                if (*c == '\0')
+                    break;
+            }
+        for (size_t p = 0; p < 2; p++)
+            for (unsigned b = 0; b < 64; b += 8)
+                h = (h ^ ((v[p] >> b) & 0xff)) * 1099511628211ULL;
+    }
+    return h & CO_SEQ_MAX;
+}
 
 /* Build KEYS and ARGV of one sync.lua call (layout in sync.lua's header)
  * for items[0..n), now_ms being the coordinator's clock, into c. The reply
@@ -90,7 +118,7 @@ static int build_script_call(const struct call_head *h, uint64_t now_ms,
                              struct sync_item *const *items, size_t n,
                              long long *out, struct co_script_call *c)
 {
-    size_t total = 1 + 2 * n + SYNC_HEAD_ARGS + SYNC_ITEM_ARGS * n;
+    size_t total = 1 + 2 * n + SYNC_HEAD_ARGS + SYNC_ITEM_ARGS * n + 1;
     char kc[CO_RKEY_COUNTERS_MAX], ke[CO_RKEY_COUNTERS_MAX];
 
     co_call_init(c, co_script(CO_SCRIPT_SYNC), total);
@@ -126,6 +154,7 @@ static int build_script_call(const struct call_head *h, uint64_t now_ms,
         co_call_arg_u64(c, items[i]->attempts);
         co_call_arg_u64(c, q->burst);
     }
+    co_call_arg_u64(c, h->digest);
     c->out = out;
     c->nout = SYNC_REPLY_HEAD + SYNC_REPLY_ITEM * n;
     return co_call_seal(c);
@@ -211,8 +240,9 @@ static int validate_request(const Tollgate__V1__SyncRequest *in,
                  CO_EDGE_ID_MAX);
         return CO_EINVAL;
     }
-    if (in->seq == 0) {
-        snprintf(detail, len, "seq: must be >= 1");
+    if (in->seq == 0 || in->seq > CO_SEQ_MAX) {
+        snprintf(detail, len, "seq: must be 1..%llu (2^53 - 1)",
+                 (unsigned long long)CO_SEQ_MAX);
         return CO_EINVAL;
     }
     if (in->n_counts > CO_SYNC_COUNTS_MAX) {
@@ -441,6 +471,17 @@ static void record_stats(const Tollgate__V1__SyncRequest *in,
         .degraded = degraded,
     };
 
+    /* An edge clock far off ours (sent_at_ms = 1, or years ahead) would
+     * show as a lag of decades: clamp it to CO_LAG_MAX_MS, and count it. */
+    if (in->sent_at_ms != 0 &&
+        (in->sent_at_ms + CO_LAG_MAX_MS < now_ms ||
+         in->sent_at_ms > now_ms + CO_LAG_MAX_MS)) {
+        s.sent_at_ms = in->sent_at_ms < now_ms ? now_ms - CO_LAG_MAX_MS
+                                               : now_ms;
+        atomic_fetch_add_explicit(&co_metrics.sent_at_clamped, 1,
+                                  memory_order_relaxed);
+    }
+
     if (!degraded)
         record_metrics(pol, items, n, now_ms, s.decisions);
     co_stats_sync_seen(&s, now_ms);
@@ -566,6 +607,7 @@ static int sync_plan(const struct co_request *req, const struct co_auth *auth,
     r->head.edge_id = r->in->edge_id;
     r->head.seq = r->in->seq;
     r->head.sync_interval_ms = r->pol->sync_interval_ms;
+    r->head.digest = batch_digest(r->known, r->n_known);
     /* In a Redis Cluster a call's keys must share a hash slot: items are
      * grouped by slot, one call per run of a slot, each call with its own
      * replay key in that slot (sync.lua checks KEYS[1]; a replay finds
@@ -670,6 +712,22 @@ static int sync_run(struct sync_req *r, const struct co_auth *auth,
                 "{s:I}", "applied_seq", (json_int_t)h[1]));
             record_stats(r->in, r->pol, r->items, 0, r->now_ms,
                          false);
+            return -1;
+        }
+        if (h[0] == SCRIPT_MISMATCH) {
+            CO_INFO("msg=sync_conflict edge=%s seq=%llu reason=other_counts",
+                    co_log_value(v, sizeof v, r->in->edge_id,
+                                 strlen(r->in->edge_id)),
+                    (unsigned long long)r->in->seq);
+            snprintf(detail, sizeof detail, "seq %llu was already applied "
+                     "for edge %s with other counts: a resend must repeat "
+                     "its batch exactly, new counts need a new seq",
+                     (unsigned long long)r->in->seq, r->in->edge_id);
+            /* applied_seq: an edge restarted under the same id renumbers
+             * its batch past it, as for an older seq. */
+            co_response_problem_with(resp, 409, detail, json_pack(
+                "{s:I}", "applied_seq", (json_int_t)r->in->seq));
+            record_stats(r->in, r->pol, r->items, 0, r->now_ms, false);
             return -1;
         }
         if (h[0] != SCRIPT_APPLIED) {

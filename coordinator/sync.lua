@@ -19,14 +19,17 @@
 --                     L       sum of the leases outstanding (granted to an
 --                             edge and not yet superseded by its next report)
 --                     D       sum of the edges' demand rates (milli-req/s)
---                     e:<edge_id>  the edge's record, 8 integers:
---                       "seq lease rate last_ms action reset_ms count carry"
+--                     e:<edge_id>  the edge's record, 9 integers:
+--                       "seq lease rate last_ms action reset_ms count carry
+--                        digest"
 --                       seq       the SyncRequest seq that wrote it
 --                       lease     what it was granted then (part of L)
 --                       rate      its smoothed demand, milli-req/s (part of D)
 --                       last_ms   when it reported the key
 --                       action, reset_ms, count  the rest of its answer
 --                       carry     rounding remainder of its shares, 1/1000
+--                       digest    of that seq's whole batch (ARGV, last);
+--                                 absent in records written before it
 --   tg:{q|k}:e  ZSET  edge_id -> last report time (ms), to expire edges
 -- Both expire after 2 x window: an idle key costs nothing. The admin API
 -- reads them (GET /v1/keys/{quota}/{key}) and deletes them (DELETE).
@@ -84,13 +87,19 @@
 --   tg:{stats}:chz          ZSET  the same ids -> last_ms; the newest 100
 --                                 kept
 --
+-- Readiness probe (coordinator/redis.c, probe.lua), two tags on purpose:
+--   tg:{probe}:a, tg:{probe-b}:b  STRING  "1", lives 2 s; written by the
+--                                 probe to show Redis takes scripted writes
+--
 -- KEYS: [1] the replay key, then 2 per item: c, e.
 -- ARGV: [1] now_ms (the coordinator's wall clock), [2] edge_id, [3] seq,
 --   [4] sync_interval_ms, [5] nonce (unique per HTTP request, the same in
 --   every call of one batch), [6] replay_ttl_ms, [7] item count n, then 7 per
 --   item: limit, window_ms, over_action (1 challenge, 2 deny),
 --   deny_after_milli (deny_after x 1000, 0 = off), admitted, attempts,
---   burst (the most one edge may hold of the key at once, 0 = no cap).
+--   burst (the most one edge may hold of the key at once, 0 = no cap);
+--   last, ARGV[8 + 7n]: the batch digest (sync.c's batch_digest(), < 2^53,
+--   the same in every call of one batch).
 --   limit is the key's own: a per-key override's when the policy has one
 --   for it, else the quota's (co_quota_limit). Everything below that says
 --   "limit" means that one, so an override moves the key's decisions, its
@@ -98,7 +107,8 @@
 --   key's. The edge never sees overrides: its RateLimit-Policy header
 --   shows the quota's limit even for an overridden key, and its floor
 --   (bound (a) below) comes from the quota too.
--- Returns 3 + 4n integers: status (0 applied, 1 replayed, 2 conflict),
+-- Returns 3 + 4n integers: status (0 applied, 1 replayed, 2 conflict, 3
+--   the seq was applied with another batch),
 --   the stored seq and the 1-based item of a conflict (applied: 0 and the
 --   number of items answered as retries, see below; for /metrics); then per
 --   item action (0 allow, 1 challenge, 2 deny), lease, reset_ms, count
@@ -118,7 +128,16 @@
 -- request's is a retry of a batch already applied (the answer was lost):
 -- nothing is added and the stored answer comes back unchanged. A record
 -- with a larger seq means this request is older than one already applied:
--- the whole call changes nothing and answers conflict.
+-- the whole call changes nothing and answers conflict; so does a record
+-- of the same seq whose batch digest differs (status 3: the same seq with
+-- other counts is no retry, and answering it from the record would drop
+-- its counts silently).
+--
+-- Integers are exact: seq is at most 2^53 - 1 (sync.c refuses larger ones
+-- with 400), each count at most 1e12 and a limit at most 1e12 (policy.c),
+-- and the sums a key accumulates (a, t, pa, pt, D, a rate) saturate at
+-- NMAX = 2^53 - 1, far above any limit, so no double rounds an integer
+-- and none formats past int64 (which would wrap it negative).
 --
 -- The count is Cloudflare's two-window approximation of a sliding window:
 --   est = ceil(pa * (window - elapsed) / window) + a
@@ -258,6 +277,7 @@
 -- integers (never 1.7e+12).
 
 local MIN_RATE = 50   -- milli-req/s: an idle edge still gets a 1-request cap
+local NMAX = 9007199254740991  -- 2^53 - 1: sums saturate here (see above)
 local SLACK_CAP = 8  -- the most the headroom rule adds to a cap (see 4.)
 
 local function int(x)
@@ -300,7 +320,7 @@ local function record(s)
   for v in string.gmatch(s, '%-?%d+') do f[#f + 1] = tonumber(v) end
   if #f < 8 then return nil end
   return {seq = f[1], lease = f[2], rate = f[3], last = f[4], action = f[5],
-          reset = f[6], count = f[7], carry = f[8]}
+          reset = f[6], count = f[7], carry = f[8], digest = f[9]}
 end
 
 local now = tonumber(ARGV[1])
@@ -310,6 +330,7 @@ local interval = math.max(tonumber(ARGV[4]), 100)
 local nonce = ARGV[5]
 local replay_ttl = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
+local digest = ARGV[8 + 7 * n]
 local field = 'e:' .. edge
 local out = {0, 0, 0}
 
@@ -332,6 +353,10 @@ for i = 1, n do
   local prev = record(h[8])
   if prev and prev.seq > seq then
     return refuse(2, prev.seq, i)
+  end
+  if prev and prev.seq == seq and prev.digest and
+     prev.digest ~= tonumber(digest) then
+    return refuse(3, prev.seq, i)
   end
   state[i] = {h = h, prev = prev}
 end
@@ -376,8 +401,8 @@ for i = 1, n do
       -- rather than dropping counts.
       idx = w
     end
-    a = a + admitted
-    t = t + attempts
+    a = math.min(a + admitted, NMAX)
+    t = math.min(t + attempts, NMAX)
 
     -- Expire edges silent for more than a window (this one included: it
     -- then starts over as a first report).
@@ -407,10 +432,10 @@ for i = 1, n do
     else
       rate = attempts * 1000000 / interval
     end
-    rate = math.max(math.floor(rate + 0.5), MIN_RATE)
+    rate = math.min(math.max(math.floor(rate + 0.5), MIN_RATE), NMAX)
     if L < 0 then L = 0 end   -- never: records and sums change together
     if D < 0 then D = 0 end
-    D = D + rate
+    D = math.min(D + rate, NMAX)
 
     local remaining_ms = (idx + 1) * window - now
     if remaining_ms < 0 then remaining_ms = 0 end
@@ -466,9 +491,9 @@ for i = 1, n do
 
     redis.call('HSET', kc, 'w', int(idx), 'a', int(a), 't', int(t),
                'pa', int(pa), 'pt', int(pt), 'L', int(L), 'D', int(D),
-               field, string.format('%d %d %d %d %d %d %d %d', seq, lease,
-                                    rate, now, action, remaining_ms, est,
-                                    carry))
+               field, string.format('%d %d %d %d %d %d %d %d %s', seq,
+                                    lease, rate, now, action, remaining_ms,
+                                    est, carry, digest))
     redis.call('PEXPIRE', kc, int(2 * window))
     redis.call('ZADD', ke, int(now), edge)
     redis.call('PEXPIRE', ke, int(2 * window))

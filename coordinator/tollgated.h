@@ -74,6 +74,10 @@ struct timespec;
 #define CO_OVERRIDES_MAX     10000   /* per quota */
 #define CO_SYNC_COUNTS_MAX   10000   /* KeyCounts in one SyncRequest */
 #define CO_COUNT_MAX         1000000000000ULL  /* one KeyCount field, 1e12 */
+#define CO_SEQ_MAX           9007199254740991ULL /* 2^53 - 1: exact in Lua
+                                                  * and JSON; larger -> 400 */
+#define CO_LAG_MAX_MS        300000u /* an edge clock further off is
+                                      * clamped for the lag gauge */
 #define CO_URL_MAX           2048    /* bytes; longer -> 414 */
 #define CO_CHALLENGE_TTL_S   300
 #define CO_TOKEN_MAX         320     /* bytes of a challenge token, NUL incl. */
@@ -274,6 +278,11 @@ void co_response_problem_with(struct co_response *resp, unsigned status,
                               const char *detail, struct json_t *members);
 /* co_response_set copies body; co_response_take takes body (malloc'd):
  * either way co_response_clear() frees the response's copy. */
+/* 503 with "Retry-After: 1" and the problem member "kind" (a Redis
+ * failure's name, co_redis_kind_names, or another word): how every answer
+ * that failed on Redis reads. */
+void co_response_unavailable(struct co_response *resp, const char *kind,
+                             const char *detail);
 int co_response_set(struct co_response *resp, unsigned status,
                     const char *content_type, const void *body, size_t len);
 void co_response_take(struct co_response *resp, unsigned status,
@@ -557,8 +566,71 @@ struct co_redis_target {
     unsigned timeout_ms;
 };
 
+/* What went wrong with Redis, one kind per cause an operator fixes in one
+ * way; co_redis_classify() maps a reply error to its kind (the names are
+ * the /readyz "kind", the admin API's problem "kind" and the label of
+ * tollgate_redis_errors_total). */
+enum co_redis_kind {
+    CO_REDIS_OK = 0,
+    CO_REDIS_UNREACHABLE,    /* connect refused, reset, closed */
+    CO_REDIS_TIMEOUT,        /* no answer within --redis-timeout-ms */
+    CO_REDIS_AUTH,           /* NOAUTH, WRONGPASS */
+    CO_REDIS_NOPERM,         /* ACL: a command or key not allowed */
+    CO_REDIS_NOSCRIPT,       /* the script cache lost a script */
+    CO_REDIS_UNKNOWN_COMMAND,/* renamed or disabled (rename-command) */
+    CO_REDIS_OOM,            /* maxmemory reached under noeviction */
+    CO_REDIS_READONLY,       /* a read-only replica */
+    CO_REDIS_LOADING,        /* loading its dataset */
+    CO_REDIS_BUSY,           /* another script runs too long */
+    CO_REDIS_MASTERDOWN,     /* a replica without its primary */
+    CO_REDIS_CROSSSLOT,      /* a cluster node (keys of several slots) */
+    CO_REDIS_MOVED,          /* a cluster node (the slot is elsewhere) */
+    CO_REDIS_ASK,            /* a cluster node (the slot is migrating) */
+    CO_REDIS_CLUSTERDOWN,    /* a cluster node (slot not served) */
+    CO_REDIS_TRYAGAIN,       /* a cluster node (resharding) */
+    CO_REDIS_WRONGTYPE,      /* a tg:* key holds another type */
+    CO_REDIS_SCRIPT_ERROR,   /* a script failed (ERR in a script) */
+    CO_REDIS_BAD_REPLY,      /* a reply of an unexpected shape */
+    CO_REDIS_OTHER,          /* any other error reply */
+    CO_REDIS_KINDS
+};
+
+/* "ok", "unreachable", "timeout", "noperm", ... (static storage). */
+extern const char *const co_redis_kind_names[CO_REDIS_KINDS];
+/* The kind of an error reply's text (its leading code: "NOPERM ...",
+ * "OOM ...", "ERR unknown command ...", a script error carrying a code of
+ * a call it made); never CO_REDIS_OK. Pure: a Redis Cluster router may
+ * call it on the replies it gets. */
+enum co_redis_kind co_redis_classify(const char *reply_error);
+/* What an operator should know of kind, in plain words (static). */
+const char *co_redis_kind_reason(enum co_redis_kind kind);
+/* Count one failure of kind (tollgate_redis_errors_total{kind}), make it
+ * the process's Redis state (tollgate_redis_up 0, /readyz 503) and log
+ * the change of state, once; detail is Redis's words or ours. */
+void co_redis_failed(enum co_redis_kind kind, const char *detail);
+/* The kind of the calling thread's last Redis failure since its last
+ * exchange began (CO_REDIS_OK: none): what an admin answer reports. */
+enum co_redis_kind co_redis_thread_kind(void);
+/* The process's Redis state (CO_REDIS_OK when working); the detail of
+ * the change into it into detail. */
+enum co_redis_kind co_redis_state(char *detail, size_t detaillen);
+/* Run the probe (probe.lua) on this thread's connection; clear the state
+ * when it passes and no failure came in the last second. Returns 0, or
+ * CO_EREDIS / CO_EREPLY (CO_ENOMEM) with *kind and err. The watcher thread
+ * (co_redis_watch_start) calls it once a second while the state is not
+ * CO_REDIS_OK, so tollgated recovers by itself once Redis is fixed. */
+int co_redis_check(enum co_redis_kind *kind, char *err, size_t errlen);
+/* Returns 0 or CO_EIO with err (no thread). */
+int co_redis_watch_start(char *err, size_t errlen);
+void co_redis_watch_stop(void);
+
 int co_redis_parse_url(const char *url, unsigned timeout_ms,
                        struct co_redis_target *t, char *err, size_t errlen);
+/* Remember where Redis is, load every script there and run the probe.
+ * Returns 0; CO_EREDIS (unreachable) or CO_EREPLY (Redis refuses: err
+ * says in plain words what is missing, e.g. "the ACL user lacks
+ * +@scripting") with the state set, the caller logs it and serves anyway
+ * (the watcher notices the fix); CO_ENOMEM on local failure. */
 int co_redis_init(const struct co_redis_target *t, char *err, size_t errlen);
 
 /* --redis takes one URL or several (comma-separated): seeds of a Redis
@@ -582,6 +654,8 @@ bool co_redis_is_cluster(void);
 void co_redis_shutdown(void);
 /* The SHA1 of the sync script (static storage), for the startup log. */
 const char *co_redis_script_sha(void);
+/* co_redis_check() without the kind: 0, or CO_EREDIS (unreachable, timed
+ * out, backing off) / CO_EREPLY (Redis refused the probe) with err. */
 int co_redis_ping(char *err, size_t errlen);
 /* One command for the policy store, stats and the admin API: this
  * thread's connection, one deadline of timeout_ms (0 = --redis-timeout-ms),
@@ -611,6 +685,7 @@ struct co_rkeys {
     const char *policy_version_prefix;   /* + n: version n */
     const char *stats_edges, *stats_edgez, *stats_ch, *stats_chz;
     const char *stats_prefix;            /* stats.lua's computed keys */
+    const char *probe_a, *probe_b;       /* probe.lua's, two slots */
 };
 extern const struct co_rkeys co_rkeys;
 
@@ -655,6 +730,7 @@ enum co_script_id {
     CO_SCRIPT_STATS,             /* stats.lua */
     CO_SCRIPT_POLICY_WRITE,      /* policy_write.lua */
     CO_SCRIPT_POLICY_AUDIT,      /* policy_audit.lua */
+    CO_SCRIPT_PROBE,             /* probe.lua (redis.c's readiness check) */
     CO_SCRIPTS
 };
 
@@ -833,6 +909,11 @@ int co_store_rollback(uint64_t to, int64_t expect, const char *who,
                       uint64_t *version, char *err, size_t errlen);
 int co_store_audit_add(const char *who, const char *action,
                        const char *detail, char *err, size_t errlen);
+/* DEL a key's counters c and e (co_rkey_counters) with its "key.reset"
+ * audit entry (detail: JSON text) in one atomic call: both or neither.
+ * Returns 0, or CO_EREDIS / CO_EREPLY / CO_ENOMEM with err. */
+int co_store_key_reset(const char *who, const char *detail, const char *c,
+                       const char *e, char *err, size_t errlen);
 /* *doc: malloc'd (free()) canonical JSON of version (0: the current). */
 int co_store_get(uint64_t version, char **doc, size_t *len,
                  uint64_t *found_version, char *err, size_t errlen);
@@ -1000,8 +1081,10 @@ struct co_metrics {
     atomic_ullong sync_duration_buckets[CO_METRICS_BUCKETS + 1];
     atomic_ullong sync_duration_sum_us;
     atomic_ullong challenges_issued;   /* tokens signed in sync answers */
-    atomic_ullong redis_errors;        /* I/O errors, timeouts, refusals */
-    atomic_bool redis_up;              /* the last Redis exchange worked */
+    atomic_ullong sent_at_clamped;     /* sent_at_ms over CO_LAG_MAX_MS off */
+    /* Redis failures by kind ([CO_REDIS_OK] unused; redis.c) */
+    atomic_ullong redis_errors[CO_REDIS_KINDS];
+    atomic_bool redis_up;              /* the Redis state is CO_REDIS_OK */
     /* siteverify.c: siteverify calls by outcome, retries, provider state */
     atomic_ullong captcha_calls[CO_CAPTCHA_RESULTS];
     atomic_ullong captcha_retries;     /* internal-error answered again */

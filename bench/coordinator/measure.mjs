@@ -119,6 +119,7 @@ function evalshaArgs(sha, nowMs) {
   for (let i = 0; i < BATCH; i++) a.push(`tg:{rb|k${R}}:c`, `tg:{rb|k${R}}:e`);
   a.push(String(nowMs), `rb/${R}`, "1", String(POLICY.sync_interval_ms), `n${R}`, String(REPLAY_TTL_MS), String(BATCH));
   for (let i = 0; i < BATCH; i++) a.push(String(POLICY.quotas[0].limit), String(RB_WINDOW_MS), "1", "0", "2", "2", "0");
+  a.push(R);   // the batch digest (sync.lua's last ARGV)
   return a;
 }
 

@@ -155,12 +155,13 @@ function parseResp(b, i) {
 }
 
 // A private redis-server on a spare loopback port, no persistence unless
-// asked. Returns { port, proc, dir, stop() }.
-export async function startRedis({ port, dir, args = [] } = {}) {
+// asked; conf: a config file read first (the flags override it). Returns
+// { port, proc, dir, stop() }.
+export async function startRedis({ port, dir, args = [], conf } = {}) {
   port = port || await freePort();
   dir = dir || tempDir("tollgate-redis-");
   const proc = startProcess("redis-server", [
-    "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
+    ...(conf ? [conf] : []), "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
     "--save", "", "--appendonly", "no", "--daemonize", "no", ...args,
   ]);
   // Up when it answers: PONG, or NOAUTH when an ACL file turns the

@@ -430,7 +430,7 @@ static long long sync_lua_count(const char *edge, uint64_t seq,
     assert_true(co_rkey_replay(edge, sig, replay, sizeof replay) > 0);
     n = co_rkey_counters("per-ip", 6, key, strlen(key), kc, ke, sizeof kc);
     assert_true(n > 0);
-    co_call_init(&c, co_script(CO_SCRIPT_SYNC), 3 + 7 + 7);
+    co_call_init(&c, co_script(CO_SCRIPT_SYNC), 3 + 7 + 7 + 1);
     co_call_key(&c, replay, strlen(replay));
     co_call_key(&c, kc, (size_t)n);
     co_call_key(&c, ke, (size_t)n);
@@ -448,6 +448,7 @@ static long long sync_lua_count(const char *edge, uint64_t seq,
     co_call_arg_u64(&c, admitted);
     co_call_arg_u64(&c, attempts);
     co_call_arg_u64(&c, 0);                    /* burst */
+    co_call_arg_u64(&c, admitted * 3 + attempts);  /* the batch digest */
     c.out = out;
     c.nout = 3 + 4;
     assert_int_equal(co_call_seal(&c), CO_OK);

@@ -141,14 +141,15 @@ static void test_edges_and_fixed_families(void **state)
     edge_seen("fra-1/a", NOW_MS - 1500, NOW_MS + 10);
     edge_seen("ams-2/c", NOW_MS + 5000, NOW_MS);    /* ahead: 0 */
     atomic_fetch_add(&co_metrics.challenges_issued, 3);
-    atomic_fetch_add(&co_metrics.redis_errors, 2);
+    atomic_fetch_add(&co_metrics.redis_errors[CO_REDIS_OOM], 2);
     atomic_store(&co_metrics.redis_up, true);
     t = render(NOW_MS + 10);
     assert_line(t, "# TYPE tollgate_edges_active gauge");
     assert_line(t, "tollgate_edges_active 3");
     assert_line(t, "tollgate_edge_sync_lag_seconds 1.510");
     assert_line(t, "tollgate_challenges_issued_total 3");
-    assert_line(t, "tollgate_redis_errors_total 2");
+    assert_line(t, "tollgate_redis_errors_total{kind=\"oom\"} 2");
+    assert_line(t, "tollgate_redis_errors_total{kind=\"noperm\"} 0");
     assert_line(t, "tollgate_redis_up 1");
     assert_non_null(strstr(t, "tollgate_sync_auth_failures_total{reason=\""
                               "bad_signature\"} "));

@@ -204,6 +204,10 @@ struct req {
     uint64_t now;
 };
 
+/* The batch digest the next build() sends; 0: one computed from the
+ * items (the same counts give the same digest). */
+static uint64_t forced_digest;
+
 /* The strings behind one co_script_call. */
 struct built {
     struct co_script_call call;
@@ -230,7 +234,8 @@ static void build(struct built *b, const struct req *r, const char *nonce,
                   const char *replay, const struct item *items, size_t n,
                   long long *out)
 {
-    size_t total = 1 + 2 * n + 7 + 7 * n;
+    size_t total = 1 + 2 * n + 7 + 7 * n + 1;
+    unsigned long long digest = forced_digest;
 
     memset(b, 0, sizeof *b);
     b->s = calloc(total, sizeof *b->s);
@@ -260,10 +265,15 @@ static void build(struct built *b, const struct req *r, const char *nonce,
         put(b, "%llu", (unsigned long long)items[i].admitted);
         put(b, "%llu", (unsigned long long)items[i].attempts);
         put(b, "%llu", (unsigned long long)items[i].burst);
+        /* the batch's digest: a stand-in for sync.c's, the same for the
+         * same counts unless the test names one */
+        if (forced_digest == 0)
+            digest = digest * 31 + items[i].admitted * 7 + items[i].attempts;
     }
+    put(b, "%llu", digest % CO_SEQ_MAX);
     b->call.script = co_script(CO_SCRIPT_SYNC);
     b->call.nkeys = 1 + 2 * n;
-    b->call.nargs = 7 + 7 * n;
+    b->call.nargs = 7 + 7 * n + 1;
     b->call.argv = b->argv;
     b->call.argvlen = b->lens;
     b->call.out = out;
@@ -384,6 +394,98 @@ static void test_retry_is_idempotent(void **state)
     assert_int_equal(admin_int("HGET tg:{idem|b}:c a"), 10);
 }
 
+/* HGETALL key now is what before (an HGETALL reply, freed here) held. */
+static void assert_hash_unchanged(redisReply *before, const char *key)
+{
+    redisReply *after = redisCommand(redis.admin, "HGETALL %s", key);
+
+    assert_non_null(after);
+    assert_int_equal(before->elements, after->elements);
+    for (size_t i = 0; i < before->elements; i++)
+        assert_string_equal(before->element[i]->str, after->element[i]->str);
+    freeReplyObject(before);
+    freeReplyObject(after);
+}
+
+/* The same seq with other counts is no retry: status 3, nothing written,
+ * not answered from the record (which would drop its counts silently). */
+static void test_same_seq_other_counts_conflicts(void **state)
+{
+    const struct item one = {"mis", "a", 100, HOUR, 1, 0, 5, 5, 0};
+    const struct item other = {"mis", "a", 100, HOUR, 1, 0, 6, 9, 0};
+    const struct req r = {"e1", 4, T0 + 1000};
+    const struct req again = {"e1", 4, T0 + 2000};
+    long long out[7];
+    redisReply *before;
+
+    (void)state;
+    assert_int_equal(eval(&r, &one, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    before = redisCommand(redis.admin, "HGETALL tg:{mis|a}:c");
+    assert_int_equal(eval(&again, &other, 1, out), CO_OK);
+    assert_int_equal(out[0], 3);              /* the seq, other counts */
+    assert_int_equal(out[1], 4);
+    assert_int_equal(out[2], 1);              /* the item */
+    assert_hash_unchanged(before, "tg:{mis|a}:c");
+    /* the same counts again: a retry, as before */
+    assert_int_equal(eval(&again, &one, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(out[2], 1);
+    assert_int_equal(admin_int("HGET tg:{mis|a}:c a"), 5);
+}
+
+/* Sums past 2^53 saturate there: exact below, never rounded to a
+ * neighbour, never formatted past int64 into a negative number. The
+ * script is fed more than sync.c lets through (1e12 per count) on
+ * purpose: the saturation is its own guard. */
+static void test_huge_counts_saturate(void **state)
+{
+    const struct item big = {"huge", "a", 1000000000000ULL, HOUR, 1, 0,
+                             CO_SEQ_MAX - 1, CO_SEQ_MAX - 1, 0};
+    const struct item more = {"huge", "a", 1000000000000ULL, HOUR, 1, 0,
+                              3, 3, 0};
+    const struct req r1 = {"e1", 1, T0 + 1000};
+    const struct req r2 = {"e1", 2, T0 + 1001};
+    const struct req r3 = {"e2", 1, T0 + 1002};
+    long long out[7];
+
+    (void)state;
+    assert_int_equal(eval(&r1, &big, 1, out), CO_OK);
+    assert_int_equal(admin_int("HGET tg:{huge|a}:c a"),
+                     (long long)CO_SEQ_MAX - 1);
+    assert_int_equal(eval(&r2, &more, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(admin_int("HGET tg:{huge|a}:c a"), (long long)CO_SEQ_MAX);
+    assert_int_equal(admin_int("HGET tg:{huge|a}:c t"), (long long)CO_SEQ_MAX);
+    assert_int_equal(ACTION(out, 0), 1);      /* far over: challenged */
+    assert_true(COUNT(out, 0) > 0);
+    /* a second edge's huge demand: D saturates, never wraps negative */
+    assert_int_equal(eval(&r3, &big, 1, out), CO_OK);
+    assert_true(admin_int("HGET tg:{huge|a}:c D") > 0);
+    assert_true(admin_int("HGET tg:{huge|a}:c D") <= (long long)CO_SEQ_MAX);
+    assert_true(COUNT(out, 0) > 0);
+}
+
+/* The largest seq sync.c lets through (2^53 - 1) is exact: the next one
+ * down is older (conflict), its resend a retry counted once. */
+static void test_largest_seq_is_exact(void **state)
+{
+    const struct item it = {"bigseq", "a", 100, HOUR, 1, 0, 1, 1, 0};
+    const struct req top = {"e1", CO_SEQ_MAX, T0 + 1000};
+    const struct req below = {"e1", CO_SEQ_MAX - 1, T0 + 2000};
+    long long out[7];
+
+    (void)state;
+    assert_int_equal(eval(&top, &it, 1, out), CO_OK);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(eval(&top, &it, 1, out), CO_OK);
+    assert_int_equal(out[2], 1);              /* a retry */
+    assert_int_equal(admin_int("HGET tg:{bigseq|a}:c a"), 1);
+    assert_int_equal(eval(&below, &it, 1, out), CO_OK);
+    assert_int_equal(out[0], 2);
+    assert_int_equal(out[1], (long long)CO_SEQ_MAX);
+}
+
 /* A seq older than one applied for any key of the call changes nothing. */
 static void test_older_seq_conflicts(void **state)
 {
@@ -395,7 +497,7 @@ static void test_older_seq_conflicts(void **state)
     const struct req newer = {"e1", 9, T0 + 1000};
     const struct req older = {"e1", 8, T0 + 2000};
     long long out[11];
-    redisReply *before, *after;
+    redisReply *before;
 
     (void)state;
     assert_int_equal(eval(&newer, &a, 1, out), CO_OK);
@@ -404,12 +506,7 @@ static void test_older_seq_conflicts(void **state)
     assert_int_equal(out[0], 2);              /* conflict */
     assert_int_equal(out[1], 9);              /* the seq already applied */
     assert_int_equal(out[2], 2);              /* at the second item */
-    after = redisCommand(redis.admin, "HGETALL tg:{old|a}:c");
-    assert_int_equal(before->elements, after->elements);
-    for (size_t i = 0; i < before->elements; i++)
-        assert_string_equal(before->element[i]->str, after->element[i]->str);
-    freeReplyObject(before);
-    freeReplyObject(after);
+    assert_hash_unchanged(before, "tg:{old|a}:c");
     /* the first item was not written either, nor the replay key */
     assert_int_equal(admin_int("EXISTS tg:{old|fresh}:c"), 0);
     assert_int_equal(admin_int("EXISTS tg:{edge|t}:sig:%u", request_no), 0);
@@ -946,18 +1043,83 @@ static void test_redis_gone_fails_fast(void **state)
     assert_true(co_mono_ms() - t0 < 2000);
 }
 
+/* Every reply error Redis sends for a failure an operator fixes has its
+ * kind, whichever way a version words it (Redis 7 passes a script call's
+ * code; older ones wrap it in ERR); a Cluster router gets the same. */
+static void test_classify(void **state)
+{
+    static const struct {
+        const char *e;
+        enum co_redis_kind k;
+    } cases[] = {
+        {"NOSCRIPT No matching script. Please use EVAL.", CO_REDIS_NOSCRIPT},
+        {"NOPERM User tg has no permissions to run the 'evalsha' command",
+         CO_REDIS_NOPERM},
+        {"NOAUTH Authentication required.", CO_REDIS_AUTH},
+        {"WRONGPASS invalid username-password pair or user is disabled.",
+         CO_REDIS_AUTH},
+        {"OOM command not allowed when used memory > 'maxmemory'.",
+         CO_REDIS_OOM},
+        {"OOM command not allowed when used memory > 'maxmemory'. script: "
+         "abc, on @user_script:12.", CO_REDIS_OOM},
+        {"READONLY You can't write against a read only replica.",
+         CO_REDIS_READONLY},
+        {"LOADING Redis is loading the dataset in memory", CO_REDIS_LOADING},
+        {"BUSY Redis is busy running a script.", CO_REDIS_BUSY},
+        {"MASTERDOWN Link with MASTER is down and replica-serve-stale-data "
+         "is set to 'no'.", CO_REDIS_MASTERDOWN},
+        {"CROSSSLOT Keys in request don't hash to the same slot",
+         CO_REDIS_CROSSSLOT},
+        {"MOVED 3999 127.0.0.1:6381", CO_REDIS_MOVED},
+        {"ASK 3999 127.0.0.1:6381", CO_REDIS_ASK},
+        {"CLUSTERDOWN Hash slot not served", CO_REDIS_CLUSTERDOWN},
+        {"TRYAGAIN Multiple keys request during rehashing of slot",
+         CO_REDIS_TRYAGAIN},
+        {"WRONGTYPE Operation against a key holding the wrong kind of value",
+         CO_REDIS_WRONGTYPE},
+        {"ERR unknown command 'EVALSHA', with args beginning with: ",
+         CO_REDIS_UNKNOWN_COMMAND},
+        {"ERR Error running script (call to f_0a1b): @user_script:3: "
+         "@user_script: 3: -READONLY You can't write against a read only "
+         "replica.", CO_REDIS_READONLY},
+        {"ERR user_script:5: Script attempted to access nonexistent global "
+         "variable 'x' script: abc", CO_REDIS_SCRIPT_ERROR},
+        {"ERR value is not an integer or out of range", CO_REDIS_OTHER},
+        {"ASKING-not-a-code", CO_REDIS_OTHER},
+        {"", CO_REDIS_OTHER},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        enum co_redis_kind k = co_redis_classify(cases[i].e);
+
+        if (k != cases[i].k)
+            fail_msg("%s: %s, expected %s", cases[i].e,
+                     co_redis_kind_names[k], co_redis_kind_names[cases[i].k]);
+    }
+    assert_int_equal(co_redis_classify(NULL), CO_REDIS_OTHER);
+    for (int k = 0; k < CO_REDIS_KINDS; k++) {
+        assert_non_null(co_redis_kind_names[k]);
+        assert_true(strlen(co_redis_kind_reason((enum co_redis_kind)k)) > 5);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest pure[] = {
         cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_parse_seeds),
         cmocka_unit_test(test_parse_url_refusals),
+        cmocka_unit_test(test_classify),
     };
     const struct CMUnitTest live[] = {
         cmocka_unit_test(test_init_loads_script),
         cmocka_unit_test(test_first_report),
         cmocka_unit_test(test_retry_is_idempotent),
         cmocka_unit_test(test_older_seq_conflicts),
+        cmocka_unit_test(test_same_seq_other_counts_conflicts),
+        cmocka_unit_test(test_huge_counts_saturate),
+        cmocka_unit_test(test_largest_seq_is_exact),
         cmocka_unit_test(test_replayed_signature_is_refused),
         cmocka_unit_test(test_leases_follow_demand),
         cmocka_unit_test(test_leases_never_exceed_what_is_left),

@@ -408,6 +408,7 @@ static void test_batch_reaches_redis_as_one_call(void **state)
         "1700000000123", "edge-7", "7", "5000", "*", "65000", "2",
         "100", "60000", "1", "0", "5", "8", "0",
         "10", "30000", "2", "3000", "2", "5", "0",
+        "*",    /* the batch digest: below */
     };
     const long long reply[] = {0, 40, 30000, 55, 2, 0, 1234, 12};
     Tollgate__V1__SyncResponse *r;
@@ -418,8 +419,12 @@ static void test_batch_reaches_redis_as_one_call(void **state)
     assert_int_equal(seen.calls, 1);
     assert_int_equal(seen.ncalls, 1);
     assert_int_equal(seen.nkeys, 5);
-    assert_int_equal(seen.nargs, 21);
+    assert_int_equal(seen.nargs, 22);
     assert_int_equal(seen.nout, 11);
+    /* decimal, below 2^53, and not the empty batch's */
+    assert_true(strspn(seen.argv[26], "0123456789") == seen.lens[26]);
+    assert_true(strtoull(seen.argv[26], NULL, 10) <= CO_SEQ_MAX);
+    assert_string_not_equal(seen.argv[26], "1424625411883907");
     assert_int_equal(strlen(seen.argv[0]), strlen("tg:{edge|edge-7}:sig:") +
                                            32);
     assert_memory_equal(seen.argv[0], "tg:{edge|edge-7}:sig:", 21);
@@ -469,7 +474,7 @@ static void test_overrides_reach_redis_per_key(void **state)
     install_json(policy_overrides_json);
     r = run_ok("e1", 1, 3, kcs, 4);
     assert_int_equal(seen.nkeys, 1 + 2 * 4);
-    assert_int_equal(seen.nargs, 7 + 7 * 4);
+    assert_int_equal(seen.nargs, 7 + 7 * 4 + 1);
     for (size_t i = 0; i < 4; i++) {
         const char *const *item = (const char *const *)seen.argv +
                                   seen.nkeys + 7 + 7 * i;
@@ -618,8 +623,9 @@ static void test_unknown_quotas_only_check_the_replay(void **state)
     r = run_ok("e1", 5, 3, kcs, 2);
     assert_int_equal(seen.calls, 1);
     assert_int_equal(seen.nkeys, 1);
-    assert_int_equal(seen.nargs, 7);
+    assert_int_equal(seen.nargs, 8);
     assert_string_equal(seen.argv[7], "0");
+    assert_string_equal(seen.argv[8], "1424625411883907");   /* empty batch digest */
     assert_false(r->degraded);
     assert_int_equal(r->acked_seq, 5);
     assert_int_equal(r->next_sync_ms, 5000);
