@@ -28,7 +28,7 @@ int co_input_text(const char *field, const void *s, size_t len,
     return CO_EINVAL;
 }
 
-static int pb_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
+int co_pb_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
 {
     *v = 0;
     for (unsigned shift = 0; shift < 64; shift += 7) {
@@ -58,11 +58,11 @@ static int pb_walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
         char name[160];
         size_t idx;
 
-        if (pb_varint(p, len, &i, &tag) != CO_OK)
+        if (co_pb_varint(p, len, &i, &tag) != CO_OK)
             goto malformed;
         switch (tag & 7) {
         case 0:
-            if (pb_varint(p, len, &i, &v) != CO_OK)
+            if (co_pb_varint(p, len, &i, &v) != CO_OK)
                 goto malformed;
             continue;
         case 1:
@@ -77,7 +77,7 @@ static int pb_walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
         default:
             goto malformed;
         }
-        if (pb_varint(p, len, &i, &v) != CO_OK || v > len - i)
+        if (co_pb_varint(p, len, &i, &v) != CO_OK || v > len - i)
             goto malformed;
         f = tag >> 3 <= UINT32_MAX
             ? protobuf_c_message_descriptor_get_field(desc,

@@ -160,22 +160,6 @@ static int build_script_call(const struct call_head *h, uint64_t now_ms,
     return co_call_seal(c);
 }
 
-static int read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
-{
-    *v = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        uint8_t b;
-
-        if (*i >= len)
-            return CO_EINVAL;
-        b = p[(*i)++];
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0)
-            return CO_OK;
-    }
-    return CO_EINVAL;
-}
-
 /* Count top-level length-delimited occurrences of field in a protobuf
  * message without decoding it. Unpacking allocates per element, so a 1 MiB
  * body of empty KeyCounts would cost tens of MiB before the count cap could
@@ -189,11 +173,11 @@ static int wire_count_field(const uint8_t *p, size_t len, uint32_t field,
     while (i < len) {
         uint64_t tag, v;
 
-        if (read_varint(p, len, &i, &tag) != CO_OK || tag >> 3 == 0)
+        if (co_pb_varint(p, len, &i, &tag) != CO_OK || tag >> 3 == 0)
             return CO_EINVAL;
         switch (tag & 7) {
         case 0:
-            if (read_varint(p, len, &i, &v) != CO_OK)
+            if (co_pb_varint(p, len, &i, &v) != CO_OK)
                 return CO_EINVAL;
             break;
         case 1:
@@ -202,7 +186,7 @@ static int wire_count_field(const uint8_t *p, size_t len, uint32_t field,
             i += 8;
             break;
         case 2:
-            if (read_varint(p, len, &i, &v) != CO_OK || v > len - i)
+            if (co_pb_varint(p, len, &i, &v) != CO_OK || v > len - i)
                 return CO_EINVAL;
             i += (size_t)v;
             if (tag >> 3 == field)

@@ -335,6 +335,10 @@ extern struct co_server co_server;
  * CO_EINVAL with detail ("<field>: holds a NUL byte"). */
 int co_input_text(const char *field, const void *s, size_t len,
                   char *detail, size_t detaillen);
+/* One protobuf varint at p[*i..len) into *v, *i moved past it: 0, or
+ * CO_EINVAL when it runs past len or over 10 bytes. The one wire reader of
+ * the coordinator (input.c's walk, sync.c's count cap). */
+int co_pb_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v);
 /* Every string field of a protobuf message of type desc, on the wire. */
 int co_input_protobuf(const ProtobufCMessageDescriptor *desc,
                       const uint8_t *buf, size_t len, char *detail,
