@@ -376,16 +376,28 @@ export class Tollgate {
   // check_signature with node:crypto: the verdict at once, and the same
   // request (still in the in buffer) decided again with it.
   #checkNow() {
-    const o = this.outPtr, r = o >> 2, u32 = this.u32;
-    const keys = u32[r + OUT.SIG_KEYS];
-    const p = o + 4 * this.outWords, inLen = u32[r + OUT.TOKEN_LEN], sigLen = u32[r + OUT.HEADERS_LEN];
-    const data = this.u8.subarray(p, p + inLen);
-    const sig = this.u8.subarray(p + inLen, p + inLen + sigLen);
+    const { keys, data, sig } = this.#sigRequest(false);
     let verdict = -1;
     for (let i = 0; i < 32 && verdict < 0; i++) {
       const hk = (keys >>> i) & 1 ? this.hostKeys[i] : null;
       if (hk && hk.check(data, sig)) verdict = i;
     }
+    return this.#decideWith(verdict);
+  }
+
+  // What check_signature left in the out buffer: the candidate keys as
+  // bits, the signing input and the signature (copied when the caller
+  // awaits, since other requests reuse the buffer meanwhile).
+  #sigRequest(copy) {
+    const o = this.outPtr, r = o >> 2, u32 = this.u32;
+    const p = o + 4 * this.outWords, inLen = u32[r + OUT.TOKEN_LEN], sigLen = u32[r + OUT.HEADERS_LEN];
+    const take = (a, b) => (copy ? this.u8.slice(a, b) : this.u8.subarray(a, b));
+    return { keys: u32[r + OUT.SIG_KEYS], data: take(p, p + inLen), sig: take(p + inLen, p + inLen + sigLen) };
+  }
+
+  // The request in the in buffer decided again with the host's verdict
+  // (the index of the key that verified, or -1).
+  #decideWith(verdict) {
     const kind = this.x.verify(this.opt.now(), verdict >= 0 ? verdict + 1 : -1);
     if (kind === this.kindCheck) throw new Error("tollgate: the core asked again for a signature it was given");
     return this.#decision(kind);
@@ -399,11 +411,7 @@ export class Tollgate {
   // outcome. Other requests may run while this awaits, so the features
   // are written again.
   async #checkSignature(req) {
-    const o = this.outPtr, r = o >> 2, u32 = this.u32;
-    const keys = u32[r + OUT.SIG_KEYS];
-    const p = o + 4 * this.outWords, inLen = u32[r + OUT.TOKEN_LEN], sigLen = u32[r + OUT.HEADERS_LEN];
-    const data = this.u8.slice(p, p + inLen);
-    const sig = this.u8.slice(p + inLen, p + inLen + sigLen);
+    const { keys, data, sig } = this.#sigRequest(true);
     let verdict = -1;
     for (let i = 0; i < 32 && verdict < 0; i++) {
       const hk = (keys >>> i) & 1 ? this.hostKeys[i] : null;
@@ -414,9 +422,7 @@ export class Tollgate {
       if (key && await crypto.subtle.verify(hk.params, key, sig, data).catch(() => false)) verdict = i;
     }
     this.#write(req);
-    const kind = this.x.verify(this.opt.now(), verdict >= 0 ? verdict + 1 : -1);
-    if (kind === this.kindCheck) throw new Error("tollgate: the core asked again for a signature it was given");
-    return this.#decision(kind);
+    return this.#decideWith(verdict);
   }
 
   // Decides a Fetch API Request (a Decision, or a Promise of one: see
